@@ -1,0 +1,111 @@
+"""Input validation at the eager API boundary.
+
+Every public entry point of jaxcorr calls these helpers before it hands its arguments to a jitted
+implementation. Shape and rank checks only look at static shapes, so they cost nothing under an
+outer ``jax.jit``; value checks (finiteness, index ranges) run only when the value is concrete,
+i.e. not a tracer, so they never add work or host round trips to a jitted call.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds a value we may inspect on the host (not a tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def float_dtype(*arrays):
+    """The floating dtype the structures compute in: the promoted dtype of the inputs, made floating.
+
+    Integer inputs (DDFN works over integer points, Definition 1.3) become the default float dtype
+    (float32, or float64 in x64 mode); float32 and float64 inputs keep their dtype.
+    """
+    dt = jnp.result_type(*arrays)
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(float)
+    return dt
+
+
+def check_finite(name: str, x) -> None:
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN or infinity."""
+    if is_concrete(x):
+        arr = np.asarray(x)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(np.size(arr) - np.isfinite(arr).sum())
+            raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite value(s)")
+
+
+def check_matrix(name: str, x, *, cols: int | None = None, cols_name: str = "d") -> None:
+    """``x`` must be a 2-D array with at least one row (and ``cols`` columns if given), all finite."""
+    shape = np.shape(x)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"{name} must have at least one row, got shape {shape}")
+    if shape[1] < 1:
+        raise ValueError(f"{name} must have at least one column, got shape {shape}")
+    if cols is not None and shape[1] != cols:
+        raise ValueError(f"{name} must have {cols_name}={cols} columns, got shape {shape}")
+    check_dtype(name, x)
+    check_finite(name, x)
+
+
+def check_dtype(name: str, x) -> None:
+    dt = np.asarray(x).dtype if is_concrete(x) else x.dtype
+    if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+        raise ValueError(f"{name} must have a real numeric dtype, got {dt}")
+
+
+def check_scalar(name: str, x) -> None:
+    """A finite real scalar (0-d)."""
+    if np.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(x)}")
+    check_finite(name, x)
+
+
+def check_capacity(name: str, capacity) -> int:
+    """A static Python int >= 1."""
+    try:
+        cap = operator.index(capacity)
+    except TypeError:
+        raise TypeError(f"{name} must be a Python int (it is static), got {type(capacity).__name__}") from None
+    if cap < 1:
+        raise ValueError(f"{name} must be >= 1, got {cap}")
+    return cap
+
+
+def check_index(name: str, idx, bound: int, *, bound_name: str) -> None:
+    """Integer index (scalar or 1-D) in ``[0, bound)``; range checked only when concrete."""
+    dt = np.asarray(idx).dtype if is_concrete(idx) else idx.dtype
+    if not jnp.issubdtype(dt, jnp.integer):
+        raise ValueError(f"{name} must be an integer index, got dtype {dt}")
+    if is_concrete(idx):
+        arr = np.asarray(idx)
+        if arr.size and (arr.min() < 0 or arr.max() >= bound):
+            bad = arr[(arr < 0) | (arr >= bound)].ravel()[0]
+            raise IndexError(f"{name} must be in [0, {bound_name}={bound}), got {int(bad)}")
+
+
+def check_update_args(r, z, d: int, m: int, *, r_name: str = "r", m_name: str = "m") -> None:
+    """One neuron (``r`` scalar, ``z`` (d,)) or a batch (``r`` (k,), ``z`` (k, d))."""
+    r_nd = np.ndim(r)
+    if r_nd == 0:
+        if np.shape(z) != (d,):
+            raise ValueError(f"z must have shape (d,)=({d},) for a single {r_name}, got {np.shape(z)}")
+    elif r_nd == 1:
+        k = np.shape(r)[0]
+        if np.shape(z) != (k, d):
+            raise ValueError(
+                f"z must have shape (k, d)=({k}, {d}) for a batch of k={k} indices {r_name}, got {np.shape(z)}"
+            )
+    else:
+        raise ValueError(f"{r_name} must be a scalar or a 1-D array of indices, got shape {np.shape(r)}")
+    check_index(r_name, r, m, bound_name=m_name)
+    check_dtype("z", z)
+    check_finite("z", z)

@@ -1,0 +1,125 @@
+r"""Correlation WTree (Theorem 3.2 / D.5; Algorithms 6, 13-15).
+
+``m`` max-trees, one per neuron ``w_r``, each over the ``n`` data points: leaf ``i`` of tree ``r``
+holds :math:`\langle w_r, x_i \rangle`.
+
+- :func:`init` (Lemma D.6): O(nmd).
+- :func:`update` (Algorithm 14, Lemma D.7): set ``w_r`` to ``z`` and rebuild tree ``r``, O(nd).
+- :func:`query` (Algorithm 15, Lemma D.8): data points ``i`` with
+  :math:`\langle w_r, x_i \rangle > \tau` (strict), as a fixed-capacity Frontier with overflow flag.
+
+Examples:
+  >>> import jax.numpy as jnp
+  >>> from jaxcorr import wtree
+  >>> W = jnp.array([[1., 0.], [0., 1.]])
+  >>> X = jnp.array([[2., 0.], [0., 3.], [1., 1.]])
+  >>> t = wtree.init(W, X)
+  >>> wtree.query(t, 1, 0.5, capacity=3).indices.tolist()   # <w_1, x_i> = 0, 3, 1
+  [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcorr import _checks, maxtree
+from jaxcorr.dtree import _as_arrays, _check_wx, _prepare_batch
+from jaxcorr.maxtree import Frontier, MaxTree
+
+__all__ = ["WTree", "init", "update", "query", "query_all", "inner_products", "Frontier"]
+
+_HIGHEST = lax.Precision.HIGHEST
+
+
+class WTree(NamedTuple):
+    """State of the Correlation WTree: ``tree.levels[0][r, i] == <W[r], X[i]>``."""
+
+    W: jax.Array  # shape=(m, d), float32/float64
+    X: jax.Array  # shape=(n, d), same dtype
+    tree: MaxTree  # m trees over n leaves
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+
+@jax.jit
+def _init(W, X) -> WTree:
+    dt = _checks.float_dtype(W, X)
+    W, X = jnp.asarray(W, dt), jnp.asarray(X, dt)
+    return WTree(W=W, X=X, tree=maxtree.build(jnp.matmul(W, X.T, precision=_HIGHEST)))
+
+
+def init(W: jax.Array, X: jax.Array) -> WTree:
+    """INIT (Algorithm 13, Lemma D.6): build the ``m`` trees in O(nmd).
+
+    Args:
+      W: (m, d) neurons, finite.
+      X: (n, d) data points, finite.
+
+    Raises:
+      ValueError: wrong rank, zero rows, mismatched ``d``, or non-finite values.
+    """
+    W, X = _as_arrays(W, X)
+    _check_wx(W, X)
+    return _init(W, X)
+
+
+def _update_impl(tree: WTree, r, z) -> WTree:
+    rows, Z = _prepare_batch(r, z, tree.m, tree.W.dtype)
+    W = tree.W.at[rows].set(Z, mode="drop")
+    vals = jnp.matmul(Z, tree.X.T, precision=_HIGHEST)  # (k, n): O(knd)
+    return WTree(W=W, X=tree.X, tree=maxtree.set_rows(tree.tree, rows, vals))
+
+
+_update_jit = jax.jit(_update_impl)
+_update_donate = jax.jit(_update_impl, donate_argnums=0)
+
+
+def update(tree: WTree, r, z, *, donate: bool = False) -> WTree:
+    """UPDATE (Algorithm 14, Lemma D.7): set ``w_r`` to ``z`` and rebuild tree ``r`` in O(nd).
+
+    Args:
+      tree: the :class:`WTree`.
+      r: a neuron index or a batch (k,); a repeated index resolves to its last occurrence.
+      z: (d,) or (k, d) new weights.
+      donate: donate ``tree``'s buffers so the update runs in place (see :func:`jaxcorr.dtree.update`).
+    """
+    _checks.check_update_args(r, z, tree.d, tree.m)
+    return (_update_donate if donate else _update_jit)(tree, r, z)
+
+
+def query(tree: WTree, r, tau, capacity: int) -> Frontier:
+    """QUERY (Algorithm 15, Lemma D.8): points ``i`` with ``<w_r, x_i> > tau`` (strict).
+
+    ``r`` and ``tau`` may be traced; ``capacity`` is a static int >= 1. Unused slots of
+    ``indices`` hold the sentinel ``n``.
+    """
+    cap = maxtree.validate_query_args(tau, capacity, t=r, num_trees=tree.m, t_name="r", n_name="m")
+    return maxtree.query(tree.tree, r, tau, cap)
+
+
+def query_all(tree: WTree, tau, capacity: int) -> Frontier:
+    """:func:`query` for every neuron at once; ``tau`` is a scalar or an (m,) array."""
+    cap = _checks.check_capacity("capacity", capacity)
+    if jnp.ndim(tau) not in (0, 1) or (jnp.ndim(tau) == 1 and jnp.shape(tau)[0] != tree.m):
+        raise ValueError(f"tau must be a scalar or have shape (m,)=({tree.m},), got {jnp.shape(tau)}")
+    _checks.check_finite("tau", tau)
+    return maxtree.query_all(tree.tree, tau, cap)
+
+
+def inner_products(tree: WTree) -> jax.Array:
+    """The stored (m, n) matrix of ``<w_r, x_i>``."""
+    return maxtree.leaves(tree.tree)
