@@ -40,7 +40,12 @@ __all__ = ["DDFNState", "Pairs", "init", "update", "query", "default_cap"]
 
 def default_cap(n: int, m: int) -> int:
     """The paper's output bound ceil(m^{4/5}) * n (Definition 1.3)."""
-    return math.ceil(m ** 0.8) * n
+    c = max(1, round(m ** 0.8))
+    while c**5 < m**4:  # exact integer ceil(m^{4/5}), free of float rounding
+        c += 1
+    while c > 1 and (c - 1) ** 5 >= m**4:
+        c -= 1
+    return c * n
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["dtree", "b"], meta_fields=["cap"])
