@@ -1,0 +1,165 @@
+"""Benchmark of the correlation trees (issue: core data structures, item 8).
+
+Measures, after compilation, medians of several runs, side by side in one process:
+
+- init time of the DTree and WTree against m (Theorems 3.1/3.2: O(nmd));
+- update time of a batch of 16 neurons against m, in place (donated buffers), for the DTree
+  (Lemma D.3: O(n(d + log m)) per neuron) and the WTree (Lemma D.7: O(nd));
+- query time of all n DTrees (Lemma D.4: O(|S| log m)) against |S| at fixed m and against m at
+  fixed |S|, next to the linear scan (jitted threshold + ``jnp.nonzero`` with the same capacity over
+  the precomputed inner products), checking that both return the same indices.
+
+Usage:
+  python scripts/bench_trees.py                 # full run: m = 2^14 .. 2^22, n = 8, d = 64
+  python scripts/bench_trees.py --quick         # small sizes, a few seconds
+  python scripts/bench_trees.py --out bench_trees.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcorr import benchmarking, dtree, maxtree, wtree
+
+
+def make_data(m, n, d, seed=0):
+    kw, kx = jax.random.split(jax.random.PRNGKey(seed))
+    W = jax.random.normal(kw, (m, d), jnp.float32)
+    X = jax.random.normal(kx, (n, d), jnp.float32)
+    return W, X / jnp.linalg.norm(X, axis=1, keepdims=True)
+
+
+def time_updates(update_fn, tree, r, z, repeats):
+    """Median seconds of a donated update, chained so each call consumes the previous tree."""
+    import time
+
+    for _ in range(2):
+        tree = update_fn(tree, r, z)
+    jax.block_until_ready(tree)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tree = update_fn(tree, r, z)
+        jax.block_until_ready(tree)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), tree
+
+
+def threshold_for(G, per_tree):
+    """A single tau such that each row of G has about ``per_tree`` entries above it."""
+    n, m = G.shape
+    k = min(per_tree * n, n * m)
+    return float(jnp.sort(G.ravel())[-k - 1]) if k < n * m else float(G.min()) - 1.0
+
+
+def query_pair(tree, G, tau, capacity):
+    """(tree seconds, linear seconds, counts) for querying all n trees; checks equal answers."""
+    m = G.shape[1]
+    q = jax.jit(lambda t, tau: maxtree.query_all(t, tau, capacity))
+    lin = jax.jit(
+        lambda G, tau: jax.vmap(lambda row: jnp.nonzero(row > tau, size=capacity, fill_value=m)[0])(G)
+    )
+    f, ref = q(tree.tree, tau), lin(G, tau)
+    if bool(f.overflow.any()):
+        raise RuntimeError("benchmark capacity overflowed; raise the headroom")
+    if not np.array_equal(np.asarray(f.indices), np.asarray(ref)):
+        raise AssertionError("tree query and linear scan disagree")
+    tq = benchmarking.median_time(q, tree.tree, tau, repeats=REPEATS)
+    tl = benchmarking.median_time(lin, G, tau, repeats=REPEATS)
+    return tq, tl, np.asarray(f.count)
+
+
+REPEATS = 7
+
+
+def main(argv=None):
+    global REPEATS
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (m = 2^10 .. 2^14)")
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--out", default=None, help="write JSON here")
+    a = p.parse_args(argv)
+    REPEATS = a.repeats
+    n, d = a.n, a.d
+    log_ms = [10, 12, 14] if a.quick else [14, 16, 18, 20, 22]
+    m_query = 2**14 if a.quick else 2**20
+    sizes_s = [2**k for k in (range(4, 10) if a.quick else range(4, 15, 2))]
+    s_fixed = 256 if a.quick else 1024
+    out = {"machine": benchmarking.machine_info(), "n": n, "d": d, "init": [], "update": [], "query_vs_S": [],
+           "query_vs_m": []}
+
+    print(f"# machine: {out['machine']}")
+    r = (jnp.arange(16, dtype=jnp.int32) * 7919) % (2 ** log_ms[0])
+    for lm in log_ms:
+        m = 2**lm
+        W, X = make_data(m, n, d)
+        t_di = benchmarking.median_time(dtree._init, W, X, repeats=3)
+        t_wi = benchmarking.median_time(wtree._init, W, X, repeats=3)
+        out["init"].append({"m": m, "dtree_ms": t_di * 1e3, "wtree_ms": t_wi * 1e3})
+        z = jax.random.normal(jax.random.PRNGKey(lm), (16, d), jnp.float32)
+        t_du, _ = time_updates(dtree._update_donate, dtree._init(W, X), r, z, max(REPEATS, 20))
+        t_wu, _ = time_updates(wtree._update_donate, wtree._init(W, X), r, z, max(REPEATS, 20))
+        out["update"].append({"m": m, "dtree_ms": t_du * 1e3, "wtree_ms": t_wu * 1e3})
+        tree = dtree._init(W, X)
+        G = dtree.inner_products(tree)
+        tau = threshold_for(G, s_fixed)
+        tq, tl, counts = query_pair(tree, G, tau, 2 * s_fixed)
+        out["query_vs_m"].append({"m": m, "S_mean": float(counts.mean()), "capacity": 2 * s_fixed,
+                                  "tree_ms": tq * 1e3, "linear_ms": tl * 1e3, "speedup": tl / tq})
+        del W, X, tree, G
+        print(f"m=2^{lm}: init {t_di*1e3:.1f} ms, update16 {t_du*1e3:.3f} ms, query {tq*1e3:.3f} ms "
+              f"vs linear {tl*1e3:.2f} ms", flush=True)
+
+    W, X = make_data(m_query, n, d)
+    tree = dtree._init(W, X)
+    G = dtree.inner_products(tree)
+    for s in sizes_s:
+        tau = threshold_for(G, s)
+        tq, tl, counts = query_pair(tree, G, tau, 2 * s)
+        out["query_vs_S"].append({"m": m_query, "S_target": s, "S_mean": float(counts.mean()), "capacity": 2 * s,
+                                  "tree_ms": tq * 1e3, "linear_ms": tl * 1e3, "speedup": tl / tq})
+
+    ms = [row["m"] for row in out["init"]]
+    out["slopes"] = {
+        "init_dtree": benchmarking.loglog_slope(ms, [row["dtree_ms"] for row in out["init"]]),
+        "init_wtree": benchmarking.loglog_slope(ms, [row["wtree_ms"] for row in out["init"]]),
+        "update_dtree": benchmarking.loglog_slope(ms, [row["dtree_ms"] for row in out["update"]]),
+        "update_wtree": benchmarking.loglog_slope(ms, [row["wtree_ms"] for row in out["update"]]),
+        "query_vs_S": benchmarking.loglog_slope([row["S_mean"] for row in out["query_vs_S"]],
+                                                [row["tree_ms"] for row in out["query_vs_S"]]),
+    }
+    upd = out["update"]
+    out["targets"] = {
+        "update_ratio_largest_over_smallest_m": upd[-1]["dtree_ms"] / upd[0]["dtree_ms"],
+        "query_speedup_at_fixed_S_largest_m": out["query_vs_m"][-1]["speedup"],
+        "query_speedup_at_m_query_S_fixed": next(
+            (row["speedup"] for row in out["query_vs_m"] if row["m"] == m_query), None),
+    }
+
+    print("\ninit (ms), n=%d d=%d" % (n, d))
+    print(benchmarking.format_table(out["init"], ["m", "dtree_ms", "wtree_ms"]))
+    print("\nupdate of 16 neurons, in place (ms)")
+    print(benchmarking.format_table(out["update"], ["m", "dtree_ms", "wtree_ms"]))
+    print(f"\nquery of all n={n} trees vs linear scan, |S| ~ {s_fixed} per tree")
+    print(benchmarking.format_table(out["query_vs_m"], ["m", "S_mean", "capacity", "tree_ms", "linear_ms", "speedup"]))
+    print(f"\nquery vs |S| at m = {m_query}")
+    print(benchmarking.format_table(out["query_vs_S"], ["S_target", "S_mean", "capacity", "tree_ms", "linear_ms",
+                                                         "speedup"]))
+    print("\nslopes:", json.dumps({k: round(v, 3) for k, v in out["slopes"].items()}))
+    print("targets:", json.dumps(out["targets"]))
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(out, fh, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
