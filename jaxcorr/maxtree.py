@@ -184,32 +184,9 @@ def set_rows(tree: MaxTree, rows: jax.Array, vals: jax.Array) -> MaxTree:
     return MaxTree(levels=levels, num_leaves=tree.num_leaves)
 
 
-_BLOCK = 32
-
-
-def _prefix_sum(v: jax.Array) -> jax.Array:
-    """Inclusive prefix sum of a 1-D bool or int32 vector of counts, as int32.
-
-    XLA:CPU lowers ``cumsum`` to a slow reduce-window; a block-triangular matmul plus a recursive
-    prefix over the block totals is several times faster on CPU and maps onto the matrix units of
-    GPUs and TPUs. Exact while the total stays below 2**24 (float32 integers); frontiers are far
-    smaller.
-    """
-    n = v.shape[0]
-    blk = min(n, _BLOCK)
-    nb = -(-n // blk)
-    x = jnp.pad(v.astype(jnp.float32), (0, nb * blk - n)).reshape(nb, blk)
-    tri = jnp.triu(jnp.ones((blk, blk), jnp.float32))
-    inner = jnp.matmul(x, tri, precision=jax.lax.Precision.HIGHEST).astype(_I32)  # (nb, blk)
-    if nb > 1:
-        totals = inner[:, -1]
-        inner = inner + (_prefix_sum(totals) - totals)[:, None]
-    return inner.reshape(-1)[:n]
-
-
 def _compact(ids, mask, cap: int, sentinel: int):
     """Stable compaction of ``ids[mask]`` into ``cap`` slots (rest = sentinel); returns (out, count)."""
-    pos = _prefix_sum(mask) - 1
+    pos = jnp.cumsum(mask, dtype=_I32) - 1
     count = pos[-1] + 1
     tgt = jnp.where(mask & (pos < cap), pos, cap)
     out = jnp.full((cap,), sentinel, _I32).at[tgt].set(ids.astype(_I32), mode="drop")
@@ -231,9 +208,16 @@ def _frontier(levels, tau, capacity: int):
     for lv in range(start - 1, -1, -1):
         size = levels[lv].shape[0]
         cap = min(capacity, size)
-        child = (2 * frontier[:, None] + jnp.arange(2, dtype=_I32)).reshape(-1)
-        vals = levels[lv].at[child].get(mode="fill", fill_value=-jnp.inf)
-        frontier, cnt = _compact(child, vals > tau, cap, size)
+        child = 2 * frontier[:, None] + jnp.arange(2, dtype=_I32)  # (slots, 2); sentinel -> out of range
+        passing = levels[lv].at[child.reshape(-1)].get(mode="fill", fill_value=-jnp.inf).reshape(-1, 2) > tau
+        # Pair compaction: a prefix sum over the parents' child counts (0, 1 or 2) places the left
+        # child at its parent's offset and the right child after it; order stays ascending.
+        per_parent = jnp.sum(passing, axis=1, dtype=_I32)
+        incl = jnp.cumsum(per_parent, dtype=_I32)
+        offset = (incl - per_parent)[:, None] + jnp.array([0, 1], _I32) * passing[:, :1]
+        cnt = incl[-1]
+        tgt = jnp.where(passing & (offset < cap), offset, cap).reshape(-1)
+        frontier = jnp.full((cap,), size, _I32).at[tgt].set(child.reshape(-1), mode="drop")
         count = jnp.maximum(count, cnt)
         overflow = overflow | (cnt > cap)
     return frontier, count, overflow
