@@ -1,0 +1,319 @@
+r"""Jitted per-step kernels and chunk runners behind :func:`jaxcorr.train.fit` (private).
+
+Three step functions, one per training method, each a pure function ``carry -> (carry, stats)`` that
+``lax.scan`` runs ``chunk_len`` times inside one compiled executable:
+
+- :func:`_dense_step`: plain GD on all ``m`` rows (the reference trajectory).
+- :func:`_dtree_step`: Algorithm 8 (Theorem 4.1) on the compacted active rows ``A``: ``n`` max-trees
+  over the ``|A|`` leaves ``<w_r, x_i>``; fire sets ``S_{i,fire}`` from FIND (DTree QUERY, Lemma D.4)
+  with a static per-point capacity and a sticky overflow flag; forward pass from the stored leaves
+  (line 13); sparse gradient (lines 16-23); the optimizer step; the leaves of the changed rows are
+  recomputed and the levels rebuilt (line 28, UPDATE for every changed neuron at once).
+- :func:`_wtree_step`: Algorithm 9 (Theorem 4.2) on the same rows: ``|A|`` max-trees over ``n``
+  leaves; each step queries :math:`\tilde S_{r,fire}` (WTree QUERY, Lemma D.8) and derives
+  ``S_{i,fire} = {r : i in S~_r}`` (lines 12-17 / 37-46), then updates the trees of the changed rows.
+
+Two ways to hold the trained rows (``cfg.span``):
+
+- generic: ``W_A`` (|A|, d) and the optimizer state in parameter shape; leaves are recomputed as
+  ``X W_A^T`` (O(|A| n d)).
+- span: for optimizers that are linear in the gradient, independent of the parameters and identical
+  on every coordinate (SGD, momentum, Nesterov, schedules: checked numerically by
+  :func:`probe_optimizer`), every update of row ``r`` is a combination of the ``x_i`` (the gradient
+  row is :math:`\sum_i c_{ir} x_i`, Section 2). Then ``W_A = W_A(0) + K X`` with ``K`` (|A|, n), the
+  optimizer runs on ``K`` with the coefficient gradient ``C^T``, and the leaves are
+  ``<w_r, x_i> = IP0 + (K G)_{ri}`` with the n x n Gram matrix ``G = X X^T``: O(|A| n^2) per step,
+  no ``d``.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxcorr import maxtree
+
+_HIGHEST = lax.Precision.HIGHEST
+
+#: Number of times each chunk runner has been traced (tests use it to check "no recompilation").
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+class StepStats(NamedTuple):
+    """Per-step outputs stacked by ``lax.scan`` (leading axis = steps of the chunk)."""
+
+    loss: jax.Array  # shape=(), dtype of W: L(W(t)) (Definition 2.1)
+    fire_mean: jax.Array  # shape=(), float32: mean_i k_{i,t} (Definition 2.4)
+    fire_max: jax.Array  # shape=(), int32: max_i k_{i,t} (a lower bound > capacity on overflow)
+    fire_union: jax.Array  # shape=(), int32: |union_i S_{i,fire}(t)|
+    overflow: jax.Array  # shape=(), bool: some frontier overflowed at this step
+
+
+class DenseConsts(NamedTuple):
+    X: jax.Array  # shape=(n, d)
+    y: jax.Array  # shape=(n,)
+    a: jax.Array  # shape=(m,)
+    b: jax.Array  # shape=()
+    scale: jax.Array  # shape=(), 1/sqrt(m)
+
+
+class CompactConsts(NamedTuple):
+    X: jax.Array  # shape=(n, d)
+    y: jax.Array  # shape=(n,)
+    a: jax.Array  # shape=(L,): a_r for the active rows, 0 on padding rows
+    b: jax.Array  # shape=()
+    scale: jax.Array  # shape=(), 1/sqrt(m) with the FULL width m
+    n_real: jax.Array  # shape=(), int32: number of real active rows |A| <= L
+    gram: Any  # shape=(n, n) X X^T (span path) or None
+    ip0: Any  # span path: initial leaves, (n, L) for dtree / (L, n) for wtree; else None
+
+
+class Config(NamedTuple):
+    """Static configuration of a chunk runner (hashable; a new value compiles a new executable)."""
+
+    method: str  # "dense" | "dtree" | "wtree"
+    optimizer: Any  # optax.GradientTransformation
+    chunk_len: int
+    capacity: int = 0  # dtree: per-point frontier capacity
+    span: bool = False
+
+
+def _stats(loss, counts, union, overflow):
+    return StepStats(
+        loss=loss,
+        fire_mean=jnp.mean(counts.astype(jnp.float32)),
+        fire_max=jnp.max(counts).astype(jnp.int32),
+        fire_union=union.astype(jnp.int32),
+        overflow=overflow,
+    )
+
+
+# --------------------------------------------------------------------------------------- dense
+def _dense_step(cfg: Config, c: DenseConsts, carry):
+    from jaxcorr.nn import loss_and_grad
+
+    W, state = carry
+    loss, grad, fire = loss_and_grad(W, c.a, c.X, c.y, c.b)
+    updates, state = cfg.optimizer.update(grad, state, W)
+    W = optax.apply_updates(W, updates)
+    stats = _stats(loss, jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)), jnp.zeros((), bool))
+    return (W, state), stats
+
+
+# ------------------------------------------------------------------------------------- compact
+def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
+    """Apply the optimizer to the active rows; return (P, state, new leaves (L, n))."""
+    if cfg.span:
+        updates, state = cfg.optimizer.update(coef_t, state, P)  # gradient coefficients (L, n)
+        P = optax.apply_updates(P, updates)
+        ipT = jnp.matmul(P, c.gram, precision=_HIGHEST)  # (L, n): (K G)_{ri}
+    else:
+        grad = jnp.matmul(coef_t, c.X, precision=_HIGHEST)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
+        updates, state = cfg.optimizer.update(grad, state, P)
+        P = optax.apply_updates(P, updates)
+        ipT = jnp.matmul(P, c.X.T, precision=_HIGHEST)  # (L, n)
+    return P, state, ipT
+
+
+def _mask_rows(ip, row_axis, n_real):
+    """Padding rows (index >= n_real) get -inf leaves, so they never fire."""
+    rows = lax.broadcasted_iota(jnp.int32, ip.shape, row_axis)
+    return jnp.where(rows < n_real, ip, -jnp.inf)
+
+
+def _dtree_step(cfg: Config, c: CompactConsts, carry):
+    levels, P, state = carry
+    nl = c.a.shape[0]
+    n = c.X.shape[0]
+    tree = maxtree.MaxTree(levels=levels, num_leaves=nl)
+    # Algorithm 8 line 12: S_{i,fire} <- CDT.QUERY(i, b) for every i (Lemma D.4).
+    fr = maxtree.query_all(tree, c.b, capacity=cfg.capacity)
+    safe = jnp.minimum(fr.indices, nl - 1)
+    ip_f = jnp.take_along_axis(levels[0], safe, axis=1)  # stored <w_r, x_i>, r in S_{i,fire}
+    a_f = c.a[safe]
+    # line 13: u_i = 1/sqrt(m) sum_{r in S_i} a_r sigma_b(<w_r, x_i>)
+    u = jnp.sum(jnp.where(fr.valid, (ip_f - c.b) * a_f, 0), axis=1) * c.scale
+    e = u - c.y
+    loss = 0.5 * jnp.sum(e * e)
+    # lines 16-23: P_{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L)
+    coef = jnp.where(fr.valid, a_f * (e * c.scale)[:, None], 0)
+    cols = jnp.where(fr.valid, fr.indices, nl)
+    rows = lax.broadcasted_iota(jnp.int32, cols.shape, 0)
+    C = jnp.zeros((n, nl), c.X.dtype).at[rows, cols].set(coef, mode="drop")
+    union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
+    # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
+    P, state, ipT = _optimizer_step(cfg, c, P, state, C.T)
+    ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
+    levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
+    stats = _stats(loss, fr.count, union, jnp.any(fr.overflow))
+    return (levels, P, state), stats
+
+
+def _wtree_step(cfg: Config, c: CompactConsts, carry):
+    levels, P, state = carry
+    n = c.X.shape[0]
+    tree = maxtree.MaxTree(levels=levels, num_leaves=n)
+    # Algorithm 9 lines 13 / 42: S~_{r,fire} <- CWT.QUERY(r, b) (Lemma D.8); capacity n never overflows.
+    fr = maxtree.query_all(tree, c.b, capacity=n)
+    # lines 14-15 / 43-44: S_{i,fire}.ADD(r) for i in S~_r, as an (L, n) membership matrix.
+    member = jnp.any(fr.indices[:, :, None] == jnp.arange(n, dtype=jnp.int32)[None, None, :], axis=1)
+    ipT = levels[0][:, :n]
+    # lines 21-23: forward pass over the fire sets
+    u = jnp.matmul(c.a, jnp.where(member, ipT - c.b, 0), precision=_HIGHEST) * c.scale
+    e = u - c.y
+    loss = 0.5 * jnp.sum(e * e)
+    coef_t = jnp.where(member, c.a[:, None] * (e * c.scale)[None, :], 0)  # lines 25-32, (L, n)
+    counts = jnp.sum(member, axis=0)
+    union = jnp.sum(jnp.any(member, axis=1))
+    # line 33 (optimizer) and line 41 (CWT.UPDATE for every changed row: rebuild its tree)
+    P, state, ipT_new = _optimizer_step(cfg, c, P, state, coef_t)
+    ipT_new = ipT_new if c.ip0 is None else c.ip0 + ipT_new
+    levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
+    stats = _stats(loss, counts, union, jnp.zeros((), bool))
+    return (levels, P, state), stats
+
+
+_STEPS = {"dense": _dense_step, "dtree": _dtree_step, "wtree": _wtree_step}
+
+
+def _run_chunk(cfg: Config, carry, consts):
+    TRACE_COUNTS[cfg.method] += 1
+    step = _STEPS[cfg.method]
+
+    def body(carry, _):
+        return step(cfg, consts, carry)
+
+    return lax.scan(body, carry, None, length=cfg.chunk_len)
+
+
+_EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
+_MAX_EXECUTABLES = 64
+
+
+def _signature(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves)
+
+
+#: Problems with fewer leaf values than this compile with LLVM optimisation off: compiling then
+#: costs about half as long and dominates the run time anyway (this keeps the test suite fast).
+FAST_COMPILE_BELOW = 1 << 12
+_FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def compiled_runner(cfg: Config, carry, consts, size: int | None = None):
+    """The compiled chunk runner for ``cfg`` and these argument shapes (cached at module level).
+
+    Compiling happens once per (config, shapes, dtypes); later ``fit`` calls with the same static
+    configuration reuse the executable without tracing (see ``TRACE_COUNTS``). ``size`` (number of
+    stored inner products, n x rows) below :data:`FAST_COMPILE_BELOW` selects a quicker compile.
+    """
+    fast = size is not None and size < FAST_COMPILE_BELOW
+    key = (cfg, fast, _signature(carry), _signature(consts))
+    ex = _EXECUTABLES.get(key)
+    if ex is None:
+        lowered = jax.jit(functools.partial(_run_chunk, cfg)).lower(carry, consts)
+        ex = lowered.compile(_FAST_COMPILE_OPTIONS if fast else None)
+        _EXECUTABLES[key] = ex
+        while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+            _EXECUTABLES.popitem(last=False)
+    else:
+        _EXECUTABLES.move_to_end(key)
+    return ex
+
+
+# ------------------------------------------------------------------------------ optimizer probe
+class OptimizerTraits(NamedTuple):
+    row_separable: bool  # zero grad + zero state -> zero update; rows do not interact
+    linear: bool  # linear in the gradient, parameter-free, identical on every coordinate
+    reason: str
+
+
+_PROBE_CACHE: dict = {}
+
+
+def _probe_updates(optimizer, Xp, W0, Kg_sep, Kg_lin):
+    """Run the probe problems of :func:`probe_optimizer` (one jitted call); returns the updates."""
+    s_full, s_sub = optimizer.init(W0), optimizer.init(W0[:2])
+    Wf, Ws = W0, W0[:2]
+    ufs, uss = [], []
+    for t in range(Kg_sep.shape[0]):
+        G = Kg_sep[t] @ Xp
+        uf, s_full = optimizer.update(G, s_full, Wf)
+        us, s_sub = optimizer.update(G[:2], s_sub, Ws)
+        Wf, Ws = Wf + uf, Ws + us
+        ufs.append(uf)
+        uss.append(us)
+    K = jnp.zeros((W0.shape[0], Xp.shape[0]), W0.dtype)
+    s_c, s_d, Wd = optimizer.init(K), optimizer.init(W0), W0
+    uds, ucs = [], []
+    for t in range(Kg_lin.shape[0]):
+        ud, s_d = optimizer.update(Kg_lin[t] @ Xp, s_d, Wd)
+        uc, s_c = optimizer.update(Kg_lin[t], s_c, K)
+        Wd, K = Wd + ud, K + uc
+        uds.append(ud)
+        ucs.append(uc)
+    return jnp.stack(ufs), jnp.stack(uss), jnp.stack(uds), jnp.stack(ucs)
+
+
+def probe_optimizer(optimizer, dtype) -> OptimizerTraits:
+    """Check numerically, on a tiny problem, the two properties the compacted methods rely on.
+
+    1. Row separability (needed by dtree/wtree): with gradient rows 2, 3 zero for three steps and their
+       state zero, those rows get exactly zero updates, and rows 0, 1 get the same updates as when
+       the optimizer runs on rows 0, 1 alone. Holds for sgd, momentum, adam, rmsprop, clipping by
+       global norm, schedules; fails for weight decay (moves rows with zero gradient) and LARS/LAMB
+       (per-tensor norms).
+    2. Linearity on the span (enables the n x n Gram path): updates for gradients ``K Xp`` equal
+       ``(updates for K) Xp``. Holds for sgd / momentum / nesterov; fails for adam-type scaling.
+
+    Results are cached per (optimizer object, dtype).
+    """
+    dt = np.dtype(dtype)
+    key = (optimizer, dt.str)
+    try:
+        hit = _PROBE_CACHE.get(key)
+    except TypeError:  # unhashable optimizer
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    traits = _probe(optimizer, dt)
+    if key is not None:
+        _PROBE_CACHE[key] = traits
+    return traits
+
+
+def _probe(optimizer, dt) -> OptimizerTraits:
+    tol = 1e-4 if dt.itemsize <= 4 else 1e-10
+    rng = np.random.default_rng(20230917)
+    rows, n_p, d_p = 4, 3, 5
+    Xp = rng.standard_normal((n_p, d_p))
+    W0 = rng.standard_normal((rows, d_p))
+    Kg_sep = rng.standard_normal((3, rows, n_p)) * (10.0 ** np.arange(-1, 2))[:, None, None]
+    Kg_sep[:, 2:] = 0
+    Kg_lin = rng.standard_normal((3, rows, n_p)) * (10.0 ** np.arange(-2, 4, 2))[:, None, None]
+    try:
+        args = [jnp.asarray(v, dt) for v in (Xp, W0, Kg_sep, Kg_lin)]
+        fn = jax.jit(functools.partial(_probe_updates, optimizer))
+        out = fn.lower(*args).compile(_FAST_COMPILE_OPTIONS)(*args)
+    except Exception as err:  # an optimizer that cannot run on plain arrays of these shapes
+        return OptimizerTraits(False, False, f"probing it raised {type(err).__name__}: {err}")
+    uf, us, ud, uc = (np.asarray(v, np.float64) for v in out)
+    if np.any(uf[:, 2:] != 0):
+        return OptimizerTraits(False, False, "it moves rows whose gradient and state are zero (e.g. weight decay)")
+    for t in range(uf.shape[0]):
+        if not np.allclose(uf[t, :2], us[t], rtol=tol, atol=tol * (np.abs(us[t]).max() + 1e-30)):
+            return OptimizerTraits(False, False, "the update of one row depends on other rows "
+                                   "(e.g. per-tensor norms as in LARS/LAMB)")
+    proj = np.einsum("tkn,nd->tkd", uc, np.asarray(jnp.asarray(Xp, dt), np.float64))
+    for t in range(ud.shape[0]):
+        if not np.allclose(ud[t], proj[t], rtol=tol, atol=tol * (np.abs(ud[t]).max() + 1e-30)):
+            return OptimizerTraits(True, False, "not linear on the span of the data")
+    return OptimizerTraits(True, True, "")

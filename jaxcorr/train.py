@@ -1,0 +1,530 @@
+r"""Gradient-descent training of 2NN(m, b) on the correlation trees (Algorithms 3/8 and 4/9).
+
+:func:`fit` trains ``W`` (``a`` stays fixed, Section 2) with any optax optimizer, by one of
+
+- ``"dense"``: plain XLA on all ``m`` neurons, O(nmd) per step (the reference);
+- ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
+  forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
+- ``"wtree"``: Algorithm 9 / Theorem 4.2 -- :math:`\tilde S_{r,fire}` from Correlation WTree queries
+  (Theorem 3.2) and :math:`S_{i,fire}` derived from them.
+
+All three follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
+``lax.scan`` over chunks of steps, with the host between chunks (callbacks, capacity checks).
+
+**The active-set invariant** (what makes dtree/wtree cost O(|A| n d), Theorem 4.1's
+O(m^{4/5} n^2 d), instead of O(m n d)). At set-up, ``fit`` builds the full tree over all ``m``
+neurons (DTree/WTree INIT, Lemmas D.2/D.6), queries the fire sets at ``t = 0`` and forms
+
+.. math:: A = \bigcup_i S_{i,fire}(0) \;\cup\; \{r : \text{the optimizer state of row } r \ne 0\}.
+
+Claim: rows outside ``A`` never move and never fire. Induction on ``t``: if ``r`` is not in ``A``
+and ``w_r(t) = w_r(0)``, then ``r`` fires for no point, so its gradient row is zero (Section 2's
+gradient has the factor :math:`1[\langle w_r, x_i\rangle > b]`); its optimizer state is zero by
+induction, and for a row-separable optimizer that maps zero gradient and zero state to a zero update
+(checked numerically at set-up, :func:`jaxcorr._train_steps.probe_optimizer`), the update is zero
+and the state stays zero. So ``w_r(t+1) = w_r(0)`` and it still fires for no point. Hence training
+runs on the ``|A|`` rows only, trees included, and the result is scattered back at the end. A
+capacity never needs to exceed ``|A|``.
+
+**Capacity and overflow** (jax-md style). The per-point frontier capacity of the DTree query is
+static: sized from the data (``max_i k_{i,0}`` plus 25% headroom), and grown only when needed. Each
+chunk reports a sticky overflow flag (FIND found more firing neurons than the capacity holds); the
+host then reruns the chunk from its starting state with a larger capacity, and records a capacity
+event. A firing neuron is never dropped. Past the DDFN cap :math:`\lceil m^{4/5}\rceil` per point
+(Definition 1.3, Theorem 4.1), ``fit`` raises ``ValueError`` naming the cap, or continues with the
+dense method if ``fallback="dense"``.
+
+Examples:
+  >>> import jax
+  >>> from jaxcorr import data, nn, train
+  >>> X, y = data.synthetic(seed=0, n=4, d=8)
+  >>> params = nn.init(jax.random.key(0), m=256, d=8)
+  >>> p1, h1 = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
+  >>> p2, h2 = train.fit(params, X, y, steps=5, method="dense", b=1.0)
+  >>> bool(abs(h1["loss"] - h2["loss"]).max() <= 2e-4 * h2["loss"].max())
+  True
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcorr import _checks, dtree, maxtree, wtree
+from jaxcorr import _train_steps as _ts
+from jaxcorr.nn import Params, default_threshold
+
+__all__ = ["fit", "METHODS", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
+
+METHODS = ("dense", "dtree", "wtree")
+FALLBACKS = ("error", "dense")
+#: Default SGD step size. The loss is 1/2 sum_i e_i^2 and f carries 1/sqrt(m), so a gradient row is
+#: O(n / sqrt(m)); steps of order 1 are stable for the default threshold (the NTK-style kernel has
+#: eigenvalues of order n * P[N(0,1) > b] << 1).
+DEFAULT_LEARNING_RATE = 1.0
+DEFAULT_CHUNK = 100
+_HEADROOM = 1.25
+
+
+def ddfn_cap(m: int) -> int:
+    r"""The per-point DDFN cap :math:`\lceil m^{4/5} \rceil` (Definition 1.3, Theorem 4.1)."""
+    return math.ceil(int(m) ** 0.8)
+
+
+def _bucket(x: int, minimum: int = 8) -> int:
+    """Round ``x`` up to a multiple of max(minimum, pow2(x)/8): few distinct static sizes, <= 12.5% waste."""
+    x = max(int(x), 1)
+    g = max(minimum, maxtree.padded_size(x) // 8)
+    return -(-x // g) * g
+
+
+_DEFAULT_OPTIMIZERS: dict = {}
+
+
+def _default_optimizer(learning_rate: float):
+    # The same object for the same learning rate, so the compiled chunk runners are reused.
+    opt = _DEFAULT_OPTIMIZERS.get(learning_rate)
+    if opt is None:
+        opt = _DEFAULT_OPTIMIZERS[learning_rate] = optax.sgd(learning_rate)
+    return opt
+
+
+# ------------------------------------------------------------------------------------ validation
+def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback,
+              chunk_size, fallback):
+    if not (hasattr(params, "W") and hasattr(params, "a")):
+        raise ValueError(f"params must be a jaxcorr.nn.Params with fields W and a, got {type(params).__name__}")
+    W, a = params.W, params.a
+    if np.ndim(W) != 2 or np.shape(W)[0] < 1 or np.shape(W)[1] < 1:
+        raise ValueError(f"params.W must have shape (m, d) with m, d >= 1, got {np.shape(W)}")
+    m, d = np.shape(W)
+    if np.shape(a) != (m,):
+        raise ValueError(f"params.a must have shape (m,)=({m},), got {np.shape(a)}")
+    if np.ndim(X) != 2 or np.shape(X)[0] < 1:
+        raise ValueError(f"X must have shape (n, d) with n >= 1, got {np.shape(X)}")
+    if np.shape(X)[1] != d:
+        raise ValueError(f"X must have d={d} columns to match params.W {np.shape(W)}, got {np.shape(X)}")
+    n = np.shape(X)[0]
+    if np.shape(y) != (n,):
+        raise ValueError(f"y must have shape (n,)=({n},) to match X {np.shape(X)}, got {np.shape(y)}")
+    for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
+        _checks.check_dtype(name, arr)
+    dt = jnp.result_type(W)
+    if not jnp.issubdtype(dt, jnp.floating):
+        dt = jnp.result_type(float)
+    W, a, X, y = (jnp.asarray(v, dt) for v in (W, a, X, y))
+    for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
+        if not bool(_all_finite(arr)):
+            raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
+    try:
+        steps = operator.index(steps)
+    except TypeError:
+        raise ValueError(f"steps must be an int, got {type(steps).__name__}") from None
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if b is None:
+        b = default_threshold(m)
+    else:
+        if np.ndim(b) != 0:
+            raise ValueError(f"b must be a finite real scalar, got shape {np.shape(b)}")
+        try:
+            b = float(b)
+        except (TypeError, ValueError):
+            raise ValueError(f"b must be a finite real scalar, got {b!r}") from None
+        if not math.isfinite(b):
+            raise ValueError(f"b must be finite, got {b}")
+    if optimizer is None:
+        try:
+            lr = float(learning_rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"learning_rate must be a finite float, got {learning_rate!r}") from None
+        if not math.isfinite(lr):
+            raise ValueError(f"learning_rate must be finite, got {lr}")
+        optimizer = _default_optimizer(lr)
+    elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError("optimizer must be an optax.GradientTransformation (with init and update)")
+    if chunk_size is not None:
+        try:
+            chunk_size = operator.index(chunk_size)
+        except TypeError:
+            raise ValueError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}") from None
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable or None")
+    expected = jax.eval_shape(optimizer.init, W)
+    if opt_state is None:
+        opt_state = optimizer.init(W)
+    else:
+        got_leaves, got_def = jax.tree_util.tree_flatten(opt_state)
+        exp_leaves, exp_def = jax.tree_util.tree_flatten(expected)
+        if got_def != exp_def or any(np.shape(g) != e.shape for g, e in zip(got_leaves, exp_leaves)):
+            raise ValueError("opt_state does not match optimizer.init(params.W): expected structure "
+                             f"{exp_def} with shapes {[e.shape for e in exp_leaves]}")
+        opt_state = jax.tree_util.tree_map(lambda g, e: jnp.asarray(g, e.dtype), opt_state, expected)
+    return W, a, X, y, steps, b, optimizer, opt_state, chunk_size, dt
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
+# ------------------------------------------------------------------------------------- recorder
+class _Recorder:
+    """Collects per-chunk history on the host, times the chunk executions, runs the callback."""
+
+    def __init__(self, steps: int, callback):
+        self.steps, self.callback = steps, callback
+        self.done, self.run_s, self.stopped = 0, 0.0, False
+        self.parts: list = []
+        self.events: list = []
+
+    def add(self, stats, n_steps: int, seconds: float) -> None:
+        host = jax.tree_util.tree_map(lambda v: np.asarray(v)[:n_steps], stats)
+        self.parts.append(host)
+        self.done += n_steps
+        self.run_s += seconds
+        if self.callback is not None:
+            info = {"step": self.done, "steps": self.steps, "loss": float(host.loss[-1]),
+                    "ms_per_step": 1e3 * self.run_s / max(self.done, 1)}
+            if self.callback(info) is True:
+                self.stopped = True
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.stopped else self.steps - self.done
+
+    def history(self, dtype) -> dict:
+        def cat(field, dt):
+            vals = [getattr(p, field) for p in self.parts]
+            return np.concatenate(vals).astype(dt) if vals else np.zeros((0,), dt)
+
+        return {
+            "loss": cat("loss", np.dtype(dtype)),
+            "fire_mean": cat("fire_mean", np.float64),
+            "fire_max": cat("fire_max", np.int64),
+            "fire_union": cat("fire_union", np.int64),
+            "capacity_events": self.events,
+            "ms_per_step": 1e3 * self.run_s / self.done if self.done else float("nan"),
+        }
+
+
+def _timed(ex, carry, consts):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(ex(carry, consts))
+    return out, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------- dense
+def _run_dense(W, a, X, y, b, optimizer, state, rec: _Recorder, chunk: int):
+    m = W.shape[0]
+    dt = W.dtype
+    consts = _ts.DenseConsts(X=X, y=y, a=a, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(m), dt))
+    carry = (W, state)
+    while rec.remaining > 0:
+        clen = min(chunk, rec.remaining)
+        ex = _ts.compiled_runner(_ts.Config("dense", optimizer, clen), carry, consts, size=X.shape[0] * m)
+        (carry, stats), secs = _timed(ex, carry, consts)
+        rec.add(stats, clen, secs)
+    return carry
+
+
+# ----------------------------------------------------------------------------------- compact
+def _per_param(leaf, m: int, d: int) -> bool:
+    return tuple(np.shape(leaf)) == (m, d)
+
+
+def _gather_rows(x, idx, fill):
+    return x.at[idx].get(mode="fill", fill_value=fill)
+
+
+@jax.jit
+def _nonzero_rows(leaves):
+    rows = None
+    for leaf in leaves:
+        nz = jnp.any(leaf != 0, axis=1)
+        rows = nz if rows is None else rows | nz
+    return rows
+
+
+class _Compact:
+    """Set-up, state and tear-down of the compacted problem over the active rows A."""
+
+    def __init__(self, method, W, a, X, y, b, optimizer, state, traits, fallback_ok):
+        self.method, self.optimizer = method, optimizer
+        m, d = W.shape
+        n = X.shape[0]
+        dt = W.dtype
+        self.m, self.d, self.n, self.dt = m, d, n, dt
+        self.cap_ddfn = ddfn_cap(m)
+        # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
+        if method == "dtree":
+            full = dtree.init(W, X)  # Lemma D.2, O(nmd)
+            ip = dtree.inner_products(full)  # (n, m)
+            counts0 = np.asarray(jnp.sum(ip > b, axis=1))
+            kmax = int(counts0.max())
+            # Algorithm 8 line 12 at t = 0: S_{i,fire}(0) <- CDT.QUERY(i, b).
+            fr = maxtree.query_all(full.tree, b, capacity=min(_bucket(max(kmax, 1)), m))
+            fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
+            del full
+        else:
+            full = wtree.init(W, X)  # Lemma D.6, O(nmd)
+            ipT = wtree.inner_products(full)  # (m, n)
+            # Algorithm 9 lines 12-17: S~_{r,fire}(0) <- CWT.QUERY(r, b) for all r; capacity n.
+            fr = maxtree.query_all(full.tree, b, capacity=n)
+            anyfire = np.asarray(jnp.any(fr.valid, axis=1))
+            counts0 = np.asarray(jnp.sum(ipT > b, axis=0))
+            kmax = int(counts0.max())
+            fire_rows = np.flatnonzero(anyfire)
+            ip = ipT.T
+            del full
+        self.kmax0 = kmax
+        # --- rows with nonzero optimizer state (resuming) also move, so they are active too.
+        s_leaves, s_def = jax.tree_util.tree_flatten(state)
+        pp = [i for i, leaf in enumerate(s_leaves) if _per_param(leaf, m, d)]
+        if pp:
+            state_rows = np.flatnonzero(np.asarray(_nonzero_rows([s_leaves[i] for i in pp])))
+        else:
+            state_rows = np.zeros((0,), np.int64)
+        A = np.union1d(fire_rows, state_rows).astype(np.int64)
+        self.n_active = L = int(A.size)
+        Lp = _bucket(max(L, 1))
+        self.L = Lp
+        idx = np.full((Lp,), m, np.int32)
+        idx[:L] = A
+        self.idx = idx = jnp.asarray(idx)
+        a_A = _gather_rows(a, idx, 0)
+        W_A = _gather_rows(W, idx, 0)
+        ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)  # (n, Lp), the restricted leaves
+        self.W_A0 = W_A
+        # --- the span (Gram) path if the optimizer allows it and the state lies in span(X).
+        span = traits.linear
+        gram = jnp.matmul(X, X.T, precision=_ts._HIGHEST)
+        s_A = [(_gather_rows(leaf, idx, 0) if i in pp else leaf) for i, leaf in enumerate(s_leaves)]
+        if span:
+            K0 = jnp.zeros((Lp, n), dt)
+            tmpl_leaves, tmpl_def = jax.tree_util.tree_flatten(optimizer.init(K0))
+            span = tmpl_def == s_def
+            coef_leaves = []
+            if span:
+                pinv = jnp.linalg.pinv(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X)
+                tol = 1e-5 if np.dtype(dt).itemsize <= 4 else 1e-12
+                for i, (leaf, tl) in enumerate(zip(s_A, tmpl_leaves)):
+                    if i not in pp:
+                        if np.shape(leaf) != np.shape(tl):
+                            span = False
+                            break
+                        coef_leaves.append(leaf)
+                        continue
+                    if not bool(jnp.any(leaf != 0)):
+                        coef_leaves.append(jnp.zeros((Lp, n), dt))
+                        continue
+                    coef = jnp.matmul(leaf.astype(pinv.dtype), pinv, precision=_ts._HIGHEST)
+                    resid = jnp.abs(coef @ X.astype(pinv.dtype) - leaf).max()
+                    if not bool(resid <= tol * (jnp.abs(leaf).max() + 1e-30)):
+                        span = False  # the resumed state is not in span(X): use the generic path
+                        break
+                    coef_leaves.append(coef.astype(dt))
+        self.span = span
+        if span:
+            P0, state_A = K0, jax.tree_util.tree_unflatten(s_def, coef_leaves)
+            ip0 = ip_A if method == "dtree" else ip_A.T
+        else:
+            P0, state_A, ip0 = W_A, jax.tree_util.tree_unflatten(s_def, s_A), None
+            gram = None
+        self.pp, self.s_def, self.full_state = pp, s_def, state
+        leaves0 = ip_A if method == "dtree" else ip_A.T
+        self.carry = (maxtree.build(leaves0).levels, P0, state_A)
+        self.consts = _ts.CompactConsts(
+            X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(m), dt),
+            n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=ip0)
+        self.capacity = None
+        if method == "dtree":
+            self.capacity_ceiling = min(Lp, self.cap_ddfn)
+            self.capacity = min(_bucket(int(kmax * _HEADROOM) + 8), max(self.capacity_ceiling, kmax, 1))
+
+    def to_full(self, W, carry):
+        """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
+        _, P, state_A = carry
+        X = self.consts.X
+        if self.span:
+            W_A = self.W_A0 + jnp.matmul(P, X, precision=_ts._HIGHEST)
+        else:
+            W_A = P
+        W_new = W.at[self.idx].set(W_A, mode="drop")
+        full_leaves = jax.tree_util.tree_leaves(self.full_state)
+        leaves = jax.tree_util.tree_leaves(state_A)
+        out = []
+        for i, (fl, leaf) in enumerate(zip(full_leaves, leaves)):
+            if i in self.pp:
+                rows = jnp.matmul(leaf, X, precision=_ts._HIGHEST) if self.span else leaf
+                out.append(fl.at[self.idx].set(rows.astype(fl.dtype), mode="drop"))
+            else:
+                out.append(leaf)
+        return W_new, jax.tree_util.tree_unflatten(self.s_def, out)
+
+
+class _CapExceeded(Exception):
+    pass
+
+
+def _cap_message(m, cap, k, step):
+    return (f"a data point's fire set reached {k} neurons at step {step}, beyond the DDFN cap "
+            f"ceil(m^(4/5)) = {cap} per point for m = {m} (Definition 1.3, Theorem 4.1); the sparse "
+            "methods do not apply. Lower the learning rate, raise b, or pass fallback='dense'.")
+
+
+def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
+    """Host loop over jitted chunks; overflow -> rerun the chunk with a larger capacity."""
+    carry = comp.carry
+    while rec.remaining > 0:
+        clen = min(chunk, rec.remaining)
+        cfg = _ts.Config(comp.method, comp.optimizer, clen, comp.capacity or 0, comp.span)
+        ex = _ts.compiled_runner(cfg, carry, comp.consts, size=comp.n * comp.L)
+        (new_carry, stats), secs = _timed(ex, carry, comp.consts)
+        overflow = np.asarray(stats.overflow)
+        kmax = np.asarray(stats.fire_max)
+        bad = np.flatnonzero(overflow | (kmax > comp.cap_ddfn))
+        if bad.size:
+            j = int(bad[0])
+            step = rec.done + j
+            if kmax[j] > comp.cap_ddfn:
+                comp.carry = carry
+                raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, int(kmax[j]), step))
+            old = comp.capacity
+            if old >= comp.capacity_ceiling:  # cannot happen below the cap; defensive
+                comp.carry = carry
+                raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, int(kmax[j]), step))
+            new = min(max(2 * old, _bucket(int(kmax[j] * _HEADROOM) + 8)), comp.capacity_ceiling)
+            rec.events.append({"step": step, "old_capacity": old, "new_capacity": new,
+                               "reason": f"overflow: a fire set exceeded the capacity {old}; chunk rerun"})
+            comp.capacity = new
+            continue
+        carry = new_carry
+        rec.add(stats, clen, secs)
+    comp.carry = carry
+    return carry
+
+
+# ----------------------------------------------------------------------------------------- fit
+def fit(
+    params: Params,
+    X: jax.Array,
+    y: jax.Array,
+    *,
+    steps: int,
+    method: str = "dtree",
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    b: float | None = None,
+    opt_state: Any = None,
+    callback: Callable[[dict], bool | None] | None = None,
+    chunk_size: int | None = None,
+    fallback: str = "error",
+):
+    r"""Train ``W`` of 2NN(m, b) (Definition 2.1) by gradient descent for ``steps`` steps.
+
+    Args:
+      params: :class:`jaxcorr.nn.Params` with ``W`` (m, d) and ``a`` (m,). Only ``W`` is trained.
+        Computation runs in ``params.W``'s floating dtype (float32, or float64 with x64).
+      X: (n, d) data points, finite.
+      y: (n,) targets, finite.
+      steps: number of steps (>= 0; 0 returns ``params`` and an empty history).
+      method: ``"dense"``, ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
+      optimizer: any optax ``GradientTransformation``; default ``optax.sgd(learning_rate)``. The
+        sparse methods need a row-separable optimizer that maps zero gradient and zero state to a
+        zero update (sgd, momentum, nesterov, adam, rmsprop, ...; not weight decay or LARS/LAMB);
+        this is checked at set-up. Reuse the same optimizer object across calls to reuse compiled code.
+      learning_rate: step size of the default optimizer (default 1.0); ignored if ``optimizer`` is given.
+      b: threshold of :math:`\sigma_b`; default :func:`jaxcorr.nn.default_threshold` ``(m)`` =
+        :math:`\sqrt{0.4 \ln m}`.
+      opt_state: optimizer state to resume from, as produced by ``optimizer.init(params.W)`` (full
+        (m, d) leaves); default a fresh ``optimizer.init(params.W)``.
+      callback: called on the host after every chunk with a dict with keys ``"step"`` (steps done so
+        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; returning
+        ``True`` stops training after that chunk.
+      chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
+      fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
+        :math:`\lceil m^{4/5}\rceil` or the optimizer is not row-separable; ``"dense"`` continues with
+        the dense method instead (recorded in ``capacity_events``).
+
+    Returns:
+      ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a dict of host
+      values: ``"loss"`` (steps,) with ``loss[t] = L(W(t))``; ``"fire_mean"``, ``"fire_max"``
+      (mean / max over i of ``k_{i,t}``, Definition 2.4) and ``"fire_union"``
+      (:math:`|\bigcup_i S_{i,fire}(t)|`), each (steps,); ``"capacity_events"`` (list of dicts with
+      ``step``, ``old_capacity``, ``new_capacity``, ``reason``); ``"opt_state"`` (the final state,
+      full shape); ``"ms_per_step"`` (wall time of the jitted chunks per step, set-up and
+      compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
+      ``"n_active"`` (|A|), ``"span"`` (Gram path used) and ``"fallback_step"`` (None, or the step
+      from which the dense method ran).
+
+    Raises:
+      ValueError: bad shapes, non-finite values, ``steps < 0``, unknown ``method`` or ``fallback``,
+        non-finite ``b``, an ``opt_state`` that does not match, and (with ``fallback="error"``) a
+        fire set beyond the DDFN cap or an optimizer the sparse methods cannot use.
+
+    Exactness: dense, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
+    the same gradients; they differ only by float rounding in the order of sums (and, for the Gram
+    path, ``W_A(0) + K X`` instead of a running sum). Resuming (``steps=A`` then ``steps=B`` with
+    the returned ``params`` and ``history["opt_state"]``) reproduces ``steps=A+B`` bitwise for
+    ``"dense"`` and to rounding (about 1e-6 relative in float32) for ``"dtree"``/``"wtree"``.
+    """
+    t_start = time.perf_counter()
+    W, a, X, y, steps, b, optimizer, state, chunk_size, dt = _validate(
+        params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback)
+    rec = _Recorder(steps, callback)
+    chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
+    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None}
+    W_out, state_out = W, state
+    if steps > 0 and method == "dense":
+        W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk)
+    elif steps > 0:
+        traits = _ts.probe_optimizer(optimizer, dt)
+        comp = None
+        if not traits.row_separable:
+            msg = (f"method={method!r} needs an optimizer that maps a zero gradient and zero state to a "
+                   f"zero update, row by row, but this one does not: {traits.reason}. Use method='dense' "
+                   "or fallback='dense'.")
+            if fallback == "error":
+                raise ValueError(msg)
+            rec.events.append({"step": 0, "old_capacity": None, "new_capacity": None,
+                               "reason": "fallback to dense: " + msg})
+        else:
+            comp = _Compact(method, W, a, X, y, b, optimizer, state, traits, fallback == "dense")
+            extra.update(n_active=comp.n_active, span=comp.span)
+            if comp.capacity is not None:
+                rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
+                                   "reason": f"initial: max_i k_i(0) = {comp.kmax0} with headroom"})
+        try:
+            if comp is not None:
+                if comp.kmax0 > comp.cap_ddfn:
+                    raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, comp.kmax0, 0))
+                _run_compact(comp, rec, chunk)
+                W_out, state_out = comp.to_full(W, comp.carry)
+        except _CapExceeded as err:
+            if fallback == "error":
+                raise ValueError(str(err)) from None
+            W_out, state_out = comp.to_full(W, comp.carry)
+            rec.events.append({"step": rec.done, "old_capacity": comp.capacity, "new_capacity": None,
+                               "reason": "fallback to dense: " + str(err)})
+        if rec.events and rec.events[-1]["reason"].startswith("fallback to dense"):
+            extra["fallback_step"] = rec.done
+            W_out, state_out = _run_dense(W_out, a, X, y, b, optimizer, state_out, rec, chunk)
+    W_out = jax.block_until_ready(W_out)
+    hist = rec.history(dt)
+    hist.update(opt_state=state_out, method=method, b=float(b),
+                setup_s=time.perf_counter() - t_start - rec.run_s, **extra)
+    return Params(W=W_out.astype(dt), a=params.a), hist

@@ -1,0 +1,110 @@
+"""2NN(m, b) of Definition 2.1 (Section 2) against a numpy float64 oracle, and the synthetic data."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcorr import data, nn
+
+
+def np_forward(W, a, X, y, b):
+    """Definition 2.1 and Section 2's gradient, in float64 numpy."""
+    W, a, X, y = (np.asarray(v, np.float64) for v in (W, a, X, y))
+    m = W.shape[0]
+    ip = X @ W.T
+    f = np.maximum(ip - b, 0) @ a / math.sqrt(m)
+    e = f - y
+    grad = ((ip > b) * a[None, :] * e[:, None]).T @ X / math.sqrt(m)
+    return f, 0.5 * np.sum(e * e), grad
+
+
+@pytest.fixture
+def problem():
+    X, y = data.synthetic(3, n=6, d=5)
+    params = nn.init(jax.random.key(0), 64, 5)
+    return params, X, y, 0.7
+
+
+def test_default_threshold():
+    assert nn.default_threshold(1) == 0.0
+    for m in (2, 2**14, 2**22):
+        assert nn.default_threshold(m) == pytest.approx(math.sqrt(0.4 * math.log(m)))
+    with pytest.raises(ValueError):
+        nn.default_threshold(0)
+
+
+def test_init_distribution():
+    p = nn.init(jax.random.key(1), 4096, 16)
+    assert isinstance(p, nn.Params)
+    assert p.W.shape == (4096, 16) and p.a.shape == (4096,)
+    assert p.W.dtype == jnp.float32 and p.a.dtype == jnp.float32
+    assert set(np.unique(np.asarray(p.a)).tolist()) == {-1.0, 1.0}
+    assert abs(float(p.a.mean())) < 0.05
+    W = np.asarray(p.W)
+    assert abs(W.mean()) < 0.02 and abs(W.std() - 1) < 0.02
+    with jax.enable_x64(True):
+        assert nn.init(jax.random.key(1), 8, 3, dtype=jnp.float64).W.dtype == jnp.float64
+    q = nn.init(jax.random.key(1), 4096, 16)
+    np.testing.assert_array_equal(p.W, q.W)  # deterministic in the key
+
+
+def test_relu_b():
+    x = jnp.array([-1.0, 0.5, 1.0, 2.5])
+    np.testing.assert_array_equal(nn.relu_b(x, 1.0), [0.0, 0.0, 0.0, 1.5])
+
+
+def test_predict_loss_grad_match_numpy(problem):
+    params, X, y, b = problem
+    f, L, g = np_forward(params.W, params.a, X, y, b)
+    np.testing.assert_allclose(nn.predict(params, X, b), f, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nn.predict(params, X[0], b), f[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nn.loss(params, X, y, b), L, rtol=1e-5)
+    np.testing.assert_allclose(nn.grad_W(params, X, y, b), g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_grad_equals_jax_grad(problem, x64):
+    params, X, y, b = problem
+    with jax.enable_x64(x64):
+        dt = jnp.float64 if x64 else jnp.float32
+        p = nn.Params(W=params.W.astype(dt), a=params.a.astype(dt))
+        Xd, yd = X.astype(dt), y.astype(dt)
+        ip = np.asarray(Xd @ p.W.T)
+        assert np.abs(ip - b).min() > 1e-4  # away from ties
+        auto = jax.grad(lambda W: nn.loss(nn.Params(W, p.a), Xd, yd, b))(p.W)
+        ana = jax.jit(nn.grad_W)(p, Xd, yd, b)
+        assert ana.dtype == dt
+        tol = 1e-12 if x64 else 1e-5
+        np.testing.assert_allclose(ana, auto, rtol=tol, atol=tol)
+        # the gradient is non-trivial: some rows fire, some do not
+        nz = np.any(np.asarray(ana) != 0, axis=1)
+        assert 0 < nz.sum() < p.W.shape[0]
+
+
+def test_grad_uses_strict_indicator_at_ties():
+    # <w_0, x_0> == b exactly: sigma_b'(b) = 1[b > b] = 0, so row 0 gets no gradient from x_0.
+    W = jnp.array([[1.0, 0.0], [2.0, 0.0]])
+    a = jnp.array([1.0, -1.0])
+    X = jnp.array([[1.0, 0.0]])
+    y = jnp.array([3.0])
+    g = nn.grad_W(nn.Params(W, a), X, y, 1.0)
+    assert np.all(np.asarray(g[0]) == 0)
+    assert np.any(np.asarray(g[1]) != 0)
+
+
+def test_synthetic_data():
+    X, y = data.synthetic(7, n=10, d=12)
+    assert X.shape == (10, 12) and y.shape == (10,) and X.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(X), axis=1), 1.0, rtol=1e-6)
+    assert np.all(np.abs(np.asarray(y)) < 1)
+    X2, y2 = data.synthetic(7, n=10, d=12)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(np.asarray(data.synthetic(8, n=10, d=12)[0]), np.asarray(X))
+    with jax.enable_x64(True):
+        assert data.synthetic(0, 3, 4, dtype=jnp.float64)[0].dtype == jnp.float64
+    with pytest.raises(ValueError):
+        data.synthetic(0, 0, 4)

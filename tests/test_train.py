@@ -1,0 +1,268 @@
+"""Training (Algorithms 8 and 9, Theorems 4.1 and 4.2) against dense GD and a numpy float64 oracle.
+
+Every method must follow the dense trajectory: losses within 2e-4 relative in float32 and 1e-9 in
+float64 over 25 steps, for optax.sgd, optax.sgd(momentum=0.9) and optax.adam (issue 3, item 3).
+Sizes are small and shared between tests so the compiled chunk runners are reused.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcorr import _train_steps, data, nn, train
+
+M, N, D, B = 512, 6, 5, 1.2
+STEPS, CHUNK = 25, 5
+SEED = 0
+ADAMW = optax.adamw(0.01, weight_decay=0.1)
+
+OPTIMIZERS = {
+    "sgd": (optax.sgd(2.0), ("sgd", 2.0)),
+    "momentum": (optax.sgd(0.5, momentum=0.9), ("momentum", 0.5)),
+    "adam": (optax.adam(0.05), ("adam", 0.05)),
+}
+
+
+def problem(dtype=jnp.float32):
+    X, y = data.synthetic(SEED, N, D, dtype=dtype)
+    p = nn.init(jax.random.key(SEED), M, D, dtype=dtype)
+    return p, X, y
+
+
+def reference_fit(W, a, X, y, b, steps, opt):
+    """Independent float64 numpy GD on Definition 2.1 (optax semantics for sgd / momentum / adam)."""
+    W, a, X, y = (np.asarray(v, np.float64) for v in (W, a, X, y))
+    kind, lr = opt
+    m = W.shape[0]
+    mu, nu = np.zeros_like(W), np.zeros_like(W)
+    losses, fires = [], []
+    for t in range(steps):
+        ip = X @ W.T
+        fire = ip > b
+        e = np.where(fire, ip - b, 0) @ a / math.sqrt(m) - y
+        losses.append(0.5 * np.sum(e * e))
+        fires.append(fire.sum(1))
+        g = (fire * a[None, :] * e[:, None]).T @ X / math.sqrt(m)  # Section 2 gradient
+        if kind == "sgd":
+            W = W - lr * g
+        elif kind == "momentum":
+            mu = g + 0.9 * mu
+            W = W - lr * mu
+        else:
+            mu = 0.9 * mu + 0.1 * g
+            nu = 0.999 * nu + 0.001 * g * g
+            mh, nh = mu / (1 - 0.9 ** (t + 1)), nu / (1 - 0.999 ** (t + 1))
+            W = W - lr * mh / (np.sqrt(nh) + 1e-8)
+    return W, np.array(losses), np.array(fires)
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30)))
+
+
+@pytest.fixture(scope="module")
+def f32_runs():
+    p, X, y = problem()
+    out = {}
+    for name, (opt, _) in OPTIMIZERS.items():
+        for method in train.METHODS:
+            out[name, method] = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B,
+                                          chunk_size=CHUNK)
+    return p, X, y, out
+
+
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_exact_float32(f32_runs, opt_name):
+    p, X, y, runs = f32_runs
+    W_ref, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, B, STEPS, OPTIMIZERS[opt_name][1])
+    # the problem is non-trivial: some but not all neurons fire, the fire sets change, loss moves
+    assert 0 < fire_ref.min() and fire_ref.max() < M
+    assert len({tuple(f) for f in fire_ref}) > 1
+    assert loss_ref[-1] < 0.9 * loss_ref[0]
+    dense = runs[opt_name, "dense"][1]
+    for method in train.METHODS:
+        params, h = runs[opt_name, method]
+        assert h["loss"].shape == (STEPS,) and h["method"] == method
+        assert rel(h["loss"], loss_ref) <= 2e-4, method
+        assert rel(h["loss"], dense["loss"]) <= 2e-4, method
+        np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
+        np.testing.assert_allclose(h["fire_mean"], fire_ref.mean(1))
+        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+        np.testing.assert_array_equal(h["fire_union"], dense["fire_union"])
+        assert params.W.dtype == jnp.float32 and params.a is p.a
+        full_state = jax.tree_util.tree_leaves(h["opt_state"])
+        dense_state = jax.tree_util.tree_leaves(dense["opt_state"])
+        for s, t in zip(full_state, dense_state):
+            assert s.shape == t.shape
+            np.testing.assert_allclose(s, t, rtol=2e-3, atol=2e-4)
+    assert runs["sgd", "dtree"][1]["span"] and runs["momentum", "wtree"][1]["span"]
+    assert not runs["adam", "dtree"][1]["span"]  # adam is not linear: the generic (W_A) path
+
+
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_exact_float64(opt_name):
+    opt_f = {"sgd": lambda: optax.sgd(2.0), "momentum": lambda: optax.sgd(0.5, momentum=0.9),
+             "adam": lambda: optax.adam(0.05)}[opt_name]
+    with jax.enable_x64(True):
+        p, X, y = problem(jnp.float64)
+        _, loss_ref, _ = reference_fit(p.W, p.a, X, y, B, STEPS, OPTIMIZERS[opt_name][1])
+        opt = opt_f()
+        for method in train.METHODS:
+            params, h = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=STEPS)
+            assert params.W.dtype == jnp.float64 and h["loss"].dtype == np.float64
+            assert rel(h["loss"], loss_ref) <= 1e-9, method
+
+
+def test_overflow_grows_capacity_and_stays_exact():
+    # b high, so k_i(0) is small and the capacity is sized small; a large step then grows fire sets.
+    p, X, y = problem()
+    b, opt, ref_opt = 1.3, optax.sgd(100.0), ("sgd", 100.0)
+    _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 12, ref_opt)
+    assert fire_ref.max() > 1.5 * fire_ref[0].max()  # the fire sets really grow
+    params, h = train.fit(p, X, y, steps=12, method="dtree", optimizer=opt, b=b, chunk_size=6)
+    over = [e for e in h["capacity_events"] if e["reason"].startswith("overflow")]
+    assert over, h["capacity_events"]
+    assert all(e["new_capacity"] > e["old_capacity"] for e in over)
+    assert rel(h["loss"], loss_ref) <= 2e-4
+    np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+
+
+def test_ddfn_cap_error_and_dense_fallback():
+    p, X, y = problem()
+    cap = train.ddfn_cap(M)
+    assert cap == math.ceil(M**0.8) == 148
+    b = -0.5  # about 69% of the neurons fire per point: beyond ceil(m^{4/5}) at once
+    for method in ("dtree", "wtree"):
+        with pytest.raises(ValueError, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148"):
+            train.fit(p, X, y, steps=3, method=method, b=b)
+    params, h = train.fit(p, X, y, steps=3, method="dtree", b=b, fallback="dense")
+    params_d, h_d = train.fit(p, X, y, steps=3, method="dense", b=b)
+    np.testing.assert_array_equal(h["loss"], h_d["loss"])
+    np.testing.assert_array_equal(params.W, params_d.W)
+    assert h["fallback_step"] == 0 and "fallback to dense" in h["capacity_events"][-1]["reason"]
+
+
+def test_cap_exceeded_mid_run():
+    # fire sets start below the cap and grow past it: error names the cap; fallback continues dense
+    p, X, y = problem()
+    b, opt = 0.8, optax.sgd(50.0)
+    _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ("sgd", 50.0))
+    assert fire_ref[:2].max() <= 148 < fire_ref[2].max()
+    with pytest.raises(ValueError, match="148"):
+        train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2)
+    _, h = train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2, fallback="dense")
+    assert h["fallback_step"] == 2
+    assert rel(h["loss"], loss_ref) <= 2e-4
+
+
+def test_optimizer_that_moves_idle_rows_is_rejected():
+    p, X, y = problem()
+    opt = ADAMW  # weight decay moves rows with zero gradient
+    with pytest.raises(ValueError, match="method='dense'"):
+        train.fit(p, X, y, steps=2, method="dtree", optimizer=opt, b=B)
+    _, h = train.fit(p, X, y, steps=2, method="wtree", optimizer=opt, b=B, fallback="dense")
+    _, h_d = train.fit(p, X, y, steps=2, method="dense", optimizer=opt, b=B)
+    np.testing.assert_array_equal(h["loss"], h_d["loss"])
+
+
+def test_probe_optimizer_traits():
+    probe = _train_steps.probe_optimizer
+    assert probe(OPTIMIZERS["sgd"][0], jnp.float32) == (True, True, "")
+    assert probe(OPTIMIZERS["momentum"][0], jnp.float32)[:2] == (True, True)
+    assert probe(OPTIMIZERS["adam"][0], jnp.float32)[:2] == (True, False)
+    assert probe(ADAMW, jnp.float32)[0] is False
+    assert probe(optax.lamb(0.1), jnp.float32)[0] is False  # per-tensor trust ratio couples rows
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_resume_matches_single_run(method):
+    p, X, y = problem()
+    opt = OPTIMIZERS["momentum"][0]
+    p1, h1 = train.fit(p, X, y, steps=10, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
+    p2, h2 = train.fit(p1, X, y, steps=15, method=method, optimizer=opt, b=B, chunk_size=CHUNK,
+                       opt_state=h1["opt_state"])
+    p3, h3 = train.fit(p, X, y, steps=25, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
+    losses = np.concatenate([h1["loss"], h2["loss"]])
+    if method == "dense":  # bitwise
+        np.testing.assert_array_equal(losses, h3["loss"])
+        np.testing.assert_array_equal(p2.W, p3.W)
+    else:
+        assert rel(losses, h3["loss"]) <= 1e-5
+        np.testing.assert_allclose(p2.W, p3.W, rtol=1e-5, atol=1e-5)
+    for s, t in zip(jax.tree_util.tree_leaves(h2["opt_state"]), jax.tree_util.tree_leaves(h3["opt_state"])):
+        np.testing.assert_allclose(s, t, rtol=1e-5, atol=1e-5)
+
+
+def test_callback_stops_and_reports():
+    p, X, y = problem()
+    seen = []
+
+    def cb(info):
+        seen.append(info)
+        return info["step"] >= 10
+
+    params, h = train.fit(p, X, y, steps=STEPS, method="dtree", optimizer=OPTIMIZERS["sgd"][0], b=B,
+                          chunk_size=CHUNK, callback=cb)
+    assert [s["step"] for s in seen] == [5, 10]
+    assert all(s["steps"] == STEPS and isinstance(s["loss"], float) and s["ms_per_step"] > 0 for s in seen)
+    assert h["loss"].shape == (10,) and h["fire_union"].shape == (10,)
+    assert seen[-1]["loss"] == pytest.approx(float(h["loss"][-1]))
+
+
+def test_second_call_does_not_recompile():
+    p, X, y = problem()
+    opt = OPTIMIZERS["sgd"][0]
+    for method in train.METHODS:
+        train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
+        before = dict(_train_steps.TRACE_COUNTS)
+        _, h = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
+        assert dict(_train_steps.TRACE_COUNTS) == before, method
+        assert h["ms_per_step"] > 0 and h["setup_s"] >= 0
+    # the default optimizer is cached per learning rate, so it does not recompile either
+    train.fit(p, X, y, steps=CHUNK, b=B, learning_rate=0.3)
+    before = dict(_train_steps.TRACE_COUNTS)
+    train.fit(p, X, y, steps=CHUNK, b=B, learning_rate=0.3)
+    assert dict(_train_steps.TRACE_COUNTS) == before
+
+
+def test_defaults_and_zero_steps():
+    p, X, y = problem()
+    params, h = train.fit(p, X, y, steps=0)
+    assert h["loss"].shape == (0,) and h["fire_mean"].shape == (0,)
+    assert h["b"] == pytest.approx(nn.default_threshold(M)) and h["method"] == "dtree"
+    np.testing.assert_array_equal(params.W, p.W)
+    assert jax.tree_util.tree_structure(h["opt_state"]) == jax.tree_util.tree_structure(
+        optax.sgd(1.0).init(p.W))
+
+
+def test_bad_inputs():
+    p, X, y = problem()
+    ok = dict(steps=2, b=B)
+    cases = [
+        (dict(X=X[:, :3]), "X must have d=5"),
+        (dict(y=y[:3]), r"y must have shape \(n,\)"),
+        (dict(X=X.at[0, 0].set(jnp.nan)), "X must be finite"),
+        (dict(y=y.at[1].set(jnp.inf)), "y must be finite"),
+        (dict(params=nn.Params(p.W.at[0, 0].set(jnp.nan), p.a)), "params.W must be finite"),
+        (dict(params=nn.Params(p.W, p.a[:-1])), r"params.a must have shape"),
+        (dict(params=nn.Params(p.W[0], p.a)), r"params.W must have shape \(m, d\)"),
+        (dict(steps=-1), "steps must be >= 0"),
+        (dict(steps=1.5), "steps must be an int"),
+        (dict(method="sparse"), "unknown method 'sparse'"),
+        (dict(b=float("nan")), "b must be finite"),
+        (dict(b=jnp.ones(2)), "b must be a finite real scalar"),
+        (dict(fallback="ignore"), "unknown fallback 'ignore'"),
+        (dict(chunk_size=0), "chunk_size must be >= 1"),
+        (dict(learning_rate=float("inf")), "learning_rate must be finite"),
+        (dict(opt_state=(optax.EmptyState(),)), "opt_state does not match"),
+    ]
+    for kw, msg in cases:
+        args = dict(params=p, X=X, y=y, **ok)
+        args.update(kw)
+        with pytest.raises(ValueError, match=msg):
+            train.fit(args.pop("params"), args.pop("X"), args.pop("y"), **args)
