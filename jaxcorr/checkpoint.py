@@ -1,0 +1,266 @@
+"""Crash-safe checkpoints of a training run: params, optimizer state, step, config, data fingerprint.
+
+One checkpoint is one ``.npz`` file (readable with ``numpy.load``) holding
+
+- ``W`` (m, d) and ``a`` (m,): the :class:`jaxcorr.nn.Params`;
+- ``opt_000``, ``opt_001``, ...: the leaves of the optax state, in ``jax.tree_util`` order;
+- ``meta``: UTF-8 JSON with the format tag, ``step`` (total steps trained), ``config`` (sizes and
+  hyperparameters), the data ``fingerprint`` and the shape and dtype of every array;
+- ``checksum``: SHA-256 over ``meta`` and every array (name, dtype, shape, bytes).
+
+:func:`save` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
+over the target with :func:`os.replace` (atomic on POSIX and Windows), so a crash during a save leaves
+the previous checkpoint intact. :func:`load` verifies the checksum (truncation or corruption), the
+format, the sizes against the config, and, when given, the data and the optimizer; any failure
+raises :class:`CheckpointError` with a message that names the file and the mismatch.
+
+Examples:
+  >>> import jax, optax, tempfile, os
+  >>> from jaxcorr import checkpoint, nn, data
+  >>> X, y = data.synthetic(0, 4, 3)
+  >>> params = nn.init(jax.random.key(0), 16, 3)
+  >>> opt = optax.adam(1e-2)
+  >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+  >>> checkpoint.save(path, params, opt.init(params.W), 7, {"m": 16}, X, y)
+  >>> ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
+  >>> ck["step"], ck["params"].W.shape
+  (7, (16, 3))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcorr import nn
+
+__all__ = ["CheckpointError", "FORMAT", "save", "load", "fingerprint"]
+
+FORMAT = "jaxcorr-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, truncated, or does not match the run that loads it."""
+
+
+def fingerprint(X, y) -> dict:
+    """A short description of the training data that identifies it: shapes, dtypes and SHA-256.
+
+    Two data sets have the same fingerprint exactly when they have the same shapes, dtypes and bytes.
+    """
+    X = np.ascontiguousarray(np.asarray(X))
+    y = np.ascontiguousarray(np.asarray(y))
+    h = hashlib.sha256()
+    for arr in (X, y):
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return {
+        "X_shape": list(X.shape),
+        "y_shape": list(y.shape),
+        "dtype": str(X.dtype),
+        "sha256": h.hexdigest(),
+    }
+
+
+def _checksum(meta: bytes, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(meta)
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _opt_name(i: int) -> str:
+    return f"opt_{i:03d}"
+
+
+def save(path, params, opt_state, step: int, config: dict, X, y) -> None:
+    """Write a checkpoint to ``path`` atomically (temporary file, fsync, rename).
+
+    Args:
+      path: target file; its directory must exist. Written exactly at this name (no suffix added).
+      params: :class:`jaxcorr.nn.Params` ``(W, a)``.
+      opt_state: the optax state of the optimizer over ``W`` (any pytree of arrays).
+      step: total number of training steps behind ``params``, an int >= 0.
+      config: JSON-serialisable run configuration (sizes, hyperparameters); stored as is and returned
+        by :func:`load`. Keys ``m`` and ``d``, when present, are checked against the params on load.
+      X, y: the training data; only its :func:`fingerprint` is stored.
+
+    Raises:
+      OSError: the file cannot be written (the previous checkpoint, if any, is left as it was).
+      ValueError: ``step`` < 0 or ``config`` is not JSON-serialisable.
+    """
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    W, a = np.asarray(params.W), np.asarray(params.a)
+    arrays = {"W": W, "a": a}
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
+        arrays[_opt_name(i)] = np.asarray(leaf)
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        "config": config,
+        "fingerprint": fingerprint(X, y),
+        "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
+        "opt_treedef": str(jax.tree_util.tree_structure(opt_state)),
+    }
+    try:
+        meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    except TypeError as e:
+        raise ValueError(f"config must be JSON-serialisable: {e}") from None
+    payload = dict(arrays)
+    payload["meta"] = np.frombuffer(meta_bytes, np.uint8)
+    payload["checksum"] = np.frombuffer(_checksum(meta_bytes, arrays).encode(), np.uint8)
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a file") from None
+    bad = f"checkpoint {path!r} is corrupted or truncated"
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{bad} (not a readable .npz: {e})") from None
+    if "meta" not in arrays or "checksum" not in arrays:
+        raise CheckpointError(f"checkpoint {path!r} is not a jaxcorr checkpoint (no meta/checksum)")
+    meta_bytes = arrays.pop("meta").tobytes()
+    stored = arrays.pop("checksum").tobytes().decode("ascii", "replace")
+    if _checksum(meta_bytes, arrays) != stored:
+        raise CheckpointError(f"{bad} (checksum mismatch)")
+    try:
+        meta = json.loads(meta_bytes)
+    except ValueError:
+        raise CheckpointError(f"{bad} (unreadable metadata)") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta, arrays
+
+
+def load(path, *, X=None, y=None, optimizer=None) -> dict[str, Any]:
+    """Read and verify a checkpoint written by :func:`save`.
+
+    Args:
+      path: the checkpoint file.
+      X, y: if given, the data the run continues on; it must be the data the checkpoint was trained on
+        (same :func:`fingerprint`).
+      optimizer: if given, the optax ``GradientTransformation`` the run continues with; the stored
+        state must have the structure, shapes and dtypes of ``optimizer.init(W)``, and is returned in
+        that structure. Without it, ``opt_state`` is the flat list of stored leaves.
+
+    Returns:
+      A dict with ``params`` (:class:`jaxcorr.nn.Params` of jax arrays), ``opt_state``, ``step``
+      (int), ``config`` (dict) and ``fingerprint`` (dict).
+
+    Raises:
+      CheckpointError: the file is missing, not a checkpoint, corrupted or truncated, inconsistent
+        with its own config, trained on other data, or holds another optimizer's state.
+    """
+    path = os.fspath(path)
+    meta, arrays = _read(path)
+    config = meta.get("config") or {}
+    W, a = arrays.get("W"), arrays.get("a")
+    if W is None or a is None or W.ndim != 2 or a.shape != (W.shape[0],):
+        raise CheckpointError(f"checkpoint {path!r} has malformed params")
+    m, d = W.shape
+    for key, have in (("m", m), ("d", d)):
+        if key in config and config[key] != have:
+            raise CheckpointError(f"checkpoint {path!r} is inconsistent: config {key}={config[key]} but W is {W.shape}")
+
+    fp = meta.get("fingerprint", {})
+    if X is not None or y is not None:
+        if X is None or y is None:
+            raise ValueError("pass both X and y, or neither")
+        _check_data(path, fp, fingerprint(X, y), d)
+
+    leaves = [arrays[_opt_name(i)] for i in range(sum(k.startswith("opt_") for k in arrays))]
+    if optimizer is not None:
+        ref = optimizer.init(jax.numpy.asarray(W))
+        ref_leaves, treedef = jax.tree_util.tree_flatten(ref)
+        if len(ref_leaves) != len(leaves):
+            raise CheckpointError(
+                f"checkpoint {path!r} holds an optimizer state with {len(leaves)} arrays, but this "
+                f"optimizer's state has {len(ref_leaves)} (was it saved with another optimizer? it was "
+                f"saved with {config.get('optimizer', 'an unrecorded optimizer')!r})"
+            )
+        for i, (have, want) in enumerate(zip(leaves, ref_leaves)):
+            if have.shape != np.shape(want) or have.dtype != np.asarray(want).dtype:
+                raise CheckpointError(
+                    f"checkpoint {path!r}: optimizer state array {i} has shape {have.shape} {have.dtype}, "
+                    f"this optimizer expects {np.shape(want)} {np.asarray(want).dtype}"
+                )
+        opt_state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
+    else:
+        opt_state = [jax.numpy.asarray(x) for x in leaves]
+    return {
+        "params": nn.Params(W=jax.numpy.asarray(W), a=jax.numpy.asarray(a)),
+        "opt_state": opt_state,
+        "step": int(meta["step"]),
+        "config": config,
+        "fingerprint": fp,
+    }
+
+
+def _check_data(path: str, saved: dict, given: dict, d: int) -> None:
+    if given["X_shape"][1:] != [d]:
+        raise CheckpointError(
+            f"checkpoint {path!r} has d={d}, but the data has X of shape {tuple(given['X_shape'])}"
+        )
+    for key in ("X_shape", "y_shape", "dtype"):
+        if saved.get(key) != given[key]:
+            raise CheckpointError(
+                f"checkpoint {path!r} was trained on other data: {key} {saved.get(key)} there, "
+                f"{given[key]} here"
+            )
+    if saved.get("sha256") != given["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path!r} was trained on other data of the same shape "
+            f"(sha256 {str(saved.get('sha256'))[:12]}... there, {given['sha256'][:12]}... here)"
+        )

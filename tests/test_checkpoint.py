@@ -1,0 +1,156 @@
+"""jaxcorr.checkpoint: round trip, atomic save, corruption and mismatch detection, exact resume."""
+
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxcorr import checkpoint, data, nn
+
+M, D, N = 64, 3, 5
+
+
+@pytest.fixture
+def setup():
+    X, y = data.synthetic(0, N, D)
+    params = nn.init(jax.random.key(0), M, D)
+    opt = optax.adam(1e-2)
+    state = opt.init(params.W)
+    # A non-trivial state: one update.
+    upd, state = opt.update(nn.grad_W(params, X, y, 1.0), state, params.W)
+    return X, y, params._replace(W=optax.apply_updates(params.W, upd)), opt, state
+
+
+def test_round_trip(tmp_path, setup):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 3, {"m": M, "d": D, "lr": 0.01}, X, y)
+    ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
+    assert ck["step"] == 3 and ck["config"] == {"m": M, "d": D, "lr": 0.01}
+    assert isinstance(ck["params"], nn.Params)
+    np.testing.assert_array_equal(ck["params"].W, params.W)
+    np.testing.assert_array_equal(ck["params"].a, params.a)
+    assert jax.tree_util.tree_structure(ck["opt_state"]) == jax.tree_util.tree_structure(state)
+    for a, b in zip(jax.tree_util.tree_leaves(ck["opt_state"]), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert ck["fingerprint"] == checkpoint.fingerprint(X, y)
+    # No temporary files left beside it.
+    assert os.listdir(tmp_path) == ["c.ckpt"]
+
+
+def test_sgd_state_without_leaves(tmp_path, setup):
+    X, y, params, _, _ = setup
+    opt = optax.sgd(0.1)
+    checkpoint.save(tmp_path / "s.ckpt", params, opt.init(params.W), 0, {}, X, y)
+    ck = checkpoint.load(tmp_path / "s.ckpt", optimizer=opt)
+    assert jax.tree_util.tree_leaves(ck["opt_state"]) == []
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, setup, monkeypatch):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 1, {}, X, y)
+    before = path.read_bytes()
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, params._replace(W=params.W + 1), state, 2, {}, X, y)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.ckpt"]
+    monkeypatch.undo()
+    assert checkpoint.load(path)["step"] == 1
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
+def test_flipped_byte_or_truncation_is_detected(tmp_path, setup, where):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 1, {}, X, y)
+    raw = path.read_bytes()
+    i = int(len(raw) * where)
+    path.write_bytes(raw[:i] + bytes([raw[i] ^ 0x01]) + raw[i + 1 :])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted"):
+        checkpoint.load(path)
+    path.write_bytes(raw[:i])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted or truncated"):
+        checkpoint.load(path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, W=np.zeros((2, 2)))
+    with pytest.raises(checkpoint.CheckpointError, match="not a jaxcorr checkpoint"):
+        checkpoint.load(p)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "missing")
+    assert issubclass(checkpoint.CheckpointError, ValueError)
+
+
+def test_other_data_and_other_optimizer_are_errors(tmp_path, setup):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 1, {"optimizer": "adam"}, X, y)
+    with pytest.raises(checkpoint.CheckpointError, match="other data of the same shape"):
+        checkpoint.load(path, X=X, y=y + 1)
+    X2, y2 = data.synthetic(0, N + 1, D)
+    with pytest.raises(checkpoint.CheckpointError, match="other data: X_shape"):
+        checkpoint.load(path, X=X2, y=y2)
+    X3, y3 = data.synthetic(0, N, D + 1)
+    with pytest.raises(checkpoint.CheckpointError, match="has d=3"):
+        checkpoint.load(path, X=X3, y=y3)
+    with pytest.raises(checkpoint.CheckpointError, match="saved with 'adam'"):
+        checkpoint.load(path, optimizer=optax.sgd(0.1, momentum=0.9))
+    # Same number of leaves, other shapes: a state for another width.
+    with pytest.raises(checkpoint.CheckpointError, match="optimizer state array"):
+        other = nn.init(jax.random.key(1), M + 1, D)
+        checkpoint.save(path, params, opt.init(other.W), 1, {}, X, y)
+        checkpoint.load(path, optimizer=opt)
+
+
+def test_config_inconsistent_with_params(tmp_path, setup):
+    X, y, params, opt, state = setup
+    checkpoint.save(tmp_path / "c", params, state, 0, {"m": M + 1}, X, y)
+    with pytest.raises(checkpoint.CheckpointError, match="inconsistent"):
+        checkpoint.load(tmp_path / "c")
+
+
+def test_bad_arguments(tmp_path, setup):
+    X, y, params, opt, state = setup
+    with pytest.raises(ValueError, match="step"):
+        checkpoint.save(tmp_path / "c", params, state, -1, {}, X, y)
+    with pytest.raises(ValueError, match="JSON"):
+        checkpoint.save(tmp_path / "c", params, state, 0, {"f": object()}, X, y)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["dtree", "dense"])
+def test_python_api_resume_equals_uninterrupted(tmp_path, method):
+    """fit, save, load, fit again == one fit: bitwise for dense; for dtree to float32 rounding, as
+    train.fit documents (a new call re-compacts the active rows and re-bases the span path)."""
+    from jaxcorr import cli, train
+
+    X, y = data.synthetic(0, 4, 4)
+    params0 = nn.init(jax.random.key(0), 256, 4)
+    opt = cli._make_optimizer("sgd", 1.0)  # the CLI's default object and chunk size: compiled code is shared
+    kw = dict(method=method, optimizer=opt, chunk_size=1)
+    full, hfull = train.fit(params0, X, y, steps=6, **kw)
+
+    p, h = train.fit(params0, X, y, steps=2, **kw)
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, p, h["opt_state"], 2, {"m": 256, "d": 4}, X, y)
+    ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
+    p2, h2 = train.fit(ck["params"], X, y, steps=4, opt_state=ck["opt_state"], **kw)
+    tol = {"rtol": 0, "atol": 0} if method == "dense" else {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(p2.W, full.W, **tol)
+    np.testing.assert_allclose(np.concatenate([h["loss"], h2["loss"]]), hfull["loss"], **tol)
+    for a, b in zip(jax.tree_util.tree_leaves(h2["opt_state"]), jax.tree_util.tree_leaves(hfull["opt_state"])):
+        np.testing.assert_allclose(a, b, **tol)
+    # The resumed run really moved: not a silent restart from params0.
+    assert not np.allclose(p2.W, p.W) and not np.allclose(p.W, params0.W)
