@@ -7,11 +7,29 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.dtree`: Correlation DTree (Theorem 3.1).
 - :mod:`jaxcorr.wtree`: Correlation WTree (Theorem 3.2).
 - :mod:`jaxcorr.ddfn`: Dynamic Detection of Firing Neurons (Definition 1.3).
+- :mod:`jaxcorr.nn`: the 2NN(m, b) model (Definition 2.1) and its gradient.
+- :mod:`jaxcorr.train`: ``fit`` with the dense, dtree (Algorithm 8) and wtree (Algorithm 9) methods.
+- :mod:`jaxcorr.data`, :mod:`jaxcorr.io`: synthetic data and user data files.
+- :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
+- :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
 """
 
-from jaxcorr import ddfn, dtree, maxtree, wtree
+from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, train, wtree
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
 
-__all__ = ["ddfn", "dtree", "maxtree", "wtree", "Frontier", "MaxTree", "__version__"]
+__all__ = [
+    "checkpoint",
+    "data",
+    "ddfn",
+    "dtree",
+    "io",
+    "maxtree",
+    "nn",
+    "train",
+    "wtree",
+    "Frontier",
+    "MaxTree",
+    "__version__",
+]

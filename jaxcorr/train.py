@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcorr import _checks, dtree, maxtree, wtree
+from jaxcorr import _checks, ddfn, dtree, maxtree, wtree
 from jaxcorr import _train_steps as _ts
 from jaxcorr.nn import Params, default_threshold
 
@@ -75,7 +75,7 @@ _HEADROOM = 1.25
 
 def ddfn_cap(m: int) -> int:
     r"""The per-point DDFN cap :math:`\lceil m^{4/5} \rceil` (Definition 1.3, Theorem 4.1)."""
-    return math.ceil(int(m) ** 0.8)
+    return ddfn.default_cap(1, int(m))
 
 
 def _bucket(x: int, minimum: int = 8) -> int:
@@ -355,6 +355,10 @@ class _Compact:
             self.capacity_ceiling = min(Lp, self.cap_ddfn)
             self.capacity = min(_bucket(int(kmax * _HEADROOM) + 8), max(self.capacity_ceiling, kmax, 1))
 
+    def runner(self, cfg, carry):
+        """The compiled chunk runner for ``cfg`` (the sharded subclass in jaxcorr.sharding overrides it)."""
+        return _ts.compiled_runner(cfg, carry, self.consts, size=self.n * self.L)
+
     def to_full(self, W, carry):
         """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
         _, P, state_A = carry
@@ -392,7 +396,7 @@ def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
     while rec.remaining > 0:
         clen = min(chunk, rec.remaining)
         cfg = _ts.Config(comp.method, comp.optimizer, clen, comp.capacity or 0, comp.span)
-        ex = _ts.compiled_runner(cfg, carry, comp.consts, size=comp.n * comp.L)
+        ex = comp.runner(cfg, carry)
         (new_carry, stats), secs = _timed(ex, carry, comp.consts)
         overflow = np.asarray(stats.overflow)
         kmax = np.asarray(stats.fire_max)
@@ -433,6 +437,7 @@ def fit(
     callback: Callable[[dict], bool | None] | None = None,
     chunk_size: int | None = None,
     fallback: str = "error",
+    mesh=None,
 ):
     r"""Train ``W`` of 2NN(m, b) (Definition 2.1) by gradient descent for ``steps`` steps.
 
@@ -459,6 +464,11 @@ def fit(
       fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
         :math:`\lceil m^{4/5}\rceil` or the optimizer is not row-separable; ``"dense"`` continues with
         the dense method instead (recorded in ``capacity_events``).
+      mesh: ``None`` (default: one device), or a :class:`jax.sharding.Mesh` / ``NamedSharding`` to run
+        ``method="dtree"`` with the ``n`` trees split along the data points across its devices
+        (Section 5's parallel updates; see :mod:`jaxcorr.sharding`). Same trajectory to float
+        rounding; the history gains ``"shards"`` (the number of point blocks) and
+        ``"bytes_per_device"`` (the sharded training state on the most loaded device).
 
     Returns:
       ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a dict of host
@@ -485,6 +495,11 @@ def fit(
     t_start = time.perf_counter()
     W, a, X, y, steps, b, optimizer, state, chunk_size, dt = _validate(
         params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback)
+    layout = None
+    if mesh is not None:
+        from jaxcorr import sharding as _sharding  # noqa: PLC0415 (sharding imports this module)
+
+        layout = _sharding._fit_layout(mesh, method)
     rec = _Recorder(steps, callback)
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
     extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None}
@@ -503,7 +518,11 @@ def fit(
             rec.events.append({"step": 0, "old_capacity": None, "new_capacity": None,
                                "reason": "fallback to dense: " + msg})
         else:
-            comp = _Compact(method, W, a, X, y, b, optimizer, state, traits, fallback == "dense")
+            args = (method, W, a, X, y, b, optimizer, state, traits, fallback == "dense")
+            if layout is None:
+                comp = _Compact(*args)
+            else:
+                comp = _sharding.sharded_compact(_Compact, *args, layout=layout)
             extra.update(n_active=comp.n_active, span=comp.span)
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
@@ -524,6 +543,8 @@ def fit(
             extra["fallback_step"] = rec.done
             W_out, state_out = _run_dense(W_out, a, X, y, b, optimizer, state_out, rec, chunk)
     W_out = jax.block_until_ready(W_out)
+    if layout is not None:
+        extra.update(_sharding.history_info(layout, comp))
     hist = rec.history(dt)
     hist.update(opt_state=state_out, method=method, b=float(b),
                 setup_s=time.perf_counter() - t_start - rec.run_s, **extra)
