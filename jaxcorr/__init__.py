@@ -14,7 +14,7 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
 """
 
-from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, train, wtree
+from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, reductions, train, wtree
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "io",
     "maxtree",
     "nn",
+    "reductions",
     "train",
     "wtree",
     "Frontier",
