@@ -12,9 +12,10 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.data`, :mod:`jaxcorr.io`: synthetic data and user data files.
 - :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
+- :mod:`jaxcorr.sharding`: the trees and `fit` across a device mesh (Section 5).
 """
 
-from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, reductions, train, wtree
+from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, reductions, sharding, train, wtree
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "maxtree",
     "nn",
     "reductions",
+    "sharding",
     "train",
     "wtree",
     "Frontier",

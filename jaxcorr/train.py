@@ -271,14 +271,7 @@ class _Compact:
         self.cap_ddfn = ddfn_cap(m)
         # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
         if method == "dtree":
-            full = dtree.init(W, X)  # Lemma D.2, O(nmd)
-            ip = dtree.inner_products(full)  # (n, m)
-            counts0 = np.asarray(jnp.sum(ip > b, axis=1))
-            kmax = int(counts0.max())
-            # Algorithm 8 line 12 at t = 0: S_{i,fire}(0) <- CDT.QUERY(i, b).
-            fr = maxtree.query_all(full.tree, b, capacity=min(_bucket(max(kmax, 1)), m))
-            fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
-            del full
+            ip, kmax, fire_rows = self._dtree_fire_sets(W, X, b)
         else:
             full = wtree.init(W, X)  # Lemma D.6, O(nmd)
             ipT = wtree.inner_products(full)  # (m, n)
@@ -354,6 +347,21 @@ class _Compact:
         if method == "dtree":
             self.capacity_ceiling = min(Lp, self.cap_ddfn)
             self.capacity = min(_bucket(int(kmax * _HEADROOM) + 8), max(self.capacity_ceiling, kmax, 1))
+
+    def _dtree_fire_sets(self, W, X, b):
+        """DTree INIT over all m neurons and the fire sets at t = 0: ``(ip (n, m), max_i k_i, rows)``.
+
+        The sharded subclass in :mod:`jaxcorr.sharding` overrides it to run sharded by points.
+        """
+        m = W.shape[0]
+        full = dtree.init(W, X)  # Lemma D.2, O(nmd)
+        ip = dtree.inner_products(full)  # (n, m)
+        counts0 = np.asarray(jnp.sum(ip > b, axis=1))
+        kmax = int(counts0.max())
+        # Algorithm 8 line 12 at t = 0: S_{i,fire}(0) <- CDT.QUERY(i, b).
+        fr = maxtree.query_all(full.tree, b, capacity=min(_bucket(max(kmax, 1)), m))
+        fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
+        return ip, kmax, fire_rows
 
     def runner(self, cfg, carry):
         """The compiled chunk runner for ``cfg`` (the sharded subclass in jaxcorr.sharding overrides it)."""
@@ -522,7 +530,7 @@ def fit(
             if layout is None:
                 comp = _Compact(*args)
             else:
-                comp = _sharding.sharded_compact(_Compact, *args, layout=layout)
+                comp = _sharding._ShardedCompact(*args, layout=layout)
             extra.update(n_active=comp.n_active, span=comp.span)
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
