@@ -8,7 +8,8 @@ is the ``(T, 1)`` array of roots. Every parent equals the max of its two childre
 
 The query (Algorithm 2 / 12 / 15, FIND) walks the trees top-down breadth-first with a frontier of
 static size: a level keeps at most ``min(capacity, nodes at that level)`` slots, so the top levels
-cost nothing and the work is about ``capacity * log(P / capacity)``. Comparisons are strict
+cost nothing and the work is about ``capacity * log(P / capacity)``. (The frontier is kept at every
+second level; in between, the four grandchildren of a node are read as one contiguous row.) Comparisons are strict
 (``value > tau``), which is what :math:`\sigma_b(x) = \max(x - b, 0) > 0` needs. If more nodes pass
 at some level than the frontier holds, the result says so (``overflow``): DDFN's "report overflow"
 (Definition 1.3). Nothing is dropped silently.
@@ -193,11 +194,22 @@ def _compact(ids, mask, cap: int, sentinel: int):
     return out, count
 
 
+#: Levels descended per frontier step. Jumping two levels at once gathers the four grandchildren of
+#: a frontier node as one contiguous row and halves the number of prefix sums and scatters (the
+#: costly ops on XLA:CPU) for the same number of candidates (2 per node per level): about 20% faster
+#: on CPU than one level at a time, and no slower elsewhere.
+_JUMP = 2
+
+
 def _frontier(levels, tau, capacity: int):
     """FIND (Algorithm 2) breadth-first over 1-D ``levels`` (sizes s_l = s_0 >> l, leaves first).
 
-    The top level may hold several nodes (a forest). Returns leaf ids (min(capacity, s_0),) with
-    sentinel s_0, the count lower bound and the overflow flag.
+    The search starts at the largest level with at most ``capacity`` nodes (all of them are
+    candidates) and descends ``_JUMP`` levels per step: the ``2**jump`` descendants of frontier node
+    ``f`` are the contiguous row ``f`` of the lower level viewed as ``(s_l, 2**jump)``. Passing
+    candidates are compacted, stably, into ``min(capacity, s_l)`` slots. The top level may hold
+    several nodes (a forest). Returns leaf ids (min(capacity, s_0),) with sentinel s_0, the count
+    lower bound and the overflow flag.
     """
     n_lv = len(levels)
     start = next((lv for lv in range(n_lv) if levels[lv].shape[0] <= capacity), n_lv - 1)
@@ -205,19 +217,25 @@ def _frontier(levels, tau, capacity: int):
     size = top.shape[0]
     frontier, cnt = _compact(jnp.arange(size, dtype=_I32), top > tau, min(capacity, size), size)
     count, overflow = cnt, cnt > capacity
-    for lv in range(start - 1, -1, -1):
+    lv = start
+    while lv > 0:
+        jump = min(_JUMP, lv)
+        lv -= jump
         size = levels[lv].shape[0]
         cap = min(capacity, size)
-        child = 2 * frontier[:, None] + jnp.arange(2, dtype=_I32)  # (slots, 2); sentinel -> out of range
-        passing = levels[lv].at[child.reshape(-1)].get(mode="fill", fill_value=-jnp.inf).reshape(-1, 2) > tau
-        # Pair compaction: a prefix sum over the parents' child counts (0, 1 or 2) places the left
-        # child at its parent's offset and the right child after it; order stays ascending.
-        per_parent = jnp.sum(passing, axis=1, dtype=_I32)
-        incl = jnp.cumsum(per_parent, dtype=_I32)
-        offset = (incl - per_parent)[:, None] + jnp.array([0, 1], _I32) * passing[:, :1]
+        branch = 1 << jump
+        # (slots, branch) descendant values; a sentinel slot (== node count) reads -inf.
+        block = levels[lv].reshape(-1, branch).at[frontier].get(mode="fill", fill_value=-jnp.inf)
+        passing = block > tau
+        # Stable compaction: a prefix sum over the slots' passing counts gives each slot's offset,
+        # a prefix within the row places its passing descendants in ascending order.
+        per_slot = jnp.sum(passing, axis=1, dtype=_I32)
+        incl = jnp.cumsum(per_slot, dtype=_I32)
+        offset = (incl - per_slot)[:, None] + jnp.cumsum(passing, axis=1, dtype=_I32) - passing
         cnt = incl[-1]
+        ids = branch * frontier[:, None] + jnp.arange(branch, dtype=_I32)
         tgt = jnp.where(passing & (offset < cap), offset, cap).reshape(-1)
-        frontier = jnp.full((cap,), size, _I32).at[tgt].set(child.reshape(-1), mode="drop")
+        frontier = jnp.full((cap,), size, _I32).at[tgt].set(ids.reshape(-1), mode="drop")
         count = jnp.maximum(count, cnt)
         overflow = overflow | (cnt > cap)
     return frontier, count, overflow
