@@ -86,10 +86,16 @@ def init(X, Y, b, cap: int | None = None) -> DDFNState:
     return DDFNState(dtree=t, b=jnp.asarray(b, t.W.dtype), cap=cap)
 
 
-def update(state: DDFNState, j, z) -> DDFNState:
-    """UPDATE(j, z): set ``y_j`` to ``z``; ``j`` may be an index or a batch (k,) with ``z`` (k, d)."""
+def update(state: DDFNState, j, z, *, donate: bool = False) -> DDFNState:
+    """UPDATE(j, z): set ``y_j`` to ``z`` in O(n(d + log m)) (Lemma D.3).
+
+    ``j`` may be an index with ``z`` (d,), or a batch (k,) with ``z`` (k, d); a repeated index
+    resolves to its last occurrence. ``donate=True`` updates ``state``'s buffers in place (the
+    ``state`` passed in must not be used afterwards), see :func:`jaxcorr.dtree.update`.
+    """
     _checks.check_update_args(j, z, state.dtree.d, state.dtree.m, r_name="j", m_name="m")
-    return dataclasses.replace(state, dtree=dtree._update_jit(state.dtree, j, z))
+    fn = dtree._update_donate if donate else dtree._update_jit
+    return dataclasses.replace(state, dtree=fn(state.dtree, j, z))
 
 
 @jax.jit

@@ -198,7 +198,7 @@ def max_inner_product(X, Y, *, return_stats: bool = False, cap: int | None = 1, 
         Z = Yt.at[:, d].set(jnp.asarray(t, dtype))
         found = None
         for k, s in enumerate(starts):
-            states[k] = ddfn.update(states[k], rows, Z)  # UPDATE every (y~_j)_{d+1} to t
+            states[k] = ddfn.update(states[k], rows, Z, donate=True)  # UPDATE every (y~_j)_{d+1} to t
             q = ddfn.query(states[k])
             batch_updates += 1
             updates += m

@@ -114,7 +114,8 @@ SIZES = {
         query_size=dict(n=64, m=2**16, sizes=[64, 128, 256, 512, 1024, 2048, 4096]),
         query_m=dict(n=64, size=64, ms=[2**10, 2**12, 2**14, 2**16, 2**18, 2**20]),
         sparsity=dict(n=64, d=16, ms=[2**k for k in range(12, 23)], chunk=2**18),
-        train=dict(n=16, d=16, ms=[2**11, 2**12, 2**13, 2**14, 2**15, 2**16], steps=100,
+        # Theorem 4.1's regime, as scripts/bench_train.py: n = 8, d = 64, m up to 2^22.
+        train=dict(n=8, d=64, ms=[2**14, 2**16, 2**18, 2**20, 2**22], steps=30,
                    methods=["dense", "dtree", "wtree"]),
         convergence=dict(n=16, d=16, m=2**14, steps=500),
         reduction=dict(trials=100, Ns=[128, 256, 512, 1024, 2048], d=8, value_range=100, repeats=1),

@@ -303,6 +303,8 @@ def test_donated_update_matches(rng):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
     c = wtree.update(wtree.init(W, X), jnp.array([1, 4]), jnp.ones((2, 3)), donate=True)
     assert maxtree.check_invariant(c.tree)
+    s = ddfn.update(ddfn.init(X, W, 0.5), jnp.array([1, 4]), jnp.ones((2, 3)), donate=True)
+    np.testing.assert_array_equal(np.asarray(s.dtree.tree.levels[0]), np.asarray(a.tree.levels[0]))
 
 
 def test_no_recompilation(rng):
