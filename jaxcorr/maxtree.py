@@ -34,6 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxcorr import _checks
 
@@ -230,7 +231,7 @@ def _frontier(levels, tau, capacity: int):
         # Stable compaction: a prefix sum over the slots' passing counts gives each slot's offset,
         # a prefix within the row places its passing descendants in ascending order.
         per_slot = jnp.sum(passing, axis=1, dtype=_I32)
-        incl = jnp.cumsum(per_slot, dtype=_I32)
+        incl = lax.associative_scan(jnp.add, per_slot)
         offset = (incl - per_slot)[:, None] + jnp.cumsum(passing, axis=1, dtype=_I32) - passing
         cnt = incl[-1]
         ids = branch * frontier[:, None] + jnp.arange(branch, dtype=_I32)

@@ -78,8 +78,8 @@ def query_pair(tree, G, tau):
         raise RuntimeError("benchmark capacity overflowed; raise the headroom")
     if not np.array_equal(np.asarray(f.indices), np.asarray(ref)):
         raise AssertionError("tree query and linear scan disagree")
-    tq = benchmarking.median_time(q, tree.tree, tau, repeats=REPEATS)
-    tl = benchmarking.median_time(lin, G, tau, repeats=REPEATS)
+    # Interleaved, so that both see the same machine conditions (the VM is noisy).
+    tq, tl = benchmarking.interleaved_medians([(q, (tree.tree, tau)), (lin, (G, tau))], repeats=REPEATS)
     return tq, tl, np.asarray(f.count), capacity
 
 
