@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-__all__ = ["median_time", "times", "interleaved_medians", "loglog_slope", "machine_info", "format_table"]
+__all__ = ["median_time", "times", "loglog_slope", "machine_info", "format_table"]
 
 
 def _block(out):
@@ -46,23 +46,6 @@ def times(fn, *args, repeats: int = 5, warmup: int = 1) -> list[float]:
 def median_time(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall-clock seconds of ``fn(*args)`` after compilation."""
     return statistics.median(times(fn, *args, repeats=repeats, warmup=warmup))
-
-
-def interleaved_medians(calls, repeats: int = 5) -> list[float]:
-    """Median seconds of each ``(fn, args)`` in ``calls``, timed in alternation after a warm-up.
-
-    Alternating the calls exposes every contender to the same machine conditions, which makes
-    their ratio far steadier on a shared machine than timing one after the other.
-    """
-    for fn, args in calls:
-        _block(fn(*args))
-    samples = [[] for _ in calls]
-    for _ in range(repeats):
-        for k, (fn, args) in enumerate(calls):
-            t0 = time.perf_counter()
-            _block(fn(*args))
-            samples[k].append(time.perf_counter() - t0)
-    return [statistics.median(s) for s in samples]
 
 
 def loglog_slope(xs, ys) -> float:

@@ -188,7 +188,7 @@ def set_rows(tree: MaxTree, rows: jax.Array, vals: jax.Array) -> MaxTree:
 
 def _compact(ids, mask, cap: int, sentinel: int):
     """Stable compaction of ``ids[mask]`` into ``cap`` slots (rest = sentinel); returns (out, count)."""
-    pos = jnp.cumsum(mask, dtype=_I32) - 1
+    pos = lax.associative_scan(jnp.add, mask.astype(_I32)) - 1
     count = pos[-1] + 1
     tgt = jnp.where(mask & (pos < cap), pos, cap)
     out = jnp.full((cap,), sentinel, _I32).at[tgt].set(ids.astype(_I32), mode="drop")
