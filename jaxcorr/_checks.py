@@ -69,15 +69,20 @@ def check_scalar(name: str, x) -> None:
     check_finite(name, x)
 
 
+def check_int(name: str, value, *, minimum: int, what: str = "an int", type_error=TypeError) -> int:
+    """A Python int (``operator.index``) >= ``minimum``; raises ``type_error`` / ``ValueError``."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise type_error(f"{name} must be {what}, got {type(value).__name__}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
 def check_capacity(name: str, capacity) -> int:
     """A static Python int >= 1."""
-    try:
-        cap = operator.index(capacity)
-    except TypeError:
-        raise TypeError(f"{name} must be a Python int (it is static), got {type(capacity).__name__}") from None
-    if cap < 1:
-        raise ValueError(f"{name} must be >= 1, got {cap}")
-    return cap
+    return check_int(name, capacity, minimum=1, what="a Python int (it is static)")
 
 
 def check_index(name: str, idx, bound: int, *, bound_name: str) -> None:

@@ -48,7 +48,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import operator
 import time
 from typing import Any, Callable
 
@@ -123,12 +122,7 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
         if not bool(_all_finite(arr)):
             raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
-    try:
-        steps = operator.index(steps)
-    except TypeError:
-        raise ValueError(f"steps must be an int, got {type(steps).__name__}") from None
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if fallback not in FALLBACKS:
@@ -155,12 +149,8 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError("optimizer must be an optax.GradientTransformation (with init and update)")
     if chunk_size is not None:
-        try:
-            chunk_size = operator.index(chunk_size)
-        except TypeError:
-            raise ValueError(f"chunk_size must be an int or None, got {type(chunk_size).__name__}") from None
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        chunk_size = _checks.check_int("chunk_size", chunk_size, minimum=1, what="an int or None",
+                                       type_error=ValueError)
     if callback is not None and not callable(callback):
         raise ValueError("callback must be callable or None")
     expected = jax.eval_shape(optimizer.init, W)
