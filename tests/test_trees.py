@@ -86,6 +86,36 @@ def test_query_matches_oracle(seed, leaves, cap):
             check_frontier(maxtree.query(t, row, tau, cap), vals[row], tau, cap, leaves)
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), cap=st.sampled_from([1, 7, 40, 300]))
+def test_deep_query_matches_oracle(seed, cap):
+    """Trees deep enough for several multi-level frontier steps (Algorithm 2's FIND, descending up
+    to five levels at once), with passing sets below, at and above capacity: overflow can first
+    appear at an inner level. ``query_all`` and the forest query (``query_forest``) as well."""
+    rng = np.random.default_rng(seed)
+    leaves = 3000
+    vals = rng.integers(-400, 400, size=(3, leaves)).astype(np.float32)
+    vals[1, rng.integers(0, leaves, 30)] = 500.0  # a clustered, tied block above everything else
+    t = maxtree.build(jnp.asarray(vals))
+    flat = np.sort(vals.ravel())
+    taus = [float(flat[-k]) for k in (1, 5, 40, 41, 300, 900)] + [499.0, 500.0]
+    for tau in taus:
+        fa = jax.device_get(maxtree.query_all(t, tau, cap))
+        for row in range(3):
+            one = jax.tree_util.tree_map(lambda a, r=row: a[r], fa)
+            check_frontier(one, vals[row], tau, cap, leaves)
+        ti, li, valid, count, overflow = jax.device_get(maxtree.query_forest(t, tau, cap))
+        truth = np.argwhere(vals.astype(np.float64) > tau)
+        if len(truth) <= cap:
+            assert not overflow and int(count) == len(truth)
+            np.testing.assert_array_equal(np.stack([ti, li], 1)[valid], truth)
+            assert np.all(ti[~valid] == 3) and np.all(li[~valid] == leaves)
+        else:
+            assert overflow and cap < int(count) <= len(truth)
+            got = {tuple(p) for p in np.stack([ti, li], 1)[valid].tolist()}
+            assert got <= {tuple(p) for p in truth.tolist()} and len(got) == int(valid.sum())
+
+
 def test_padding_never_reported():
     # 5 leaves padded to 8; a very low threshold must not report the -inf padding.
     t = maxtree.build(jnp.zeros((1, 5)))
