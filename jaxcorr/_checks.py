@@ -62,6 +62,14 @@ def check_dtype(name: str, x) -> None:
         raise ValueError(f"{name} must have a real numeric dtype, got {dt}")
 
 
+def floating_dtype(dtype):
+    """``dtype`` as a floating ``jnp.dtype``; ``None`` gives the default float (float64 under x64)."""
+    dt = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"dtype must be floating, got {dt}")
+    return dt
+
+
 def check_scalar(name: str, x) -> None:
     """A finite real scalar (0-d)."""
     if np.ndim(x) != 0:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcorr import _checks
+
 __all__ = ["synthetic"]
 
 
@@ -36,9 +38,7 @@ def synthetic(seed: int, n: int, d: int, dtype=None):
     n, d = int(n), int(d)
     if n < 1 or d < 1:
         raise ValueError(f"n and d must be >= 1, got n={n}, d={d}")
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be floating, got {dtype}")
+    dtype = _checks.floating_dtype(dtype)
     rng = np.random.default_rng(int(seed))
     X = rng.standard_normal((n, d))
     X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-300)

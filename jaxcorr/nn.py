@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcorr import _checks
+
 __all__ = ["Params", "init", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -80,9 +82,7 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     m, d = int(m), int(d)
     if m < 1 or d < 1:
         raise ValueError(f"m and d must be >= 1, got m={m}, d={d}")
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"dtype must be floating, got {dtype}")
+    dtype = _checks.floating_dtype(dtype)
     kw, ka = jax.random.split(key)
     W = jax.random.normal(kw, (m, d), dtype)
     a = jax.random.rademacher(ka, (m,), dtype)
