@@ -128,25 +128,42 @@ def _mask_rows(ip, row_axis, n_real):
     return jnp.where(rows < n_real, ip, -jnp.inf)
 
 
+def fire_forward(levels, a, b, scale, capacity: int):
+    """Algorithm 8 lines 12-13 from the DTree ``levels`` (one tree per point, leaves = rows of A).
+
+    Line 12: S_{i,fire} <- CDT.QUERY(i, b) for every i (Lemma D.4). Line 13: the forward pass
+    u_i = 1/sqrt(m) sum_{r in S_i} a_r sigma_b(<w_r, x_i>) from the stored inner products.
+    Returns ``(frontier, a_f, u)`` with ``a_f`` the output weights at the frontier slots.
+    """
+    nl = a.shape[0]
+    fr = maxtree.query_all(maxtree.MaxTree(levels=levels, num_leaves=nl), b, capacity=capacity)
+    safe = jnp.minimum(fr.indices, nl - 1)
+    ip_f = jnp.take_along_axis(levels[0], safe, axis=1)  # stored <w_r, x_i>, r in S_{i,fire}
+    a_f = a[safe]
+    u = jnp.sum(jnp.where(fr.valid, (ip_f - b) * a_f, 0), axis=1) * scale
+    return fr, a_f, u
+
+
+def fire_coefficients(fr, a_f, e_scaled, num_rows: int, dtype):
+    """Algorithm 8 lines 16-23: P_{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L).
+
+    ``e_scaled`` is ``(u - y) / sqrt(m)``. Returns the (n, L) matrix and the fire columns
+    (``num_rows`` in unused slots).
+    """
+    coef = jnp.where(fr.valid, a_f * e_scaled[:, None], 0)
+    cols = jnp.where(fr.valid, fr.indices, num_rows)
+    rows = lax.broadcasted_iota(jnp.int32, cols.shape, 0)
+    C = jnp.zeros((cols.shape[0], num_rows), dtype).at[rows, cols].set(coef, mode="drop")
+    return C, cols
+
+
 def _dtree_step(cfg: Config, c: CompactConsts, carry):
     levels, P, state = carry
     nl = c.a.shape[0]
-    n = c.X.shape[0]
-    tree = maxtree.MaxTree(levels=levels, num_leaves=nl)
-    # Algorithm 8 line 12: S_{i,fire} <- CDT.QUERY(i, b) for every i (Lemma D.4).
-    fr = maxtree.query_all(tree, c.b, capacity=cfg.capacity)
-    safe = jnp.minimum(fr.indices, nl - 1)
-    ip_f = jnp.take_along_axis(levels[0], safe, axis=1)  # stored <w_r, x_i>, r in S_{i,fire}
-    a_f = c.a[safe]
-    # line 13: u_i = 1/sqrt(m) sum_{r in S_i} a_r sigma_b(<w_r, x_i>)
-    u = jnp.sum(jnp.where(fr.valid, (ip_f - c.b) * a_f, 0), axis=1) * c.scale
+    fr, a_f, u = fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)  # lines 12-13
     e = u - c.y
     loss = 0.5 * jnp.sum(e * e)
-    # lines 16-23: P_{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L)
-    coef = jnp.where(fr.valid, a_f * (e * c.scale)[:, None], 0)
-    cols = jnp.where(fr.valid, fr.indices, nl)
-    rows = lax.broadcasted_iota(jnp.int32, cols.shape, 0)
-    C = jnp.zeros((n, nl), c.X.dtype).at[rows, cols].set(coef, mode="drop")
+    C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23
     union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
     P, state, ipT = _optimizer_step(cfg, c, P, state, C.T)

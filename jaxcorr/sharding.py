@@ -456,27 +456,17 @@ def history_info(lay: Layout, comp) -> dict:
 def _local_dtree_step(cfg: _ts.Config, axis, c: ShardedConsts, carry):
     """One step of Algorithm 8 on one device's points (inside ``shard_map``).
 
-    Mirrors :func:`jaxcorr._train_steps._dtree_step` line by line; the differences are the
-    collectives (marked) and the padding mask. tests/test_sharding.py checks the two agree.
+    Shares the fire-set query, forward pass and coefficient scatter with
+    :func:`jaxcorr._train_steps._dtree_step`; the differences are the collectives (marked) and the
+    padding mask. tests/test_sharding.py checks the two agree.
     """
     levels, Pm, state = carry
     nl = c.a.shape[0]
-    n_loc = c.X.shape[0]
-    tree = maxtree.MaxTree(levels=levels, num_leaves=nl)
-    # line 12: S_{i,fire} <- CDT.QUERY(i, b), for this device's points only (Lemma D.4).
-    fr = maxtree.query_all(tree, c.b, capacity=cfg.capacity)
-    safe = jnp.minimum(fr.indices, nl - 1)
-    ip_f = jnp.take_along_axis(levels[0], safe, axis=1)
-    a_f = c.a[safe]
-    # line 13: forward pass from the stored leaves; local.
-    u = jnp.sum(jnp.where(fr.valid, (ip_f - c.b) * a_f, 0), axis=1) * c.scale
+    # lines 12-13: fire sets and forward pass for this device's points only; local.
+    fr, a_f, u = _ts.fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)
     e = jnp.where(c.valid, u - c.y, 0)
     loss = lax.psum(0.5 * jnp.sum(e * e), axis)  # collective: the loss sums over points
-    # lines 16-23: coefficients on the local fire sets, (n_loc, L).
-    coef = jnp.where(fr.valid, a_f * (e * c.scale)[:, None], 0)
-    cols = jnp.where(fr.valid, fr.indices, nl)
-    rows = lax.broadcasted_iota(jnp.int32, cols.shape, 0)
-    C = jnp.zeros((n_loc, nl), c.X.dtype).at[rows, cols].set(coef, mode="drop")
+    C, cols = _ts.fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23, (n_loc, L)
     hit = jnp.zeros((nl,), jnp.int32).at[cols].set(1, mode="drop")
     union = jnp.sum(lax.pmax(hit, axis))  # collective (statistics): |U_i S_{i,fire}|
     # line 24 and lines 26-29.
