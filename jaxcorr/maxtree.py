@@ -233,10 +233,10 @@ def _descend(frontier, level, tau, jump: int, cap: int):
     ``frontier`` holds ascending node ids of the level ``jump`` above ``level`` (sentinel: that
     level's node count, which reads ``-inf``). Row ``f`` of ``level`` viewed as ``(-1, 2**jump)``
     holds the descendants of node ``f``; their comparisons ``> tau`` become one bit mask per slot.
-    The output is compacted stably by gathers, without a per-candidate scatter: a prefix sum of the
-    popcounts gives each slot's first output position, one scatter marks those starts, a running
-    max maps every output position to its slot, and the position's rank within the slot selects a
-    bit of the mask. Returns ``cap`` ascending node ids of ``level`` (sentinel: its node count) and
+    The output is compacted stably by gathers, without a per-candidate scatter: a prefix sum of
+    the popcounts gives each slot's first output position, one scatter-max marks those starts, a
+    running max maps every output position to its slot, and the position's rank within the slot
+    selects a bit of the mask. Returns ``cap`` ascending node ids of ``level`` (sentinel: its node count) and
     the number that passed (a lower bound on the leaves ``> tau`` under the frontier).
     """
     size = level.shape[0]
@@ -248,10 +248,10 @@ def _descend(frontier, level, tau, jump: int, cap: int):
     incl = lax.associative_scan(jnp.add, per_slot)
     first = incl - per_slot
     passed = incl[-1]
-    starts = jnp.where((per_slot > 0) & (first < cap), first, cap)
+    # ``first`` is nondecreasing; among the slots sharing a value p < passed the last one is the
+    # slot whose passing descendants start at output p, so a scatter-max of slot ids marks it.
     slots = jnp.arange(frontier.shape[0], dtype=_I32)
-    mark = jnp.full((cap,), -1, _I32).at[starts].set(slots, mode="drop", unique_indices=True,
-                                                     indices_are_sorted=True)
+    mark = jnp.full((cap,), -1, _I32).at[first].max(slots, mode="drop", indices_are_sorted=True)
     slot = jnp.maximum(lax.cummax(mark), 0)
     k = jnp.arange(cap, dtype=_I32)
     pos = _select_bit(bits[slot], k - first[slot], branch)

@@ -78,33 +78,39 @@ def query_pair(tree, G, tau):
         raise RuntimeError("benchmark capacity overflowed; raise the headroom")
     if not np.array_equal(np.asarray(f.indices), np.asarray(ref)):
         raise AssertionError("tree query and linear scan disagree")
-    # Each timed back to back after a warm-up (steady state, warm caches). Interleaving them
-    # instead lets the scan's 4nm-byte sweep evict the trees first: see README for that figure.
-    tq = benchmarking.median_time(q, tree.tree, tau, repeats=REPEATS)
-    tl = benchmarking.median_time(lin, G, tau, repeats=REPEATS)
-    return tq, tl, np.asarray(f.count), capacity
+    # Timed in ROUNDS alternating rounds: a round is a warm-up call and REPEATS back-to-back calls
+    # of the tree query (steady state, warm caches), then a few calls of the scan. The machine is
+    # shared and its noise comes in bursts of seconds; spreading the samples over the whole
+    # measurement and taking medians keeps one burst from deciding the figure.
+    tree_rounds, lin_samples = [], []
+    for _ in range(ROUNDS):
+        tree_rounds.append(benchmarking.median_time(q, tree.tree, tau, repeats=REPEATS))
+        lin_samples += benchmarking.times(lin, G, tau, repeats=max(1, REPEATS // 5), warmup=0)
+    return float(np.median(tree_rounds)), float(np.median(lin_samples)), np.asarray(f.count), capacity
 
 
 REPEATS = 7
+ROUNDS = 5
 
 
 def main(argv=None):
-    global REPEATS
+    global REPEATS, ROUNDS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (m = 2^10 .. 2^14)")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--d", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per round (and per update/init point)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating tree/scan rounds per query point")
     p.add_argument("--out", default=None, help="write JSON here")
     a = p.parse_args(argv)
-    REPEATS = a.repeats
+    REPEATS, ROUNDS = a.repeats, a.rounds
     n, d = a.n, a.d
     log_ms = [10, 12, 14] if a.quick else [14, 16, 18, 20, 22]
     m_query = 2**14 if a.quick else 2**20
     sizes_s = [2**k for k in (range(4, 10) if a.quick else range(4, 15, 2))]
     s_fixed = 256 if a.quick else 1024
-    out = {"machine": benchmarking.machine_info(), "n": n, "d": d, "init": [], "update": [], "query_vs_S": [],
-           "query_vs_m": []}
+    out = {"machine": benchmarking.machine_info(), "n": n, "d": d, "repeats": REPEATS, "rounds": ROUNDS,
+           "init": [], "update": [], "query_vs_S": [], "query_vs_m": []}
 
     print(f"# machine: {out['machine']}")
     # The |S| sweep runs first, in a fresh process: the tree query's random accesses are
