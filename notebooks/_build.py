@@ -273,8 +273,10 @@ NB01 = [
         with the sentinel $m$, a `valid` mask, the `count` and an `overflow` flag.
 
         To see the work, `find_host` below replays the same top-down search in numpy and records
-        the nodes it examines. (The jitted query walks the same nodes level by level with a
-        frontier of `capacity` slots, starting at the first level that fits in the frontier.)
+        the nodes it examines. (The jitted query finds the same passing nodes with a frontier of
+        `capacity` slots. It starts at the first level that fits in the frontier and descends up
+        to five levels per step, reading the 32 descendants of a frontier node as one contiguous
+        row.)
         """
     ),
     code(
