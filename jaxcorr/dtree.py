@@ -26,7 +26,6 @@ Examples:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -165,10 +164,7 @@ def query_all(tree: DTree, tau, capacity: int) -> Frontier:
 
     The fields of the returned Frontier have a leading axis of length ``n``.
     """
-    cap = _checks.check_capacity("capacity", capacity)
-    if jnp.ndim(tau) not in (0, 1) or (jnp.ndim(tau) == 1 and jnp.shape(tau)[0] != tree.n):
-        raise ValueError(f"tau must be a scalar or have shape (n,)=({tree.n},), got {jnp.shape(tau)}")
-    _checks.check_finite("tau", tau)
+    cap = maxtree.validate_query_all_args(tau, capacity, num_trees=tree.n, n_name="n")
     return maxtree.query_all(tree.tree, tau, cap)
 
 

@@ -376,3 +376,13 @@ def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_
             raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
         _checks.check_index(t_name, t, num_trees, bound_name=n_name)
     return cap
+
+
+def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n"):
+    """Eager checks shared by the DTree and WTree ``query_all`` wrappers: ``tau`` is a finite
+    scalar or has shape ``(num_trees,)``; ``capacity`` is a static int >= 1."""
+    cap = _checks.check_capacity("capacity", capacity)
+    if np.ndim(tau) not in (0, 1) or (np.ndim(tau) == 1 and np.shape(tau)[0] != num_trees):
+        raise ValueError(f"tau must be a scalar or have shape ({n_name},)=({num_trees},), got {np.shape(tau)}")
+    _checks.check_finite("tau", tau)
+    return cap

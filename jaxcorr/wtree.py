@@ -113,10 +113,7 @@ def query(tree: WTree, r, tau, capacity: int) -> Frontier:
 
 def query_all(tree: WTree, tau, capacity: int) -> Frontier:
     """:func:`query` for every neuron at once; ``tau`` is a scalar or an (m,) array."""
-    cap = _checks.check_capacity("capacity", capacity)
-    if jnp.ndim(tau) not in (0, 1) or (jnp.ndim(tau) == 1 and jnp.shape(tau)[0] != tree.m):
-        raise ValueError(f"tau must be a scalar or have shape (m,)=({tree.m},), got {jnp.shape(tau)}")
-    _checks.check_finite("tau", tau)
+    cap = maxtree.validate_query_all_args(tau, capacity, num_trees=tree.m, n_name="m")
     return maxtree.query_all(tree.tree, tau, cap)
 
 

@@ -6,7 +6,6 @@ matplotlib is an optional extra (``pip install 'jaxcorr[plots]'``); :func:`make_
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

@@ -60,7 +60,7 @@ def render(results: dict, figures: str = ".") -> str:
         f"Regenerate with: `{results['command']}` then "
         f"`python scripts/_reproduce_report.py {figures}/results.json BENCHMARKS.md --figures {figures} "
         f"--append docs/benchmarks_discussion.md`",
-        f"(quick check, under 5 minutes on 2 cores: `python scripts/reproduce.py --quick --out /tmp/jaxcorr-quick`).",
+        "(quick check, under 5 minutes on 2 cores: `python scripts/reproduce.py --quick --out /tmp/jaxcorr-quick`).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, jax {m['jax']} "
         f"({m['backend']}, {m['device']}, x64={m['x64']}). Run size: `{results['size']}`, "

@@ -448,7 +448,7 @@ _REDUCTION_SHAPES = [(1, 9, 3), (7, 1, 2), (12, 24, 5), (5, 17, 1), (16, 16, 4)]
 def measure_reduction(cfg, key):
     c = cfg["reduction"]
     rng = np.random.default_rng(int(jax.random.randint(key, (), 0, 2**30)))
-    agree, iters_ok, worst_iter = 0, 0, 0.0
+    agree, iters_ok = 0, 0
     for trial in range(c["trials"]):
         # a few fixed shapes (n = 1 included) so DDFN compiles once per shape; fresh values each time
         n, m, d = _REDUCTION_SHAPES[trial % len(_REDUCTION_SHAPES)]
