@@ -234,15 +234,20 @@ def compiled_runner(cfg: Config, carry, consts, size: int | None = None):
     """
     fast = size is not None and size < FAST_COMPILE_BELOW
     key = (cfg, fast, _signature(carry), _signature(consts))
-    ex = _EXECUTABLES.get(key)
+    return cached_compile(_EXECUTABLES, key, lambda: functools.partial(_run_chunk, cfg), (carry, consts), fast)
+
+
+def cached_compile(cache, key, make_fn, args, fast: bool, max_entries: int = _MAX_EXECUTABLES):
+    """``jit(make_fn())`` lowered for ``args`` and compiled, kept in the LRU dict ``cache`` by ``key``
+    (at most ``max_entries`` entries); ``fast`` selects the quicker compile options."""
+    ex = cache.get(key)
     if ex is None:
-        lowered = jax.jit(functools.partial(_run_chunk, cfg)).lower(carry, consts)
-        ex = lowered.compile(_FAST_COMPILE_OPTIONS if fast else None)
-        _EXECUTABLES[key] = ex
-        while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-            _EXECUTABLES.popitem(last=False)
+        ex = jax.jit(make_fn()).lower(*args).compile(_FAST_COMPILE_OPTIONS if fast else None)
+        cache[key] = ex
+        while len(cache) > max_entries:
+            cache.popitem(last=False)
     else:
-        _EXECUTABLES.move_to_end(key)
+        cache.move_to_end(key)
     return ex
 
 

@@ -520,13 +520,5 @@ def compiled_sharded_runner(cfg, lay: Layout, carry, consts, carry_specs, consts
     """The compiled sharded chunk runner for ``cfg`` on layout ``lay`` (cached like the single one)."""
     fast = size is not None and size < _ts.FAST_COMPILE_BELOW
     key = (cfg, lay, fast, _ts._signature(carry), _ts._signature(consts))
-    ex = _EXECUTABLES.get(key)
-    if ex is None:
-        fn = jax.jit(_sharded_chunk_fn(cfg, lay, carry_specs, consts_specs))
-        ex = fn.lower(carry, consts).compile(_ts._FAST_COMPILE_OPTIONS if fast else None)
-        _EXECUTABLES[key] = ex
-        while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-            _EXECUTABLES.popitem(last=False)
-    else:
-        _EXECUTABLES.move_to_end(key)
-    return ex
+    return _ts.cached_compile(_EXECUTABLES, key, lambda: _sharded_chunk_fn(cfg, lay, carry_specs, consts_specs),
+                              (carry, consts), fast, _MAX_EXECUTABLES)
