@@ -40,15 +40,12 @@ __all__ = ["DTree", "init", "update", "query", "query_all", "inner_products", "F
 _HIGHEST = lax.Precision.HIGHEST
 
 
-class DTree(NamedTuple):
-    """State of the Correlation DTree.
-
-    ``tree.levels[0][i, r] == <W[r], X[i]>``; padding leaves are ``-inf``.
-    """
+class _Correlation(NamedTuple):
+    """Fields shared by the DTree and the WTree: the weights, the data and their max-trees."""
 
     W: jax.Array  # shape=(m, d), float32/float64: the neurons w_r
     X: jax.Array  # shape=(n, d), same dtype: the data points x_i
-    tree: MaxTree  # n trees over m leaves
+    tree: MaxTree  # DTree: n trees over m leaves; WTree: m trees over n leaves
 
     @property
     def n(self) -> int:
@@ -61,6 +58,15 @@ class DTree(NamedTuple):
     @property
     def d(self) -> int:
         return self.X.shape[1]
+
+
+class DTree(_Correlation):
+    """State of the Correlation DTree: fields ``W`` (m, d), ``X`` (n, d) and ``tree`` (n trees).
+
+    ``tree.levels[0][i, r] == <W[r], X[i]>``; padding leaves are ``-inf``.
+    """
+
+    __slots__ = ()
 
 
 def _check_wx(W, X) -> None:

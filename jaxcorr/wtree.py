@@ -20,39 +20,26 @@ Examples:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxcorr import _checks, maxtree
-from jaxcorr.dtree import _as_arrays, _check_wx, _prepare_batch
-from jaxcorr.maxtree import Frontier, MaxTree
+from jaxcorr.dtree import _as_arrays, _check_wx, _Correlation, _prepare_batch
+from jaxcorr.maxtree import Frontier
 
 __all__ = ["WTree", "init", "update", "query", "query_all", "inner_products", "Frontier"]
 
 _HIGHEST = lax.Precision.HIGHEST
 
 
-class WTree(NamedTuple):
-    """State of the Correlation WTree: ``tree.levels[0][r, i] == <W[r], X[i]>``."""
+class WTree(_Correlation):
+    """State of the Correlation WTree: fields ``W`` (m, d), ``X`` (n, d) and ``tree`` (m trees).
 
-    W: jax.Array  # shape=(m, d), float32/float64
-    X: jax.Array  # shape=(n, d), same dtype
-    tree: MaxTree  # m trees over n leaves
+    ``tree.levels[0][r, i] == <W[r], X[i]>``; padding leaves are ``-inf``.
+    """
 
-    @property
-    def n(self) -> int:
-        return self.X.shape[0]
-
-    @property
-    def m(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.X.shape[1]
+    __slots__ = ()
 
 
 @jax.jit
