@@ -204,6 +204,11 @@ def _compact(ids, mask, cap: int, sentinel: int):
 _JUMP = 5
 
 
+#: Largest level (all trees) whose rows a single-tree query addresses with flat int32 ids; above
+#: it the query indexes (tree, row) pairs instead (a little slower on CPU, never overflows).
+_FLAT_INDEX_LIMIT = 2**31 - 1
+
+
 def _jumps(levels_down: int) -> list:
     """Step sizes from the start level to the leaves: the remainder first, then ``_JUMP`` each."""
     full, rem = divmod(levels_down, _JUMP)
@@ -227,7 +232,7 @@ def _select_bit(bits, rank, width: int):
     return pos
 
 
-def _descend(frontier, level, tau, jump: int, cap: int):
+def _descend(frontier, level, tau, jump: int, cap: int, t=None):
     """One frontier step: the passing descendants, ``jump`` levels down, of the frontier nodes.
 
     ``frontier`` holds ascending node ids of the level ``jump`` above ``level`` (sentinel: that
@@ -237,11 +242,19 @@ def _descend(frontier, level, tau, jump: int, cap: int):
     the popcounts gives each slot's first output position, one scatter-max marks those starts, a
     running max maps every output position to its slot, and the position's rank within the slot
     selects a bit of the mask. Returns ``cap`` ascending node ids of ``level`` (sentinel: its node count) and
-    the number that passed (a lower bound on the leaves ``> tau`` under the frontier).
+    the number that passed (a lower bound on the leaves ``> tau`` under the frontier). With a tree
+    index ``t``, ``level`` is the (T, s) level of all trees and only tree ``t``'s rows are read.
     """
-    size = level.shape[0]
+    size = level.shape[-1]
     branch = 1 << jump
-    block = level.reshape(-1, branch).at[frontier].get(mode="fill", fill_value=-jnp.inf)
+    fill = dict(mode="fill", fill_value=-jnp.inf)
+    if t is None:
+        block = level.reshape(-1, branch).at[frontier].get(**fill)
+    elif level.size <= _FLAT_INDEX_LIMIT:  # row f of tree t is row t * (s / branch) + f of all rows
+        rows, per_tree = level.reshape(-1, branch), size // branch
+        block = rows.at[jnp.where(frontier < per_tree, frontier + t * per_tree, rows.shape[0])].get(**fill)
+    else:  # flat int32 ids would overflow: index (tree, row)
+        block = level.reshape(level.shape[0], -1, branch).at[t, frontier].get(**fill)
     shifts = jnp.arange(branch, dtype=jnp.uint32)
     bits = jnp.sum((block > tau).astype(jnp.uint32) << shifts, axis=1, dtype=jnp.uint32)
     per_slot = lax.population_count(bits).astype(_I32)
@@ -259,8 +272,9 @@ def _descend(frontier, level, tau, jump: int, cap: int):
     return out, passed
 
 
-def _frontier(levels, tau, capacity: int):
-    """FIND (Algorithm 2) breadth-first over 1-D ``levels`` (sizes s_l = s_0 >> l, leaves first).
+def _frontier(levels, tau, capacity: int, t=None):
+    """FIND (Algorithm 2) breadth-first over 1-D ``levels`` (sizes s_l = s_0 >> l, leaves first),
+    or over tree ``t`` of 2-D ``(T, s_l)`` levels, read in place (no level of tree ``t`` is copied).
 
     The search starts at the largest level with at most ``capacity`` nodes, all of them in the
     frontier, and descends up to ``_JUMP`` levels per step (:func:`_descend`), keeping
@@ -269,19 +283,20 @@ def _frontier(levels, tau, capacity: int):
     ids (min(capacity, s_0),) with sentinel s_0, the count lower bound and the overflow flag.
     """
     n_lv = len(levels)
-    start = next((lv for lv in range(n_lv) if levels[lv].shape[0] <= capacity), n_lv - 1)
-    size = levels[start].shape[0]
+    start = next((lv for lv in range(n_lv) if levels[lv].shape[-1] <= capacity), n_lv - 1)
+    size = levels[start].shape[-1]
     count, overflow = jnp.zeros((), _I32), jnp.zeros((), bool)
     if size <= capacity and start > 0:
         frontier = jnp.arange(size, dtype=_I32)
     else:
-        frontier, count = _compact(jnp.arange(size, dtype=_I32), levels[start] > tau, min(capacity, size), size)
+        top = levels[start] if t is None else levels[start][t]
+        frontier, count = _compact(jnp.arange(size, dtype=_I32), top > tau, min(capacity, size), size)
         overflow = count > capacity
     lv = start
     for jump in _jumps(start):
         lv -= jump
-        cap = min(capacity, levels[lv].shape[0])
-        frontier, passed = _descend(frontier, levels[lv], tau, jump, cap)
+        cap = min(capacity, levels[lv].shape[-1])
+        frontier, passed = _descend(frontier, levels[lv], tau, jump, cap, t)
         count = jnp.maximum(count, passed)
         overflow = overflow | (passed > cap)
     return frontier, count, overflow
@@ -292,10 +307,10 @@ def _pad_to(x, capacity: int, fill):
     return x if extra == 0 else jnp.concatenate([x, jnp.full((extra,), fill, x.dtype)])
 
 
-def _query_one(levels, num_leaves: int, tau, capacity: int) -> Frontier:
+def _query_one(levels, num_leaves: int, tau, capacity: int, t=None) -> Frontier:
     tau = jnp.asarray(tau, levels[0].dtype)
-    ids, count, overflow = _frontier(levels, tau, capacity)
-    valid = ids < levels[0].shape[0]
+    ids, count, overflow = _frontier(levels, tau, capacity, t)
+    valid = ids < levels[0].shape[-1]
     ids = _pad_to(jnp.where(valid, ids, num_leaves), capacity, num_leaves)
     valid = _pad_to(valid, capacity, False)
     return Frontier(indices=ids, valid=valid, count=count, overflow=overflow)
@@ -314,8 +329,7 @@ def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     Returns:
       A :class:`Frontier` of length ``capacity``.
     """
-    levels = tuple(lvl[t] for lvl in tree.levels)
-    return _query_one(levels, tree.num_leaves, tau, capacity)
+    return _query_one(tree.levels, tree.num_leaves, tau, capacity, jnp.asarray(t, _I32))
 
 
 @functools.partial(jax.jit, static_argnames=("capacity",))

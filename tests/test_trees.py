@@ -116,6 +116,56 @@ def test_deep_query_matches_oracle(seed, cap):
             assert got <= {tuple(p) for p in truth.tolist()} and len(got) == int(valid.sum())
 
 
+def _intermediate_sizes(fn, *args):
+    """Element counts of every value the traced ``fn`` computes (reshapes, which are views, excluded)."""
+    from jax.extend import core as jcore
+
+    sizes = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name != "reshape":
+                sizes.extend(int(np.prod(v.aval.shape)) for v in eqn.outvars)
+            for p in eqn.params.values():
+                for q in p if isinstance(p, (tuple, list)) else (p,):
+                    if isinstance(q, jcore.ClosedJaxpr):
+                        walk(q.jaxpr)
+                    elif isinstance(q, jcore.Jaxpr):
+                        walk(q)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return sizes
+
+
+def test_query_work_is_output_sensitive():
+    """Issue item 5 / Lemma D.4: no value the query computes grows with the leaf count (no level is
+    copied or scanned, for a single tree either); the total grows only with the depth."""
+    cap, trees = 4, 3
+    stats = {}
+    for P in (2**12, 2**18):
+        t = maxtree.build(jnp.zeros((trees, P)))
+        one = _intermediate_sizes(lambda tr: maxtree.query(tr, 1, 0.5, cap), t)
+        every = _intermediate_sizes(lambda tr: maxtree.query_all(tr, 0.5, cap), t)
+        stats[P] = (max(one), max(every), sum(one), sum(every))
+        assert max(one) <= cap * 2**maxtree._JUMP and max(every) <= trees * cap * 2**maxtree._JUMP
+    small, big = stats[2**12], stats[2**18]
+    assert big[:2] == small[:2]
+    assert big[2] < 2 * small[2] and big[3] < 2 * small[3]  # 64x the leaves, 1.5x the depth
+
+
+def test_single_query_tree_row_indexing(monkeypatch, rng):
+    """The (tree, row) gather used when flat int32 row ids could overflow gives the same answers."""
+    monkeypatch.setattr(maxtree, "_FLAT_INDEX_LIMIT", 0)
+    jax.clear_caches()
+    vals = rng.integers(-50, 50, size=(3, 700)).astype(np.float32)
+    t = maxtree.build(jnp.asarray(vals))
+    for tau in thresholds(vals, rng):
+        for row in range(3):
+            for cap in (1, 9, 80):
+                check_frontier(maxtree.query(t, row, tau, cap), vals[row], tau, cap, 700)
+    jax.clear_caches()
+
+
 def test_padding_never_reported():
     # 5 leaves padded to 8; a very low threshold must not report the -inf padding.
     t = maxtree.build(jnp.zeros((1, 5)))
