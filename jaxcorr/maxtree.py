@@ -10,8 +10,8 @@ The query (Algorithm 2 / 12 / 15, FIND) walks the trees top-down breadth-first w
 static size: a level keeps at most ``min(capacity, nodes at that level)`` slots, so the top levels
 cost nothing and the work is about ``capacity * log(P / capacity)``. (The frontier is kept at every
 fifth level; in between, the 32 descendants of a node are read as one contiguous row and compared
-at once.) Comparisons are strict
-(``value > tau``), which is what :math:`\sigma_b(x) = \max(x - b, 0) > 0` needs. If more nodes pass
+at once.) Comparisons are strict (``value > tau``), which is what
+:math:`\sigma_b(x) = \max(x - b, 0) > 0` needs. If more nodes pass
 at some level than the frontier holds, the result says so (``overflow``): DDFN's "report overflow"
 (Definition 1.3). Nothing is dropped silently.
 
@@ -241,9 +241,10 @@ def _descend(frontier, level, tau, jump: int, cap: int, t=None):
     The output is compacted stably by gathers, without a per-candidate scatter: a prefix sum of
     the popcounts gives each slot's first output position, one scatter-max marks those starts, a
     running max maps every output position to its slot, and the position's rank within the slot
-    selects a bit of the mask. Returns ``cap`` ascending node ids of ``level`` (sentinel: its node count) and
-    the number that passed (a lower bound on the leaves ``> tau`` under the frontier). With a tree
-    index ``t``, ``level`` is the (T, s) level of all trees and only tree ``t``'s rows are read.
+    selects a bit of the mask. Returns ``cap`` ascending node ids of ``level`` (sentinel: its node
+    count) and the number that passed (a lower bound on the leaves ``> tau`` under the frontier).
+    With a tree index ``t``, ``level`` is the (T, s) level of all trees and only tree ``t``'s rows
+    are read.
     """
     size = level.shape[-1]
     branch = 1 << jump
