@@ -248,6 +248,8 @@ def _descend(frontier, level, tau, jump: int, cap: int, t=None):
     """
     size = level.shape[-1]
     branch = 1 << jump
+    if branch > 32:  # static: the comparisons of a row are packed into one uint32
+        raise ValueError(f"a frontier step descends at most 5 levels, got {jump}")
     fill = dict(mode="fill", fill_value=-jnp.inf)
     if t is None:
         block = level.reshape(-1, branch).at[frontier].get(**fill)
