@@ -152,25 +152,21 @@ def _in(x, lohi):
 # ---------------------------------------------------------------------------------------------
 # Tree costs
 # ---------------------------------------------------------------------------------------------
+def _init_row(W, X, repeats):
+    """Median INIT times of both trees for (W, X), as one result row."""
+    td = bm.median_time(dtree.init, W, X, repeats=repeats)
+    tw = bm.median_time(wtree.init, W, X, repeats=repeats)
+    return {"n": X.shape[0], "m": W.shape[0], "d": X.shape[1], "dtree_ms": td * 1e3, "wtree_ms": tw * 1e3}
+
+
 def measure_init(cfg, key):
     repeats = cfg["repeats"]
     c = cfg["init_m"]
     X = jax.random.normal(key, (c["n"], c["d"]))
-    rows_m = []
-    for m in c["ms"]:
-        W = jax.random.normal(jax.random.fold_in(key, m), (m, c["d"]))
-        td = bm.median_time(dtree.init, W, X, repeats=repeats)
-        tw = bm.median_time(wtree.init, W, X, repeats=repeats)
-        rows_m.append({"n": c["n"], "m": m, "d": c["d"], "dtree_ms": td * 1e3, "wtree_ms": tw * 1e3})
-        del W
+    rows_m = [_init_row(jax.random.normal(jax.random.fold_in(key, m), (m, c["d"])), X, repeats) for m in c["ms"]]
     c2 = cfg["init_n"]
     W = jax.random.normal(key, (c2["m"], c2["d"]))
-    rows_n = []
-    for n in c2["ns"]:
-        X = jax.random.normal(jax.random.fold_in(key, n), (n, c2["d"]))
-        td = bm.median_time(dtree.init, W, X, repeats=repeats)
-        tw = bm.median_time(wtree.init, W, X, repeats=repeats)
-        rows_n.append({"n": n, "m": c2["m"], "d": c2["d"], "dtree_ms": td * 1e3, "wtree_ms": tw * 1e3})
+    rows_n = [_init_row(W, jax.random.normal(jax.random.fold_in(key, n), (n, c2["d"])), repeats) for n in c2["ns"]]
     tol = TOLERANCES["init_exponent"]
     claims = []
     for axis, rows in (("m", rows_m), ("n", rows_n)):
