@@ -100,7 +100,7 @@ def _dense_step(cfg: Config, c: DenseConsts, carry):
     from jaxcorr.nn import loss_and_grad
 
     W, state = carry
-    loss, grad, fire = loss_and_grad(W, c.a, c.X, c.y, c.b)
+    loss, grad, fire = loss_and_grad(W, c.a, c.X, c.y, c.b, c.scale)
     updates, state = cfg.optimizer.update(grad, state, W)
     W = optax.apply_updates(W, updates)
     stats = _stats(loss, jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)), jnp.zeros((), bool))

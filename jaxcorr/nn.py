@@ -121,16 +121,17 @@ def loss(params: Params, X: jax.Array, y: jax.Array, b) -> jax.Array:
     return 0.5 * jnp.sum(e * e)
 
 
-def loss_and_grad(W, a, X, y, b):
+def loss_and_grad(W, a, X, y, b, scale=None):
     """Loss, analytic gradient and fire mask in one pass (shared with the dense training path).
 
-    Returns ``(loss, grad (m, d), fire (n, m) bool)``.
+    ``scale`` is 1/sqrt(m) for the network's width m (default ``1/sqrt(W.shape[0])``; smaller when
+    ``W`` holds only the rows that can fire). Returns ``(loss, grad (m, d), fire (n, m) bool)``.
     """
-    m = W.shape[0]
     ip = _inner(W, X)
     b = jnp.asarray(b, ip.dtype)
     fire = ip > b
-    scale = 1.0 / jnp.sqrt(jnp.asarray(m, ip.dtype))
+    if scale is None:
+        scale = 1.0 / jnp.sqrt(jnp.asarray(W.shape[0], ip.dtype))
     u = jnp.matmul(jnp.where(fire, ip - b, 0), a, precision=_HIGHEST) * scale
     e = u - y
     coef = jnp.where(fire, (a * scale)[None, :] * e[:, None], 0)  # P_{i,r} (f_i - y_i), Alg. 8 l.19-23

@@ -97,7 +97,7 @@ def _default_optimizer(learning_rate: float):
 
 # ------------------------------------------------------------------------------------ validation
 def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback,
-              chunk_size, fallback):
+              chunk_size, fallback, width=None):
     if not (hasattr(params, "W") and hasattr(params, "a")):
         raise ValueError(f"params must be a jaxcorr.nn.Params with fields W and a, got {type(params).__name__}")
     W, a = params.W, params.a
@@ -127,8 +127,12 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if width is None:
+        width = m
+    else:
+        width = _checks.check_int("width", width, minimum=m, type_error=ValueError)
     if b is None:
-        b = default_threshold(m)
+        b = default_threshold(width)
     else:
         if np.ndim(b) != 0:
             raise ValueError(f"b must be a finite real scalar, got shape {np.shape(b)}")
@@ -163,7 +167,7 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
             raise ValueError("opt_state does not match optimizer.init(params.W): expected structure "
                              f"{exp_def} with shapes {[e.shape for e in exp_leaves]}")
         opt_state = jax.tree_util.tree_map(lambda g, e: jnp.asarray(g, e.dtype), opt_state, expected)
-    return W, a, X, y, steps, b, optimizer, opt_state, chunk_size, dt
+    return W, a, X, y, steps, b, optimizer, opt_state, chunk_size, dt, width
 
 
 @jax.jit
@@ -218,10 +222,10 @@ def _timed(ex, carry, consts):
 
 
 # ------------------------------------------------------------------------------------- dense
-def _run_dense(W, a, X, y, b, optimizer, state, rec: _Recorder, chunk: int):
+def _run_dense(W, a, X, y, b, optimizer, state, rec: _Recorder, chunk: int, width: int):
     m = W.shape[0]
     dt = W.dtype
-    consts = _ts.DenseConsts(X=X, y=y, a=a, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(m), dt))
+    consts = _ts.DenseConsts(X=X, y=y, a=a, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt))
     carry = (W, state)
     while rec.remaining > 0:
         clen = min(chunk, rec.remaining)
@@ -252,13 +256,14 @@ def _nonzero_rows(leaves):
 class _Compact:
     """Set-up, state and tear-down of the compacted problem over the active rows A."""
 
-    def __init__(self, method, W, a, X, y, b, optimizer, state, traits, fallback_ok):
+    def __init__(self, method, W, a, X, y, b, optimizer, state, traits, fallback_ok, width=None):
         self.method, self.optimizer = method, optimizer
         m, d = W.shape
         n = X.shape[0]
         dt = W.dtype
         self.m, self.d, self.n, self.dt = m, d, n, dt
-        self.cap_ddfn = ddfn_cap(m)
+        self.width = width = m if width is None else width  # the network's width (scale, DDFN cap)
+        self.cap_ddfn = ddfn_cap(width)
         # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
         if method == "dtree":
             ip, kmax, fire_rows = self._dtree_fire_sets(W, X, b)
@@ -331,7 +336,7 @@ class _Compact:
         leaves0 = ip_A if method == "dtree" else ip_A.T
         self.carry = (maxtree.build(leaves0).levels, P0, state_A)
         self.consts = _ts.CompactConsts(
-            X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(m), dt),
+            X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt),
             n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=ip0)
         self.capacity = None
         if method == "dtree":
@@ -404,11 +409,11 @@ def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
             step = rec.done + j
             if kmax[j] > comp.cap_ddfn:
                 comp.carry = carry
-                raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, int(kmax[j]), step))
+                raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
             old = comp.capacity
             if old >= comp.capacity_ceiling:  # cannot happen below the cap; defensive
                 comp.carry = carry
-                raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, int(kmax[j]), step))
+                raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
             new = min(max(2 * old, _bucket(int(kmax[j] * _HEADROOM) + 8)), comp.capacity_ceiling)
             rec.events.append({"step": step, "old_capacity": old, "new_capacity": new,
                                "reason": f"overflow: a fire set exceeded the capacity {old}; chunk rerun"})
@@ -436,6 +441,7 @@ def fit(
     chunk_size: int | None = None,
     fallback: str = "error",
     mesh=None,
+    width: int | None = None,
 ):
     r"""Train ``W`` of 2NN(m, b) (Definition 2.1) by gradient descent for ``steps`` steps.
 
@@ -467,6 +473,10 @@ def fit(
         (Section 5's parallel updates; see :mod:`jaxcorr.sharding`). Same trajectory to float
         rounding; the history gains ``"shards"`` (the number of point blocks) and
         ``"bytes_per_device"`` (the sharded training state on the most loaded device).
+      width: the network's width m when ``params`` holds only some of its rows (default
+        ``params.W.shape[0]``). The scale :math:`1/\sqrt{m}`, the default ``b`` and the DDFN cap use
+        ``width``; the rows left out must be rows that never fire (the active-set invariant below),
+        as for the implicit wide models built from a key. Must be >= ``params.W.shape[0]``.
 
     Returns:
       ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a dict of host
@@ -491,8 +501,9 @@ def fit(
     ``"dense"`` and to rounding (about 1e-6 relative in float32) for ``"dtree"``/``"wtree"``.
     """
     t_start = time.perf_counter()
-    W, a, X, y, steps, b, optimizer, state, chunk_size, dt = _validate(
-        params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback)
+    W, a, X, y, steps, b, optimizer, state, chunk_size, dt, width = _validate(
+        params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback,
+        width)
     layout = None
     if mesh is not None:
         from jaxcorr import sharding as _sharding  # noqa: PLC0415 (sharding imports this module)
@@ -503,7 +514,7 @@ def fit(
     extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None}
     W_out, state_out = W, state
     if steps > 0 and method == "dense":
-        W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk)
+        W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk, width)
     elif steps > 0:
         traits = _ts.probe_optimizer(optimizer, dt)
         comp = None
@@ -518,9 +529,9 @@ def fit(
         else:
             args = (method, W, a, X, y, b, optimizer, state, traits, fallback == "dense")
             if layout is None:
-                comp = _Compact(*args)
+                comp = _Compact(*args, width=width)
             else:
-                comp = _sharding._ShardedCompact(*args, layout=layout)
+                comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
             extra.update(n_active=comp.n_active, span=comp.span)
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
@@ -528,7 +539,7 @@ def fit(
         try:
             if comp is not None:
                 if comp.kmax0 > comp.cap_ddfn:
-                    raise _CapExceeded(_cap_message(comp.m, comp.cap_ddfn, comp.kmax0, 0))
+                    raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, comp.kmax0, 0))
                 _run_compact(comp, rec, chunk)
                 W_out, state_out = comp.to_full(W, comp.carry)
         except _CapExceeded as err:
@@ -539,7 +550,7 @@ def fit(
                                "reason": "fallback to dense: " + str(err)})
         if rec.events and rec.events[-1]["reason"].startswith("fallback to dense"):
             extra["fallback_step"] = rec.done
-            W_out, state_out = _run_dense(W_out, a, X, y, b, optimizer, state_out, rec, chunk)
+            W_out, state_out = _run_dense(W_out, a, X, y, b, optimizer, state_out, rec, chunk, width)
     W_out = jax.block_until_ready(W_out)
     if layout is not None:
         extra.update(_sharding.history_info(layout, comp))

@@ -266,3 +266,20 @@ def test_bad_inputs():
         args.update(kw)
         with pytest.raises(ValueError, match=msg):
             train.fit(args.pop("params"), args.pop("X"), args.pop("y"), **args)
+
+
+@pytest.mark.parametrize("method", ["dense", "dtree", "wtree"])
+def test_width_subnetwork_matches_full(method):
+    """fit(width=m) on the rows that can fire equals training all m rows (the active-set invariant)."""
+    X, y = data.synthetic(seed=3, n=4, d=8, dtype=jnp.float32)
+    params = nn.init(jax.random.key(5), m=512, d=8)
+    b = 1.0
+    fires = np.asarray(nn.fire_mask(params, X, b)).any(axis=0)
+    rows = np.flatnonzero(fires)
+    sub = nn.Params(W=params.W[rows], a=params.a[rows])
+    p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b)
+    p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512)
+    np.testing.assert_allclose(h_sub["loss"], h_full["loss"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[rows], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="width"):
+        train.fit(sub, X, y, steps=1, method=method, b=b, width=len(rows) - 1)
