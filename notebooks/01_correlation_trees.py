@@ -83,13 +83,13 @@ assert maxtree.check_invariant(dt.tree)  # every parent is the max of its two ch
 assert np.allclose(np.asarray(dt.tree.levels[-1])[:, 0], IP.max(axis=1))
 print("leaves == X W^T (padding -inf), invariant holds, roots == max_r <w_r, x_i>")
 
+
 # %% [markdown]
 # ### Drawing one tree
 #
 # A small matplotlib helper draws tree $i$ as text boxes at (leaf position, level). It can
 # highlight a path (orange) and the nodes a query examined: green if the node's value is
 # $> \tau$ (the search goes below it), grey if it is not (the search stops there).
-
 
 # %%
 def fmt(v):
@@ -213,6 +213,7 @@ draw_tree(axes[1], tree_levels(wt2.tree, r), leaf_name="i (data point)", path=wh
 plt.tight_layout()
 plt.show()
 
+
 # %% [markdown]
 # ## Queries at several thresholds (Lemma D.4, Algorithm 2 FIND)
 #
@@ -226,7 +227,6 @@ plt.show()
 # To see the work, `find_host` below replays the same top-down search in numpy and records
 # the nodes it examines. (The jitted query finds the same passing nodes with a frontier of
 # `capacity` slots, several levels per step; see `jaxcorr.maxtree`.)
-
 
 # %%
 def find_host(levels, tau):

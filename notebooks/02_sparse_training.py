@@ -236,7 +236,7 @@ sizes = [2 ** 12, 2 ** 14, 2 ** 16]  # 2^12 reuses the compiled steps of the run
 REPEATS = 3
 med = {k: [] for k in METHODS}
 spread = {k: [] for k in METHODS}
-active = []
+n_active = []
 for mm in sizes:
     p_ = nn.init(jax.random.key(0), mm, d)
     for k in METHODS:
@@ -245,9 +245,9 @@ for mm in sizes:
         med[k].append(statistics.median(ms_))
         spread[k].append((min(ms_), max(ms_)))
         if k == "dtree":
-            active.append(hs[0]["n_active"])
+            n_active.append(hs[0]["n_active"])
     print(f"m = {mm:6d}: " + ", ".join(f"{k} {med[k][-1]:7.3f} ms" for k in METHODS)
-          + f"  (|A| = {active[-1]} active neurons)")
+          + f"  (|A| = {n_active[-1]} active neurons)")
 assert all(np.isfinite(v) and v > 0 for k in METHODS for v in med[k])
 print()
 print("machine:", benchmarking.machine_info())
@@ -257,7 +257,7 @@ slopes = {k: benchmarking.loglog_slope(sizes, med[k]) for k in METHODS}
 print("fitted exponent of ms/step against m: "
       + ", ".join(f"{k} {slopes[k]:.2f}" for k in METHODS))
 print("exponent of |A| (neurons the sparse methods train) against m: "
-      f"{benchmarking.loglog_slope(sizes, active):.2f}")
+      f"{benchmarking.loglog_slope(sizes, n_active):.2f}")
 for j, mm in enumerate(sizes):
     print(f"m = {mm:6d}: " + ", ".join(
         f"dense / {k} = {med['dense'][j] / med[k][j]:.2f} "
