@@ -342,6 +342,7 @@ class LocalRun:
     Args:
       commands: one argv list per process.
       env: environment for all processes (default ``os.environ``); ``envs``: extra per process.
+      cwd: working directory of all processes, or a list of one per process.
 
     Examples:
       >>> import sys
@@ -358,7 +359,8 @@ class LocalRun:
             out = open(os.path.join(self._dir.name, f"{i}.out"), "w+")
             err = open(os.path.join(self._dir.name, f"{i}.err"), "w+")
             penv = dict(os.environ if env is None else env, **((envs or [{}] * len(commands))[i]))
-            self.procs.append(subprocess.Popen(list(cmd), stdout=out, stderr=err, env=penv, cwd=cwd,
+            where = cwd[i] if isinstance(cwd, (list, tuple)) else cwd
+            self.procs.append(subprocess.Popen(list(cmd), stdout=out, stderr=err, env=penv, cwd=where,
                                                start_new_session=True))
             self._files.append((out, err))
 
