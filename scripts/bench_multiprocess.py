@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     base = next(r for r in rows if r["mode"] == "single")
     ref = list(base["losses"])
     for r in rows:
-        losses = r.pop("losses")
+        losses = r["losses"]
         r["loss_rel_diff"] = max(abs(u - v) for u, v in zip(losses, ref)) / max(map(abs, ref))
         r["MiB_state"] = None if r["bytes_per_device"] is None else r["bytes_per_device"] / 2**20
         r["MiB_peak_rss"] = r["peak_rss_bytes"] / 2**20
