@@ -61,6 +61,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from typing import NamedTuple, Sequence
 
 import jax
@@ -192,9 +193,11 @@ def detect_cluster() -> ProcessSpec | None:
         return None
     for kind in kinds:
         try:
-            if not kind.is_env_present():
-                continue
-            n, pid = int(kind.get_process_count()), int(kind.get_process_id())
+            with warnings.catch_warnings():  # e.g. "Kubernetes detected, but no kubernetes package"
+                warnings.simplefilter("ignore")
+                if not kind.is_env_present():
+                    continue
+                n, pid = int(kind.get_process_count()), int(kind.get_process_id())
         except Exception:  # noqa: BLE001  (a detector that cannot answer is not this environment)
             continue
         return ProcessSpec(None, n, pid, kind.name or kind.__name__) if n > 1 else None

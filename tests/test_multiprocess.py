@@ -157,6 +157,19 @@ def test_resolve_and_timeouts():
         distributed.Timeouts.from_env({"JAXCORR_INIT_TIMEOUT": "soon"})
 
 
+def test_cluster_environment_is_detected_like_jax(monkeypatch):
+    """Under SLURM (``srun -n 4``) the process count and id come from the environment, as in
+    ``jax.distributed.initialize()``; a one-task allocation stays single-process."""
+    env = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "node[001-004]", "SLURM_NTASKS": "4",
+           "SLURM_PROCID": "2", "SLURM_LOCALID": "0"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert distributed.resolve() == distributed.ProcessSpec(None, 4, 2, "slurm")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert distributed.resolve() is None
+
+
 def test_cli_flags_all_or_none(capsys):
     from jaxcorr import cli
 
