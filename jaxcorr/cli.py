@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", metavar="K", type=int, default=None, help="with --save: also checkpoint every K steps")
     t.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH for --steps more steps (same data, sizes and hyperparameters)")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
+    # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
+    t.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="several processes: address of process 0's coordinator (with --num-processes and --process-id; see jaxcorr.distributed)")
+    t.add_argument("--num-processes", metavar="N", type=int, default=None, help="several processes: how many take part")
+    t.add_argument("--process-id", metavar="I", type=int, default=None, help="several processes: this one's index, 0..N-1 (process 0 writes the checkpoints)")
     return parser
 
 
@@ -155,8 +159,9 @@ def _train(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxcorr import checkpoint, data, io, nn, train
+    from jaxcorr import checkpoint, data, distributed, io, nn, train
 
+    mesh = distributed.setup(args.coordinator, args.num_processes, args.process_id)  # None: one process
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
     cfg, ck = _resolve_config(args, checkpoint)
 
@@ -206,12 +211,13 @@ def _train(args) -> int:
         )
 
     def save(p, s, step):
-        checkpoint.save(args.save, p, s, step, config, X, y)
+        if jax.process_index() == 0:  # one writer across processes
+            checkpoint.save(args.save, p, s, step, config, X, y)
 
     common = dict(X=Xj, y=yj, b=b, optimizer=optimizer, step0=step0, steps=args.steps, progress=not args.quiet)
     t0 = time.perf_counter()
     params, opt_state, hist, interrupted = _run_steps(
-        train.fit, params0, state0, method=method, save=save if args.save else None, save_every=args.save_every, **common
+        functools.partial(train.fit, mesh=mesh), params0, state0, method=method, save=save if args.save else None, save_every=args.save_every, **common
     )
     wall = time.perf_counter() - t0
     done = len(hist["loss"])
@@ -244,6 +250,7 @@ def _train(args) -> int:
         **{k: cfg[k] for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
         "data": cfg["data"] or "synthetic",
         "checkpoint": args.save,
+        **distributed.info(mesh),  # "processes", "devices"
     }
 
     if args.compare:
