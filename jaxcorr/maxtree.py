@@ -412,10 +412,13 @@ def _query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
     return _as_forest_frontier(found, tree, capacity)
 
 
-def _canonical(tree: MaxTree, t, tau):
-    """``(t, tau)`` as int32 and the tree dtype, so Python scalars, numpy scalars and arrays of other
-    dtypes share one compiled query instead of one per (weak) type."""
-    return jnp.asarray(t, _I32), jnp.asarray(tau, tree.dtype)
+def _cast(x, dtype):
+    """``x`` in ``dtype``, strongly typed: numpy for host values (no device op), a conversion for JAX
+    arrays and tracers of another or a weak dtype. Python scalars, numpy scalars and arrays of other
+    dtypes then share one compiled query instead of one per (weak) type."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype and not x.weak_type else lax.convert_element_type(x, dtype)
+    return np.asarray(x, dtype)
 
 
 def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
@@ -441,7 +444,7 @@ def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     """
     cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
                               n_name="num_trees", finite=False)
-    return _query(tree, *_canonical(tree, t, tau), cap)
+    return _query(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
 
 
 def query_all(tree: MaxTree, tau, capacity: int) -> Frontier:
@@ -450,7 +453,7 @@ def query_all(tree: MaxTree, tau, capacity: int) -> Frontier:
     Fields of the result gain a leading axis of length T. Raises as :func:`query` does.
     """
     cap = validate_query_all_args(tau, capacity, num_trees=tree.num_trees, n_name="num_trees", finite=False)
-    return _query_all(tree, jnp.asarray(tau, tree.dtype), cap)
+    return _query_all(tree, _cast(tau, tree.dtype), cap)
 
 
 def query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
@@ -469,7 +472,7 @@ def query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
       A :class:`ForestFrontier` (it unpacks as ``t, leaf, valid, count, overflow``).
     """
     cap = validate_query_args(tau, capacity, finite=False)
-    return _query_forest(tree, jnp.asarray(tau, tree.dtype), cap)
+    return _query_forest(tree, _cast(tau, tree.dtype), cap)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity",))
@@ -494,13 +497,13 @@ def query_reference(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     """
     cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
                               n_name="num_trees", finite=False)
-    return _query_reference(tree, *_canonical(tree, t, tau), cap)
+    return _query_reference(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
 
 
 def query_forest_reference(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
     """:func:`query_forest` by the plain level-by-level frontier; agrees as :func:`query_reference` does."""
     cap = validate_query_args(tau, capacity, finite=False)
-    return _query_forest_reference(tree, jnp.asarray(tau, tree.dtype), cap)
+    return _query_forest_reference(tree, _cast(tau, tree.dtype), cap)
 
 
 # ------------------------------------------------------------------------------ capacity policy
@@ -614,10 +617,24 @@ def _check_not_nan(name: str, x) -> None:
 
 
 def _check_tau(tau, finite: bool) -> None:
+    if type(tau) is float:  # fast path for the common Python float
+        if math.isnan(tau) or (finite and math.isinf(tau)):
+            _check_tau(np.float64(tau), finite)  # the general path raises the message
+        return
     if finite:
         _checks.check_finite("tau", tau)
     else:
         _check_not_nan("tau", tau)
+
+
+def _check_tree_index(t, num_trees: int, t_name: str, n_name: str) -> None:
+    if type(t) is int:  # fast path for the common Python int
+        if not 0 <= t < num_trees:
+            _checks.check_index(t_name, np.int64(t), num_trees, bound_name=n_name)  # raises the message
+        return
+    if np.ndim(t) != 0:
+        raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
+    _checks.check_index(t_name, t, num_trees, bound_name=n_name)
 
 
 def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_name="n", finite=True):
@@ -626,13 +643,11 @@ def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_
     refuses an infinite ``tau`` too, ``finite=False`` (the max-tree API) only NaN. Value checks run
     only on concrete values. Returns the capacity as an int."""
     cap = _checks.check_capacity("capacity", capacity)
-    if np.ndim(tau) != 0:
+    if type(tau) is not float and np.ndim(tau) != 0:
         raise ValueError(f"tau must be a scalar, got shape {np.shape(tau)}")
     _check_tau(tau, finite)
     if t is not None:
-        if np.ndim(t) != 0:
-            raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
-        _checks.check_index(t_name, t, num_trees, bound_name=n_name)
+        _check_tree_index(t, num_trees, t_name, n_name)
     return cap
 
 

@@ -42,7 +42,7 @@ def test_wtree_update_sequence_matches_oracle(seed, m, n, d, cap):
         for tau in thresholds(G, rng, k=2):
             fa = jax.device_get(wtree.query_all(t, tau, cap))
             for r_ in range(m):
-                check_frontier(jax.tree.map(lambda a: a[r_], fa), G[r_], tau, cap, n)
+                check_frontier(jax.tree.map(lambda a, r_=r_: a[r_], fa), G[r_], tau, cap, n)
             r_ = int(rng.integers(m))
             check_frontier(wtree.query(t, r_, tau, cap), G[r_], tau, cap, n)
 

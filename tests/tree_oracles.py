@@ -2,6 +2,9 @@
 test_ddfn): a brute-force numpy float64 check of a query result, integer-valued test data (every
 inner product exact in float32) and thresholds that hit leaf values exactly (the strict ``>``)."""
 
+import logging
+
+import jax
 import numpy as np
 from hypothesis import HealthCheck, settings
 
@@ -79,3 +82,18 @@ def oracle_apply(W, r, z):
     for j, rr in enumerate(r):
         W[rr] = z[j]
     return W
+
+
+def compiled(fn):
+    """Names of the functions XLA compiles while ``fn()`` runs (from ``jax.log_compiles``)."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            fn()
+    finally:
+        logger.removeHandler(handler)
+    return [m.split("jit(")[1].split(")")[0] for m in messages if m.startswith("Compiling jit(")]
