@@ -14,6 +14,9 @@ holds :math:`\langle w_r, x_i \rangle`. Functional API over one immutable :class
   eager input checks, for callers that checked already (old private names ``_init``,
   ``_update_jit`` and ``_update_donate`` are kept as aliases for now).
 
+The state and set-up helpers shared with the WTree live in :mod:`jaxcorr._correlation`, the inner
+products in :mod:`jaxcorr._linalg`.
+
 Examples:
   >>> import jax.numpy as jnp
   >>> from jaxcorr import dtree

@@ -440,7 +440,8 @@ def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
         empty), a non-scalar ``t`` or ``tau``, or a non-integer ``t``.
       TypeError: ``capacity`` not a Python int.
 
-    The checks look at concrete values only; under ``jit`` or ``vmap`` they cost nothing at run time.
+    The checks look at concrete values only; under ``jit`` or ``vmap`` they cost nothing at run time,
+    and a traced ``t`` out of range is not detected (the caller's index must be right by construction).
     """
     cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
                               n_name="num_trees", finite=False)

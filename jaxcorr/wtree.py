@@ -10,7 +10,8 @@ holds :math:`\langle w_r, x_i \rangle`.
 - :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores without the eager input checks
   (old private names ``_init``, ``_update_jit``, ``_update_donate`` kept as aliases for now).
 
-The state and set-up helpers shared with the DTree live in :mod:`jaxcorr._correlation`.
+The state and set-up helpers shared with the DTree live in :mod:`jaxcorr._correlation`, the inner
+products in :mod:`jaxcorr._linalg`.
 
 Examples:
   >>> import jax.numpy as jnp
