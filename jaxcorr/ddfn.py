@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcorr import _checks, dtree, maxtree
+from jaxcorr import _checks, _correlation, dtree, maxtree
 
 __all__ = ["DDFNState", "Pairs", "init", "update", "query", "default_cap"]
 
@@ -76,12 +76,12 @@ def init(X, Y, b, cap: int | None = None) -> DDFNState:
       b: finite threshold.
       cap: static int >= 1; default :func:`default_cap` (ceil(m^{4/5}) n).
     """
-    X, Y = dtree._as_arrays(X, Y)
+    X, Y = _correlation.as_arrays(X, Y)
     _checks.check_matrix("X", X)
     _checks.check_matrix("Y", Y, cols=X.shape[1])
     _checks.check_scalar("b", b)
     cap = default_cap(X.shape[0], Y.shape[0]) if cap is None else _checks.check_capacity("cap", cap)
-    t = dtree.init(Y, X)
+    t = dtree.init_unchecked(Y, X)  # Y as the neurons, X as the data; checked above
     return DDFNState(dtree=t, b=jnp.asarray(b, t.W.dtype), cap=cap)
 
 
@@ -93,12 +93,11 @@ def update(state: DDFNState, j, z, *, donate: bool = False) -> DDFNState:
     ``state`` passed in must not be used afterwards), see :func:`jaxcorr.dtree.update`.
     """
     _checks.check_update_args(j, z, state.dtree.d, state.dtree.m, r_name="j", m_name="m")
-    fn = dtree._update_donate if donate else dtree._update_jit
-    return dataclasses.replace(state, dtree=fn(state.dtree, j, z))
+    return dataclasses.replace(state, dtree=dtree.update_unchecked(state.dtree, j, z, donate=donate))
 
 
 @jax.jit
 def query(state: DDFNState) -> Pairs:
     """QUERY(): all (i, j) with ``<x_i, y_j> > b``, or overflow if there are more than ``cap``."""
-    i, j, valid, count, overflow = maxtree.query_forest(state.dtree.tree, state.b, state.cap)
-    return Pairs(i=i, j=j, valid=valid, count=count, overflow=overflow)
+    f = maxtree.query_forest(state.dtree.tree, state.b, state.cap)
+    return Pairs(i=f.tree, j=f.leaf, valid=f.valid, count=f.count, overflow=f.overflow)

@@ -10,6 +10,12 @@ holds :math:`\langle w_r, x_i \rangle`. Functional API over one immutable :class
 - :func:`query` (Lemma D.4): neurons ``r`` with :math:`\langle w_r, x_i \rangle > \tau` (strict, as
   :math:`\sigma_b(x) > 0` needs), O(|S(tau)| log m), as a fixed-capacity :class:`~jaxcorr.maxtree.Frontier`
   whose ``overflow`` flag reports a set larger than ``capacity``.
+- :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores of INIT and UPDATE without the
+  eager input checks, for callers that checked already (old private names ``_init``,
+  ``_update_jit`` and ``_update_donate`` are kept as aliases for now).
+
+The state and set-up helpers shared with the WTree live in :mod:`jaxcorr._correlation`, the inner
+products in :mod:`jaxcorr._linalg`.
 
 Examples:
   >>> import jax.numpy as jnp
@@ -26,41 +32,25 @@ Examples:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
-import jax.numpy as jnp
-from jax import lax
 
-from jaxcorr import _checks, maxtree
-from jaxcorr.maxtree import Frontier, MaxTree
+from jaxcorr import _checks, _correlation, _linalg, maxtree
+from jaxcorr.maxtree import Frontier
 
-__all__ = ["DTree", "init", "update", "query", "query_all", "inner_products", "Frontier"]
-
-_HIGHEST = lax.Precision.HIGHEST
-
-
-class _Correlation(NamedTuple):
-    """Fields shared by the DTree and the WTree: the weights, the data and their max-trees."""
-
-    W: jax.Array  # shape=(m, d), float32/float64: the neurons w_r
-    X: jax.Array  # shape=(n, d), same dtype: the data points x_i
-    tree: MaxTree  # DTree: n trees over m leaves; WTree: m trees over n leaves
-
-    @property
-    def n(self) -> int:
-        return self.X.shape[0]
-
-    @property
-    def m(self) -> int:
-        return self.W.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.X.shape[1]
+__all__ = [
+    "DTree",
+    "init",
+    "update",
+    "query",
+    "query_all",
+    "inner_products",
+    "init_unchecked",
+    "update_unchecked",
+    "Frontier",
+]
 
 
-class DTree(_Correlation):
+class DTree(_correlation.Correlation):
     """State of the Correlation DTree: fields ``W`` (m, d), ``X`` (n, d) and ``tree`` (n trees).
 
     ``tree.levels[0][i, r] == <W[r], X[i]>``; padding leaves are ``-inf``.
@@ -69,16 +59,11 @@ class DTree(_Correlation):
     __slots__ = ()
 
 
-def _check_wx(W, X) -> None:
-    _checks.check_matrix("W", W)
-    _checks.check_matrix("X", X, cols=W.shape[1] if hasattr(W, "shape") else None)
-
-
 @jax.jit
-def _init(W, X) -> DTree:
-    dt = _checks.float_dtype(W, X)
-    W, X = jnp.asarray(W, dt), jnp.asarray(X, dt)
-    return DTree(W=W, X=X, tree=maxtree.build(jnp.matmul(X, W.T, precision=_HIGHEST)))
+def init_unchecked(W, X) -> DTree:
+    """:func:`init` without its eager input checks: the jitted INIT, for callers that checked already."""
+    W, X = _correlation.cast_pair(W, X)
+    return DTree(W=W, X=X, tree=maxtree.build(_linalg.inner(X, W)))
 
 
 def init(W: jax.Array, X: jax.Array) -> DTree:
@@ -94,38 +79,29 @@ def init(W: jax.Array, X: jax.Array) -> DTree:
     Raises:
       ValueError: wrong rank, zero rows, mismatched ``d``, or non-finite values.
     """
-    W, X = _as_arrays(W, X)
-    _check_wx(W, X)
-    return _init(W, X)
-
-
-def _as_arrays(*xs):
-    return tuple(x if isinstance(x, jax.Array) else jnp.asarray(x) for x in xs)
-
-
-def _prepare_batch(r, z, m: int, dtype):
-    """Batch form of (r, z) with repeated indices resolved to their last occurrence.
-
-    Returns (cols, Z): cols (k,) int32 where superseded entries are replaced by an out-of-range
-    sentinel (so their scatters are dropped), Z (k, d).
-    """
-    r = jnp.asarray(r, jnp.int32)
-    z = jnp.asarray(z, dtype)
-    if r.ndim == 0:
-        return r[None], z[None]
-    sentinel = maxtree.padded_size(m)
-    return jnp.where(maxtree.last_occurrence(r), r, sentinel), z
+    W, X = _correlation.as_arrays(W, X)
+    _correlation.check_init_args(W, X)
+    return init_unchecked(W, X)
 
 
 def _update_impl(tree: DTree, r, z) -> DTree:
-    cols, Z = _prepare_batch(r, z, tree.m, tree.W.dtype)
+    cols, Z = _correlation.prepare_batch(r, z, tree.m, tree.W.dtype)
     W = tree.W.at[cols].set(Z, mode="drop")
-    vals = jnp.matmul(tree.X, Z.T, precision=_HIGHEST)  # (n, k): O(nkd)
+    vals = _linalg.inner(tree.X, Z)  # (n, k): O(nkd)
     return DTree(W=W, X=tree.X, tree=maxtree.set_leaves(tree.tree, cols, vals))
 
 
 _update_jit = jax.jit(_update_impl)
 _update_donate = jax.jit(_update_impl, donate_argnums=0)
+#: Old private name of :func:`init_unchecked`, kept as an alias while scripts still use it.
+_init = init_unchecked
+
+
+def update_unchecked(tree: DTree, r, z, *, donate: bool = False) -> DTree:
+    """:func:`update` without its eager input checks, for callers that checked ``r`` and ``z`` already
+    (:func:`jaxcorr.ddfn.update`) or run under an outer ``jit``. Same arguments as :func:`update`;
+    an out-of-range ``r`` is not detected here and leaves the state unspecified."""
+    return (_update_donate if donate else _update_jit)(tree, r, z)
 
 
 def update(tree: DTree, r, z, *, donate: bool = False) -> DTree:
@@ -144,7 +120,7 @@ def update(tree: DTree, r, z, *, donate: bool = False) -> DTree:
       The updated :class:`DTree`.
     """
     _checks.check_update_args(r, z, tree.d, tree.m)
-    return (_update_donate if donate else _update_jit)(tree, r, z)
+    return update_unchecked(tree, r, z, donate=donate)
 
 
 def query(tree: DTree, i, tau, capacity: int) -> Frontier:

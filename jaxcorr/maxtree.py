@@ -15,6 +15,14 @@ at once.) Comparisons are strict (``value > tau``), which is what
 at some level than the frontier holds, the result says so (``overflow``): DDFN's "report overflow"
 (Definition 1.3). Nothing is dropped silently.
 
+Beside the fast query, :func:`query_reference` and :func:`query_forest_reference` run the same
+search plainly, one level per step, for the tests to compare against. Capacities are sized on the
+host by one policy, :func:`allocate` (jax-md's ``neighbor_list`` idiom: measured count times a
+multiplier plus extra, rounded by :func:`bucket` to few distinct static sizes, capped).
+
+The public queries check their arguments eagerly (a tree index out of range, a NaN threshold);
+the checks read concrete values only, so under ``jit`` or ``vmap`` they add nothing at run time.
+
 Examples:
   >>> import jax.numpy as jnp
   >>> from jaxcorr import maxtree
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -42,6 +51,7 @@ from jaxcorr import _checks
 __all__ = [
     "MaxTree",
     "Frontier",
+    "ForestFrontier",
     "build",
     "leaves",
     "set_leaves",
@@ -49,6 +59,10 @@ __all__ = [
     "query",
     "query_all",
     "query_forest",
+    "query_reference",
+    "query_forest_reference",
+    "allocate",
+    "bucket",
     "check_invariant",
     "last_occurrence",
     "padded_size",
@@ -97,6 +111,20 @@ class Frontier(NamedTuple):
     """
 
     indices: jax.Array  # shape=(capacity,), int32, ascending; unused slots = num_leaves (sentinel)
+    valid: jax.Array  # shape=(capacity,), bool
+    count: jax.Array  # shape=(), int32
+    overflow: jax.Array  # shape=(), bool
+
+
+class ForestFrontier(NamedTuple):
+    """Result of :func:`query_forest`: (tree, leaf) pairs sorted by (tree, leaf).
+
+    Without overflow, the valid pairs are exactly ``{(t, leaf): value > tau}`` and ``count`` is their
+    number; with overflow, ``count`` is a lower bound on that number that exceeds ``capacity``.
+    """
+
+    tree: jax.Array  # shape=(capacity,), int32; unused slots = num_trees (sentinel)
+    leaf: jax.Array  # shape=(capacity,), int32; unused slots = num_leaves (sentinel)
     valid: jax.Array  # shape=(capacity,), bool
     count: jax.Array  # shape=(), int32
     overflow: jax.Array  # shape=(), bool
@@ -305,65 +333,264 @@ def _frontier(levels, tau, capacity: int, t=None):
     return frontier, count, overflow
 
 
+def _frontier_reference(levels, tau, capacity: int):
+    """Plain FIND (Algorithm 2), the reference beside :func:`_frontier`: one level per step.
+
+    Over 1-D ``levels`` (sizes s_l = s_0 >> l, leaves first). The top level is tested whole; then,
+    level by level, the two children of every frontier node are tested and the first
+    ``min(capacity, s_l)`` passing ones, in ascending order, become the next frontier (sentinel s_l).
+    No bit masks, no multi-level steps, no shared code with the fast path. Keeping the first
+    passing nodes commutes with descending, so this returns the same ids and overflow flag as
+    :func:`_frontier`, and the same count unless overflow (both counts then exceed ``capacity``).
+    """
+    top = levels[-1]
+    size = top.shape[0]
+    cap = min(capacity, size)
+    count = jnp.sum(top > tau, dtype=_I32)
+    overflow = count > cap
+    frontier = jnp.nonzero(top > tau, size=cap, fill_value=size)[0].astype(_I32)
+    for level in reversed(levels[:-1]):
+        size = level.shape[0]
+        cap = min(capacity, size)
+        children = jnp.stack([2 * frontier, 2 * frontier + 1], axis=1).reshape(-1)
+        passes = level.at[children].get(mode="fill", fill_value=-jnp.inf) > tau
+        passed = jnp.sum(passes, dtype=_I32)
+        keep = jnp.nonzero(passes, size=cap, fill_value=0)[0]
+        frontier = jnp.where(jnp.arange(cap) < passed, children[keep], size).astype(_I32)
+        count = jnp.maximum(count, passed)
+        overflow = overflow | (passed > cap)
+    return frontier, count, overflow
+
+
 def _pad_to(x, capacity: int, fill):
     extra = capacity - x.shape[0]
     return x if extra == 0 else jnp.concatenate([x, jnp.full((extra,), fill, x.dtype)])
 
 
+def _as_frontier(found, num_leaves: int, padded: int, capacity: int) -> Frontier:
+    """A :class:`Frontier` of ``capacity`` slots from FIND's ``(ids, count, overflow)`` over one tree."""
+    ids, count, overflow = found
+    valid = ids < padded
+    ids = _pad_to(jnp.where(valid, ids, num_leaves), capacity, num_leaves)
+    return Frontier(indices=ids, valid=_pad_to(valid, capacity, False), count=count, overflow=overflow)
+
+
+def _as_forest_frontier(found, tree: MaxTree, capacity: int) -> ForestFrontier:
+    """A :class:`ForestFrontier` from FIND's ``(flat ids, count, overflow)`` over the flattened forest."""
+    ids, count, overflow = found
+    valid = ids < tree.num_trees * tree.padded
+    t_idx = _pad_to(jnp.where(valid, ids // tree.padded, tree.num_trees), capacity, tree.num_trees)
+    leaf = _pad_to(jnp.where(valid, ids % tree.padded, tree.num_leaves), capacity, tree.num_leaves)
+    return ForestFrontier(tree=t_idx, leaf=leaf, valid=_pad_to(valid, capacity, False), count=count,
+                          overflow=overflow)
+
+
 def _query_one(levels, num_leaves: int, tau, capacity: int, t=None) -> Frontier:
     tau = jnp.asarray(tau, levels[0].dtype)
-    ids, count, overflow = _frontier(levels, tau, capacity, t)
-    valid = ids < levels[0].shape[-1]
-    ids = _pad_to(jnp.where(valid, ids, num_leaves), capacity, num_leaves)
-    valid = _pad_to(valid, capacity, False)
-    return Frontier(indices=ids, valid=valid, count=count, overflow=overflow)
+    return _as_frontier(_frontier(levels, tau, capacity, t), num_leaves, levels[0].shape[-1], capacity)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity",))
+def _query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
+    return _query_one(tree.levels, tree.num_leaves, tau, capacity, jnp.asarray(t, _I32))
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _query_all(tree: MaxTree, tau, capacity: int) -> Frontier:
+    tau = jnp.broadcast_to(jnp.asarray(tau, tree.dtype), (tree.num_trees,))
+    return jax.vmap(_query_one, in_axes=(0, None, 0, None))(tree.levels, tree.num_leaves, tau, capacity)
+
+
+def _flat_levels(tree: MaxTree) -> tuple:
+    """The forest view: level ``l`` of all trees as one 1-D array of T * (P >> l) nodes (no copy)."""
+    return tuple(lvl.reshape(-1) for lvl in tree.levels)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
+    found = _frontier(_flat_levels(tree), jnp.asarray(tau, tree.dtype), capacity)
+    return _as_forest_frontier(found, tree, capacity)
+
+
+def _cast(x, dtype):
+    """``x`` in ``dtype``, strongly typed: numpy for host values (no device op), a conversion for JAX
+    arrays and tracers of another or a weak dtype. Python scalars, numpy scalars and arrays of other
+    dtypes then share one compiled query instead of one per (weak) type."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype and not x.weak_type else lax.convert_element_type(x, dtype)
+    return np.asarray(x, dtype)
+
+
 def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     """Leaves of tree ``t`` with value strictly ``> tau`` (FIND, Algorithm 2/12/15).
 
     Args:
       tree: a :class:`MaxTree`.
-      t: tree index (may be traced; vmap over it works).
-      tau: threshold (may be traced); cast to the tree dtype; strict ``>``.
-      capacity: static int, the most leaves reported.
+      t: integer tree index in ``[0, num_trees)`` (may be traced; vmap over it works).
+      tau: scalar threshold, not NaN (may be traced); cast to the tree dtype; strict ``>``. An
+        infinite ``tau`` is allowed: ``-inf`` reports every leaf above ``-inf``, ``+inf`` none.
+      capacity: static int >= 1, the most leaves reported.
 
     Returns:
       A :class:`Frontier` of length ``capacity``.
+
+    Raises:
+      IndexError: a concrete ``t`` out of range (it would read another tree's leaves).
+      ValueError: a concrete NaN ``tau`` (nothing is ``> NaN``: the answer would be silently
+        empty), a non-scalar ``t`` or ``tau``, or a non-integer ``t``.
+      TypeError: ``capacity`` not a Python int.
+
+    The checks look at concrete values only; under ``jit`` or ``vmap`` they cost nothing at run time,
+    and a traced ``t`` out of range is not detected (the caller's index must be right by construction).
     """
-    return _query_one(tree.levels, tree.num_leaves, tau, capacity, jnp.asarray(t, _I32))
+    cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
+                              n_name="num_trees", finite=False)
+    return _query(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
 
 
-@functools.partial(jax.jit, static_argnames=("capacity",))
 def query_all(tree: MaxTree, tau, capacity: int) -> Frontier:
-    """:func:`query` on every tree at once; ``tau`` is a scalar or has shape (T,).
+    """:func:`query` on every tree at once; ``tau`` is a scalar or has shape (T,), not NaN.
 
-    Fields of the result gain a leading axis of length T.
+    Fields of the result gain a leading axis of length T. Raises as :func:`query` does.
     """
-    tau = jnp.broadcast_to(jnp.asarray(tau, tree.dtype), (tree.num_trees,))
-    return jax.vmap(_query_one, in_axes=(0, None, 0, None))(tree.levels, tree.num_leaves, tau, capacity)
+    cap = validate_query_all_args(tau, capacity, num_trees=tree.num_trees, n_name="num_trees", finite=False)
+    return _query_all(tree, _cast(tau, tree.dtype), cap)
 
 
-@functools.partial(jax.jit, static_argnames=("capacity",))
-def query_forest(tree: MaxTree, tau, capacity: int):
+def query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
     """All (tree, leaf) pairs with value ``> tau`` across all trees, in one frontier of ``capacity``.
 
     The T trees are viewed as one forest: the flattened level ``l`` has T * (P >> l) nodes and the
     children of flat node ``f`` are ``2f`` and ``2f + 1``, so the search is output-sensitive over
     all trees together. Pairs come sorted by (tree, leaf).
 
+    Args:
+      tree: a :class:`MaxTree`.
+      tau: scalar threshold, not NaN (may be traced), strict ``>``.
+      capacity: static int >= 1, the most pairs reported.
+
     Returns:
-      ``(t, leaf, valid, count, overflow)``: (capacity,) int32 arrays with sentinels T and
-      num_leaves in unused slots, a (capacity,) bool mask, an int32 count, a bool overflow flag.
+      A :class:`ForestFrontier` (it unpacks as ``t, leaf, valid, count, overflow``).
     """
-    levels = tuple(lvl.reshape(-1) for lvl in tree.levels)
+    cap = validate_query_args(tau, capacity, finite=False)
+    return _query_forest(tree, _cast(tau, tree.dtype), cap)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _query_reference(tree: MaxTree, t, tau, capacity: int) -> Frontier:
+    levels = tuple(lvl[t] for lvl in tree.levels)
     tau = jnp.asarray(tau, tree.dtype)
-    ids, count, overflow = _frontier(levels, tau, capacity)
-    valid = ids < levels[0].shape[0]
-    t_idx = _pad_to(jnp.where(valid, ids // tree.padded, tree.num_trees), capacity, tree.num_trees)
-    leaf = _pad_to(jnp.where(valid, ids % tree.padded, tree.num_leaves), capacity, tree.num_leaves)
-    return t_idx, leaf, _pad_to(valid, capacity, False), count, overflow
+    return _as_frontier(_frontier_reference(levels, tau, capacity), tree.num_leaves, tree.padded, capacity)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _query_forest_reference(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
+    found = _frontier_reference(_flat_levels(tree), jnp.asarray(tau, tree.dtype), capacity)
+    return _as_forest_frontier(found, tree, capacity)
+
+
+def query_reference(tree: MaxTree, t, tau, capacity: int) -> Frontier:
+    """:func:`query` by the plain level-by-level frontier (one level per step, no bit masks).
+
+    The reference beside the fast path, for tests: the same ``indices``, ``valid`` and ``overflow``
+    as :func:`query`, and the same ``count`` unless ``overflow`` (then both are lower bounds above
+    ``capacity``). Slower (it copies tree ``t``'s levels and takes a step per level).
+    """
+    cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
+                              n_name="num_trees", finite=False)
+    return _query_reference(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
+
+
+def query_forest_reference(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
+    """:func:`query_forest` by the plain level-by-level frontier; agrees as :func:`query_reference` does."""
+    cap = validate_query_args(tau, capacity, finite=False)
+    return _query_forest_reference(tree, _cast(tau, tree.dtype), cap)
+
+
+# ------------------------------------------------------------------------------ capacity policy
+
+
+def bucket(x: int, minimum: int = 8) -> int:
+    """``x`` rounded up to a multiple of ``max(minimum, padded_size(x) // 8)``.
+
+    Static sizes drawn from few values (8 per power of two, so a slowly growing count recompiles
+    rarely); above ``minimum`` the rounding adds less than ``padded_size(x) / 8``, under ``x / 4``.
+    Host side.
+
+    Examples:
+      >>> from jaxcorr import maxtree
+      >>> [maxtree.bucket(x) for x in (1, 8, 9, 100, 1000)]
+      [8, 8, 16, 112, 1024]
+    """
+    x = max(_checks.check_int("x", x, minimum=0), 1)
+    g = max(_checks.check_int("minimum", minimum, minimum=1), padded_size(x) // 8)
+    return -(-x // g) * g
+
+
+def allocate(counts, multiplier: float = 1.25, extra: int = 8, *, ceiling: int | None = None,
+             previous: int | None = None) -> int:
+    r"""The capacity policy: a static frontier capacity for measured set sizes (host side).
+
+    The capacity is ``bucket(int(max(counts) * multiplier) + extra)``, at least twice ``previous``
+    when that is given, and at most ``ceiling``, as jax-md's ``neighbor_list`` allocates. It runs
+    outside ``jit``, on concrete counts; the result is a static argument of the jitted queries, so
+    a new value recompiles and nothing else does. Used with the overflow flag the usual way:
+
+    .. code-block:: python
+
+        capacity = maxtree.allocate(counts, ceiling=m)          # counts measured at set-up
+        while True:
+            out = run_chunk(state, capacity)                     # jitted; capacity static
+            if not out.overflow.any():
+                break                                            # every set fit: keep the result
+            capacity = maxtree.allocate(out.count, ceiling=m, previous=capacity)  # rerun the chunk
+
+    Args:
+      counts: a non-negative int or array of ints (for example a :class:`Frontier`'s ``count``):
+        the set sizes to hold. After an overflow a count is only a lower bound, hence ``previous``.
+      multiplier: headroom factor >= 1 on the largest count.
+      extra: slots added after the multiplier (int >= 0), so small sets get room to grow too.
+      ceiling: the most the capacity can usefully be (the set's universe, or a cap like DDFN's);
+        ``None`` for no ceiling.
+      previous: a capacity that overflowed; the result is then at least ``2 * previous`` (up to
+        ``ceiling``), so a rerun loop ends after O(log(size)) reruns.
+
+    Returns:
+      A Python int >= 1 (also when ``counts`` is empty or zero).
+
+    Raises:
+      ValueError: a negative or non-integer count, a traced ``counts``, ``multiplier < 1``, or
+        ``extra``, ``ceiling``, ``previous`` out of range.
+
+    Examples:
+      >>> from jaxcorr import maxtree
+      >>> maxtree.allocate([3, 40, 17])            # bucket(int(40 * 1.25) + 8) = bucket(58)
+      64
+      >>> maxtree.allocate(40, ceiling=50)
+      50
+      >>> maxtree.allocate(70, previous=64)        # overflowed at 64: at least 128
+      128
+      >>> maxtree.allocate(0, multiplier=1, extra=0)
+      8
+    """
+    if not _checks.is_concrete(counts):
+        raise ValueError("counts must be concrete: allocate sizes static buffers outside jit")
+    arr = np.asarray(counts)
+    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == object):
+        raise ValueError(f"counts must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"counts must be >= 0, got {int(arr.min())}")
+    if not (isinstance(multiplier, (int, float, np.integer, np.floating)) and math.isfinite(multiplier)
+            and multiplier >= 1):
+        raise ValueError(f"multiplier must be a finite number >= 1, got {multiplier!r}")
+    extra = _checks.check_int("extra", extra, minimum=0)
+    largest = int(arr.max()) if arr.size else 0
+    cap = bucket(max(int(largest * multiplier) + extra, 1))
+    if previous is not None:
+        cap = max(cap, 2 * _checks.check_int("previous", previous, minimum=1))
+    if ceiling is not None:
+        cap = min(cap, _checks.check_int("ceiling", ceiling, minimum=1))
+    return cap
 
 
 def check_invariant(tree: MaxTree) -> bool:
@@ -382,24 +609,54 @@ def check_invariant(tree: MaxTree) -> bool:
     return levels[-1].shape[1] == 1
 
 
-def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_name="n"):
-    """Eager checks shared by the DTree and WTree query wrappers."""
+def _check_not_nan(name: str, x) -> None:
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN (infinities are allowed)."""
+    if _checks.is_concrete(x):
+        arr = np.asarray(x)
+        if arr.dtype.kind in "fc" and np.isnan(arr).any():
+            raise ValueError(f"{name} must not be NaN (no value is > NaN: the answer would be silently empty)")
+
+
+def _check_tau(tau, finite: bool) -> None:
+    if type(tau) is float:  # fast path for the common Python float
+        if math.isnan(tau) or (finite and math.isinf(tau)):
+            _check_tau(np.float64(tau), finite)  # the general path raises the message
+        return
+    if finite:
+        _checks.check_finite("tau", tau)
+    else:
+        _check_not_nan("tau", tau)
+
+
+def _check_tree_index(t, num_trees: int, t_name: str, n_name: str) -> None:
+    if type(t) is int:  # fast path for the common Python int
+        if not 0 <= t < num_trees:
+            _checks.check_index(t_name, np.int64(t), num_trees, bound_name=n_name)  # raises the message
+        return
+    if np.ndim(t) != 0:
+        raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
+    _checks.check_index(t_name, t, num_trees, bound_name=n_name)
+
+
+def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_name="n", finite=True):
+    """Eager checks of a query: ``tau`` a scalar, ``capacity`` a static int >= 1, ``t`` (if given) a
+    scalar integer tree index in ``[0, num_trees)``. ``finite=True`` (the DTree and WTree wrappers)
+    refuses an infinite ``tau`` too, ``finite=False`` (the max-tree API) only NaN. Value checks run
+    only on concrete values. Returns the capacity as an int."""
     cap = _checks.check_capacity("capacity", capacity)
-    if np.ndim(tau) != 0:
+    if type(tau) is not float and np.ndim(tau) != 0:
         raise ValueError(f"tau must be a scalar, got shape {np.shape(tau)}")
-    _checks.check_finite("tau", tau)
+    _check_tau(tau, finite)
     if t is not None:
-        if np.ndim(t) != 0:
-            raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
-        _checks.check_index(t_name, t, num_trees, bound_name=n_name)
+        _check_tree_index(t, num_trees, t_name, n_name)
     return cap
 
 
-def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n"):
-    """Eager checks shared by the DTree and WTree ``query_all`` wrappers: ``tau`` is a finite
-    scalar or has shape ``(num_trees,)``; ``capacity`` is a static int >= 1."""
+def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n", finite: bool = True):
+    """Eager checks of ``query_all``: ``tau`` a scalar or of shape ``(num_trees,)`` (finite, or with
+    ``finite=False`` not NaN); ``capacity`` a static int >= 1. Returns the capacity as an int."""
     cap = _checks.check_capacity("capacity", capacity)
     if np.ndim(tau) not in (0, 1) or (np.ndim(tau) == 1 and np.shape(tau)[0] != num_trees):
         raise ValueError(f"tau must be a scalar or have shape ({n_name},)=({num_trees},), got {np.shape(tau)}")
-    _checks.check_finite("tau", tau)
+    _check_tau(tau, finite)
     return cap

@@ -7,6 +7,11 @@ holds :math:`\langle w_r, x_i \rangle`.
 - :func:`update` (Algorithm 14, Lemma D.7): set ``w_r`` to ``z`` and rebuild tree ``r``, O(nd).
 - :func:`query` (Algorithm 15, Lemma D.8): data points ``i`` with
   :math:`\langle w_r, x_i \rangle > \tau` (strict), as a fixed-capacity Frontier with overflow flag.
+- :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores without the eager input checks
+  (old private names ``_init``, ``_update_jit``, ``_update_donate`` kept as aliases for now).
+
+The state and set-up helpers shared with the DTree live in :mod:`jaxcorr._correlation`, the inner
+products in :mod:`jaxcorr._linalg`.
 
 Examples:
   >>> import jax.numpy as jnp
@@ -21,19 +26,24 @@ Examples:
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-from jax import lax
 
-from jaxcorr import _checks, maxtree
-from jaxcorr.dtree import _as_arrays, _check_wx, _Correlation, _prepare_batch
+from jaxcorr import _checks, _correlation, _linalg, maxtree
 from jaxcorr.maxtree import Frontier
 
-__all__ = ["WTree", "init", "update", "query", "query_all", "inner_products", "Frontier"]
+__all__ = [
+    "WTree",
+    "init",
+    "update",
+    "query",
+    "query_all",
+    "inner_products",
+    "init_unchecked",
+    "update_unchecked",
+    "Frontier",
+]
 
-_HIGHEST = lax.Precision.HIGHEST
 
-
-class WTree(_Correlation):
+class WTree(_correlation.Correlation):
     """State of the Correlation WTree: fields ``W`` (m, d), ``X`` (n, d) and ``tree`` (m trees).
 
     ``tree.levels[0][r, i] == <W[r], X[i]>``; padding leaves are ``-inf``.
@@ -43,10 +53,10 @@ class WTree(_Correlation):
 
 
 @jax.jit
-def _init(W, X) -> WTree:
-    dt = _checks.float_dtype(W, X)
-    W, X = jnp.asarray(W, dt), jnp.asarray(X, dt)
-    return WTree(W=W, X=X, tree=maxtree.build(jnp.matmul(W, X.T, precision=_HIGHEST)))
+def init_unchecked(W, X) -> WTree:
+    """:func:`init` without its eager input checks: the jitted INIT, for callers that checked already."""
+    W, X = _correlation.cast_pair(W, X)
+    return WTree(W=W, X=X, tree=maxtree.build(_linalg.inner(W, X)))
 
 
 def init(W: jax.Array, X: jax.Array) -> WTree:
@@ -59,20 +69,27 @@ def init(W: jax.Array, X: jax.Array) -> WTree:
     Raises:
       ValueError: wrong rank, zero rows, mismatched ``d``, or non-finite values.
     """
-    W, X = _as_arrays(W, X)
-    _check_wx(W, X)
-    return _init(W, X)
+    W, X = _correlation.as_arrays(W, X)
+    _correlation.check_init_args(W, X)
+    return init_unchecked(W, X)
 
 
 def _update_impl(tree: WTree, r, z) -> WTree:
-    rows, Z = _prepare_batch(r, z, tree.m, tree.W.dtype)
+    rows, Z = _correlation.prepare_batch(r, z, tree.m, tree.W.dtype)
     W = tree.W.at[rows].set(Z, mode="drop")
-    vals = jnp.matmul(Z, tree.X.T, precision=_HIGHEST)  # (k, n): O(knd)
+    vals = _linalg.inner(Z, tree.X)  # (k, n): O(knd)
     return WTree(W=W, X=tree.X, tree=maxtree.set_rows(tree.tree, rows, vals))
 
 
 _update_jit = jax.jit(_update_impl)
 _update_donate = jax.jit(_update_impl, donate_argnums=0)
+#: Old private name of :func:`init_unchecked`, kept as an alias while scripts still use it.
+_init = init_unchecked
+
+
+def update_unchecked(tree: WTree, r, z, *, donate: bool = False) -> WTree:
+    """:func:`update` without its eager input checks (see :func:`jaxcorr.dtree.update_unchecked`)."""
+    return (_update_donate if donate else _update_jit)(tree, r, z)
 
 
 def update(tree: WTree, r, z, *, donate: bool = False) -> WTree:
@@ -85,7 +102,7 @@ def update(tree: WTree, r, z, *, donate: bool = False) -> WTree:
       donate: donate ``tree``'s buffers so the update runs in place (see :func:`jaxcorr.dtree.update`).
     """
     _checks.check_update_args(r, z, tree.d, tree.m)
-    return (_update_donate if donate else _update_jit)(tree, r, z)
+    return update_unchecked(tree, r, z, donate=donate)
 
 
 def query(tree: WTree, r, tau, capacity: int) -> Frontier:
