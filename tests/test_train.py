@@ -133,12 +133,25 @@ def test_overflow_grows_capacity_and_stays_exact():
     np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
 
 
+def test_active_fire_sets_grow_mid_run():
+    # the same growing fire sets as the overflow test: active has no capacity, so no events, exact
+    p, X, y = problem()
+    b = 1.3
+    _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 12, ("sgd", 100.0))
+    assert fire_ref.max() > 1.5 * fire_ref[0].max()
+    for opt in (train.sgd(100.0), optax.sgd(100.0)):  # span path and generic path
+        params, h = train.fit(p, X, y, steps=12, method="active", optimizer=opt, b=b, chunk_size=6)
+        assert h["capacity_events"] == []
+        assert rel(h["loss"], loss_ref) <= 2e-4
+        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+
+
 def test_ddfn_cap_error_and_dense_fallback():
     p, X, y = problem()
     cap = train.ddfn_cap(M)
     assert cap == math.ceil(M**0.8) == 148
     b = -0.5  # about 69% of the neurons fire per point: beyond ceil(m^{4/5}) at once
-    for method in ("dtree", "wtree"):
+    for method in ("active", "dtree", "wtree"):
         with pytest.raises(ValueError, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148"):
             train.fit(p, X, y, steps=3, method=method, b=b)
     params, h = train.fit(p, X, y, steps=3, method="dtree", b=b, fallback="dense")
@@ -154,11 +167,12 @@ def test_cap_exceeded_mid_run():
     b, opt = 0.8, optax.sgd(50.0)
     _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ("sgd", 50.0))
     assert fire_ref[:2].max() <= 148 < fire_ref[2].max()
-    with pytest.raises(ValueError, match="148"):
-        train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2)
-    _, h = train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2, fallback="dense")
-    assert h["fallback_step"] == 2
-    assert rel(h["loss"], loss_ref) <= 2e-4
+    for method in ("dtree", "active"):
+        with pytest.raises(ValueError, match="148"):
+            train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2)
+        _, h = train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2, fallback="dense")
+        assert h["fallback_step"] == 2
+        assert rel(h["loss"], loss_ref) <= 2e-4
 
 
 def test_optimizer_that_moves_idle_rows_is_rejected():
@@ -277,7 +291,7 @@ def test_bad_inputs():
             train.fit(args.pop("params"), args.pop("X"), args.pop("y"), **args)
 
 
-@pytest.mark.parametrize("method", ["dense", "dtree", "wtree"])
+@pytest.mark.parametrize("method", train.METHODS)
 def test_width_subnetwork_matches_full(method):
     """fit(width=m) on the rows that can fire equals training all m rows (the active-set invariant)."""
     X, y = data.synthetic(seed=3, n=4, d=8, dtype=jnp.float32)
