@@ -281,6 +281,11 @@ class _Recorder:
         }
 
 
+def _nbytes(tree) -> int:
+    """Bytes of the arrays the training loop carries and reads (its state memory)."""
+    return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(tree)))
+
+
 def _timed(ex, carry, consts):
     t0 = time.perf_counter()
     out = jax.block_until_ready(ex(carry, consts))
@@ -590,8 +595,9 @@ def fit(
       ``step``, ``old_capacity``, ``new_capacity``, ``reason``); ``"opt_state"`` (the final state,
       full shape); ``"ms_per_step"`` (wall time of the jitted chunks per step, set-up and
       compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
-      ``"n_active"`` (|A|), ``"span"`` (Gram path used) and ``"fallback_step"`` (None, or the step
-      from which the dense method ran).
+      ``"n_active"`` (|A|), ``"span"`` (Gram path used), ``"fallback_step"`` (None, or the step
+      from which the dense method ran) and ``"state_bytes"`` (bytes of the arrays the training loop
+      carries and reads: rows, optimizer state, trees, data; all devices together).
 
     Raises:
       ValueError: bad shapes, non-finite values, ``steps < 0``, unknown ``method`` or ``fallback``,
@@ -615,7 +621,8 @@ def fit(
         layout = _sharding._fit_layout(mesh, method)
     rec = _Recorder(steps, callback)
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
-    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None}
+    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
+             "state_bytes": _nbytes((W, state, a, X, y))}
     W_out, state_out = W, state
     if steps > 0 and method == "dense":
         W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk, width)
@@ -636,7 +643,7 @@ def fit(
                 comp = _Compact(*args, width=width)
             else:
                 comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
-            extra.update(n_active=comp.n_active, span=comp.span)
+            extra.update(n_active=comp.n_active, span=comp.span, state_bytes=_nbytes((comp.carry, comp.consts)))
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
                                    "reason": f"initial: max_i k_i(0) = {comp.kmax0} with headroom"})
