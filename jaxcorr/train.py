@@ -1,30 +1,45 @@
-r"""Gradient-descent training of 2NN(m, b) on the correlation trees (Algorithms 3/8 and 4/9).
+r"""Gradient-descent training of 2NN(m, b): dense, on the active rows, or on the correlation trees.
 
 :func:`fit` trains ``W`` (``a`` stays fixed, Section 2) with any optax optimizer, by one of
 
 - ``"dense"``: plain XLA on all ``m`` neurons, O(nmd) per step (the reference);
+- ``"active"`` (the default): the same GD on the active rows ``A`` only (below), with the fire
+  sets from the masked comparison :math:`\langle w_r, x_i\rangle > b` over (n, |A|) every step and
+  no trees in the loop; the trees find ``A`` at set-up (an output-sensitive DTree query over all
+  ``m`` leaves). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
+  as the masked pass it replaces: this is the fastest exact method on one device and on a mesh;
 - ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
   forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
 - ``"wtree"``: Algorithm 9 / Theorem 4.2 -- :math:`\tilde S_{r,fire}` from Correlation WTree queries
   (Theorem 3.2) and :math:`S_{i,fire}` derived from them.
 
-All three follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
+All follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
 ``lax.scan`` over chunks of steps, with the host between chunks (callbacks, capacity checks).
 
-**The active-set invariant** (what makes dtree/wtree cost O(|A| n d), Theorem 4.1's
+**The active-set invariant** (what makes the sparse methods cost O(|A| n d), Theorem 4.1's
 O(m^{4/5} n^2 d), instead of O(m n d)). At set-up, ``fit`` builds the full tree over all ``m``
 neurons (DTree/WTree INIT, Lemmas D.2/D.6), queries the fire sets at ``t = 0`` and forms
 
-.. math:: A = \bigcup_i S_{i,fire}(0) \;\cup\; \{r : \text{the optimizer state of row } r \ne 0\}.
+.. math:: A = \bigcup_i S_{i,fire}(0) \;\cup\; \{r : \text{the optimizer state of row } r
+          \text{ differs from a fresh } \texttt{init}\}.
 
 Claim: rows outside ``A`` never move and never fire. Induction on ``t``: if ``r`` is not in ``A``
 and ``w_r(t) = w_r(0)``, then ``r`` fires for no point, so its gradient row is zero (Section 2's
-gradient has the factor :math:`1[\langle w_r, x_i\rangle > b]`); its optimizer state is zero by
-induction, and for a row-separable optimizer that maps zero gradient and zero state to a zero update
-(checked numerically at set-up, :func:`jaxcorr._train_steps.probe_optimizer`), the update is zero
-and the state stays zero. So ``w_r(t+1) = w_r(0)`` and it still fires for no point. Hence training
-runs on the ``|A|`` rows only, trees included, and the result is scattered back at the end. A
-capacity never needs to exceed ``|A|``.
+gradient has the factor :math:`1[\langle w_r, x_i\rangle > b]`) and its state is the fresh one by
+induction. Whether the optimizer then leaves the row alone, and computes the rows of ``A`` as it
+would on all ``m`` rows, is decided by construction, never from numbers (:mod:`jaxcorr._optim`):
+its ``init``/``update`` are read as jaxprs and must keep rows apart (cross-row reductions only as
+sums of values that are zero on idle rows, e.g. ``clip_by_global_norm``) and compute the same
+value, independent of the row's parameters, on every idle row; weight decay, per-tensor norms
+(LARS/LAMB, adafactor), ``reduce_max`` over rows (sm3) and per-row randomness are refused up front.
+What remains, whether that common value is "no move", is checked every step on a padding row of
+the compacted tensor (the idle-row guard, O(d)): if it would move, the step is not kept and ``fit``
+raises ``ValueError`` naming the step (or, with ``fallback="dense"``, continues dense from the last
+exact state, the start of that chunk). So ``w_r(t+1) = w_r(0)`` and ``r`` still fires for no point.
+Hence training runs on the ``|A|`` rows only, trees included, and the result is scattered back at
+the end. A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
+the (|A|, n) coefficients of the data instead of (|A|, d) rows, is taken only for :func:`sgd`
+(linear by construction).
 
 **Capacity and overflow** (jax-md style). The per-point frontier capacity of the DTree query is
 static: sized from the data (``max_i k_{i,0}`` plus 25% headroom), and grown only when needed. Each
@@ -39,7 +54,7 @@ Examples:
   >>> from jaxcorr import data, nn, train
   >>> X, y = data.synthetic(seed=0, n=4, d=8)
   >>> params = nn.init(jax.random.key(0), m=256, d=8)
-  >>> p1, h1 = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
+  >>> p1, h1 = train.fit(params, X, y, steps=5, method="active", b=1.0)
   >>> p2, h2 = train.fit(params, X, y, steps=5, method="dense", b=1.0)
   >>> bool(abs(h1["loss"] - h2["loss"]).max() <= 2e-4 * h2["loss"].max())
   True
@@ -151,16 +166,20 @@ def _default_optimizer(learning_rate: float):
     return opt
 
 
-def _analysis(optimizer, d: int, dt):
-    """:func:`jaxcorr._optim.analyze`, cached per (optimizer object, d, dtype)."""
-    key = (optimizer, d, np.dtype(dt).str)
+def _cached(fn, *key):
+    """``fn(*key)``, cached per key (the optimizer object, sizes, dtype); unhashable: not cached."""
     try:
-        hit = _ANALYSES.get(key)
+        hit = _ANALYSES.get((fn,) + key)
     except TypeError:  # unhashable optimizer
-        return _optim.analyze(optimizer, d, dt)
+        return fn(*key)
     if hit is None:
-        hit = _ANALYSES[key] = _optim.analyze(optimizer, d, dt)
+        hit = _ANALYSES[(fn,) + key] = fn(*key)
     return hit
+
+
+def _analysis(optimizer, m: int, d: int, dt):
+    """:func:`jaxcorr._optim.analyze`, cached per (optimizer object, m, d, dtype)."""
+    return _cached(_optim.analyze, optimizer, m, d, np.dtype(dt))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -373,6 +392,8 @@ class _Compact:
         A = np.union1d(fire_rows, state_rows).astype(np.int64)
         self.n_active = L = int(A.size)
         self.L = Lp = _bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
+        if not _cached(_optim.same_program, optimizer, (Lp,), d, np.dtype(dt)):
+            raise _Refused(f"its computation on {Lp} rows differs from that on {m} rows beyond shapes")
         idx = np.full((Lp,), m, np.int32)
         idx[:L] = A
         self.idx = idx = jnp.asarray(idx)
@@ -478,6 +499,10 @@ class _Compact:
         return W_new, jax.tree_util.tree_unflatten(self.s_def, out)
 
 
+class _Refused(Exception):
+    """The optimizer cannot run on the compacted rows (raised at set-up, before any step)."""
+
+
 class _Stop(Exception):
     """The compacted run cannot go on exactly (DDFN cap, or the idle-row guard fired)."""
 
@@ -560,25 +585,31 @@ def fit(
       X: (n, d) data points, finite.
       y: (n,) targets, finite.
       steps: number of steps (>= 0; 0 returns ``params`` and an empty history).
-      method: ``"dense"``, ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
-      optimizer: any optax ``GradientTransformation``; default ``optax.sgd(learning_rate)``. The
-        sparse methods need a row-separable optimizer that maps zero gradient and zero state to a
-        zero update (sgd, momentum, nesterov, adam, rmsprop, ...; not weight decay or LARS/LAMB);
-        this is checked at set-up. Reuse the same optimizer object across calls to reuse compiled code.
-      learning_rate: step size of the default optimizer (default 1.0); ignored if ``optimizer`` is given.
+      method: ``"active"`` (default: GD on the active rows, masked fire sets), ``"dense"``,
+        ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
+      optimizer: any optax ``GradientTransformation``; default :func:`sgd` ``(learning_rate)``. The
+        sparse methods run it only when it is exact on the active rows by construction (see the
+        module docstring: sgd, momentum, nesterov, adam, radam, rmsprop, adagrad, MultiSteps,
+        clipping, schedules, any accumulator dtype, ...), and guard every step; otherwise (weight
+        decay, LARS/LAMB, adafactor, sm3, ...) they raise ``ValueError`` before any step, or run
+        dense with ``fallback="dense"``. Use :func:`sgd` (not ``optax.sgd``) for the faster span
+        path. Reuse the same optimizer object across calls to reuse compiled code.
+      learning_rate: step size of the default optimizer (default 1.0, finite, >= 0); ignored if
+        ``optimizer`` is given.
       b: threshold of :math:`\sigma_b`; default :func:`jaxcorr.nn.default_threshold` ``(m)`` =
         :math:`\sqrt{0.4 \ln m}`.
       opt_state: optimizer state to resume from, as produced by ``optimizer.init(params.W)`` (full
         (m, d) leaves); default a fresh ``optimizer.init(params.W)``.
       callback: called on the host after every chunk with a dict with keys ``"step"`` (steps done so
-        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; returning
-        ``True`` stops training after that chunk.
+        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; a truthy
+        return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
       chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
       fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
-        :math:`\lceil m^{4/5}\rceil` or the optimizer is not row-separable; ``"dense"`` continues with
-        the dense method instead (recorded in ``capacity_events``).
+        :math:`\lceil m^{4/5}\rceil`, the optimizer is refused, or the idle-row guard fires;
+        ``"dense"`` continues with the dense method instead from the last exact state (recorded in
+        ``capacity_events``).
       mesh: ``None`` (default: one device), or a :class:`jax.sharding.Mesh` / ``NamedSharding`` to run
-        ``method="dtree"`` with the ``n`` trees split along the data points across its devices
+        ``method="active"`` or ``"dtree"`` with the data points (and the ``n`` trees) split across its devices
         (Section 5's parallel updates; see :mod:`jaxcorr.sharding`). Same trajectory to float
         rounding; the history gains ``"shards"`` (the number of point blocks) and
         ``"bytes_per_device"`` (the sharded training state on the most loaded device).
@@ -604,7 +635,7 @@ def fit(
         non-finite ``b``, an ``opt_state`` that does not match, and (with ``fallback="error"``) a
         fire set beyond the DDFN cap or an optimizer the sparse methods cannot use.
 
-    Exactness: dense, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
+    Exactness: dense, active, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
     the same gradients; they differ only by float rounding in the order of sums (and, for the Gram
     path, ``W_A(0) + K X`` instead of a running sum). Resuming (``steps=A`` then ``steps=B`` with
     the returned ``params`` and ``history["opt_state"]``) reproduces ``steps=A+B`` bitwise for
@@ -627,22 +658,26 @@ def fit(
     if steps > 0 and method == "dense":
         W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk, width)
     elif steps > 0:
-        verdict = _analysis(optimizer, W.shape[1], dt)
-        comp = None
-        if not verdict.ok:
+        verdict = _analysis(optimizer, W.shape[0], W.shape[1], dt)
+        comp, reason = None, verdict.reason
+        if verdict.ok:
+            args = (method, W, a, X, y, b, optimizer, state, verdict)
+            try:
+                if layout is None:
+                    comp = _Compact(*args, width=width)
+                else:
+                    comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
+            except _Refused as err:
+                reason = str(err)
+        if comp is None:
             msg = (f"method={method!r} runs the optimizer on the active rows only, which is exact only for "
                    f"an optimizer that keeps rows apart and leaves idle rows alone, but this one does not: "
-                   f"{verdict.reason}. Use method='dense' or fallback='dense'.")
+                   f"{reason}. Use method='dense' or fallback='dense'.")
             if fallback == "error":
                 raise ValueError(msg)
             rec.events.append({"step": 0, "old_capacity": None, "new_capacity": None,
                                "reason": "fallback to dense: " + msg})
         else:
-            args = (method, W, a, X, y, b, optimizer, state, verdict)
-            if layout is None:
-                comp = _Compact(*args, width=width)
-            else:
-                comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
             extra.update(n_active=comp.n_active, span=comp.span, state_bytes=_nbytes((comp.carry, comp.consts)))
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,

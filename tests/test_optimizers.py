@@ -121,7 +121,7 @@ def test_idle_row_guard_catches_the_step(f64, method):
     p, X, y = f64
     with jax.enable_x64(True):
         opt = _moves_idle_rows_from(3)
-        assert _optim.analyze(opt, D, jnp.float64).ok  # uniform on idle rows: only the guard can tell
+        assert _optim.analyze(opt, M, D, jnp.float64).ok  # uniform on idle rows: only the guard can tell
         kw = dict(steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=2)
         with pytest.raises(ValueError, match="at step 3"):
             train.fit(p, X, y, **kw)
@@ -139,16 +139,20 @@ def test_analysis_verdicts():
           optax.novograd(0.1), optax.chain(optax.adam(0.1), optax.clip_by_global_norm(1.0)),
           optax.adamw(0.1, weight_decay=0.0)]
     for opt in ok:
-        v = _optim.analyze(opt, D, dt)
+        v = _optim.analyze(opt, M, D, dt)
         assert v.ok, v.reason
     bad = {"weight decay": optax.lion(0.1), "couples rows": optax.lars(0.1),
            "couples rows: random": optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.1)),
            "changes with the number of rows": optax.adafactor(0.1)}
     for why, opt in bad.items():
-        v = _optim.analyze(opt, D, dt)
+        v = _optim.analyze(opt, M, D, dt)
         assert not v.ok and why.split(":")[0] in v.reason or why == "weight decay", (why, v.reason)
-    assert _optim.analyze(optax.sm3(0.1), D, dt).row_axes == (0, None, 0)  # (m,), (d,), (m, d) leaves
-    assert "reduce_max" in _optim.analyze(optax.sm3(0.1), D, dt).reason
+    assert _optim.analyze(optax.sm3(0.1), M, D, dt).row_axes == (0, None, 0)  # (m,), (d,), (m, d) leaves
+    assert "reduce_max" in _optim.analyze(optax.sm3(0.1), M, D, dt).reason
+    # adafactor factors its second moment only for dimensions >= 128: a different program on the
+    # m = 256 rows of the dense run than on a few compacted rows, so it is refused for that too
+    assert "number of rows" in _optim.analyze(optax.adafactor(0.1, min_dim_size_to_factor=128), 256, 130, dt).reason
+    assert _optim.same_program(optax.adam(0.1), (7, 4096), D, dt)
 
 
 def test_yogi_moves_idle_rows_and_is_caught():
