@@ -89,6 +89,7 @@ class Config(NamedTuple):
     capacity: int = 0  # dtree: per-point frontier capacity
     span: bool = False
     row_axes: tuple = ()  # per flattened optimizer state leaf: its row axis, or None
+    kt: bool = False  # active span path: K and its state held transposed, (n, L), no transposes
 
 
 def _stats(loss, counts, union, overflow, moved=None):
@@ -252,12 +253,18 @@ def active_forward(ip, a, b, y, scale, n_real):
 def _active_step(cfg: Config, c: CompactConsts, carry):
     """Exact GD on the active rows with masked fire sets (``method="active"``): no trees, no scatter."""
     P, state = carry
-    if cfg.span:  # <w_r, x_i> = IP0 + (G K^T)_{ir}
+    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}, and the coefficients are K's gradient
+        ip = c.ip0 + jnp.matmul(c.gram, P, precision=_HIGHEST)
+    elif cfg.span:
         ip = c.ip0 + jnp.matmul(c.gram, P.T, precision=_HIGHEST)
     else:
         ip = jnp.matmul(c.X, P.T, precision=_HIGHEST)  # (n, L)
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
-    P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
+    if cfg.kt:  # sgd / momentum act coordinate-wise, so the transposed layout changes nothing
+        updates, new_state = cfg.optimizer.update(coef, state, P)
+        P, state, moved = optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
+    else:
+        P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
     stats = _stats(0.5 * jnp.sum(e * e), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)),
                    jnp.zeros((), bool), moved)
     return (P, state), stats

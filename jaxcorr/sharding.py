@@ -325,6 +325,8 @@ class _ShardedCompact(_train._Compact):
     and constants are padded to ``n_pad`` points and placed with :class:`ShardedConsts`'s layout.
     """
 
+    transposed_span = False  # K (L, n_pad) with its point columns split across the devices
+
     def __init__(self, *args, layout: Layout, **kwargs):
         self.layout = lay = layout
         super().__init__(*args, **kwargs)

@@ -367,6 +367,9 @@ def _scatter_rows(full, part, idx, ax):
 class _Compact:
     """Set-up, state and tear-down of the compacted problem over the active rows A."""
 
+    #: method="active" on the span path holds K transposed, (n, L) (one device only).
+    transposed_span = True
+
     def __init__(self, method, W, a, X, y, b, optimizer, state, verdict, width=None):
         self.method, self.optimizer = method, optimizer
         m, d = W.shape
@@ -406,7 +409,10 @@ class _Compact:
         coef = self._span_state(s_A, X, dt) if self.span else None
         self.span = coef is not None
         gram = jnp.matmul(X, X.T, precision=_ts._HIGHEST) if self.span else None
+        self.kt = self.span and method == "active" and self.transposed_span
         P0 = jnp.zeros((Lp, self.n), dt) if self.span else W_A
+        if self.kt:
+            P0, coef = P0.T, [(x.T if i in self.rows else x) for i, x in enumerate(coef)]
         state_A = jax.tree_util.tree_unflatten(self.s_def, coef if self.span else s_A)
         leaves0 = ip_A if method != "wtree" else ip_A.T
         if method == "active":
@@ -473,7 +479,7 @@ class _Compact:
 
     def config(self, chunk_len: int):
         return _ts.Config(self.method, self.optimizer, chunk_len, self.capacity or 0, self.span,
-                          tuple(self.row_axes))
+                          tuple(self.row_axes), self.kt)
 
     def runner(self, cfg, carry):
         """The compiled chunk runner for ``cfg`` (the sharded subclass in jaxcorr.sharding overrides it)."""
@@ -481,7 +487,12 @@ class _Compact:
 
     def gathered(self, carry):
         """``(P, state_A, X)`` of ``carry`` on the default device (the sharded subclass gathers)."""
-        return carry[-2], carry[-1], self.consts.X
+        P, state_A = carry[-2], carry[-1]
+        if self.kt:
+            P = P.T
+            leaves = [(x.T if i in self.rows else x) for i, x in enumerate(jax.tree_util.tree_leaves(state_A))]
+            state_A = jax.tree_util.tree_unflatten(self.s_def, leaves)
+        return P, state_A, self.consts.X
 
     def to_full(self, W, carry):
         """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
