@@ -140,14 +140,21 @@ def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
 
 
 def apply_rows(cfg: Config, c: CompactConsts, P, state, grad):
-    """The optimizer on the rows ``P`` (L, d) with gradient ``grad``, and the idle-row guard."""
+    """The optimizer on the rows ``P`` (L, d) with gradient ``grad``, and the idle-row guard.
+
+    The guard reads the last row of the new ``P`` and state (carry outputs, so no extra buffer): the
+    padding row's parameters are 0 and stay 0 exactly when its update is zero (``0 + u == 0`` iff
+    ``u == 0``; an update too small for the dtype also leaves every idle row unchanged), and a NaN
+    shows as ``NaN != 0``.
+    """
     updates, new_state = cfg.optimizer.update(grad, state, P)
     new_state = keep_dtypes(new_state, state)
-    moved = jnp.any(updates[-1] != 0)
+    P = optax.apply_updates(P, updates)
+    moved = jnp.any(P[-1] != 0)
     rows = [x for x, ax in zip(jax.tree_util.tree_leaves(new_state), cfg.row_axes) if ax is not None]
     for x, ax, r in zip(rows, [ax for ax in cfg.row_axes if ax is not None], c.ref):
         moved = moved | jnp.any(jnp.take(x, x.shape[ax] - 1, axis=ax) != r)
-    return optax.apply_updates(P, updates), new_state, moved
+    return P, new_state, moved
 
 
 def new_leaves(cfg: Config, c: CompactConsts, P):
