@@ -3,8 +3,9 @@ r"""Correlation trees across a device mesh: Section 5's parallel tree updates on
 Section 5 of the paper observes that the ``n`` trees of the Correlation DTree (one per data point,
 Theorem 3.1) are updated independently, so with enough processors a training step of Algorithm 8
 costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module lays the ``n`` trees out across the
-devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``) on
-that layout with :func:`jax.shard_map`; across hosts the same code runs after
+devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``, and
+``method="active"``, which splits the same point axis of its (n, |A|) masked passes with no trees)
+on that layout with :func:`jax.shard_map`; across hosts the same code runs after
 :func:`jax.distributed.initialize` on a global mesh. There is no scheduler of our own.
 
 **The axis: data points.** The DTree is indexed by (point ``i``, neuron ``r``). We shard ``i``:
@@ -54,7 +55,9 @@ the full (n, m) inner products; the small per-row pieces (``W_A``, the optimizer
 matrix for the span path) are formed on the default device of each process, then placed. Every
 training step is sharded. The result is gathered back to full ``(m, d)`` on the default device,
 exactly like the single-device path. ``method="dense"`` and ``"wtree"`` do not take a mesh; the
-dense fallback past the DDFN cap runs on one device.
+dense fallback past the DDFN cap runs on one device. ``method="active"`` has the same layout minus
+the trees: its leaves are recomputed each step from the replicated rows (generic path, local) or
+from ``K`` (span path, one ``psum_scatter``), and its gradient is the same one ``psum``.
 
 **Multi-host.** Call :func:`jax.distributed.initialize` in every process first, then build the
 mesh over the global devices (``jax.make_mesh((jax.device_count(),), ("data",))`` or
