@@ -1,9 +1,12 @@
 r"""Jitted per-step kernels and chunk runners behind :func:`jaxcorr.train.fit` (private).
 
-Three step functions, one per training method, each a pure function ``carry -> (carry, stats)`` that
+Four step functions, one per training method, each a pure function ``carry -> (carry, stats)`` that
 ``lax.scan`` runs ``chunk_len`` times inside one compiled executable:
 
 - :func:`_dense_step`: plain GD on all ``m`` rows (the reference trajectory).
+- :func:`_active_step`: the same GD on the compacted active rows ``A`` only, with the fire sets from
+  the masked comparison ``<w_r, x_i> > b`` over (n, |A|): no trees in the loop (one fused pass for
+  the forward pass and coefficients, one matrix product for the gradient, one for the new leaves).
 - :func:`_dtree_step`: Algorithm 8 (Theorem 4.1) on the compacted active rows ``A``: ``n`` max-trees
   over the ``|A|`` leaves ``<w_r, x_i>``; fire sets ``S_{i,fire}`` from FIND (DTree QUERY, Lemma D.4)
   with a static per-point capacity and a sticky overflow flag; forward pass from the stored leaves
@@ -18,8 +21,8 @@ Two ways to hold the trained rows (``cfg.span``):
 - generic: ``W_A`` (|A|, d) and the optimizer state in parameter shape; leaves are recomputed as
   ``X W_A^T`` (O(|A| n d)).
 - span: for optimizers that are linear in the gradient, independent of the parameters and identical
-  on every coordinate (SGD, momentum, Nesterov, schedules: checked numerically by
-  :func:`probe_optimizer`), every update of row ``r`` is a combination of the ``x_i`` (the gradient
+  on every coordinate by construction (:func:`jaxcorr.train.sgd`: SGD, momentum, Nesterov, with a
+  constant or scheduled step size; never decided numerically), every update of row ``r`` is a combination of the ``x_i`` (the gradient
   row is :math:`\sum_i c_{ir} x_i`, Section 2). Then ``W_A = W_A(0) + K X`` with ``K`` (|A|, n), the
   optimizer runs on ``K`` with the coefficient gradient ``C^T``, and the leaves are
   ``<w_r, x_i> = IP0 + (K G)_{ri}`` with the n x n Gram matrix ``G = X X^T``: O(|A| n^2) per step,
@@ -54,6 +57,7 @@ class StepStats(NamedTuple):
     fire_max: jax.Array  # shape=(), int32: max_i k_{i,t} (a lower bound > capacity on overflow)
     fire_union: jax.Array  # shape=(), int32: |union_i S_{i,fire}(t)|
     overflow: jax.Array  # shape=(), bool: some frontier overflowed at this step
+    moved: jax.Array  # shape=(), bool: the idle-row guard fired (an idle row would move at this step)
 
 
 class DenseConsts(NamedTuple):
@@ -73,26 +77,37 @@ class CompactConsts(NamedTuple):
     n_real: jax.Array  # shape=(), int32: number of real active rows |A| <= L
     gram: Any  # shape=(n, n) X X^T (span path) or None
     ip0: Any  # span path: initial leaves, (n, L) for dtree / (L, n) for wtree; else None
+    ref: Any  # generic path: per row state leaf, the reference (idle) row; the guard compares to it
 
 
 class Config(NamedTuple):
     """Static configuration of a chunk runner (hashable; a new value compiles a new executable)."""
 
-    method: str  # "dense" | "dtree" | "wtree"
+    method: str  # "dense" | "active" | "dtree" | "wtree"
     optimizer: Any  # optax.GradientTransformation
     chunk_len: int
     capacity: int = 0  # dtree: per-point frontier capacity
     span: bool = False
+    row_axes: tuple = ()  # per flattened optimizer state leaf: its row axis, or None
+    kt: bool = False  # active span path: K and its state held transposed, (n, L), no transposes
 
 
-def _stats(loss, counts, union, overflow):
+def _stats(loss, counts, union, overflow, moved=None):
     return StepStats(
         loss=loss,
         fire_mean=jnp.mean(counts.astype(jnp.float32)),
         fire_max=jnp.max(counts).astype(jnp.int32),
         fire_union=union.astype(jnp.int32),
         overflow=overflow,
+        moved=jnp.zeros((), bool) if moved is None else moved,
     )
+
+
+def keep_dtypes(new_state, old_state):
+    """``new_state`` with the dtypes of ``old_state`` (a scan carry must keep its types; optax may
+    promote a counter under x64). Values are unchanged: the casts only undo a promotion."""
+    return jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype) if n.dtype != o.dtype else n,
+                                  new_state, old_state)
 
 
 # --------------------------------------------------------------------------------------- dense
@@ -101,7 +116,8 @@ def _dense_step(cfg: Config, c: DenseConsts, carry):
 
     W, state = carry
     loss, grad, fire = loss_and_grad(W, c.a, c.X, c.y, c.b, c.scale)
-    updates, state = cfg.optimizer.update(grad, state, W)
+    updates, new_state = cfg.optimizer.update(grad, state, W)
+    state = keep_dtypes(new_state, state)
     W = optax.apply_updates(W, updates)
     stats = _stats(loss, jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)), jnp.zeros((), bool))
     return (W, state), stats
@@ -109,17 +125,43 @@ def _dense_step(cfg: Config, c: DenseConsts, carry):
 
 # ------------------------------------------------------------------------------------- compact
 def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
-    """Apply the optimizer to the active rows; return (P, state, new leaves (L, n))."""
+    """Apply the optimizer to the active rows; return ``(P, state, moved)``.
+
+    ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr._optim`): the last row is a padding
+    row (zero gradient, reference state); if its update is not zero or its state leaves the
+    reference, every row outside ``A`` would move at this step. The span path needs no guard: the
+    optimizer is linear by construction, so a zero coefficient row stays zero.
+    """
     if cfg.span:
-        updates, state = cfg.optimizer.update(coef_t, state, P)  # gradient coefficients (L, n)
-        P = optax.apply_updates(P, updates)
-        ipT = jnp.matmul(P, c.gram, precision=_HIGHEST)  # (L, n): (K G)_{ri}
-    else:
-        grad = jnp.matmul(coef_t, c.X, precision=_HIGHEST)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
-        updates, state = cfg.optimizer.update(grad, state, P)
-        P = optax.apply_updates(P, updates)
-        ipT = jnp.matmul(P, c.X.T, precision=_HIGHEST)  # (L, n)
-    return P, state, ipT
+        updates, new_state = cfg.optimizer.update(coef_t, state, P)  # gradient coefficients (L, n)
+        return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
+    grad = jnp.matmul(coef_t, c.X, precision=_HIGHEST)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
+    return apply_rows(cfg, c, P, state, grad)
+
+
+def apply_rows(cfg: Config, c: CompactConsts, P, state, grad):
+    """The optimizer on the rows ``P`` (L, d) with gradient ``grad``, and the idle-row guard.
+
+    The guard reads the last row of the new ``P`` and state (carry outputs, so no extra buffer): the
+    padding row's parameters are 0 and stay 0 exactly when its update is zero (``0 + u == 0`` iff
+    ``u == 0``; an update too small for the dtype also leaves every idle row unchanged), and a NaN
+    shows as ``NaN != 0``.
+    """
+    updates, new_state = cfg.optimizer.update(grad, state, P)
+    new_state = keep_dtypes(new_state, state)
+    P = optax.apply_updates(P, updates)
+    moved = jnp.any(P[-1] != 0)
+    rows = [x for x, ax in zip(jax.tree_util.tree_leaves(new_state), cfg.row_axes) if ax is not None]
+    for x, ax, r in zip(rows, [ax for ax in cfg.row_axes if ax is not None], c.ref):
+        moved = moved | jnp.any(jnp.take(x, x.shape[ax] - 1, axis=ax) != r)
+    return P, new_state, moved
+
+
+def new_leaves(cfg: Config, c: CompactConsts, P):
+    """The inner products ``<w_r, x_i>`` of the active rows, (L, n), without ``ip0`` on the span path."""
+    if cfg.span:
+        return jnp.matmul(P, c.gram, precision=_HIGHEST)  # (L, n): (K G)_{ri}
+    return jnp.matmul(P, c.X.T, precision=_HIGHEST)  # (L, n)
 
 
 def _mask_rows(ip, row_axis, n_real):
@@ -166,10 +208,11 @@ def _dtree_step(cfg: Config, c: CompactConsts, carry):
     C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23
     union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    P, state, ipT = _optimizer_step(cfg, c, P, state, C.T)
+    P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
+    ipT = new_leaves(cfg, c, P)
     ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
-    stats = _stats(loss, fr.count, union, jnp.any(fr.overflow))
+    stats = _stats(loss, fr.count, union, jnp.any(fr.overflow), moved)
     return (levels, P, state), stats
 
 
@@ -190,14 +233,51 @@ def _wtree_step(cfg: Config, c: CompactConsts, carry):
     counts = jnp.sum(member, axis=0)
     union = jnp.sum(jnp.any(member, axis=1))
     # line 33 (optimizer) and line 41 (CWT.UPDATE for every changed row: rebuild its tree)
-    P, state, ipT_new = _optimizer_step(cfg, c, P, state, coef_t)
+    P, state, moved = _optimizer_step(cfg, c, P, state, coef_t)
+    ipT_new = new_leaves(cfg, c, P)
     ipT_new = ipT_new if c.ip0 is None else c.ip0 + ipT_new
     levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
-    stats = _stats(loss, counts, union, jnp.zeros((), bool))
+    stats = _stats(loss, counts, union, jnp.zeros((), bool), moved)
     return (levels, P, state), stats
 
 
-_STEPS = {"dense": _dense_step, "dtree": _dtree_step, "wtree": _wtree_step}
+def active_forward(ip, a, b, y, scale, n_real):
+    """Fire sets, forward pass and coefficients from the leaves ``ip`` (n, L) by masked comparison.
+
+    ``S_{i,fire} = {r < n_real : <w_r, x_i> > b}`` (Definition 2.4, strict); ``u_i`` as in Algorithm 8
+    line 13 and the coefficients ``P_{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
+    elementwise passes over (n, L) (padding rows ``r >= n_real`` never fire). Returns
+    ``(e, coef (n, L), fire (n, L) bool)`` with ``e = u - y``.
+    """
+    col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
+    fire = (ip > b) & (col < n_real)
+    u = jnp.matmul(jnp.where(fire, ip - b, 0), a, precision=_HIGHEST) * scale
+    e = u - y
+    coef = jnp.where(fire, a[None, :] * (e * scale)[:, None], 0)
+    return e, coef, fire
+
+
+def _active_step(cfg: Config, c: CompactConsts, carry):
+    """Exact GD on the active rows with masked fire sets (``method="active"``): no trees, no scatter."""
+    P, state = carry
+    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}, and the coefficients are K's gradient
+        ip = c.ip0 + jnp.matmul(c.gram, P, precision=_HIGHEST)
+    elif cfg.span:
+        ip = c.ip0 + jnp.matmul(c.gram, P.T, precision=_HIGHEST)
+    else:
+        ip = jnp.matmul(c.X, P.T, precision=_HIGHEST)  # (n, L)
+    e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
+    if cfg.kt:  # sgd / momentum act coordinate-wise, so the transposed layout changes nothing
+        updates, new_state = cfg.optimizer.update(coef, state, P)
+        P, state, moved = optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
+    else:
+        P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
+    stats = _stats(0.5 * jnp.sum(e * e), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)),
+                   jnp.zeros((), bool), moved)
+    return (P, state), stats
+
+
+_STEPS = {"dense": _dense_step, "active": _active_step, "dtree": _dtree_step, "wtree": _wtree_step}
 
 
 def _run_chunk(cfg: Config, carry, consts):
@@ -249,93 +329,3 @@ def cached_compile(cache, key, make_fn, args, fast: bool, max_entries: int = _MA
     else:
         cache.move_to_end(key)
     return ex
-
-
-# ------------------------------------------------------------------------------ optimizer probe
-class OptimizerTraits(NamedTuple):
-    row_separable: bool  # zero grad + zero state -> zero update; rows do not interact
-    linear: bool  # linear in the gradient, parameter-free, identical on every coordinate
-    reason: str
-
-
-_PROBE_CACHE: dict = {}
-
-
-def _probe_updates(optimizer, Xp, W0, Kg_sep, Kg_lin):
-    """Run the probe problems of :func:`probe_optimizer` (one jitted call); returns the updates."""
-    s_full, s_sub = optimizer.init(W0), optimizer.init(W0[:2])
-    Wf, Ws = W0, W0[:2]
-    ufs, uss = [], []
-    for t in range(Kg_sep.shape[0]):
-        G = Kg_sep[t] @ Xp
-        uf, s_full = optimizer.update(G, s_full, Wf)
-        us, s_sub = optimizer.update(G[:2], s_sub, Ws)
-        Wf, Ws = Wf + uf, Ws + us
-        ufs.append(uf)
-        uss.append(us)
-    K = jnp.zeros((W0.shape[0], Xp.shape[0]), W0.dtype)
-    s_c, s_d, Wd = optimizer.init(K), optimizer.init(W0), W0
-    uds, ucs = [], []
-    for t in range(Kg_lin.shape[0]):
-        ud, s_d = optimizer.update(Kg_lin[t] @ Xp, s_d, Wd)
-        uc, s_c = optimizer.update(Kg_lin[t], s_c, K)
-        Wd, K = Wd + ud, K + uc
-        uds.append(ud)
-        ucs.append(uc)
-    return jnp.stack(ufs), jnp.stack(uss), jnp.stack(uds), jnp.stack(ucs)
-
-
-def probe_optimizer(optimizer, dtype) -> OptimizerTraits:
-    """Check numerically, on a tiny problem, the two properties the compacted methods rely on.
-
-    1. Row separability (needed by dtree/wtree): with gradient rows 2, 3 zero for three steps and their
-       state zero, those rows get exactly zero updates, and rows 0, 1 get the same updates as when
-       the optimizer runs on rows 0, 1 alone. Holds for sgd, momentum, adam, rmsprop, clipping by
-       global norm, schedules; fails for weight decay (moves rows with zero gradient) and LARS/LAMB
-       (per-tensor norms).
-    2. Linearity on the span (enables the n x n Gram path): updates for gradients ``K Xp`` equal
-       ``(updates for K) Xp``. Holds for sgd / momentum / nesterov; fails for adam-type scaling.
-
-    Results are cached per (optimizer object, dtype).
-    """
-    dt = np.dtype(dtype)
-    key = (optimizer, dt.str)
-    try:
-        hit = _PROBE_CACHE.get(key)
-    except TypeError:  # unhashable optimizer
-        key, hit = None, None
-    if hit is not None:
-        return hit
-    traits = _probe(optimizer, dt)
-    if key is not None:
-        _PROBE_CACHE[key] = traits
-    return traits
-
-
-def _probe(optimizer, dt) -> OptimizerTraits:
-    tol = 1e-4 if dt.itemsize <= 4 else 1e-10
-    rng = np.random.default_rng(20230917)
-    rows, n_p, d_p = 4, 3, 5
-    Xp = rng.standard_normal((n_p, d_p))
-    W0 = rng.standard_normal((rows, d_p))
-    Kg_sep = rng.standard_normal((3, rows, n_p)) * (10.0 ** np.arange(-1, 2))[:, None, None]
-    Kg_sep[:, 2:] = 0
-    Kg_lin = rng.standard_normal((3, rows, n_p)) * (10.0 ** np.arange(-2, 4, 2))[:, None, None]
-    try:
-        args = [jnp.asarray(v, dt) for v in (Xp, W0, Kg_sep, Kg_lin)]
-        fn = jax.jit(functools.partial(_probe_updates, optimizer))
-        out = fn.lower(*args).compile(_FAST_COMPILE_OPTIONS)(*args)
-    except Exception as err:  # an optimizer that cannot run on plain arrays of these shapes
-        return OptimizerTraits(False, False, f"probing it raised {type(err).__name__}: {err}")
-    uf, us, ud, uc = (np.asarray(v, np.float64) for v in out)
-    if np.any(uf[:, 2:] != 0):
-        return OptimizerTraits(False, False, "it moves rows whose gradient and state are zero (e.g. weight decay)")
-    for t in range(uf.shape[0]):
-        if not np.allclose(uf[t, :2], us[t], rtol=tol, atol=tol * (np.abs(us[t]).max() + 1e-30)):
-            return OptimizerTraits(False, False, "the update of one row depends on other rows "
-                                   "(e.g. per-tensor norms as in LARS/LAMB)")
-    proj = np.einsum("tkn,nd->tkd", uc, np.asarray(jnp.asarray(Xp, dt), np.float64))
-    for t in range(ud.shape[0]):
-        if not np.allclose(ud[t], proj[t], rtol=tol, atol=tol * (np.abs(ud[t]).max() + 1e-30)):
-            return OptimizerTraits(True, False, "not linear on the span of the data")
-    return OptimizerTraits(True, True, "")

@@ -3,8 +3,9 @@ r"""Correlation trees across a device mesh: Section 5's parallel tree updates on
 Section 5 of the paper observes that the ``n`` trees of the Correlation DTree (one per data point,
 Theorem 3.1) are updated independently, so with enough processors a training step of Algorithm 8
 costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module lays the ``n`` trees out across the
-devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``) on
-that layout with :func:`jax.shard_map`; across hosts the same code runs after
+devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``, and
+``method="active"``, which splits the same point axis of its (n, |A|) masked passes with no trees)
+on that layout with :func:`jax.shard_map`; across hosts the same code runs after
 :func:`jax.distributed.initialize` on a global mesh. There is no scheduler of our own.
 
 **The axis: data points.** The DTree is indexed by (point ``i``, neuron ``r``). We shard ``i``:
@@ -54,7 +55,9 @@ the full (n, m) inner products; the small per-row pieces (``W_A``, the optimizer
 matrix for the span path) are formed on the default device of each process, then placed. Every
 training step is sharded. The result is gathered back to full ``(m, d)`` on the default device,
 exactly like the single-device path. ``method="dense"`` and ``"wtree"`` do not take a mesh; the
-dense fallback past the DDFN cap runs on one device.
+dense fallback past the DDFN cap runs on one device. ``method="active"`` has the same layout minus
+the trees: its leaves are recomputed each step from the replicated rows (generic path, local) or
+from ``K`` (span path, one ``psum_scatter``), and its gradient is the same one ``psum``.
 
 **Multi-host.** Call :func:`jax.distributed.initialize` in every process first, then build the
 mesh over the global devices (``jax.make_mesh((jax.device_count(),), ("data",))`` or
@@ -303,13 +306,17 @@ class ShardedConsts(NamedTuple):
     n_points: jax.Array  # shape=() float32 replicated: n (real points), for the mean fire count
     gram: Any  # span path: shape=(n_pad, n_pad) (axis, rows), zero padding; else None
     ip0: Any  # span path: shape=(n_pad, L) (axis): initial leaves, zero padding; else None
+    ref: Any  # generic path: reference rows of the row state leaves (idle-row guard), replicated
+
+
+SHARDED_METHODS = ("active", "dtree")
 
 
 def _fit_layout(mesh, method: str) -> Layout:
     """Validate ``fit``'s ``mesh`` argument (called by :func:`jaxcorr.train.fit`)."""
-    if method != "dtree":
-        raise ValueError(f"mesh is supported for method='dtree' (the n trees are what Section 5 "
-                         f"parallelises), got method={method!r}")
+    if method not in SHARDED_METHODS:
+        raise ValueError(f"mesh is supported for method in {SHARDED_METHODS} (the n points, and the n "
+                         f"trees, are what Section 5 parallelises), got method={method!r}")
     return layout(mesh)
 
 
@@ -321,34 +328,38 @@ class _ShardedCompact(_train._Compact):
     and constants are padded to ``n_pad`` points and placed with :class:`ShardedConsts`'s layout.
     """
 
+    transposed_span = False  # K (L, n_pad) with its point columns split across the devices
+
     def __init__(self, *args, layout: Layout, **kwargs):
         self.layout = lay = layout
         super().__init__(*args, **kwargs)
         n, L = self.n, self.L
         n_pad = self.n_pad
-        levels, P0, state_A = self.carry
+        P0, state_A = self.carry[-2], self.carry[-1]
         c = self.consts
         rows, rep = lay.sharding(None), lay.replicated
         valid = _place(np.arange(n_pad) < n, lay.sharding())
         self.carry_specs, self.consts_specs = self._specs()
-        lv, ip0 = _prepare(levels[0], c.ip0, valid, L, lay)
+        lv, ip0 = _prepare(self.carry[0][0] if self.method == "dtree" else None, c.ip0, valid, L, lay)
         s_leaves, s_def = jax.tree_util.tree_flatten(state_A)
         if self.span:
             cols = NamedSharding(lay.mesh, P(None, lay.axis))
             P0 = _place(_pad_cols(P0, n_pad, 0), cols)
-            s_leaves = [_place(_pad_cols(x, n_pad, 0), cols) if i in self.pp else _place(x, rep)
+            s_leaves = [_place(_pad_cols(x, n_pad, 0), cols) if i in self.rows else _place(x, rep)
                         for i, x in enumerate(s_leaves)]
             gram = _place(_pad_cols(_pad_rows(c.gram, n_pad, 0), n_pad, 0), rows)
         else:
             P0 = _place(P0, rep)
             s_leaves = [_place(x, rep) for x in s_leaves]
             gram = None
-        self.carry = (lv, P0, jax.tree_util.tree_unflatten(s_def, s_leaves))
+        state_A = jax.tree_util.tree_unflatten(s_def, s_leaves)
+        self.carry = (P0, state_A) if self.method == "active" else (lv, P0, state_A)
         self.consts = ShardedConsts(
             X=_place(_pad_rows(c.X, n_pad, 0), rows), y=_place(_pad_rows(c.y, n_pad, 0), lay.sharding()),
             valid=valid, a=_place(c.a, rep), b=_place(c.b, rep),
             scale=_place(c.scale, rep), n_real=_place(c.n_real, rep),
-            n_points=_place(np.float32(n), rep), gram=gram, ip0=ip0)
+            n_points=_place(np.float32(n), rep), gram=gram, ip0=ip0,
+            ref=tuple(_place(r, rep) for r in c.ref))
         # memory of the training state (trees, rows, optimizer state, constants) per device
         self.bytes_per_device = max(bytes_per_device((self.carry, self.consts)).values())
 
@@ -376,39 +387,25 @@ class _ShardedCompact(_train._Compact):
         pt, rep = lay.spec(None), P()
         col = P(None, lay.axis)
         n_levels = maxtree.padded_size(self.L).bit_length()
-        s_leaves, s_def = jax.tree_util.tree_flatten(self.carry[2])
-        s_specs = [(col if (self.span and i in self.pp) else rep) for i in range(len(s_leaves))]
-        carry = ((pt,) * n_levels, col if self.span else rep, jax.tree_util.tree_unflatten(s_def, s_specs))
+        s_leaves, s_def = jax.tree_util.tree_flatten(self.carry[-1])
+        s_specs = [(col if (self.span and i in self.rows) else rep) for i in range(len(s_leaves))]
+        rows_state = (col if self.span else rep, jax.tree_util.tree_unflatten(s_def, s_specs))
+        carry = rows_state if self.method == "active" else ((pt,) * n_levels,) + rows_state
         consts = ShardedConsts(X=pt, y=lay.spec(), valid=lay.spec(), a=rep, b=rep, scale=rep,
                                n_real=rep, n_points=rep, gram=pt if self.span else None,
-                               ip0=pt if self.span else None)
+                               ip0=pt if self.span else None, ref=tuple(rep for _ in self.consts.ref))
         return carry, consts
 
     def runner(self, cfg, carry):
         return compiled_sharded_runner(cfg, self.layout, carry, self.consts, self.carry_specs,
                                        self.consts_specs, size=self.n_pad * self.L // self.layout.shards)
 
-    def to_full(self, W, carry):
-        """Gather the trained rows (replicated first, so it works across processes) and scatter."""
-        _, P_, state_A = carry
+    def gathered(self, carry):
+        """The trained rows, state and (zero-padded) ``X``, replicated first (works across processes)."""
         gather = functools.partial(_replicate, lay=self.layout)
-        P_, state_A = jax.tree_util.tree_map(lambda x: np.asarray(gather(x)), (P_, state_A))
-        X = np.asarray(gather(self.consts.X))  # zero rows on padding points
-        if self.span:  # K's padding columns meet X's zero padding rows
-            W_A = self.W_A0 + jnp.matmul(jnp.asarray(P_), jnp.asarray(X), precision=_HIGHEST)
-        else:
-            W_A = jnp.asarray(P_)
-        W_new = W.at[self.idx].set(W_A.astype(W.dtype), mode="drop")
-        full_leaves = jax.tree_util.tree_leaves(self.full_state)
-        out = []
-        for i, (fl, leaf) in enumerate(zip(full_leaves, jax.tree_util.tree_leaves(state_A))):
-            leaf = jnp.asarray(leaf)
-            if i in self.pp:
-                rows = jnp.matmul(leaf, jnp.asarray(X), precision=_HIGHEST) if self.span else leaf
-                out.append(fl.at[self.idx].set(rows.astype(fl.dtype), mode="drop"))
-            else:
-                out.append(leaf)
-        return W_new, jax.tree_util.tree_unflatten(self.s_def, out)
+        P_, state_A, X = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(gather(x))),
+                                                (carry[-2], carry[-1], self.consts.X))
+        return P_, state_A, X  # K's padding columns meet X's zero padding rows
 
 
 @jax.jit
@@ -423,10 +420,13 @@ def _sharded_init(X, W, b):
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _prepare(level0, ip0, valid, num_leaves: int, lay: Layout):
-    """The sharded carry's levels and ``ip0``: padding points get ``-inf`` leaves and ``ip0 = 0``."""
+    """The sharded carry's levels (None for ``active``) and ``ip0``: padding points get ``-inf``
+    leaves and ``ip0 = 0``."""
     rows = lay.sharding(None)
-    lv = jnp.where(valid[:, None], level0[:, :num_leaves], -jnp.inf)
-    levels = tuple(lax.with_sharding_constraint(x, rows) for x in maxtree.build(lv).levels)
+    levels = None
+    if level0 is not None:
+        lv = jnp.where(valid[:, None], level0[:, :num_leaves], -jnp.inf)
+        levels = tuple(lax.with_sharding_constraint(x, rows) for x in maxtree.build(lv).levels)
     if ip0 is not None:
         ip0 = lax.with_sharding_constraint(jnp.where(valid[:, None], ip0, 0), rows)
     return levels, ip0
@@ -453,46 +453,78 @@ def history_info(lay: Layout, comp) -> dict:
 
 
 # --------------------------------------------------------------------------------- fit: step
+def _local_update(cfg: _ts.Config, axis, c: ShardedConsts, Pm, state, C):
+    """Line 24 (the optimizer) from this device's coefficients ``C`` (n_loc, L); returns
+    ``(Pm, state, moved)``. The one collective of the step sits here: the gradient of a neuron sums
+    over points (``psum`` of the (L, d) rows), or, on the span path, nothing (``K``'s columns are
+    this device's points)."""
+    if cfg.span:
+        updates, new_state = cfg.optimizer.update(C.T, state, Pm)
+        return optax.apply_updates(Pm, updates), _ts.keep_dtypes(new_state, state), jnp.zeros((), bool)
+    grad = lax.psum(jnp.matmul(C.T, c.X, precision=_HIGHEST), axis)  # collective: sum over points
+    consts = _ts.CompactConsts(X=c.X, y=c.y, a=c.a, b=c.b, scale=c.scale, n_real=c.n_real, gram=None,
+                               ip0=None, ref=c.ref)
+    return _ts.apply_rows(cfg, consts, Pm, state, grad)  # replicated, identical everywhere
+
+
+def _local_leaves(cfg: _ts.Config, axis, c: ShardedConsts, Pm):
+    """This device's leaves ``<w_r, x_i>`` (n_loc, L), padding points and rows at ``-inf``."""
+    if cfg.span:
+        part = jnp.matmul(Pm, c.gram, precision=_HIGHEST)  # (L, n_pad): sum over local j of K_rj G_ji
+        ipT = lax.psum_scatter(part, axis, scatter_dimension=1, tiled=True)  # collective: sum over j
+        ip = c.ip0 + ipT.T
+    else:
+        ip = jnp.matmul(c.X, Pm.T, precision=_HIGHEST)  # (n_loc, L): local leaves
+    col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
+    return jnp.where(c.valid[:, None] & (col < c.n_real), ip, -jnp.inf)
+
+
+def _local_stats(axis, c: ShardedConsts, e, counts, hit, overflow, moved):
+    """Step statistics summed / maxed over the devices (scalar collectives)."""
+    counts = jnp.where(c.valid, counts, 0)
+    return _ts.StepStats(
+        loss=lax.psum(0.5 * jnp.sum(e * e), axis),  # collective: the loss sums over points
+        fire_mean=(lax.psum(jnp.sum(counts), axis).astype(jnp.float32) / c.n_points),
+        fire_max=lax.pmax(jnp.max(counts), axis).astype(jnp.int32),
+        fire_union=jnp.sum(lax.pmax(hit, axis)).astype(jnp.int32),  # |U_i S_{i,fire}|
+        overflow=lax.pmax(jnp.any(overflow & c.valid).astype(jnp.int32), axis) > 0,
+        moved=moved,
+    )
+
+
 def _local_dtree_step(cfg: _ts.Config, axis, c: ShardedConsts, carry):
     """One step of Algorithm 8 on one device's points (inside ``shard_map``).
 
     Shares the fire-set query, forward pass and coefficient scatter with
-    :func:`jaxcorr._train_steps._dtree_step`; the differences are the collectives (marked) and the
-    padding mask. tests/test_sharding.py checks the two agree.
+    :func:`jaxcorr._train_steps._dtree_step`; the differences are the collectives and the padding
+    mask. tests/test_sharding.py checks the two agree.
     """
     levels, Pm, state = carry
     nl = c.a.shape[0]
     # lines 12-13: fire sets and forward pass for this device's points only; local.
     fr, a_f, u = _ts.fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)
     e = jnp.where(c.valid, u - c.y, 0)
-    loss = lax.psum(0.5 * jnp.sum(e * e), axis)  # collective: the loss sums over points
     C, cols = _ts.fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23, (n_loc, L)
     hit = jnp.zeros((nl,), jnp.int32).at[cols].set(1, mode="drop")
-    union = jnp.sum(lax.pmax(hit, axis))  # collective (statistics): |U_i S_{i,fire}|
-    # line 24 and lines 26-29.
-    if cfg.span:
-        updates, state = cfg.optimizer.update(C.T, state, Pm)  # K's columns are this device's points
-        Pm = optax.apply_updates(Pm, updates)
-        part = jnp.matmul(Pm, c.gram, precision=_HIGHEST)  # (L, n_pad): sum over local j of K_rj G_ji
-        ipT = lax.psum_scatter(part, axis, scatter_dimension=1, tiled=True)  # collective: sum over j
-        ip = c.ip0 + ipT.T
-    else:
-        grad = lax.psum(jnp.matmul(C.T, c.X, precision=_HIGHEST), axis)  # collective: sum over points
-        updates, state = cfg.optimizer.update(grad, state, Pm)  # replicated, identical everywhere
-        Pm = optax.apply_updates(Pm, updates)
-        ip = jnp.matmul(c.X, Pm.T, precision=_HIGHEST)  # (n_loc, L): local leaves
-    col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
-    ip = jnp.where(c.valid[:, None] & (col < c.n_real), ip, -jnp.inf)
-    levels = maxtree.build(ip).levels  # UPDATE of the changed rows, local
-    counts = jnp.where(c.valid, fr.count, 0)
-    stats = _ts.StepStats(
-        loss=loss,
-        fire_mean=(lax.psum(jnp.sum(counts), axis).astype(jnp.float32) / c.n_points),
-        fire_max=lax.pmax(jnp.max(counts), axis).astype(jnp.int32),
-        fire_union=union.astype(jnp.int32),
-        overflow=lax.pmax(jnp.any(fr.overflow & c.valid).astype(jnp.int32), axis) > 0,
-    )
-    return (levels, Pm, state), stats
+    Pm, state, moved = _local_update(cfg, axis, c, Pm, state, C)  # line 24
+    levels = maxtree.build(_local_leaves(cfg, axis, c, Pm)).levels  # lines 26-29: UPDATE, local
+    return (levels, Pm, state), _local_stats(axis, c, e, fr.count, hit, fr.overflow, moved)
+
+
+def _local_active_step(cfg: _ts.Config, axis, c: ShardedConsts, carry):
+    """One step of ``method="active"`` on one device's points: masked fire sets, no trees."""
+    Pm, state = carry
+    ip = _local_leaves(cfg, axis, c, Pm)  # -inf on padding points and rows: they never fire
+    e, C, fire = _ts.active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
+    e = jnp.where(c.valid, e, 0)
+    C = jnp.where(c.valid[:, None], C, 0)
+    Pm, state, moved = _local_update(cfg, axis, c, Pm, state, C)
+    hit = jnp.any(fire, axis=0).astype(jnp.int32)
+    no = jnp.zeros(e.shape, bool)
+    return (Pm, state), _local_stats(axis, c, e, jnp.sum(fire, axis=1), hit, no, moved)
+
+
+_LOCAL_STEPS = {"dtree": _local_dtree_step, "active": _local_active_step}
 
 
 #: Number of times the sharded chunk runner has been traced (for no-recompilation checks).
@@ -505,10 +537,11 @@ def _sharded_chunk_fn(cfg: _ts.Config, lay: Layout, carry_specs, consts_specs):
     stats_specs = _ts.StepStats(*(P(),) * len(_ts.StepStats._fields))
 
     def run(carry, consts):
-        TRACE_COUNTS["dtree"] += 1
+        TRACE_COUNTS[cfg.method] += 1
+        step = _LOCAL_STEPS[cfg.method]
 
         def body(carry, _):
-            return _local_dtree_step(cfg, lay.axis, consts, carry)
+            return step(cfg, lay.axis, consts, carry)
 
         return lax.scan(body, carry, None, length=cfg.chunk_len)
 

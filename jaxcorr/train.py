@@ -1,30 +1,45 @@
-r"""Gradient-descent training of 2NN(m, b) on the correlation trees (Algorithms 3/8 and 4/9).
+r"""Gradient-descent training of 2NN(m, b): dense, on the active rows, or on the correlation trees.
 
 :func:`fit` trains ``W`` (``a`` stays fixed, Section 2) with any optax optimizer, by one of
 
 - ``"dense"``: plain XLA on all ``m`` neurons, O(nmd) per step (the reference);
+- ``"active"`` (the default): the same GD on the active rows ``A`` only (below), with the fire
+  sets from the masked comparison :math:`\langle w_r, x_i\rangle > b` over (n, |A|) every step and
+  no trees in the loop; the trees find ``A`` at set-up (an output-sensitive DTree query over all
+  ``m`` leaves). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
+  as the masked pass it replaces: this is the fastest exact method on one device and on a mesh;
 - ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
   forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
 - ``"wtree"``: Algorithm 9 / Theorem 4.2 -- :math:`\tilde S_{r,fire}` from Correlation WTree queries
   (Theorem 3.2) and :math:`S_{i,fire}` derived from them.
 
-All three follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
+All follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
 ``lax.scan`` over chunks of steps, with the host between chunks (callbacks, capacity checks).
 
-**The active-set invariant** (what makes dtree/wtree cost O(|A| n d), Theorem 4.1's
+**The active-set invariant** (what makes the sparse methods cost O(|A| n d), Theorem 4.1's
 O(m^{4/5} n^2 d), instead of O(m n d)). At set-up, ``fit`` builds the full tree over all ``m``
 neurons (DTree/WTree INIT, Lemmas D.2/D.6), queries the fire sets at ``t = 0`` and forms
 
-.. math:: A = \bigcup_i S_{i,fire}(0) \;\cup\; \{r : \text{the optimizer state of row } r \ne 0\}.
+.. math:: A = \bigcup_i S_{i,fire}(0) \;\cup\; \{r : \text{the optimizer state of row } r
+          \text{ differs from a fresh } \texttt{init}\}.
 
 Claim: rows outside ``A`` never move and never fire. Induction on ``t``: if ``r`` is not in ``A``
 and ``w_r(t) = w_r(0)``, then ``r`` fires for no point, so its gradient row is zero (Section 2's
-gradient has the factor :math:`1[\langle w_r, x_i\rangle > b]`); its optimizer state is zero by
-induction, and for a row-separable optimizer that maps zero gradient and zero state to a zero update
-(checked numerically at set-up, :func:`jaxcorr._train_steps.probe_optimizer`), the update is zero
-and the state stays zero. So ``w_r(t+1) = w_r(0)`` and it still fires for no point. Hence training
-runs on the ``|A|`` rows only, trees included, and the result is scattered back at the end. A
-capacity never needs to exceed ``|A|``.
+gradient has the factor :math:`1[\langle w_r, x_i\rangle > b]`) and its state is the fresh one by
+induction. Whether the optimizer then leaves the row alone, and computes the rows of ``A`` as it
+would on all ``m`` rows, is decided by construction, never from numbers (:mod:`jaxcorr._optim`):
+its ``init``/``update`` are read as jaxprs and must keep rows apart (cross-row reductions only as
+sums of values that are zero on idle rows, e.g. ``clip_by_global_norm``) and compute the same
+value, independent of the row's parameters, on every idle row; weight decay, per-tensor norms
+(LARS/LAMB, adafactor), ``reduce_max`` over rows (sm3) and per-row randomness are refused up front.
+What remains, whether that common value is "no move", is checked every step on a padding row of
+the compacted tensor (the idle-row guard, O(d)): if it would move, the step is not kept and ``fit``
+raises ``ValueError`` naming the step (or, with ``fallback="dense"``, continues dense from the last
+exact state, the start of that chunk). So ``w_r(t+1) = w_r(0)`` and ``r`` still fires for no point.
+Hence training runs on the ``|A|`` rows only, trees included, and the result is scattered back at
+the end. A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
+the (|A|, n) coefficients of the data instead of (|A|, d) rows, is taken only for :func:`sgd`
+(linear by construction).
 
 **Capacity and overflow** (jax-md style). The per-point frontier capacity of the DTree query is
 static: sized from the data (``max_i k_{i,0}`` plus 25% headroom), and grown only when needed. Each
@@ -39,7 +54,7 @@ Examples:
   >>> from jaxcorr import data, nn, train
   >>> X, y = data.synthetic(seed=0, n=4, d=8)
   >>> params = nn.init(jax.random.key(0), m=256, d=8)
-  >>> p1, h1 = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
+  >>> p1, h1 = train.fit(params, X, y, steps=5, method="active", b=1.0)
   >>> p2, h2 = train.fit(params, X, y, steps=5, method="dense", b=1.0)
   >>> bool(abs(h1["loss"] - h2["loss"]).max() <= 2e-4 * h2["loss"].max())
   True
@@ -47,6 +62,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable
@@ -56,13 +72,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcorr import _checks, ddfn, dtree, maxtree, wtree
+from jaxcorr import _checks, _optim, ddfn, dtree, maxtree, wtree
 from jaxcorr import _train_steps as _ts
 from jaxcorr.nn import Params, default_threshold
 
-__all__ = ["fit", "METHODS", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
+__all__ = ["fit", "sgd", "LinearOptimizer", "METHODS", "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
 
-METHODS = ("dense", "dtree", "wtree")
+METHODS = ("dense", "active", "dtree", "wtree")
+DEFAULT_METHOD = "active"
 FALLBACKS = ("error", "dense")
 #: Default SGD step size. The loss is 1/2 sum_i e_i^2 and f carries 1/sqrt(m), so a gradient row is
 #: O(n / sqrt(m)); steps of order 1 are stable for the default threshold (the NTK-style kernel has
@@ -84,15 +101,85 @@ def _bucket(x: int, minimum: int = 8) -> int:
     return -(-x // g) * g
 
 
+class LinearOptimizer(optax.GradientTransformation):
+    """An optax ``GradientTransformation`` that jaxcorr built to be linear in the gradient.
+
+    Made only by :func:`sgd`. Its update is ``-lr(t) * g`` or a momentum / Nesterov trace of the
+    gradients times ``-lr(t)``, with ``lr(t)`` a function of the step count alone: linear in the
+    gradient, free of the parameters, the same on every coordinate. So when every gradient row is a
+    combination of the data points (Section 2), every update and trace row is too, and the
+    compacted methods run it on the (|A|, n) coefficients ``K`` of ``W_A = W_A(0) + K X`` (the span,
+    or Gram, path: O(|A| n^2) per step instead of O(|A| n d)). Known by construction, never probed.
+    """
+
+    __slots__ = ()
+
+
+def sgd(learning_rate, momentum: float | None = None, nesterov: bool = False) -> LinearOptimizer:
+    """``optax.sgd(learning_rate, momentum, nesterov)``, marked linear for the span path.
+
+    Args:
+      learning_rate: a finite float >= 0, or a schedule (a function of the step count only).
+      momentum: None (plain SGD) or a finite float >= 0 (heavy ball, as in ``optax.sgd``).
+      nesterov: Nesterov momentum (needs ``momentum``).
+
+    Returns:
+      a :class:`LinearOptimizer` with the same ``init``/``update`` as ``optax.sgd``.
+
+    Examples:
+      >>> from jaxcorr import train
+      >>> opt = train.sgd(0.1, momentum=0.9)
+      >>> isinstance(opt, train.LinearOptimizer)
+      True
+    """
+    if not callable(learning_rate):
+        learning_rate = _check_rate("learning_rate", learning_rate)
+    if momentum is not None:
+        momentum = _check_rate("momentum", momentum)
+    if nesterov and momentum is None:
+        raise ValueError("nesterov=True needs a momentum")
+    base = optax.sgd(learning_rate, momentum=momentum, nesterov=bool(nesterov))
+    return LinearOptimizer(base.init, base.update)
+
+
+def _check_rate(name, value) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite float >= 0, got {v}")
+    return v
+
+
 _DEFAULT_OPTIMIZERS: dict = {}
+_ANALYSES: dict = {}
 
 
 def _default_optimizer(learning_rate: float):
     # The same object for the same learning rate, so the compiled chunk runners are reused.
     opt = _DEFAULT_OPTIMIZERS.get(learning_rate)
     if opt is None:
-        opt = _DEFAULT_OPTIMIZERS[learning_rate] = optax.sgd(learning_rate)
+        opt = _DEFAULT_OPTIMIZERS[learning_rate] = sgd(learning_rate)
     return opt
+
+
+def _cached(fn, *key):
+    """``fn(*key)``, cached per key (the optimizer object, sizes, dtype); unhashable: not cached."""
+    try:
+        hit = _ANALYSES.get((fn,) + key)
+    except TypeError:  # unhashable optimizer
+        return fn(*key)
+    if hit is None:
+        hit = _ANALYSES[(fn,) + key] = fn(*key)
+    return hit
+
+
+def _analysis(optimizer, m: int, d: int, dt):
+    """:func:`jaxcorr._optim.analyze`, cached per (optimizer object, m, d, dtype)."""
+    return _cached(_optim.analyze, optimizer, m, d, np.dtype(dt))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -122,6 +209,8 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
         if not bool(_all_finite(arr)):
             raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
+    if isinstance(steps, (bool, np.bool_)):
+        raise ValueError(f"steps must be an int, got {steps!r}")
     steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -142,13 +231,8 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
             raise ValueError(f"b must be a finite real scalar, got {b!r}") from None
         if not math.isfinite(b):
             raise ValueError(f"b must be finite, got {b}")
+    lr = _check_rate("learning_rate", learning_rate)
     if optimizer is None:
-        try:
-            lr = float(learning_rate)
-        except (TypeError, ValueError):
-            raise ValueError(f"learning_rate must be a finite float, got {learning_rate!r}") from None
-        if not math.isfinite(lr):
-            raise ValueError(f"learning_rate must be finite, got {lr}")
         optimizer = _default_optimizer(lr)
     elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError("optimizer must be an optax.GradientTransformation (with init and update)")
@@ -193,7 +277,8 @@ class _Recorder:
         if self.callback is not None:
             info = {"step": self.done, "steps": self.steps, "loss": float(host.loss[-1]),
                     "ms_per_step": 1e3 * self.run_s / max(self.done, 1)}
-            if self.callback(info) is True:
+            ret = self.callback(info)
+            if ret is not None and bool(np.asarray(ret)):  # any truthy value (np.True_, a 0-d jax bool)
                 self.stopped = True
 
     @property
@@ -213,6 +298,11 @@ class _Recorder:
             "capacity_events": self.events,
             "ms_per_step": 1e3 * self.run_s / self.done if self.done else float("nan"),
         }
+
+
+def _nbytes(tree) -> int:
+    """Bytes of the arrays the training loop carries and reads (its state memory)."""
+    return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _timed(ex, carry, consts):
@@ -236,112 +326,132 @@ def _run_dense(W, a, X, y, b, optimizer, state, rec: _Recorder, chunk: int, widt
 
 
 # ----------------------------------------------------------------------------------- compact
-def _per_param(leaf, m: int, d: int) -> bool:
-    return tuple(np.shape(leaf)) == (m, d)
-
-
 def _gather_rows(x, idx, fill):
     return x.at[idx].get(mode="fill", fill_value=fill)
 
 
-@jax.jit
-def _nonzero_rows(leaves):
+def _row_first(x, ax):
+    return jnp.moveaxis(x, ax, 0)
+
+
+def _reference_rows(optimizer, d: int, dt, axes) -> tuple:
+    """Per row state leaf, the state of a fresh ``init`` on one row (the idle rows' state)."""
+    leaves = jax.tree_util.tree_leaves(optimizer.init(jnp.zeros((1, d), dt)))
+    return tuple(jnp.take(x, 0, axis=ax) for x, ax in zip(leaves, axes) if ax is not None)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _rows_off_reference(leaves, refs, axes):
+    """(m,) bool: rows whose state differs from the reference row in some row leaf (they move)."""
     rows = None
-    for leaf in leaves:
-        nz = jnp.any(leaf != 0, axis=1)
+    for x, r, ax in zip(leaves, refs, axes):
+        x = _row_first(x, ax)
+        nz = jnp.any((x != r[None]).reshape(x.shape[0], -1), axis=1)
         rows = nz if rows is None else rows | nz
     return rows
+
+
+def _restrict(leaf, idx, ax, ref):
+    """The rows ``idx`` of a row leaf along its row axis; padding indices (>= m) get ``ref``."""
+    x = _row_first(leaf, ax)
+    g = x.at[idx].get(mode="fill", fill_value=0)
+    pad = (idx >= x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.moveaxis(jnp.where(pad, ref[None].astype(x.dtype), g), 0, ax)
+
+
+def _scatter_rows(full, part, idx, ax):
+    x = _row_first(full, ax).at[idx].set(_row_first(part, ax).astype(full.dtype), mode="drop")
+    return jnp.moveaxis(x, 0, ax)
 
 
 class _Compact:
     """Set-up, state and tear-down of the compacted problem over the active rows A."""
 
-    def __init__(self, method, W, a, X, y, b, optimizer, state, traits, fallback_ok, width=None):
+    #: method="active" on the span path holds K transposed, (n, L) (one device only).
+    transposed_span = True
+
+    def __init__(self, method, W, a, X, y, b, optimizer, state, verdict, width=None):
         self.method, self.optimizer = method, optimizer
         m, d = W.shape
-        n = X.shape[0]
         dt = W.dtype
-        self.m, self.d, self.n, self.dt = m, d, n, dt
+        self.m, self.d, self.n, self.dt = m, d, X.shape[0], dt
         self.width = width = m if width is None else width  # the network's width (scale, DDFN cap)
         self.cap_ddfn = ddfn_cap(width)
         # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
-        if method == "dtree":
+        if method == "wtree":
+            ip, kmax, fire_rows = self._wtree_fire_sets(W, X, b)
+        else:
             ip, kmax, fire_rows = self._dtree_fire_sets(W, X, b)
-        else:
-            full = wtree.init(W, X)  # Lemma D.6, O(nmd)
-            ipT = wtree.inner_products(full)  # (m, n)
-            # Algorithm 9 lines 12-17: S~_{r,fire}(0) <- CWT.QUERY(r, b) for all r; capacity n.
-            fr = maxtree.query_all(full.tree, b, capacity=n)
-            anyfire = np.asarray(jnp.any(fr.valid, axis=1))
-            counts0 = np.asarray(jnp.sum(ipT > b, axis=0))
-            kmax = int(counts0.max())
-            fire_rows = np.flatnonzero(anyfire)
-            ip = ipT.T
-            del full
         self.kmax0 = kmax
-        # --- rows with nonzero optimizer state (resuming) also move, so they are active too.
-        s_leaves, s_def = jax.tree_util.tree_flatten(state)
-        pp = [i for i, leaf in enumerate(s_leaves) if _per_param(leaf, m, d)]
-        if pp:
-            state_rows = np.flatnonzero(np.asarray(_nonzero_rows([s_leaves[i] for i in pp])))
-        else:
-            state_rows = np.zeros((0,), np.int64)
+        # --- rows whose optimizer state is not the idle reference (resuming) also move: active.
+        s_leaves, self.s_def = jax.tree_util.tree_flatten(state)
+        self.row_axes = axes = verdict.row_axes
+        self.rows = [i for i, ax in enumerate(axes) if ax is not None]
+        refs = _reference_rows(optimizer, d, dt, axes)
+        state_rows = np.zeros((0,), np.int64)
+        if self.rows:
+            off = _rows_off_reference([s_leaves[i] for i in self.rows], refs, tuple(axes[i] for i in self.rows))
+            state_rows = np.flatnonzero(np.asarray(off))
         A = np.union1d(fire_rows, state_rows).astype(np.int64)
         self.n_active = L = int(A.size)
-        Lp = _bucket(max(L, 1))
-        self.L = Lp
+        self.L = Lp = _bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
+        if not _cached(_optim.same_program, optimizer, (Lp,), d, np.dtype(dt)):
+            raise _Refused(f"its computation on {Lp} rows differs from that on {m} rows beyond shapes")
         idx = np.full((Lp,), m, np.int32)
         idx[:L] = A
         self.idx = idx = jnp.asarray(idx)
-        a_A = _gather_rows(a, idx, 0)
         W_A = _gather_rows(W, idx, 0)
         ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)  # (n, Lp), the restricted leaves
-        self.W_A0 = W_A
-        # --- the span (Gram) path if the optimizer allows it and the state lies in span(X).
-        span = traits.linear
-        gram = jnp.matmul(X, X.T, precision=_ts._HIGHEST)
-        s_A = [(_gather_rows(leaf, idx, 0) if i in pp else leaf) for i, leaf in enumerate(s_leaves)]
-        if span:
-            K0 = jnp.zeros((Lp, n), dt)
-            tmpl_leaves, tmpl_def = jax.tree_util.tree_flatten(optimizer.init(K0))
-            span = tmpl_def == s_def
-            coef_leaves = []
-            if span:
-                pinv = jnp.linalg.pinv(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X)
-                tol = 1e-5 if np.dtype(dt).itemsize <= 4 else 1e-12
-                for i, (leaf, tl) in enumerate(zip(s_A, tmpl_leaves)):
-                    if i not in pp:
-                        if np.shape(leaf) != np.shape(tl):
-                            span = False
-                            break
-                        coef_leaves.append(leaf)
-                        continue
-                    if not bool(jnp.any(leaf != 0)):
-                        coef_leaves.append(jnp.zeros((Lp, n), dt))
-                        continue
-                    coef = jnp.matmul(leaf.astype(pinv.dtype), pinv, precision=_ts._HIGHEST)
-                    resid = jnp.abs(coef @ X.astype(pinv.dtype) - leaf).max()
-                    if not bool(resid <= tol * (jnp.abs(leaf).max() + 1e-30)):
-                        span = False  # the resumed state is not in span(X): use the generic path
-                        break
-                    coef_leaves.append(coef.astype(dt))
-        self.span = span
-        if span:
-            P0, state_A = K0, jax.tree_util.tree_unflatten(s_def, coef_leaves)
-            ip0 = ip_A if method == "dtree" else ip_A.T
+        it = iter(refs)
+        s_A = [(_restrict(x, idx, ax, next(it)) if ax is not None else x) for x, ax in zip(s_leaves, axes)]
+        self.W_A0, self.full_state = W_A, state
+        self.span = isinstance(optimizer, LinearOptimizer) and all(axes[i] == 0 for i in self.rows)
+        coef = self._span_state(s_A, X, dt) if self.span else None
+        self.span = coef is not None
+        gram = jnp.matmul(X, X.T, precision=_ts._HIGHEST) if self.span else None
+        self.kt = self.span and method == "active" and self.transposed_span
+        P0 = jnp.zeros((Lp, self.n), dt) if self.span else W_A
+        if self.kt:
+            P0, coef = P0.T, [(x.T if i in self.rows else x) for i, x in enumerate(coef)]
+        state_A = jax.tree_util.tree_unflatten(self.s_def, coef if self.span else s_A)
+        leaves0 = ip_A if method != "wtree" else ip_A.T
+        if method == "active":
+            self.carry = (P0, state_A)
         else:
-            P0, state_A, ip0 = W_A, jax.tree_util.tree_unflatten(s_def, s_A), None
-            gram = None
-        self.pp, self.s_def, self.full_state = pp, s_def, state
-        leaves0 = ip_A if method == "dtree" else ip_A.T
-        self.carry = (maxtree.build(leaves0).levels, P0, state_A)
+            self.carry = (maxtree.build(leaves0).levels, P0, state_A)
         self.consts = _ts.CompactConsts(
-            X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt),
-            n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=ip0)
+            X=X, y=y, a=_gather_rows(a, idx, 0), b=jnp.asarray(b, dt),
+            scale=jnp.asarray(1.0 / math.sqrt(width), dt), n_real=jnp.asarray(L, jnp.int32), gram=gram,
+            ip0=leaves0 if self.span else None, ref=() if self.span else refs)
         self.capacity = None
         if method == "dtree":
             self.capacity_ceiling = min(Lp, self.cap_ddfn)
             self.capacity = min(_bucket(int(kmax * _HEADROOM) + 8), max(self.capacity_ceiling, kmax, 1))
+
+    def _span_state(self, s_A, X, dt):
+        """The optimizer state in coefficient form (rows (L, n) with ``state = coef X``), or None
+        if a resumed state does not lie in the span of the data (then the generic path runs)."""
+        Lp, n = self.L, self.n
+        tmpl_leaves, tmpl_def = jax.tree_util.tree_flatten(self.optimizer.init(jnp.zeros((Lp, n), dt)))
+        if tmpl_def != self.s_def:
+            return None
+        pinv = jnp.linalg.pinv(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X)
+        tol = 1e-5 if np.dtype(dt).itemsize <= 4 else 1e-12
+        out = []
+        for i, (leaf, tl) in enumerate(zip(s_A, tmpl_leaves)):
+            if i not in self.rows:
+                if np.shape(leaf) != np.shape(tl):
+                    return None
+                out.append(leaf)
+            elif not bool(jnp.any(leaf != 0)):
+                out.append(jnp.zeros((Lp, n), tl.dtype))
+            else:
+                coef = jnp.matmul(leaf.astype(pinv.dtype), pinv, precision=_ts._HIGHEST)
+                resid = jnp.abs(coef @ X.astype(pinv.dtype) - leaf).max()
+                if not bool(resid <= tol * (jnp.abs(leaf).max() + 1e-30)):
+                    return None  # the resumed state is not in span(X): use the generic path
+                out.append(coef.astype(tl.dtype))
+        return out
 
     def _dtree_fire_sets(self, W, X, b):
         """DTree INIT over all m neurons and the fire sets at t = 0: ``(ip (n, m), max_i k_i, rows)``.
@@ -358,33 +468,54 @@ class _Compact:
         fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
         return ip, kmax, fire_rows
 
+    def _wtree_fire_sets(self, W, X, b):
+        """WTree INIT (Lemma D.6) and Algorithm 9 lines 12-17 at t = 0 (capacity n per row)."""
+        full = wtree.init(W, X)  # Lemma D.6, O(nmd)
+        ipT = wtree.inner_products(full)  # (m, n)
+        fr = maxtree.query_all(full.tree, b, capacity=self.n)
+        fire_rows = np.flatnonzero(np.asarray(jnp.any(fr.valid, axis=1)))
+        kmax = int(np.asarray(jnp.sum(ipT > b, axis=0)).max())
+        return ipT.T, kmax, fire_rows
+
+    def config(self, chunk_len: int):
+        return _ts.Config(self.method, self.optimizer, chunk_len, self.capacity or 0, self.span,
+                          tuple(self.row_axes), self.kt)
+
     def runner(self, cfg, carry):
         """The compiled chunk runner for ``cfg`` (the sharded subclass in jaxcorr.sharding overrides it)."""
         return _ts.compiled_runner(cfg, carry, self.consts, size=self.n * self.L)
 
+    def gathered(self, carry):
+        """``(P, state_A, X)`` of ``carry`` on the default device (the sharded subclass gathers)."""
+        P, state_A = carry[-2], carry[-1]
+        if self.kt:
+            P = P.T
+            leaves = [(x.T if i in self.rows else x) for i, x in enumerate(jax.tree_util.tree_leaves(state_A))]
+            state_A = jax.tree_util.tree_unflatten(self.s_def, leaves)
+        return P, state_A, self.consts.X
+
     def to_full(self, W, carry):
         """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
-        _, P, state_A = carry
-        X = self.consts.X
-        if self.span:
-            W_A = self.W_A0 + jnp.matmul(P, X, precision=_ts._HIGHEST)
-        else:
-            W_A = P
-        W_new = W.at[self.idx].set(W_A, mode="drop")
+        P, state_A, X = self.gathered(carry)
+        W_A = self.W_A0 + jnp.matmul(P, X, precision=_ts._HIGHEST) if self.span else P
+        W_new = W.at[self.idx].set(W_A.astype(W.dtype), mode="drop")
         full_leaves = jax.tree_util.tree_leaves(self.full_state)
-        leaves = jax.tree_util.tree_leaves(state_A)
         out = []
-        for i, (fl, leaf) in enumerate(zip(full_leaves, leaves)):
-            if i in self.pp:
+        for i, (fl, leaf) in enumerate(zip(full_leaves, jax.tree_util.tree_leaves(state_A))):
+            if i in self.rows:
                 rows = jnp.matmul(leaf, X, precision=_ts._HIGHEST) if self.span else leaf
-                out.append(fl.at[self.idx].set(rows.astype(fl.dtype), mode="drop"))
+                out.append(_scatter_rows(fl, rows, self.idx, self.row_axes[i]))
             else:
                 out.append(leaf)
         return W_new, jax.tree_util.tree_unflatten(self.s_def, out)
 
 
-class _CapExceeded(Exception):
-    pass
+class _Refused(Exception):
+    """The optimizer cannot run on the compacted rows (raised at set-up, before any step)."""
+
+
+class _Stop(Exception):
+    """The compacted run cannot go on exactly (DDFN cap, or the idle-row guard fired)."""
 
 
 def _cap_message(m, cap, k, step):
@@ -393,27 +524,41 @@ def _cap_message(m, cap, k, step):
             "methods do not apply. Lower the learning rate, raise b, or pass fallback='dense'.")
 
 
+def _moved_message(step):
+    return (f"the optimizer would move rows whose gradient and state are zero at step {step} (the idle-row "
+            "guard fired: e.g. a constant added to every update, or a NaN); the compacted methods would "
+            "no longer follow the dense trajectory. Training is exact up to that step; use method='dense' "
+            "or fallback='dense'.")
+
+
 def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
-    """Host loop over jitted chunks; overflow -> rerun the chunk with a larger capacity."""
+    """Host loop over jitted chunks; overflow -> rerun the chunk with a larger capacity.
+
+    On the DDFN cap or the idle-row guard, ``comp.carry`` is left at the start of the chunk (an
+    exact state, ``rec.done`` steps in) and :class:`_Stop` is raised.
+    """
     carry = comp.carry
     while rec.remaining > 0:
         clen = min(chunk, rec.remaining)
-        cfg = _ts.Config(comp.method, comp.optimizer, clen, comp.capacity or 0, comp.span)
-        ex = comp.runner(cfg, carry)
+        ex = comp.runner(comp.config(clen), carry)
         (new_carry, stats), secs = _timed(ex, carry, comp.consts)
         overflow = np.asarray(stats.overflow)
         kmax = np.asarray(stats.fire_max)
-        bad = np.flatnonzero(overflow | (kmax > comp.cap_ddfn))
+        moved = np.asarray(stats.moved)
+        bad = np.flatnonzero(overflow | (kmax > comp.cap_ddfn) | moved)
         if bad.size:
             j = int(bad[0])
             step = rec.done + j
+            if moved[j] and not overflow[j] and kmax[j] <= comp.cap_ddfn:
+                comp.carry = carry
+                raise _Stop(_moved_message(step))
             if kmax[j] > comp.cap_ddfn:
                 comp.carry = carry
-                raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
+                raise _Stop(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
             old = comp.capacity
             if old >= comp.capacity_ceiling:  # cannot happen below the cap; defensive
                 comp.carry = carry
-                raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
+                raise _Stop(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
             new = min(max(2 * old, _bucket(int(kmax[j] * _HEADROOM) + 8)), comp.capacity_ceiling)
             rec.events.append({"step": step, "old_capacity": old, "new_capacity": new,
                                "reason": f"overflow: a fire set exceeded the capacity {old}; chunk rerun"})
@@ -432,7 +577,7 @@ def fit(
     y: jax.Array,
     *,
     steps: int,
-    method: str = "dtree",
+    method: str = DEFAULT_METHOD,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = DEFAULT_LEARNING_RATE,
     b: float | None = None,
@@ -451,25 +596,31 @@ def fit(
       X: (n, d) data points, finite.
       y: (n,) targets, finite.
       steps: number of steps (>= 0; 0 returns ``params`` and an empty history).
-      method: ``"dense"``, ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
-      optimizer: any optax ``GradientTransformation``; default ``optax.sgd(learning_rate)``. The
-        sparse methods need a row-separable optimizer that maps zero gradient and zero state to a
-        zero update (sgd, momentum, nesterov, adam, rmsprop, ...; not weight decay or LARS/LAMB);
-        this is checked at set-up. Reuse the same optimizer object across calls to reuse compiled code.
-      learning_rate: step size of the default optimizer (default 1.0); ignored if ``optimizer`` is given.
+      method: ``"active"`` (default: GD on the active rows, masked fire sets), ``"dense"``,
+        ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
+      optimizer: any optax ``GradientTransformation``; default :func:`sgd` ``(learning_rate)``. The
+        sparse methods run it only when it is exact on the active rows by construction (see the
+        module docstring: sgd, momentum, nesterov, adam, radam, rmsprop, adagrad, MultiSteps,
+        clipping, schedules, any accumulator dtype, ...), and guard every step; otherwise (weight
+        decay, LARS/LAMB, adafactor, sm3, ...) they raise ``ValueError`` before any step, or run
+        dense with ``fallback="dense"``. Use :func:`sgd` (not ``optax.sgd``) for the faster span
+        path. Reuse the same optimizer object across calls to reuse compiled code.
+      learning_rate: step size of the default optimizer (default 1.0, finite, >= 0); ignored if
+        ``optimizer`` is given.
       b: threshold of :math:`\sigma_b`; default :func:`jaxcorr.nn.default_threshold` ``(m)`` =
         :math:`\sqrt{0.4 \ln m}`.
       opt_state: optimizer state to resume from, as produced by ``optimizer.init(params.W)`` (full
         (m, d) leaves); default a fresh ``optimizer.init(params.W)``.
       callback: called on the host after every chunk with a dict with keys ``"step"`` (steps done so
-        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; returning
-        ``True`` stops training after that chunk.
+        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; a truthy
+        return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
       chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
       fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
-        :math:`\lceil m^{4/5}\rceil` or the optimizer is not row-separable; ``"dense"`` continues with
-        the dense method instead (recorded in ``capacity_events``).
+        :math:`\lceil m^{4/5}\rceil`, the optimizer is refused, or the idle-row guard fires;
+        ``"dense"`` continues with the dense method instead from the last exact state (recorded in
+        ``capacity_events``).
       mesh: ``None`` (default: one device), or a :class:`jax.sharding.Mesh` / ``NamedSharding`` to run
-        ``method="dtree"`` with the ``n`` trees split along the data points across its devices
+        ``method="active"`` or ``"dtree"`` with the data points (and the ``n`` trees) split across its devices
         (Section 5's parallel updates; see :mod:`jaxcorr.sharding`). Same trajectory to float
         rounding; the history gains ``"shards"`` (the number of point blocks) and
         ``"bytes_per_device"`` (the sharded training state on the most loaded device).
@@ -486,15 +637,16 @@ def fit(
       ``step``, ``old_capacity``, ``new_capacity``, ``reason``); ``"opt_state"`` (the final state,
       full shape); ``"ms_per_step"`` (wall time of the jitted chunks per step, set-up and
       compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
-      ``"n_active"`` (|A|), ``"span"`` (Gram path used) and ``"fallback_step"`` (None, or the step
-      from which the dense method ran).
+      ``"n_active"`` (|A|), ``"span"`` (Gram path used), ``"fallback_step"`` (None, or the step
+      from which the dense method ran) and ``"state_bytes"`` (bytes of the arrays the training loop
+      carries and reads: rows, optimizer state, trees, data; all devices together).
 
     Raises:
       ValueError: bad shapes, non-finite values, ``steps < 0``, unknown ``method`` or ``fallback``,
         non-finite ``b``, an ``opt_state`` that does not match, and (with ``fallback="error"``) a
         fire set beyond the DDFN cap or an optimizer the sparse methods cannot use.
 
-    Exactness: dense, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
+    Exactness: dense, active, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
     the same gradients; they differ only by float rounding in the order of sums (and, for the Gram
     path, ``W_A(0) + K X`` instead of a running sum). Resuming (``steps=A`` then ``steps=B`` with
     the returned ``params`` and ``history["opt_state"]``) reproduces ``steps=A+B`` bitwise for
@@ -511,38 +663,43 @@ def fit(
         layout = _sharding._fit_layout(mesh, method)
     rec = _Recorder(steps, callback)
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
-    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None}
+    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
+             "state_bytes": _nbytes((W, state, a, X, y))}
     W_out, state_out = W, state
     if steps > 0 and method == "dense":
         W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk, width)
     elif steps > 0:
-        traits = _ts.probe_optimizer(optimizer, dt)
-        comp = None
-        if not traits.row_separable:
-            msg = (f"method={method!r} needs an optimizer that maps a zero gradient and zero state to a "
-                   f"zero update, row by row, but this one does not: {traits.reason}. Use method='dense' "
-                   "or fallback='dense'.")
+        verdict = _analysis(optimizer, W.shape[0], W.shape[1], dt)
+        comp, reason = None, verdict.reason
+        if verdict.ok:
+            args = (method, W, a, X, y, b, optimizer, state, verdict)
+            try:
+                if layout is None:
+                    comp = _Compact(*args, width=width)
+                else:
+                    comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
+            except _Refused as err:
+                reason = str(err)
+        if comp is None:
+            msg = (f"method={method!r} runs the optimizer on the active rows only, which is exact only for "
+                   f"an optimizer that keeps rows apart and leaves idle rows alone, but this one does not: "
+                   f"{reason}. Use method='dense' or fallback='dense'.")
             if fallback == "error":
                 raise ValueError(msg)
             rec.events.append({"step": 0, "old_capacity": None, "new_capacity": None,
                                "reason": "fallback to dense: " + msg})
         else:
-            args = (method, W, a, X, y, b, optimizer, state, traits, fallback == "dense")
-            if layout is None:
-                comp = _Compact(*args, width=width)
-            else:
-                comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
-            extra.update(n_active=comp.n_active, span=comp.span)
+            extra.update(n_active=comp.n_active, span=comp.span, state_bytes=_nbytes((comp.carry, comp.consts)))
             if comp.capacity is not None:
                 rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
                                    "reason": f"initial: max_i k_i(0) = {comp.kmax0} with headroom"})
         try:
             if comp is not None:
                 if comp.kmax0 > comp.cap_ddfn:
-                    raise _CapExceeded(_cap_message(comp.width, comp.cap_ddfn, comp.kmax0, 0))
+                    raise _Stop(_cap_message(comp.width, comp.cap_ddfn, comp.kmax0, 0))
                 _run_compact(comp, rec, chunk)
                 W_out, state_out = comp.to_full(W, comp.carry)
-        except _CapExceeded as err:
+        except _Stop as err:
             if fallback == "error":
                 raise ValueError(str(err)) from None
             W_out, state_out = comp.to_full(W, comp.carry)

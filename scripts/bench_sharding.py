@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Benchmark: sharded ``fit(method="dtree")`` (Section 5's parallel tree updates) on 1, 2 and 4 devices.
+r"""Benchmark: sharded ``fit(method="dtree" | "active")`` (Section 5's parallel updates) on 1, 2 and 4 devices.
 
 For each device count D this runs a child process (the device count of JAX's CPU backend is fixed
 when the process starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=D``; on a GPU/TPU
@@ -45,14 +45,14 @@ def _child(args) -> dict:
     devs = jax.devices()
     if len(devs) < D:
         return {"devices": D, "skipped": f"only {len(devs)} devices"}
-    opt = {"sgd": optax.sgd(args.lr), "adam": optax.adam(args.lr * 1e-2)}[args.optimizer]
+    opt = {"sgd": train.sgd(args.lr), "adam": optax.adam(args.lr)}[args.optimizer]  # lr as labelled
     X, y = data.synthetic(args.seed, args.n, args.d)
     params = nn.init(jax.random.key(args.seed), args.m, args.d)
     mesh = sharding.data_mesh(devs[:D])
     rows = []
     configs = [("sharded", mesh)] + ([("single", None)] if D == 1 else [])
     for label, msh in configs:
-        kw = dict(steps=args.steps, method="dtree", optimizer=opt, chunk_size=args.steps, mesh=msh)
+        kw = dict(steps=args.steps, method=args.method, optimizer=opt, chunk_size=args.steps, mesh=msh)
         train.fit(params, X, y, **kw)  # warm-up: compile
         ms, hist = [], None
         for _ in range(args.repeats):
@@ -61,6 +61,9 @@ def _child(args) -> dict:
         rows.append({
             "devices": D if msh is not None else 1,
             "mode": label,
+            "method": args.method,
+            "optimizer_used": (f"jaxcorr.train.sgd({args.lr})" if args.optimizer == "sgd"
+                               else f"optax.adam({args.lr})"),
             "ms_per_step": statistics.median(ms),
             "ms_all": ms,
             "bytes_per_device": hist.get("bytes_per_device"),
@@ -82,12 +85,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="steps per timed fit call (one chunk)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
-                    help="sgd runs the Gram path (psum_scatter of K G), adam the generic one (psum of grad)")
-    ap.add_argument("--lr", type=float, default=1.0)
+                    help="sgd (jaxcorr.train.sgd) runs the Gram path (psum_scatter of K G), adam the generic one "
+                         "(psum of grad)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: sgd 1.0, adam 0.01)")
+    ap.add_argument("--method", default="dtree", choices=["dtree", "active"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench_sharding.json")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.lr is None:
+        args.lr = {"sgd": 1.0, "adam": 0.01}[args.optimizer]
     if args.child:
         print(json.dumps(_child(args)))
         return 0
@@ -103,6 +110,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", str(D)] + [
             f"--{k}={v}" for k, v in (("n", args.n), ("m", args.m), ("d", args.d), ("steps", args.steps),
                                        ("repeats", args.repeats), ("optimizer", args.optimizer),
+                                       ("method", args.method),
                                        ("lr", args.lr), ("seed", args.seed))]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -132,7 +140,7 @@ def main(argv=None) -> int:
     print(f"n={args.n} m={args.m} d={args.d} steps={args.steps} optimizer={args.optimizer}; "
           f"{machine.get('cpu')} ({machine.get('cores')} cores), backend {machine.get('backend')}, "
           f"jax {machine.get('jax')}")
-    cols = ["devices", "mode", "ms_per_step", "speedup", "MiB_per_device", "n_active", "span",
+    cols = ["devices", "mode", "method", "ms_per_step", "speedup", "MiB_per_device", "n_active", "span",
             "loss_rel_diff"]
     shown = [{k: ("-" if v is None else v) for k, v in r.items()} for r in rows]
     print(benchmarking.format_table(shown, cols))

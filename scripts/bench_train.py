@@ -1,51 +1,87 @@
 #!/usr/bin/env python
-r"""Benchmark: dense vs dtree (Algorithm 8) vs wtree (Algorithm 9) training steps over the width m.
+r"""Benchmark: dense vs active vs dtree (Algorithm 8) vs wtree (Algorithm 9) training steps over m.
 
-Runs :func:`jaxcorr.train.fit` with the three methods side by side in one process, for
-m = 2^14 ... 2^22 at n = 8, d = 64 and b = sqrt(0.4 ln m) (Theorem 4.1's setting), on
-:func:`jaxcorr.data.synthetic` data and :func:`jaxcorr.nn.init` weights. For each (m, method) it does
-one warm-up call (compilation), then ``--repeats`` timed calls, and reports the median of
-``history["ms_per_step"]`` (wall time of the jitted steps per step: what one more step costs, with
-set-up -- tree INIT, compaction, compilation -- excluded), the median set-up time, the log-log slope of
-ms/step against m per method, and each method's largest relative loss difference to dense over the
-trajectory. Writes JSON (with a description of the machine) and prints a table.
+Runs :func:`jaxcorr.train.fit` with every method side by side in one process, for each optimizer
+(default: ``jaxcorr.train.sgd(1.0)``, ``jaxcorr.train.sgd(0.1, momentum=0.9)`` and
+``optax.adam(0.01)``; each row records the optimizer it really ran, its learning rate and whether
+the span (Gram) path was used), for m = 2^14 ... 2^22 at n = 8, d = 64 and b = sqrt(0.4 ln m)
+(Theorem 4.1's setting), on :func:`jaxcorr.data.synthetic` data and :func:`jaxcorr.nn.init` weights.
+For each (m, optimizer, method) it does one warm-up call (compilation), then ``--repeats`` timed
+calls, interleaved across the methods (so a busy machine slows them alike), and reports the median
+(and the minimum) of ``history["ms_per_step"]`` (wall time of the jitted steps per step,
+set-up -- tree INIT, compaction, compilation -- excluded), the median set-up time, the state memory
+of the loop (``history["state_bytes"]``), the log-log slope of ms/step against m per (optimizer,
+method), each method's speed-up over dense and its largest relative loss difference to dense.
+Writes JSON (with :func:`jaxcorr.benchmarking.machine_info`) and prints a table.
 
-Example:
-  python scripts/bench_train.py --ms 14,16,18,20,22 --steps 20 --repeats 3 --out bench_train.json
+Example (heavy runs take the shared lock):
+  flock /work/bench.lock python scripts/bench_train.py --ms 14,18,22 --out docs/bench/bench_train.json
+  python scripts/bench_train.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 
 import numpy as np
 
-
-def _machine() -> dict:
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
+OPTIMIZERS = {
+    # name: (builder, default learning rate, label); the label names what runs
+    "sgd": (lambda lr: __import__("jaxcorr.train").train.sgd(lr), 1.0, "jaxcorr.train.sgd({lr})"),
+    "momentum": (lambda lr: __import__("jaxcorr.train").train.sgd(lr, momentum=0.9), 0.1,
+                 "jaxcorr.train.sgd({lr}, momentum=0.9)"),
+    "adam": (lambda lr: __import__("optax").adam(lr), 0.01, "optax.adam({lr})"),
+}
 
 
-def _slope(ms, ts) -> float:
-    ms, ts = np.log2(np.asarray(ms, float)), np.log2(np.asarray(ts, float))
-    if len(ms) < 2:
-        return float("nan")
-    return float(np.polyfit(ms, ts, 1)[0])
+def _parse_lrs(text: str) -> dict:
+    out = {}
+    for part in filter(None, text.split(",")):
+        k, v = part.split("=")
+        out[k.strip()] = float(v)
+    return out
+
+
+def _run_all(params, X, y, methods, opt, steps, repeats):
+    """Warm up every method, then time them interleaved (repeat r runs every method once), so a
+    busy machine slows all methods alike. Returns per method ``(last history, first-call s,
+    ms/step list, set-up s list)``."""
+    from jaxcorr import train
+
+    out = {}
+    for meth in methods:
+        t0 = time.perf_counter()
+        _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=opt)  # warm-up (compiles)
+        out[meth] = [h, time.perf_counter() - t0, [], []]
+    for _ in range(repeats):
+        for meth in methods:
+            _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=opt)
+            out[meth][0] = h
+            out[meth][2].append(h["ms_per_step"])
+            out[meth][3].append(h["setup_s"])
+    return out
+
+
+def _summaries(rows, methods, opts):
+    from jaxcorr import benchmarking
+
+    slopes, speedup = {}, {}
+    for o in opts:
+        for meth in methods:
+            sel = [r for r in rows if r["method"] == meth and r["optimizer"] == o]
+            if len(sel) >= 2:
+                slopes[f"{o}/{meth}"] = benchmarking.loglog_slope([r["m"] for r in sel],
+                                                                  [r["ms_per_step"] for r in sel])
+    for r in rows:
+        dense = [q for q in rows if q["m"] == r["m"] and q["optimizer"] == r["optimizer"] and q["method"] == "dense"]
+        if r["method"] != "dense" and dense:
+            r["speedup_vs_dense"] = dense[0]["ms_per_step"] / r["ms_per_step"]
+            r["speedup_vs_dense_min"] = dense[0]["ms_per_step_min"] / r["ms_per_step_min"]
+            speedup.setdefault(f"{r['optimizer']}/{r['method']}", {})[r["log2_m"]] = r["speedup_vs_dense"]
+    return slopes, speedup
 
 
 def main(argv=None) -> int:
@@ -54,76 +90,65 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20, help="steps per timed fit call")
-    ap.add_argument("--repeats", type=int, default=3, help="timed calls per (m, method) after a warm-up")
-    ap.add_argument("--methods", default="dense,dtree,wtree")
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
-    ap.add_argument("--lr", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per (m, optimizer, method) after a warm-up")
+    ap.add_argument("--methods", default="dense,active,dtree,wtree")
+    ap.add_argument("--optimizers", default="sgd,momentum,adam")
+    ap.add_argument("--lrs", default="", help="learning rates, e.g. sgd=1.0,momentum=0.1,adam=0.01 (defaults)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (a smoke run)")
     ap.add_argument("--out", default="bench_train.json", help="JSON output path")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.ms, args.steps, args.repeats = "10,12", 5, 1
 
     import jax
-    import optax
 
-    from jaxcorr import data, nn, train
+    from jaxcorr import benchmarking, data, nn
 
-    opt = {"sgd": optax.sgd(args.lr), "momentum": optax.sgd(args.lr, momentum=0.9),
-           "adam": optax.adam(args.lr * 1e-2)}[args.optimizer]
+    lrs = {k: v[1] for k, v in OPTIMIZERS.items()}
+    lrs.update(_parse_lrs(args.lrs))
+    opts = [s for s in args.optimizers.split(",") if s]
+    built = {o: (OPTIMIZERS[o][0](lrs[o]), OPTIMIZERS[o][2].format(lr=lrs[o])) for o in opts}
     methods = [s for s in args.methods.split(",") if s]
-    log_ms = [int(s) for s in args.ms.split(",") if s]
     X, y = data.synthetic(args.seed, args.n, args.d)
     rows = []
-    for lm in log_ms:
+    for lm in [int(s) for s in args.ms.split(",") if s]:
         m = 1 << lm
         params = nn.init(jax.random.key(args.seed), m, args.d)
         b = nn.default_threshold(m)
-        losses = {}
-        for meth in methods:
-            t0 = time.perf_counter()
-            _, h = train.fit(params, X, y, steps=args.steps, method=meth, optimizer=opt)  # warm-up
-            warm_s = time.perf_counter() - t0
-            ms_list, setup_list = [], []
-            for _ in range(args.repeats):
-                _, h = train.fit(params, X, y, steps=args.steps, method=meth, optimizer=opt)
-                ms_list.append(h["ms_per_step"])
-                setup_list.append(h["setup_s"])
-            losses[meth] = h["loss"]
-            row = {
-                "log2_m": lm, "m": m, "method": meth, "b": b,
-                "ms_per_step": statistics.median(ms_list), "ms_per_step_all": ms_list,
-                "setup_s": statistics.median(setup_list), "first_call_s": warm_s,
-                "fire_mean_t0": float(h["fire_mean"][0]), "fire_union_t0": int(h["fire_union"][0]),
-                "n_active": int(h["n_active"]), "span": bool(h["span"]),
-                "capacity_events": len([e for e in h["capacity_events"] if e["reason"].startswith("overflow")]),
-            }
-            rows.append(row)
-            print(f"m=2^{lm} {meth:6s} {row['ms_per_step']:9.2f} ms/step  setup {row['setup_s']:.2f}s", flush=True)
-        if "dense" in losses:
-            ref = losses["dense"]
-            for row in rows:
-                if row["m"] == m:
-                    diff = np.abs(losses[row["method"]] - ref) / np.maximum(np.abs(ref), 1e-30)
-                    row["max_rel_loss_diff_vs_dense"] = float(diff.max())
-    slopes = {}
-    for meth in methods:
-        sel = [r for r in rows if r["method"] == meth]
-        slopes[meth] = _slope([r["m"] for r in sel], [r["ms_per_step"] for r in sel])
-    speedup = {}
-    for r in rows:
-        if r["method"] != "dense":
-            dense = [q for q in rows if q["m"] == r["m"] and q["method"] == "dense"]
-            if dense:
-                speedup.setdefault(r["method"], {})[r["log2_m"]] = dense[0]["ms_per_step"] / r["ms_per_step"]
-    out = {"machine": _machine(), "args": vars(args), "rows": rows, "slopes": slopes,
+        for o in opts:
+            opt, label = built[o]
+            runs = _run_all(params, X, y, methods, opt, args.steps, args.repeats)
+            ref = runs["dense"][0]["loss"] if "dense" in runs else None
+            for meth in methods:
+                h, warm_s, ms_list, setup_list = runs[meth]
+                row = {
+                    "log2_m": lm, "m": m, "method": meth, "optimizer": o, "optimizer_used": label,
+                    "learning_rate": lrs[o], "b": b, "span": bool(h["span"]),
+                    "ms_per_step": statistics.median(ms_list), "ms_per_step_min": min(ms_list),
+                    "ms_per_step_all": ms_list,
+                    "setup_s": statistics.median(setup_list), "first_call_s": warm_s,
+                    "state_bytes": int(h["state_bytes"]),
+                    "fire_mean_t0": float(h["fire_mean"][0]), "fire_union_t0": int(h["fire_union"][0]),
+                    "n_active": int(h["n_active"]),
+                    "capacity_events": len([e for e in h["capacity_events"] if e["reason"].startswith("overflow")]),
+                }
+                if ref is not None:
+                    row["max_rel_loss_diff_vs_dense"] = float(
+                        (np.abs(h["loss"] - ref) / np.maximum(np.abs(ref), 1e-30)).max())
+                rows.append(row)
+                print(f"m=2^{lm} {o:8s} {meth:6s} {row['ms_per_step']:9.2f} ms/step (min {row['ms_per_step_min']:.2f})"
+                      f"  setup {row['setup_s']:.2f}s  state {row['state_bytes'] / 2**20:.1f} MiB", flush=True)
+    slopes, speedup = _summaries(rows, methods, opts)
+    out = {"machine": benchmarking.machine_info(), "args": vars(args), "learning_rates": lrs,
+           "optimizers_used": {o: built[o][1] for o in opts}, "rows": rows, "slopes": slopes,
            "speedup_vs_dense": speedup}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
-    hdr = f"{'m':>8} {'method':>6} {'ms/step':>9} {'x dense':>8} {'setup s':>8} {'k mean':>8} {'|A|':>8} {'max rel diff':>12}"
-    print(hdr)
-    for r in rows:
-        sp = speedup.get(r["method"], {}).get(r["log2_m"], 1.0)
-        print(f"{'2^%d' % r['log2_m']:>8} {r['method']:>6} {r['ms_per_step']:9.2f} {sp:8.1f} {r['setup_s']:8.2f} "
-              f"{r['fire_mean_t0']:8.0f} {r['n_active']:8d} {r.get('max_rel_loss_diff_vs_dense', float('nan')):12.2e}")
+    print(benchmarking.format_table(rows, ["log2_m", "optimizer", "method", "ms_per_step", "speedup_vs_dense",
+                                           "ms_per_step_min", "speedup_vs_dense_min",
+                                           "setup_s", "state_bytes", "n_active", "span",
+                                           "max_rel_loss_diff_vs_dense"]))
     print("log-log slope of ms/step vs m: " + ", ".join(f"{k} {v:.3f}" for k, v in slopes.items()))
     print(f"wrote {args.out}")
     return 0

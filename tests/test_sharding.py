@@ -12,7 +12,7 @@ What is compared, sharded (4 devices) vs single device:
   (so padding points would show up if they could fire); update leaves; the compiled sharded
   update has no collective at all (Section 5: the n tree updates are independent).
 - DDFN (Definition 1.3): pairs, count and overflow after an update.
-- ``fit(method="dtree")``: losses within 2e-4 relative (float32), W, optimizer state and fire
+- ``fit(method="dtree")`` and ``fit(method="active")``: losses within 2e-4 relative (float32), W, optimizer state and fire
   statistics, for sgd (Gram path) and adam (generic path) at n = 6, and for n = 5 with an overflow
   rerun that must grow the capacity exactly as on one device; the compiled step has all-reduce /
   reduce-scatter (the sums over points) and no all-gather; a second call (with a NamedSharding
@@ -94,17 +94,17 @@ def _child() -> dict:
         out[f"dtree_n{n}"] = r
 
     # --------------------------------------------------- fit: n = 6 (uneven on 4 devices), sgd and adam
-    opts = {"sgd": optax.sgd(2.0), "adam": optax.adam(0.05)}
+    opts = {"sgd": train.sgd(2.0), "adam": optax.adam(0.05)}
     p = nn.init(jax.random.key(0), M, D)
-    for n in (6,):
+    for n, method in ((6, "dtree"), (6, "active")):
         X, y = data.synthetic(0, n, D)
         for name, opt in opts.items():
-            kw = dict(steps=STEPS, method="dtree", b=B, optimizer=opt, chunk_size=CHUNK)
+            kw = dict(steps=STEPS, method=method, b=B, optimizer=opt, chunk_size=CHUNK)
             p1, h1 = train.fit(p, X, y, **kw)
             ps, hs = train.fit(p, X, y, mesh=mesh, **kw)
             s1 = jax.tree_util.tree_leaves(h1["opt_state"])
             ss = jax.tree_util.tree_leaves(hs["opt_state"])
-            out[f"fit_n{n}_{name}"] = {
+            out[f"fit_n{n}_{method}_{name}"] = {
                 "loss_rel": float(np.abs(hs["loss"] - h1["loss"]).max() / np.abs(h1["loss"]).max()),
                 "W_maxdiff": float(np.abs(np.asarray(ps.W) - np.asarray(p1.W)).max()),
                 "W_moved": float(np.abs(np.asarray(p1.W) - np.asarray(p.W)).max()),
@@ -126,12 +126,13 @@ def _child() -> dict:
     _, hn = train.fit(p, X, y, steps=STEPS, method="dtree", b=B, optimizer=opts["adam"], chunk_size=CHUNK,
                       mesh=ns)
     out["retraced"] = sharding.TRACE_COUNTS["dtree"] - before
-    # h1 is the single-device adam run of the loop above
+    # h1 is the single-device adam run (active) of the loop above; rerun dtree's
+    _, h1 = train.fit(p, X, y, steps=STEPS, method="dtree", b=B, optimizer=opts["adam"], chunk_size=CHUNK)
     out["named_sharding_loss_rel"] = float(np.abs(hn["loss"] - h1["loss"]).max() / h1["loss"].max())
 
     # n = 5, overflow: b = 1.8 sizes the capacity small, sgd(300) grows the fire sets; chunk rerun
     X, y = data.synthetic(0, 5, D)
-    kw = dict(steps=STEPS, method="dtree", b=1.8, optimizer=optax.sgd(300.0), chunk_size=CHUNK)
+    kw = dict(steps=STEPS, method="dtree", b=1.8, optimizer=train.sgd(300.0), chunk_size=CHUNK)
     p1, h1 = train.fit(p, X, y, **kw)
     ps, hs = train.fit(p, X, y, mesh=mesh, **kw)
     out["overflow"] = {
@@ -145,11 +146,13 @@ def _child() -> dict:
 
     # beyond the DDFN cap: the same error, or the same dense fallback, as on one device
     X, y = data.synthetic(0, 6, D)
-    kw = dict(steps=2, method="dtree", b=-0.5, chunk_size=2)
-    pf, hf = train.fit(p, X, y, fallback="dense", mesh=mesh, **kw)
-    p1, h1 = train.fit(p, X, y, fallback="dense", **kw)
-    out["fallback_equal"] = bool(np.array_equal(np.asarray(pf.W), np.asarray(p1.W))
-                                 and hf["fallback_step"] == h1["fallback_step"] == 0)
+    out["fallback_equal"] = True
+    for method in ("dtree", "active"):
+        kw = dict(steps=2, method=method, b=-0.5, chunk_size=2)
+        pf, hf = train.fit(p, X, y, fallback="dense", mesh=mesh, **kw)
+        p1, h1 = train.fit(p, X, y, fallback="dense", **kw)
+        out["fallback_equal"] &= bool(np.array_equal(np.asarray(pf.W), np.asarray(p1.W))
+                                      and hf["fallback_step"] == h1["fallback_step"] == 0)
 
     # bad arguments
     errs = {}
@@ -159,6 +162,7 @@ def _child() -> dict:
         "not_a_mesh": lambda: train.fit(p, X, y, steps=1, mesh="data"),
         "bad_axis": lambda: sharding.layout(mesh, "model"),
         "cap": lambda: train.fit(p, X, y, steps=2, method="dtree", b=-0.5, chunk_size=2, mesh=mesh),
+        "cap_active": lambda: train.fit(p, X, y, steps=2, method="active", b=-0.5, chunk_size=2, mesh=mesh),
     }.items():
         try:
             call()
@@ -207,9 +211,10 @@ def test_ddfn_sharded_matches(res, n):
     assert res[f"dtree_n{n}"]["ddfn_equal"] and res[f"dtree_n{n}"]["ddfn_count"] > 0
 
 
+@pytest.mark.parametrize("method", ["dtree", "active"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_fit_trajectory_matches_single_device(res, opt):
-    r = res[f"fit_n6_{opt}"]
+def test_fit_trajectory_matches_single_device(res, opt, method):
+    r = res[f"fit_n6_{method}_{opt}"]
     assert r["shards"] == DEVICES
     assert r["loss_rel"] <= 2e-4, r
     assert r["W_moved"] > 1e-3  # the comparison is not vacuous
@@ -239,9 +244,9 @@ def test_fit_sharded_overflow_rerun(res):
 
 def test_fit_mesh_errors(res):
     e = res["errors"]
-    assert "method='dtree'" in e["dense"] and "method='dtree'" in e["wtree"]
+    assert "('active', 'dtree')" in e["dense"] and "('active', 'dtree')" in e["wtree"]
     assert "Mesh" in e["not_a_mesh"] and "'model'" in e["bad_axis"]
-    assert "DDFN cap" in e["cap"] and res["fallback_equal"]
+    assert "DDFN cap" in e["cap"] and "DDFN cap" in e["cap_active"] and res["fallback_equal"]
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ SEED = 0
 ADAMW = optax.adamw(0.01, weight_decay=0.1)
 
 OPTIMIZERS = {
-    "sgd": (optax.sgd(2.0), ("sgd", 2.0)),
-    "momentum": (optax.sgd(0.5, momentum=0.9), ("momentum", 0.5)),
+    "sgd": (train.sgd(2.0), ("sgd", 2.0)),
+    "momentum": (train.sgd(0.5, momentum=0.9), ("momentum", 0.5)),
     "adam": (optax.adam(0.05), ("adam", 0.05)),
 }
 
@@ -101,12 +101,13 @@ def test_exact_float32(f32_runs, opt_name):
             assert s.shape == t.shape
             np.testing.assert_allclose(s, t, rtol=2e-3, atol=2e-4)
     assert runs["sgd", "dtree"][1]["span"] and runs["momentum", "wtree"][1]["span"]
+    assert runs["sgd", "active"][1]["span"] and runs["momentum", "active"][1]["span"]
     assert not runs["adam", "dtree"][1]["span"]  # adam is not linear: the generic (W_A) path
 
 
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 def test_exact_float64(opt_name):
-    opt_f = {"sgd": lambda: optax.sgd(2.0), "momentum": lambda: optax.sgd(0.5, momentum=0.9),
+    opt_f = {"sgd": lambda: train.sgd(2.0), "momentum": lambda: train.sgd(0.5, momentum=0.9),
              "adam": lambda: optax.adam(0.05)}[opt_name]
     with jax.enable_x64(True):
         p, X, y = problem(jnp.float64)
@@ -132,12 +133,25 @@ def test_overflow_grows_capacity_and_stays_exact():
     np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
 
 
+def test_active_fire_sets_grow_mid_run():
+    # the same growing fire sets as the overflow test: active has no capacity, so no events, exact
+    p, X, y = problem()
+    b = 1.3
+    _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 12, ("sgd", 100.0))
+    assert fire_ref.max() > 1.5 * fire_ref[0].max()
+    for opt in (train.sgd(100.0), optax.sgd(100.0)):  # span path and generic path
+        params, h = train.fit(p, X, y, steps=12, method="active", optimizer=opt, b=b, chunk_size=6)
+        assert h["capacity_events"] == []
+        assert rel(h["loss"], loss_ref) <= 2e-4
+        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+
+
 def test_ddfn_cap_error_and_dense_fallback():
     p, X, y = problem()
     cap = train.ddfn_cap(M)
     assert cap == math.ceil(M**0.8) == 148
     b = -0.5  # about 69% of the neurons fire per point: beyond ceil(m^{4/5}) at once
-    for method in ("dtree", "wtree"):
+    for method in ("active", "dtree", "wtree"):
         with pytest.raises(ValueError, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148"):
             train.fit(p, X, y, steps=3, method=method, b=b)
     params, h = train.fit(p, X, y, steps=3, method="dtree", b=b, fallback="dense")
@@ -153,11 +167,12 @@ def test_cap_exceeded_mid_run():
     b, opt = 0.8, optax.sgd(50.0)
     _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ("sgd", 50.0))
     assert fire_ref[:2].max() <= 148 < fire_ref[2].max()
-    with pytest.raises(ValueError, match="148"):
-        train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2)
-    _, h = train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b, chunk_size=2, fallback="dense")
-    assert h["fallback_step"] == 2
-    assert rel(h["loss"], loss_ref) <= 2e-4
+    for method in ("dtree", "active"):
+        with pytest.raises(ValueError, match="148"):
+            train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2)
+        _, h = train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2, fallback="dense")
+        assert h["fallback_step"] == 2
+        assert rel(h["loss"], loss_ref) <= 2e-4
 
 
 def test_optimizer_that_moves_idle_rows_is_rejected():
@@ -170,13 +185,19 @@ def test_optimizer_that_moves_idle_rows_is_rejected():
     np.testing.assert_array_equal(h["loss"], h_d["loss"])
 
 
-def test_probe_optimizer_traits():
-    probe = _train_steps.probe_optimizer
-    assert probe(OPTIMIZERS["sgd"][0], jnp.float32) == (True, True, "")
-    assert probe(OPTIMIZERS["momentum"][0], jnp.float32)[:2] == (True, True)
-    assert probe(OPTIMIZERS["adam"][0], jnp.float32)[:2] == (True, False)
-    assert probe(ADAMW, jnp.float32)[0] is False
-    assert probe(optax.lamb(0.1), jnp.float32)[0] is False  # per-tensor trust ratio couples rows
+def test_span_path_only_by_construction():
+    """optax.sgd itself is not marked linear (never guessed): the generic path, same trajectory."""
+    p, X, y = problem()
+    _, h1 = train.fit(p, X, y, steps=5, method="active", optimizer=optax.sgd(2.0), b=B)
+    _, h2 = train.fit(p, X, y, steps=5, method="active", optimizer=train.sgd(2.0), b=B)
+    assert not h1["span"] and h2["span"]
+    assert rel(h1["loss"], h2["loss"]) <= 1e-5
+    assert isinstance(train.sgd(0.1, momentum=0.9, nesterov=True), optax.GradientTransformation)
+    for kw, msg in ((dict(learning_rate=-1.0), "learning_rate must be a finite float >= 0"),
+                    (dict(learning_rate=0.1, momentum=float("nan")), "momentum must be"),
+                    (dict(learning_rate=0.1, nesterov=True), "nesterov=True needs a momentum")):
+        with pytest.raises(ValueError, match=msg):
+            train.sgd(**kw)
 
 
 @pytest.mark.parametrize("method", train.METHODS)
@@ -234,7 +255,7 @@ def test_defaults_and_zero_steps():
     p, X, y = problem()
     params, h = train.fit(p, X, y, steps=0)
     assert h["loss"].shape == (0,) and h["fire_mean"].shape == (0,)
-    assert h["b"] == pytest.approx(nn.default_threshold(M)) and h["method"] == "dtree"
+    assert h["b"] == pytest.approx(nn.default_threshold(M)) and h["method"] == "active"
     np.testing.assert_array_equal(params.W, p.W)
     assert jax.tree_util.tree_structure(h["opt_state"]) == jax.tree_util.tree_structure(
         optax.sgd(1.0).init(p.W))
@@ -258,7 +279,9 @@ def test_bad_inputs():
         (dict(b=jnp.ones(2)), "b must be a finite real scalar"),
         (dict(fallback="ignore"), "unknown fallback 'ignore'"),
         (dict(chunk_size=0), "chunk_size must be >= 1"),
-        (dict(learning_rate=float("inf")), "learning_rate must be finite"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite float >= 0"),
+        (dict(learning_rate=-0.5), "learning_rate must be a finite float >= 0"),
+        (dict(steps=True), "steps must be an int"),
         (dict(opt_state=(optax.EmptyState(),)), "opt_state does not match"),
     ]
     for kw, msg in cases:
@@ -268,7 +291,7 @@ def test_bad_inputs():
             train.fit(args.pop("params"), args.pop("X"), args.pop("y"), **args)
 
 
-@pytest.mark.parametrize("method", ["dense", "dtree", "wtree"])
+@pytest.mark.parametrize("method", train.METHODS)
 def test_width_subnetwork_matches_full(method):
     """fit(width=m) on the rows that can fire equals training all m rows (the active-set invariant)."""
     X, y = data.synthetic(seed=3, n=4, d=8, dtype=jnp.float32)
