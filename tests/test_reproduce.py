@@ -135,6 +135,11 @@ def test_tiny_run_values_that_do_not_depend_on_timing(tiny):
     # INIT's counted flops are (almost) exactly 2nmd plus the tree: the count is right, not merely small
     for r in by["init_cost_m"]["measured"]["rows"]:
         assert 2 * r["nmd"] <= r["dtree_flops"] <= 4 * r["nmd"]
+    # an in-place UPDATE writes one path: the DTree count grows with log m, the WTree count not at all
+    upd = by["update_cost_dtree"]["measured"]["rows"]
+    assert upd[0]["dtree_bytes"] < upd[-1]["dtree_bytes"] < 2 * upd[0]["dtree_bytes"]
+    assert upd[0]["wtree_bytes"] == upd[-1]["wtree_bytes"]
+    assert by["update_cost_dtree"]["holds"] and by["update_cost_wtree"]["holds"]
     exact = by["step_cost_exact_gd"]["measured"]
     assert all(math.isfinite(v) for k, v in exact.items() if k.startswith("exponent_"))
 

@@ -76,14 +76,15 @@ def in_range(x: float, lohi) -> bool:
     return lohi[0] <= x <= lohi[1]
 
 
-def xla_cost(fn, *args) -> dict:
+def xla_cost(fn, *args, donate_argnums=()) -> dict:
     """Operations XLA counts in the compiled ``fn(*args)``: ``{"flops": ..., "bytes": ...}``.
 
     ``args`` may be ``jax.ShapeDtypeStruct`` (nothing is allocated or run). This counts what a
     RAM-model bound counts -- arithmetic and memory traffic of the program as compiled -- without
-    the cache and page effects of wall-clock time.
+    the cache and page effects of wall-clock time. Donate a state argument (``donate_argnums``) to
+    count an in-place update rather than a copy.
     """
-    ca = jax.jit(fn).lower(*args).compile().cost_analysis()
+    ca = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile().cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     return {"flops": float(ca.get("flops", 0.0)), "bytes": float(ca.get("bytes accessed", 0.0))}
 

@@ -31,7 +31,7 @@ def _pow2_label(v, _pos=None):
     k = math.log2(v)
     if abs(k - round(k)) < 1e-6:
         return f"$2^{{{int(round(k))}}}$"
-    return f"$2^{{{k:.2g}}}$"
+    return f"$2^{{{k:g}}}$"
 
 
 def pow2_axis(axis, lo, hi, max_ticks: int = 8) -> None:
@@ -42,9 +42,9 @@ def pow2_axis(axis, lo, hi, max_ticks: int = 8) -> None:
     ax = axis.axes
     (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log", base=2)
     k0, k1 = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
-    if k1 - k0 < 3:  # a narrow range: quarter powers, so the axis has more than one label
-        ticks = [2.0 ** (k0 + j / 4) for j in range(4 * (k1 - k0) + 1)]
-        ticks = [t for t in ticks if lo / 2**0.25 <= t <= hi * 2**0.25] or ticks
+    if k1 - k0 < 2:  # a narrow range: half powers, so the axis has more than one label
+        ticks = [2.0 ** (k0 + j / 2) for j in range(2 * (k1 - k0) + 1)]
+        ticks = [t for t in ticks if lo / 2**0.5 <= t <= hi * 2**0.5] or ticks
     else:
         step = max(1, math.ceil((k1 - k0 + 1) / max_ticks))
         ticks = [2.0**k for k in range(k0, k1 + 1, step)]

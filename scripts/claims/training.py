@@ -40,8 +40,8 @@ TOLERANCES = {
 
 SIZES = {
     "tiny": dict(n=4, d=8, ms=[2**8, 2**10], steps=5, repeats=1, machinery_only=True),
-    "quick": dict(n=8, d=64, ms=[2**16, 2**18, 2**20], steps=20, repeats=1),
-    "full": dict(n=8, d=64, ms=[2**16, 2**18, 2**20, 2**22], steps=20, repeats=3),
+    "quick": dict(n=8, d=64, ms=[2**16, 2**18, 2**20], steps=20, repeats=3),
+    "full": dict(n=8, d=64, ms=[2**16, 2**18, 2**20, 2**22], steps=20, repeats=5),
 }
 
 
