@@ -62,24 +62,29 @@ def loglog2(ax, xs_all, ys_all) -> None:
 
 
 def bound_line(ax, xs, anchor, f, label, *, style="k--"):
-    """Draw the bound's growth ``c f(x)``, ``c`` chosen so it passes through the measurement
-    ``anchor`` at ``xs[0]``. Returns its values (for the axis limits)."""
+    """Draw ``c f(x)`` over ``xs``. ``anchor`` is a number (the line passes through it at ``xs[0]``:
+    a growth to compare with) or the list of measured values at ``xs`` (then ``c`` is the smallest
+    constant with ``c f(x) >= measured`` at every x: an upper bound drawn touching the measurement).
+    Returns the line's values (for the axis limits)."""
     xs = np.asarray(xs, float)
     fx = np.array([f(x) for x in xs], float)
-    ys = anchor * fx / fx[0]
+    c = max(np.asarray(anchor, float) / fx) if np.ndim(anchor) else anchor / fx[0]
+    ys = c * fx
     ax.plot(xs, ys, style, lw=1.2, alpha=0.8, label=label)
     return ys
 
 
 def series_with_bound(ax, xs, series: dict, f, bound_label: str, *, anchor=None):
-    """Plot each ``{label: ys}`` of ``series`` against ``xs``, the bound's growth ``f`` through
-    ``anchor`` (default: the first series' first value), both axes in powers of two."""
+    """Plot each ``{label: ys}`` of ``series`` against ``xs`` and the bound ``c f`` (see
+    :func:`bound_line`; ``anchor`` defaults to every measured value: the bound above them all), both
+    axes in powers of two."""
     ys_all = []
     for (label, ys), mk in zip(series.items(), ("o-", "s--", "^-", "D-")):
         ax.plot(xs, ys, mk, label=label)
         ys_all += list(ys)
-    first = next(iter(series.values()))[0] if anchor is None else anchor
-    ys_all += list(bound_line(ax, xs, first, f, bound_label))
+    if anchor is None:
+        anchor = np.max(np.asarray(list(series.values()), float), axis=0)
+    ys_all += list(bound_line(ax, xs, anchor, f, bound_label))
     loglog2(ax, xs, ys_all)
 
 

@@ -118,7 +118,7 @@ def figure(results, out, plt):
     for name, mk in (("dtree", "o-"), ("wtree", "s-")):
         y = [r[f"{name}_bytes"] for r in rows]
         ax.plot(ms, y, mk, label=f"{name}: bytes per update ({pl.verdict(claims, 'update_cost_' + name)})")
-        ys += y + list(pl.bound_line(ax, ms, y[0], _bound(name, n, d),
+        ys += y + list(pl.bound_line(ax, ms, y, _bound(name, n, d),
                                      "bound n(d + log m)" if name == "dtree" else "bound nd",
                                      style="k--" if name == "dtree" else "k:"))
     ys += list(pl.bound_line(ax, ms, rows[0]["dtree_bytes"], lambda m: m, "a copy per update (slope 1)",
