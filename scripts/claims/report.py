@@ -68,7 +68,7 @@ def _summary(claims):
              "|---|---|---|---|---|---|---|---|"]
     for c in claims:
         meas = {k: v for k, v in c["measured"].items() if not isinstance(v, (list, dict)) and k != "method"}
-        lines.append(f"| `{c['name']}` | {c['paper']} | {_cell(c['predicted'])} | {_cell(c['regime'])} | "
+        lines.append(f"| `{c['name']}` | {_cell(c['paper'])} | {_cell(c['predicted'])} | {_cell(c['regime'])} | "
                      f"{c['decided_by']} | {_cell(meas)} | {_cell(c['tolerance'])} | "
                      f"{'**yes**' if c['holds'] else '**no**'} |")
     failed = [c for c in claims if not c["holds"]]
