@@ -103,6 +103,44 @@ REPEATS = 7
 ROUNDS = 5
 
 
+def _m_point(out, lm, n, d, s_fixed):
+    """Init, update and query at m = 2^lm, appended to ``out``'s rows."""
+    m = 2**lm
+    W, X = make_data(m, n, d)
+    t_di = benchmarking.median_time(dtree.init, W, X, repeats=3)
+    t_wi = benchmarking.median_time(wtree.init, W, X, repeats=3)
+    out["init"].append({"m": m, "dtree_ms": t_di * 1e3, "wtree_ms": t_wi * 1e3})
+    t_du, c_du = time_updates(dtree, W, X, jax.random.PRNGKey(lm), REPEATS)
+    t_wu, c_wu = time_updates(wtree, W, X, jax.random.PRNGKey(lm), REPEATS)
+    out["update"].append({"m": m, "levels_MiB": 2 * n * m * 4 / 2**20, "dtree_us": t_du * 1e6,
+                          "wtree_us": t_wu * 1e6, "dtree_call_us": c_du * 1e6, "wtree_call_us": c_wu * 1e6})
+    tree = dtree.init(W, X)
+    G = dtree.inner_products(tree)
+    tq, tl, counts, cap = query_pair(tree, G, threshold_for(G, s_fixed))
+    out["query_vs_m"].append({"m": m, "S_mean": float(counts.mean()), "capacity": cap,
+                              "tree_ms": tq * 1e3, "linear_ms": tl * 1e3, "speedup": tl / tq})
+    print(f"m=2^{lm}: init {t_di*1e3:.1f} ms, update16 {t_du*1e6:.1f} us (per call {c_du*1e6:.1f}), "
+          f"query {tq*1e3:.3f} ms vs linear {tl*1e3:.2f} ms", flush=True)
+
+
+def _print(out, s_fixed, m_query):
+    """The tables of ``out`` as text."""
+    n, d = out["n"], out["d"]
+    print("\ninit (ms), n=%d d=%d" % (n, d))
+    print(benchmarking.format_table(out["init"], ["m", "dtree_ms", "wtree_ms"]))
+    print(f"\nupdate of {UPDATE_BATCH} random neurons, in place (us): amortised over {UPDATE_STEPS} in a scan,"
+          " and per jitted call")
+    print(benchmarking.format_table(out["update"], ["m", "levels_MiB", "dtree_us", "wtree_us", "dtree_call_us",
+                                                    "wtree_call_us"]))
+    print(f"\nquery of all n={n} trees vs linear scan, |S| ~ {s_fixed} per tree")
+    print(benchmarking.format_table(out["query_vs_m"], ["m", "S_mean", "capacity", "tree_ms", "linear_ms", "speedup"]))
+    print(f"\nquery vs |S| at m = {m_query}")
+    print(benchmarking.format_table(out["query_vs_S"], ["S_target", "S_mean", "capacity", "tree_ms", "linear_ms",
+                                                         "speedup"]))
+    print("\nslopes:", json.dumps({k: round(v, 3) for k, v in out["slopes"].items()}))
+    print("targets:", json.dumps(out["targets"]))
+
+
 def main(argv=None):
     global REPEATS, ROUNDS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,25 +178,7 @@ def main(argv=None):
 
     del W, X, tree, G
     for lm in log_ms:
-        m = 2**lm
-        W, X = make_data(m, n, d)
-        t_di = benchmarking.median_time(dtree.init, W, X, repeats=3)
-        t_wi = benchmarking.median_time(wtree.init, W, X, repeats=3)
-        out["init"].append({"m": m, "dtree_ms": t_di * 1e3, "wtree_ms": t_wi * 1e3})
-        t_du, c_du = time_updates(dtree, W, X, jax.random.PRNGKey(lm), REPEATS)
-        t_wu, c_wu = time_updates(wtree, W, X, jax.random.PRNGKey(lm), REPEATS)
-        out["update"].append({"m": m, "levels_MiB": 2 * n * m * 4 / 2**20, "dtree_us": t_du * 1e6,
-                              "wtree_us": t_wu * 1e6, "dtree_call_us": c_du * 1e6, "wtree_call_us": c_wu * 1e6})
-        tree = dtree.init(W, X)
-        G = dtree.inner_products(tree)
-        tau = threshold_for(G, s_fixed)
-        tq, tl, counts, cap = query_pair(tree, G, tau)
-        out["query_vs_m"].append({"m": m, "S_mean": float(counts.mean()), "capacity": cap,
-                                  "tree_ms": tq * 1e3, "linear_ms": tl * 1e3, "speedup": tl / tq})
-        del W, X, tree, G
-        print(f"m=2^{lm}: init {t_di*1e3:.1f} ms, update16 {t_du*1e6:.1f} us (per call {c_du*1e6:.1f}), "
-              f"query {tq*1e3:.3f} ms "
-              f"vs linear {tl*1e3:.2f} ms", flush=True)
+        _m_point(out, lm, n, d, s_fixed)
 
     ms = [row["m"] for row in out["init"]]
     out["slopes"] = {
@@ -180,19 +200,7 @@ def main(argv=None):
             (row["speedup"] for row in out["query_vs_m"] if row["m"] == m_query), None),
     }
 
-    print("\ninit (ms), n=%d d=%d" % (n, d))
-    print(benchmarking.format_table(out["init"], ["m", "dtree_ms", "wtree_ms"]))
-    print(f"\nupdate of {UPDATE_BATCH} random neurons, in place (us): amortised over {UPDATE_STEPS} in a scan,"
-          " and per jitted call")
-    print(benchmarking.format_table(out["update"], ["m", "levels_MiB", "dtree_us", "wtree_us", "dtree_call_us",
-                                                    "wtree_call_us"]))
-    print(f"\nquery of all n={n} trees vs linear scan, |S| ~ {s_fixed} per tree")
-    print(benchmarking.format_table(out["query_vs_m"], ["m", "S_mean", "capacity", "tree_ms", "linear_ms", "speedup"]))
-    print(f"\nquery vs |S| at m = {m_query}")
-    print(benchmarking.format_table(out["query_vs_S"], ["S_target", "S_mean", "capacity", "tree_ms", "linear_ms",
-                                                         "speedup"]))
-    print("\nslopes:", json.dumps({k: round(v, 3) for k, v in out["slopes"].items()}))
-    print("targets:", json.dumps(out["targets"]))
+    _print(out, s_fixed, m_query)
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(out, fh, indent=2)
