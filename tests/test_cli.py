@@ -501,3 +501,23 @@ def test_bad_options(capsys, argv, words):
 def test_no_command_is_an_error(capsys):
     assert cli.main([]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_chunks_are_sized_by_time():
+    from jaxcorr import _cli_run as cr
+
+    assert cr.choose_chunk(10, 100) == 10 and cr.choose_chunk(14, 100) == 10  # a divisor: one compilation
+    assert cr.choose_chunk(16, 97) == 16  # a prime: no divisor in [8, 16]
+    assert cr.choose_chunk(500, 30) == 30 and cr.choose_chunk(0, 5) == 1
+    # The default run (dense cost bound 1 ns per n*m*d on a CPU): chunks of ~0.5 s at most.
+    assert cr.initial_chunk(8, 2**17, 32, 100) == 14
+    assert cr.initial_chunk(8, 2**22, 64, 10**6) == 1  # a dense step there takes ~0.5 s
+    assert cr.initial_chunk(4, 256, 4, 10**6) == 2500  # tiny: bounded by the fixed cost of a step
+    assert cr.initial_chunk(8, 2**17, 32, 10**6, platform="gpu") > cr.initial_chunk(8, 2**17, 32, 10**6)
+    t = cr.ChunkTimer(chunk=1000, seg=10**6)
+    assert t.observe(1000, ms_per_step=5.0) == 100  # 5 s chunks: far over the stop latency
+    t = cr.ChunkTimer(chunk=10, seg=10**6)
+    t.t0 -= 1.0  # a set-up of about a second
+    assert t.observe(10, ms_per_step=0.01) is None  # the first chunk only measures set-up
+    t.t_last -= 0.05  # then 50 ms of overhead per 0.1 ms chunk: worth a restart with longer chunks
+    assert t.observe(20, ms_per_step=0.01) == int(cr.TARGET_CHUNK_S / 1e-5)
