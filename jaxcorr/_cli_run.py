@@ -27,6 +27,12 @@ TARGET_CHUNK_S = 0.5
 #: Exit status of a run stopped by a signal (128 + signal number, as shells report it).
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+#: Phases in which a command-line process ends at once on a signal (nothing unsaved would be lost).
+_AT_ONCE = {
+    "setup": "during set-up; no step trained since the last saved state, nothing to save",
+    "finish": "after the training finished (any --save checkpoint is written); no summary printed",
+    "compare": "during the --compare baseline run (the main run finished; any --save checkpoint is written)",
+}
 
 
 def initial_chunk(n: int, m: int, d: int, steps: int, platform: str = "cpu") -> int:
@@ -100,7 +106,8 @@ class Signals:
     :attr:`exit_code`); a second one aborts at once: ``os._exit`` in a command-line process,
     ``KeyboardInterrupt`` otherwise. With ``process=True`` a watchdog thread reads the signals from
     a wakeup pipe, so they are seen even while the main thread is inside XLA; if the run is still in
-    :attr:`phase` ``"setup"`` (nothing trained since the last durable state), the process ends at once.
+    :attr:`phase` ``"setup"`` (nothing trained since the last durable state), ``"finish"`` or
+    ``"compare"`` (training over, checkpoint written), the process ends at once.
     """
 
     def __init__(self, process: bool, what_on_stop: str = ""):
@@ -172,12 +179,11 @@ class Signals:
             phase = self.phase
         if not first:
             self._abort("aborted at once (second signal); nothing saved")
-        elif phase == "setup":
+        elif phase in _AT_ONCE:
             if self.process:
-                self._abort(f"interrupted by {self.name} during set-up; no step trained since the last "
-                            "saved state, nothing to save")
+                self._abort(f"interrupted by {self.name} {_AT_ONCE[phase]}")
             else:
-                _say(f"jaxcorr: {self.name}: stopping after the set-up ({self.name} again to abort at once)")
+                _say(f"jaxcorr: {self.name}: stopping at the next chance ({self.name} again to abort at once)")
         else:
             _say(f"jaxcorr: {self.name}: stopping within about a second{self.what_on_stop} "
                  f"({'Ctrl-C' if signum == signal.SIGINT else 'a second signal'} again to abort at once)")

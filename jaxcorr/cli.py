@@ -382,10 +382,14 @@ def _execute(args, run: dict, sig) -> int:
     step_end = step0 + done
     if out["diverged"] is not None:
         return _diverged(args, out["diverged"], hist, step0, cfg)
-    if args.save:  # at the end, or where a signal stopped the run
+    if args.save and out["saved_at"] != step_end:  # at the end, or where a signal stopped the run
         save(params, opt_state, step_end)
     if out["interrupted"]:
         return _interrupted(args, sig, step_end, done)
+    if sig.requested:  # during the final save: the run is complete and saved
+        print(f"jaxcorr: interrupted by {sig.name} after the training finished (step {step_end}"
+              f"{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
+        return sig.exit_code
     sig.phase = "finish"
     result = _result(args, run, hist, params, wall, done)
     warnings = _warnings(hist, result, run)
@@ -395,7 +399,7 @@ def _execute(args, run: dict, sig) -> int:
     if args.compare:
         sig.phase = "compare"
         cmp = _run_steps(_train_mod.fit, run["params0"], run["state0"], method=args.compare,
-                         **{**common, "step0": step0})
+                         **{**common, "step0": step0}, idle_phase="compare")
         if cmp["interrupted"]:
             print(f"jaxcorr: interrupted by {sig.name} during the {args.compare} comparison run "
                   f"(the {method} run is complete{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
@@ -533,7 +537,7 @@ def _cap_error(msg: str, method: str, norms, lr: float) -> str:
 
 def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, steps, save=None,
                save_every=None, mode="off", signals=None, fallback="error", platform="cpu", norms=None,
-               lr=1.0):
+               lr=1.0, idle_phase="setup"):
     """``steps`` gradient steps as :func:`jaxcorr.train.fit` calls, with progress, stops and saves.
 
     A fit call runs one segment: the whole run, or ``save_every`` steps between checkpoints
@@ -546,7 +550,8 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
 
     Returns:
       A dict with ``params``, ``opt_state``, ``history``, ``interrupted`` (a signal stopped the run
-      before ``steps``) and ``diverged`` (None, or the first non-finite step's details).
+      before ``steps``), ``diverged`` (None, or the first non-finite step's details), ``wall_s`` and
+      ``saved_at`` (the step of the last checkpoint this call or the resumed run wrote, or None).
     """
     n, d = X.shape
     m = params.W.shape[0]
@@ -585,6 +590,8 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
                         return True
                 return bool(signals is not None and signals.requested)
 
+            if signals is not None:
+                signals.phase = idle_phase  # the segment starts from a saved (or reproducible) state
             try:
                 params_new, hist = fit(params, X, y, steps=seg, method=method, optimizer=optimizer, b=b,
                                        opt_state=opt_state, callback=callback, chunk_size=chunk,
@@ -608,8 +615,6 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
             if save is not None and done < steps and not (signals is not None and signals.requested):
                 save(params, opt_state, step0 + done)  # the caller saves the last state
                 saved_at = step0 + done
-                if signals is not None:
-                    signals.phase = "setup"  # the state is on disk: a signal may end the process now
                 if mode == "lines":
                     _report(f"saved checkpoint at step {step0 + done}")
     finally:
@@ -618,7 +623,7 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
     if opt_state is None:
         opt_state = optimizer.init(params.W)
     return {"params": params, "opt_state": opt_state, "history": _merge(hists), "interrupted": interrupted,
-            "diverged": diverged, "wall_s": time.perf_counter() - t_run}
+            "diverged": diverged, "wall_s": time.perf_counter() - t_run, "saved_at": saved_at}
 
 
 def _nonfinite(loss) -> np.ndarray:
