@@ -113,7 +113,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
     import pty
 
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--steps", "40", "--json"],
+    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
                          stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
     os.close(slave)
     chunks = []
