@@ -254,7 +254,7 @@ class Progress:
         elif self.mode == "bar" and self._setup_bar is None:
             from tqdm import tqdm
 
-            self._setup_bar = tqdm(total=None, desc=f"{self.label}: set-up (trees, compilation)",
+            self._setup_bar = tqdm(total=None, desc=f"{self.label}: set-up (compiling)",
                                    bar_format="{desc} {elapsed}", file=sys.stderr, leave=False, **_width())
             threading.Thread(target=self._refresh, daemon=True).start()
 
@@ -272,7 +272,7 @@ class Progress:
         """Set-up is over: show the steps from ``step0`` to ``total``."""
         self.step0, self.total = step0, total
         if self.mode == "lines":
-            self.report(f"set-up done in {setup_s:.1f} s (trees, compilation)")
+            self.report(f"set-up done in {setup_s:.1f} s (compilation, and for the sparse methods the active rows)")
             self._last_line = time.perf_counter()
         elif self.mode == "bar":
             self._close_setup()

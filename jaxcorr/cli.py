@@ -563,8 +563,8 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
     hists, done, resized, saved_at, started = [], 0, False, (step0 if step0 else None), False
     diverged, t_run = None, time.perf_counter()
     if steps > 0:
-        prog.setup("setting up: building the trees and compiling the training step (once per run; "
-                   "cached for the next run)...")
+        what = "compiling the training step" if method == "dense" else "finding the active rows and compiling the step"
+        prog.setup(f"setting up: {what} (once per run; the compiled programs are cached for the next run)...")
     try:
         while done < steps and not (signals is not None and signals.requested):
             seg = min(save_every or steps, steps - done)
