@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jaxcorr",
         description="Train wide two-layer ReLU networks exactly and fast with weight-data correlation "
                     "trees (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023).",
+        epilog=f"Paper: {PAPER}",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             "synthetic unit-norm data. Progress goes to stderr, the summary to stdout. Exit status: 0 done, "
             "1 diverged, 2 bad input or too big for memory, 130/143 stopped by Ctrl-C/SIGTERM."
         ),
+        epilog=f"Paper: {PAPER}",
     )
     _add_train_arguments(t)
     return parser
