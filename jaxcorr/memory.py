@@ -63,14 +63,16 @@ def _pow2(x: int) -> int:
 def _row_elems(method: str, n: int, m: int, d: int, optimizer: str) -> float:
     """Elements per neuron at the peak (times the element size gives bytes per row)."""
     k = _SLOTS.get(optimizer, 2)
-    per_row = 4 * d + 2 * k * d  # W0, W, gradient/update, scattered copy; optimizer state + its temps
     if method == "dense":
-        per_row += 3 * n  # pre-activations, the mask and the back-propagated coefficients
-    elif method == "wtree":
-        per_row += n + 2 * _pow2(n) + 2 * n + d  # (m, n) inner products, m trees, query result, rows
-    else:  # dtree and the tree-based set-up of the other exact sparse methods
-        per_row += n + 2 * n * _pow2(m) / m + n + d  # inner products, n trees, fire mask, rows
-    return per_row
+        # W0, W, the gradient and the update; the optimizer state and its temporaries; (n, m)
+        # pre-activations, mask and back-propagated coefficients.
+        return 4 * d + 2 * k * d + 3 * n
+    # The sparse methods hold fewer full-width copies of W at once (the steps run on the active
+    # rows), plus the full-width optimizer state, plus their set-up arrays over all m neurons.
+    per_row = 2.5 * d + 1.1 * k * d
+    if method == "wtree":
+        return per_row + n + 2 * _pow2(n) + 2 * n  # (m, n) inner products, m trees, query result
+    return per_row + n + 2 * n * _pow2(m) / m + n  # (n, m) inner products, n trees (n, 2P), fire mask
 
 
 def estimate_bytes(method: str, n: int, m: int, d: int, *, itemsize: int = 4, optimizer: str = "sgd",
