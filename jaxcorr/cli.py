@@ -606,14 +606,10 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
                 continue
             params, opt_state = params_new, hist["opt_state"]
             hists.append(hist)
-            bad = _nonfinite(hist["loss"])
-            if bad.size:
-                t = step0 + done + int(bad[0])
-                last = float(hist["loss"][bad[0] - 1]) if bad[0] > 0 else None
-                diverged = {"step": t, "loss": float(hist["loss"][bad[0]]), "last": last, "saved": saved_at}
-                done += len(hist["loss"])
-                break
+            diverged = _divergence(hist["loss"], step0 + done, saved_at)
             done += len(hist["loss"])
+            if diverged is not None:
+                break
             if save is not None and done < steps and not (signals is not None and signals.requested):
                 save(params, opt_state, step0 + done)  # the caller saves the last state
                 saved_at = step0 + done
@@ -630,6 +626,17 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
 
 def _nonfinite(loss) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(np.asarray(loss, np.float64)))
+
+
+def _divergence(loss, step_base: int, saved_at):
+    """None if every loss is finite; else the first non-finite step, its loss, the loss before it
+    and the step of the last checkpoint written."""
+    bad = _nonfinite(loss)
+    if not bad.size:
+        return None
+    j = int(bad[0])
+    return {"step": step_base + j, "loss": float(loss[j]), "last": float(loss[j - 1]) if j > 0 else None,
+            "saved": saved_at}
 
 
 def _merge(hists: list[dict]) -> dict:
