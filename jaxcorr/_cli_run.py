@@ -107,12 +107,14 @@ class Signals:
     ``KeyboardInterrupt`` otherwise. With ``process=True`` a watchdog thread reads the signals from
     a wakeup pipe, so they are seen even while the main thread is inside XLA; if the run is still in
     :attr:`phase` ``"setup"`` (nothing trained since the last durable state), ``"finish"`` or
-    ``"compare"`` (training over, checkpoint written), the process ends at once.
+    ``"compare"`` (training over, checkpoint written), the process ends at once; in ``"resetup"``
+    (a new ``fit`` call after some steps) it does so only when nothing would be saved anyway.
     """
 
-    def __init__(self, process: bool, what_on_stop: str = ""):
+    def __init__(self, process: bool, what_on_stop: str = "", saving: bool = False):
         self.process = process
         self.what_on_stop = what_on_stop
+        self.saving = saving  # a stop will save a checkpoint (--save)
         self.signum = None
         self.count = 0
         self.phase = "setup"
@@ -179,6 +181,8 @@ class Signals:
             phase = self.phase
         if not first:
             self._abort("aborted at once (second signal); nothing saved")
+        elif phase == "resetup" and not self.saving:  # nothing would be saved: do not wait for XLA
+            self._abort(f"interrupted by {self.name} while compiling longer chunks; not saved (no --save given)")
         elif phase in _AT_ONCE:
             if self.process:
                 self._abort(f"interrupted by {self.name} {_AT_ONCE[phase]}")

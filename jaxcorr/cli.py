@@ -289,7 +289,7 @@ def _train(args, process: bool) -> int:
     _check_options(args)
     cache = _enable_cache(cache_dir(args, process))
     what = f" and save to {args.save}" if args.save else ""
-    with _cli_run.Signals(process, what_on_stop=what) as sig:
+    with _cli_run.Signals(process, what_on_stop=what, saving=args.save is not None) as sig:
         run = _prepare(args, sig)
         run["cache"] = cache
         return _execute(args, run, sig)
@@ -545,8 +545,9 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
     A fit call runs one segment: the whole run, or ``save_every`` steps between checkpoints
     (``save(params, opt_state, step)`` after each segment but the last). Within a call, the jitted
     chunks are sized to about 0.5 s (:func:`jaxcorr._cli_run.initial_chunk`), so a signal stops the
-    run within a chunk; if the measured chunks are far off that size, the segment restarts from its
-    start with a better length (once per run). A non-finite loss stops the run at the first chunk
+    run within a chunk; if the first measured chunks are far off that size, the call ends there and
+    the run goes on in a new call with a better length (once per run, early; the new call's set-up
+    compiles the new length). A non-finite loss stops the run at the first chunk
     that has one. Splitting a run into calls changes nothing for dense and the trajectory only by
     float rounding for the sparse methods (fit's resume guarantee).
 
@@ -569,7 +570,7 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
         prog.setup(f"setting up: {what} (once per run; the compiled programs are cached for the next run)...")
     try:
         while done < steps and not (signals is not None and signals.requested):
-            seg = min(save_every or steps, steps - done)
+            seg = (min(save_every - done % save_every, steps - done) if save_every else steps - done)
             chunk = _cli_run.choose_chunk(cmax, seg)
             timer = _cli_run.ChunkTimer(chunk, seg)
             state = {"resize": None}
@@ -586,30 +587,28 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
                             _progress_line(method, abs_step, step0 + steps, info))
                 if not math.isfinite(float(info["loss"])):
                     return True
-                if not resized:
+                if not resized and timer.calls < 3:  # decide early, once per run
                     state["resize"] = timer.observe(int(info["step"]), info["ms_per_step"])
                     if state["resize"] is not None:
-                        return True
+                        return True  # go on with chunks of the better length (a new fit call)
                 return bool(signals is not None and signals.requested)
 
-            if signals is not None:
-                signals.phase = idle_phase  # the segment starts from a saved (or reproducible) state
+            if signals is not None:  # "setup": from a saved or reproducible state; a signal ends it
+                signals.phase = idle_phase if saved_at == step0 + done or done == 0 else "resetup"
             try:
-                params_new, hist = fit(params, X, y, steps=seg, method=method, optimizer=optimizer, b=b,
-                                       opt_state=opt_state, callback=callback, chunk_size=chunk,
-                                       fallback=fallback)
+                params, hist = fit(params, X, y, steps=seg, method=method, optimizer=optimizer, b=b,
+                                   opt_state=opt_state, callback=callback, chunk_size=chunk, fallback=fallback)
             except ValueError as e:
                 raise ValueError(_cap_error(str(e), method, norms, lr)) from None
-            if state["resize"] is not None and not _nonfinite(hist["loss"]).size:
-                resized, cmax = True, state["resize"]  # rerun this segment from its start
-                prog.rewind(step0 + done)
-                continue
-            params, opt_state = params_new, hist["opt_state"]
+            opt_state = hist["opt_state"]
             hists.append(hist)
             diverged = _divergence(hist["loss"], step0 + done, saved_at)
             done += len(hist["loss"])
             if diverged is not None:
                 break
+            if state["resize"] is not None:
+                resized, cmax = True, state["resize"]
+                continue
             if save is not None and done < steps and not (signals is not None and signals.requested):
                 save(params, opt_state, step0 + done)  # the caller saves the last state
                 saved_at = step0 + done

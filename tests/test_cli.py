@@ -521,3 +521,21 @@ def test_chunks_are_sized_by_time():
     assert t.observe(10, ms_per_step=0.01) is None  # the first chunk only measures set-up
     t.t_last -= 0.05  # then 50 ms of overhead per 0.1 ms chunk: worth a restart with longer chunks
     assert t.observe(20, ms_per_step=0.01) == int(cr.TARGET_CHUNK_S / 1e-5)
+
+
+def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeypatch):
+    """When the measured chunks call for another length, the run goes on from where it is: the
+    result is the uninterrupted run's, and the steps of the first chunks are not trained twice."""
+    _, ref = full_run
+    calls = []
+
+    def observe(self, done, ms_per_step):
+        calls.append(done)
+        return 2 if len(calls) == 1 else None
+
+    monkeypatch.setattr(cli._cli_run, "initial_chunk", lambda *a, **k: 1)
+    monkeypatch.setattr(cli._cli_run.ChunkTimer, "observe", observe)
+    path = tmp_path / "r.ckpt"
+    r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
+    assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
+    assert_same_state(checkpoint.load(path), ref, exact=False)
