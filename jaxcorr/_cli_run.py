@@ -66,7 +66,8 @@ class ChunkTimer:
 
     ``should_resize`` after a callback returns a new chunk length when a chunk took over 2 s (the
     stop latency), or when chunks are so short that the per-chunk overhead saved over the rest of
-    the segment is worth twice a new set-up (which costs what this call's set-up cost).
+    the segment is worth twice a new set-up (which costs what this call's set-up cost) and that
+    set-up is short enough (<= 1 s) not to delay a stop.
     """
 
     def __init__(self, chunk: int, seg: int):
@@ -91,7 +92,9 @@ class ChunkTimer:
         left = self.seg - done
         if exec_s > 4 * TARGET_CHUNK_S and self.chunk > 1 and left > 0:
             return ideal
-        if self.calls >= 2 and ideal >= 4 * self.chunk and left > 0:
+        # Longer chunks need a new fit call, whose set-up delays a stop as long as this call's
+        # set-up took: only where that is short (at m = 2^22 a DTree set-up takes tens of seconds).
+        if self.calls >= 2 and ideal >= 4 * self.chunk and left > 0 and self.setup_s <= 2 * TARGET_CHUNK_S:
             saved = (left / self.chunk - left / ideal) * self.overhead_s
             cost = self.setup_s + done * t_step
             if saved > 2 * cost:

@@ -517,10 +517,15 @@ def test_chunks_are_sized_by_time():
     t = cr.ChunkTimer(chunk=1000, seg=10**6)
     assert t.observe(1000, ms_per_step=5.0) == 100  # 5 s chunks: far over the stop latency
     t = cr.ChunkTimer(chunk=10, seg=10**6)
-    t.t0 -= 1.0  # a set-up of about a second
+    t.t0 -= 0.5  # a set-up of half a second
     assert t.observe(10, ms_per_step=0.01) is None  # the first chunk only measures set-up
     t.t_last -= 0.05  # then 50 ms of overhead per 0.1 ms chunk: worth a restart with longer chunks
     assert t.observe(20, ms_per_step=0.01) == int(cr.TARGET_CHUNK_S / 1e-5)
+    t = cr.ChunkTimer(chunk=10, seg=10**6)
+    t.t0 -= 30.0  # a long set-up (a DTree at m = 2^22): a new fit call would delay a stop by as much
+    assert t.observe(10, ms_per_step=0.01) is None
+    t.t_last -= 0.05
+    assert t.observe(20, ms_per_step=0.01) is None
 
 
 def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeypatch):
