@@ -10,7 +10,10 @@ One checkpoint is one ``.npz`` file (readable with ``numpy.load``) holding
 
 :func:`save` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
 over the target with :func:`os.replace` (atomic on POSIX and Windows), so a crash during a save leaves
-the previous checkpoint intact. :func:`load` verifies the checksum (truncation or corruption), the
+the previous checkpoint intact. The temporary file is named ``.<name>.<pid>-<random>.tmp``; a save
+killed outright (SIGKILL, power loss) leaves it behind, and the next save of the same path removes
+every such file whose process is gone. :func:`check_target` checks before a run that a path can be
+written and holds no file other than a checkpoint (so a run never overwrites the user's data). :func:`load` verifies the checksum (truncation or corruption), the
 format, the sizes against the config, and, when given, the data and the optimizer; any failure
 raises :class:`CheckpointError` with a message that names the file and the mismatch.
 
@@ -42,7 +45,7 @@ import numpy as np
 
 from jaxcorr import nn
 
-__all__ = ["CheckpointError", "FORMAT", "save", "load", "fingerprint"]
+__all__ = ["CheckpointError", "FORMAT", "save", "load", "fingerprint", "is_checkpoint", "check_target"]
 
 FORMAT = "jaxcorr-checkpoint/1"
 
@@ -124,7 +127,8 @@ def save(path, params, opt_state, step: int, config: dict, X, y) -> None:
 
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{os.getpid()}-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
@@ -139,6 +143,99 @@ def save(path, params, opt_state, step: int, config: dict, X, y) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _tmp_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def _remove_stale_temporaries(path: str) -> list[str]:
+    """Delete the temporary files that earlier saves of ``path`` left behind when they were killed.
+
+    A temporary file ``.<name>.<pid>-<random>.tmp`` is stale when process ``pid`` no longer exists
+    (a live process may be writing it right now, so its files are kept). Returns the removed paths.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _tmp_prefix(path)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process writes one save at a time: an old file of ours is stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (owned by someone else), or cannot tell: keep the file
+    return True
+
+
+def is_checkpoint(path) -> bool:
+    """True if ``path`` is a file that :func:`save` wrote (a zip with jaxcorr metadata).
+
+    Reads only the metadata, not the arrays, and never raises; a damaged checkpoint whose metadata is
+    still readable counts as a checkpoint.
+    """
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as z:
+            if not {"meta.npy", "checksum.npy"} <= set(z.namelist()):
+                return False
+            with z.open("meta.npy") as f:
+                meta = json.loads(np.lib.format.read_array(f, allow_pickle=False).tobytes())
+        return meta.get("format") == FORMAT
+    except Exception:  # noqa: BLE001 -- any unreadable file is "not a checkpoint"
+        return False
+
+
+def check_target(path, protect=()) -> None:
+    """Check, before training, that :func:`save` can write ``path`` and overwrites nothing precious.
+
+    Args:
+      path: the checkpoint path a run will save to.
+      protect: paths that must not be overwritten (the run's data file).
+
+    Raises:
+      ValueError: ``path`` is a directory, is one of ``protect`` (same file), or is an existing file
+        that is not a jaxcorr checkpoint.
+      OSError: the directory does not exist or a file cannot be created in it (tried for real, so
+        read-only mounts, ``/proc`` and full quotas are caught too).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory; give a file name")
+    for other in protect:
+        if other is not None and os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
+            raise ValueError(f"{path!r} is the data file; saving would overwrite the data with a checkpoint")
+    if os.path.exists(path) and not is_checkpoint(path):
+        raise ValueError(f"{path!r} exists and is not a jaxcorr checkpoint; refusing to overwrite it "
+                         "(choose another path, or delete the file)")
+    if not os.path.isdir(directory):
+        raise OSError(f"directory {directory!r} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{os.getpid()}-", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise OSError(f"cannot write in directory {directory!r} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _fsync_dir(directory: str) -> None:

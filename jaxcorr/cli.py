@@ -2,20 +2,32 @@ r"""Command line: ``jaxcorr train`` (also ``python -m jaxcorr train``).
 
 Trains the two-layer ReLU network of Definition 2.1, :math:`f(x) = \frac{1}{\sqrt m}\sum_r a_r
 \sigma_b(\langle w_r, x\rangle)`, by gradient descent on :math:`L(W) = \frac12\sum_i (f(x_i) - y_i)^2`
-with :func:`jaxcorr.train.fit`, printing progress on stderr and a summary on stdout: final loss,
-ms per step, and the fire-set sizes :math:`|S_{i,\mathrm{fire}}|` against the :math:`m^{4/5}` and
-:math:`m e^{-b^2/2}` bounds of Lemma 2.5.
+with :func:`jaxcorr.train.fit`, showing progress on stderr and printing a summary on stdout: final
+loss, time per step and end to end, and the fire-set sizes :math:`|S_{i,\mathrm{fire}}|` against the
+:math:`m^{4/5}` and :math:`m e^{-b^2/2}` bounds of Lemma 2.5.
 
 With no options it trains on :func:`jaxcorr.data.synthetic` (``--seed 0``) with the sizes in
-:data:`DEFAULTS` and ``--method dtree``. ``--data FILE`` trains on the user's ``.npz``/``.csv``
-(:func:`jaxcorr.io.load_data`); ``--save``/``--save-every``/``--resume`` write and read
-:mod:`jaxcorr.checkpoint` files; Ctrl-C stops after the current chunk, saves (with ``--save``) and
-exits with status 130. Bad input prints one ``jaxcorr: error: ...`` line on stderr and exits 2.
+:data:`DEFAULTS` and the default method (:data:`DEFAULT_METHOD`). ``--data FILE`` trains on the
+user's ``.npz``/``.csv`` (:func:`jaxcorr.io.load_data`); ``--save``/``--save-every``/``--resume``
+write and read :mod:`jaxcorr.checkpoint` files, and a resumed run is matched to its data by content
+(SHA-256), not by path.
+
+Process behaviour:
+
+- Exit status: 0 done; 1 the run diverged (non-finite loss); 2 bad input, or a run that cannot fit
+  in memory (one ``jaxcorr: error: ...`` line on stderr, no traceback); 130 / 143 stopped by Ctrl-C /
+  SIGTERM.
+- Ctrl-C or SIGTERM stops within about a second at any size (jitted chunks are sized to about
+  0.5 s), saves a checkpoint when ``--save`` is given and says how to continue; during set-up, when
+  nothing has been trained yet, it exits at once. A second Ctrl-C aborts at once.
+- The persistent XLA compilation cache (``--cache-dir``, ``JAXCORR_CACHE_DIR``, default
+  ``$XDG_CACHE_HOME/jaxcorr/xla`` or ``~/.cache/jaxcorr/xla``; ``--no-cache``) makes a second run of
+  the same sizes compile nothing.
 
 Examples:
   $ jaxcorr train
   $ jaxcorr train --n 4 --m 256 --d 4 --steps 5 --json
-  $ jaxcorr train --data mydata.csv --optimizer adam --lr 0.01 --save run.ckpt --save-every 50
+  $ jaxcorr train --data mydata.csv --normalize --optimizer adam --lr 0.01 --save run.ckpt --save-every 50
   $ jaxcorr train --resume run.ckpt --save run.ckpt --steps 100
 """
 
@@ -26,13 +38,21 @@ import functools
 import json
 import math
 import os
-import signal
+import re
 import sys
 import time
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "DEFAULTS", "OPTIMIZERS"]
+from jaxcorr import _cli_run
+from jaxcorr import train as _train_mod
+
+__all__ = ["main", "build_parser", "DEFAULTS", "OPTIMIZERS", "METHODS", "DEFAULT_METHOD", "cache_dir"]
+
+#: The training methods, as :mod:`jaxcorr.train` offers them.
+METHODS = tuple(_train_mod.METHODS)
+#: ``active`` (exact, tree-free steps on the active rows) where the library has it, else ``dtree``.
+DEFAULT_METHOD = "active" if "active" in METHODS else "dtree"
 
 #: Sizes and settings of the default run (``jaxcorr train`` with no options).
 DEFAULTS = {
@@ -41,19 +61,35 @@ DEFAULTS = {
     "m": 2**17,
     "steps": 100,
     "seed": 0,
-    "method": "dtree",
+    "method": DEFAULT_METHOD,
     "optimizer": "sgd",
 }
 
 #: ``--optimizer`` names and the optax transformation over ``W`` each stands for.
 OPTIMIZERS = {
-    "sgd": "optax.sgd(lr)",
-    "momentum": "optax.sgd(lr, momentum=0.9)",
+    "sgd": "jaxcorr.train.sgd(lr) (optax.sgd, span path)",
+    "momentum": "jaxcorr.train.sgd(lr, momentum=0.9)",
     "adam": "optax.adam(lr)",
 }
 
-METHODS = ("dense", "dtree", "wtree")
+_METHOD_HELP = {
+    "dense": "plain GD on all m neurons",
+    "active": "exact GD on the rows that can fire, fire sets by comparison (no trees in the loop)",
+    "dtree": "GD with the Correlation DTree, Algorithm 8",
+    "wtree": "GD with the Correlation WTree, Algorithm 9",
+}
 _CONFIG_KEYS = ("n", "m", "d", "b", "lr", "optimizer", "seed")  # fixed for a run, checked on --resume
+_SEED_MAX = 2**32 - 1  # jax.random.key folds larger seeds onto smaller ones
+EXIT_DIVERGED = 1
+PAPER = "https://arxiv.org/abs/2211.14227"
+
+
+def _version() -> str:
+    from jaxcorr import __version__
+
+    import jax
+
+    return f"jaxcorr {__version__} (jax {jax.__version__}, Python {sys.version.split()[0]})"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``jaxcorr`` argument parser (subcommand ``train``)."""
     parser = _Parser(
         prog="jaxcorr",
-        description="Train wide two-layer ReLU networks with correlation trees (Alman et al., NeurIPS 2023).",
+        description="Train wide two-layer ReLU networks exactly and fast with weight-data correlation "
+                    "trees (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023).",
+        epilog=f"Paper: {PAPER}",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     t = sub.add_parser(
@@ -77,61 +116,94 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train the two-layer ReLU network f(x) = 1/sqrt(m) sum_r a_r relu(<w_r, x> - b) (paper, Def. 2.1) "
             "by gradient descent on L = 1/2 sum_i (f(x_i) - y_i)^2. Without --data it trains on seeded "
-            "synthetic unit-norm data. Progress goes to stderr, the summary to stdout."
+            "synthetic unit-norm data. Progress goes to stderr, the summary to stdout. Exit status: 0 done, "
+            "1 diverged, 2 bad input or too big for memory, 130/143 stopped by Ctrl-C/SIGTERM."
         ),
+        epilog=f"Paper: {PAPER}",
     )
+    _add_train_arguments(t)
+    return parser
+
+
+def _add_train_arguments(t) -> None:
     d = DEFAULTS
-    t.add_argument("--method", choices=METHODS, default=None, help=f"dense: plain GD; dtree/wtree: GD with the correlation trees (Thm 3.1/3.2) (default {d['method']}; with --resume: the checkpoint's)")
+    methods = "; ".join(f"{k}: {_METHOD_HELP.get(k, 'see jaxcorr.train')}" for k in METHODS)
+    t.add_argument("--method", choices=METHODS, default=None, help=f"{methods} (default {d['method']}; with --resume: the checkpoint's)")
     t.add_argument("--n", type=int, default=None, help=f"number of synthetic data points (default {d['n']}; with --data: the file's)")
     t.add_argument("--m", type=int, default=None, help=f"width, number of neurons (default {d['m']})")
     t.add_argument("--d", type=int, default=None, help=f"input dimension of synthetic data (default {d['d']}; with --data: the file's)")
     t.add_argument("--steps", type=int, default=d["steps"], help=f"gradient steps to run; with --resume: steps to add (default {d['steps']})")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default jaxcorr.train.DEFAULT_LEARNING_RATE = 1.0)")
     t.add_argument("--b", type=float, default=None, help="activation threshold b (default sqrt(0.4 ln m), Remark 2.6)")
-    t.add_argument("--seed", type=int, default=None, help=f"seed of the initial weights and of the synthetic data (default {d['seed']})")
+    t.add_argument("--seed", type=int, default=None, help=f"seed of the initial weights and of the synthetic data, 0..2^32-1 (default {d['seed']})")
     t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None, help=f"{', '.join(f'{k} = {v}' for k, v in OPTIMIZERS.items())} (default {d['optimizer']})")
     t.add_argument("--data", metavar="FILE", default=None, help="train on FILE: .npz with arrays X (n, d) and y (n,), or .csv whose last column is y")
     t.add_argument("--normalize", action="store_true", help="scale each row of the --data X to unit norm, as the paper assumes")
-    t.add_argument("--compare", choices=("dense",), default=None, help="also run the dense baseline from the same start; report the speed ratio and the largest loss difference")
+    t.add_argument("--fallback", choices=("error", "dense"), default="error", help="when a fire set outgrows the DDFN cap ceil(m^(4/5)) of the sparse methods: stop with an error (default) or continue with dense GD")
+    t.add_argument("--compare", choices=("dense",), default=None, help="also run dense GD from the same start; report the speed ratio per step and end to end, and the loss difference")
     t.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line of stdout (instead of the summary)")
-    t.add_argument("--save", metavar="PATH", default=None, help="write a checkpoint to PATH at the end, on Ctrl-C and every --save-every steps (atomically)")
+    t.add_argument("--save", metavar="PATH", default=None, help="write a checkpoint to PATH at the end, on Ctrl-C/SIGTERM and every --save-every steps (atomically); PATH must be new or a checkpoint")
     t.add_argument("--save-every", metavar="K", type=int, default=None, help="with --save: also checkpoint every K steps")
-    t.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH for --steps more steps (same data, sizes and hyperparameters)")
-    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH for --steps more steps (same data by content, sizes and hyperparameters); needs --save unless --steps 0")
+    t.add_argument("--cache-dir", metavar="DIR", default=None, help="persistent XLA compilation cache (default $JAXCORR_CACHE_DIR, else $XDG_CACHE_HOME/jaxcorr/xla or ~/.cache/jaxcorr/xla)")
+    t.add_argument("--no-cache", action="store_true", help="do not read or write the persistent compilation cache")
+    t.add_argument("--quiet", action="store_true", help="no progress display (warnings and errors still go to stderr)")
     # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
     t.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="several processes: address of process 0's coordinator (with --num-processes and --process-id; see jaxcorr.distributed)")
     t.add_argument("--num-processes", metavar="N", type=int, default=None, help="several processes: how many take part")
     t.add_argument("--process-id", metavar="I", type=int, default=None, help="several processes: this one's index, 0..N-1 (process 0 writes the checkpoints)")
-    return parser
 
 
 def main(argv=None) -> int:
     """Entry point of ``jaxcorr`` and ``python -m jaxcorr``; returns the exit status.
 
-    0 on success, 2 on bad input (one ``jaxcorr: error: ...`` line on stderr), 130 when stopped by
-    Ctrl-C.
+    ``argv=None`` (the console script, ``python -m jaxcorr``) marks a command-line process: it also
+    turns on the persistent compilation cache by default and handles signals with a watchdog thread
+    that can end the process at once. Called with a list (tests, notebooks), it changes no
+    process-wide state unless ``--cache-dir`` is given.
+
+    Returns:
+      0 on success, 1 when training diverged, 2 on bad input (one ``jaxcorr: error: ...`` line on
+      stderr), 130 / 143 when stopped by Ctrl-C / SIGTERM, 141 when stdout is a closed pipe.
     """
+    process = argv is None
+    try:
+        rc = _main(argv, process)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:  # `jaxcorr --help | head`: the reader left; say nothing more
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _main(argv, process: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)
+    except SystemExit as e:  # --help/--version (0) or a usage error (2, one line already printed)
         return e.code
     try:
-        return _train(args)
+        return _train(args, process)
     except KeyboardInterrupt:
         print("jaxcorr: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:  # CheckpointError is a ValueError
+    except BrokenPipeError:
+        raise
+    except (ValueError, OSError, MemoryError) as e:  # CheckpointError is a ValueError
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"jaxcorr: error: {msg}", file=sys.stderr)
         return 2
 
 
 # --------------------------------------------------------------------------------------------------
-# train
+# checks that need no JAX
 
 
-def _train(args) -> int:
-    # Validate what needs no imports first, so bad options fail fast.
+def _check_options(args) -> None:
+    """Validate what needs no imports or files, so bad options fail fast."""
     for name in ("n", "m", "d"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -144,132 +216,205 @@ def _train(args) -> int:
             raise ValueError(f"--{name} must be finite, got {v}")
     if args.lr is not None and args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    if args.save is not None:  # fail now, not after the training run
-        where = os.path.dirname(os.path.abspath(args.save))
-        if not os.path.isdir(where) or not os.access(where, os.W_OK):
-            raise ValueError(f"--save {args.save}: directory {where!r} does not exist or is not writable")
-        if os.path.isdir(args.save):
-            raise ValueError(f"--save {args.save}: is a directory; give a file name")
+    if args.seed is not None and not 0 <= args.seed <= _SEED_MAX:
+        raise ValueError(f"--seed must be an integer in [0, 2^32 - 1], got {args.seed}")
     if args.save_every is not None:
         if args.save_every < 1:
             raise ValueError(f"--save-every must be >= 1, got {args.save_every}")
         if args.save is None:
             raise ValueError("--save-every needs --save PATH")
+    if args.normalize and args.data is None and args.resume is None:
+        raise ValueError("--normalize rescales the rows of a --data file; the synthetic data are unit-norm already")
+    if args.resume is not None and args.save is None and args.steps > 0:
+        raise ValueError(
+            f"--resume {args.resume} without --save would train {args.steps} steps and keep none of them: "
+            f"add --save {args.resume} to continue in place (or --save NEW to keep {args.resume} as it is), "
+            "or --steps 0 to only evaluate the checkpoint")
+    if args.method is not None and args.compare == args.method:
+        raise ValueError(f"--compare {args.compare} with --method {args.method} compares a method with itself; "
+                         f"drop --compare, or train another --method ({', '.join(k for k in METHODS if k != args.compare)})")
+    if args.cache_dir is not None and args.no_cache:
+        raise ValueError("--cache-dir and --no-cache contradict each other; give one")
 
+
+def cache_dir(args=None, process: bool = True) -> str | None:
+    """The persistent compilation cache directory for a run, or None for no cache.
+
+    Order: ``--no-cache`` (none); ``--cache-dir DIR``; ``$JAXCORR_CACHE_DIR`` (empty: none); a
+    command-line process's default ``$XDG_CACHE_HOME/jaxcorr/xla`` or ``~/.cache/jaxcorr/xla``.
+    In-process calls (``main([...])``) use no cache unless told.
+    """
+    if args is not None and args.no_cache:
+        return None
+    if args is not None and args.cache_dir is not None:
+        return args.cache_dir
+    env = os.environ.get("JAXCORR_CACHE_DIR")
+    if env is not None:
+        return env or None
+    if not process:
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxcorr", "xla")
+
+
+def _enable_cache(path: str | None) -> str | None:
+    """Point JAX's persistent compilation cache at ``path`` and cache every program (small ones too:
+    the CLI's compile time is many small programs). Returns the directory used, or None (with a
+    warning when it cannot be created)."""
+    if path is None:
+        return None
+    import jax
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(f"{path!r} is not writable")
+    except OSError as e:
+        print(f"jaxcorr: warning: compilation cache off: cannot use {path!r} ({e})", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    try:
+        import filelock  # noqa: F401 -- JAX needs it to evict entries; without it the cache is unbounded
+    except ImportError:
+        pass
+    else:
+        if jax.config.jax_compilation_cache_max_size == -1:
+            jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # least recently used go
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+def _train(args, process: bool) -> int:
+    _check_options(args)
+    cache = _enable_cache(cache_dir(args, process))
+    what = f", saving to {args.save}," if args.save else ""
+    with _cli_run.Signals(process, what_on_stop=what, saving=args.save is not None) as sig:
+        run = _prepare(args, sig)
+        run["cache"] = cache
+        return _execute(args, run, sig)
+
+
+def _prepare(args, sig) -> dict:
+    """Everything before training: settings, data, memory check, start state. Raises ValueError /
+    OSError / MemoryError with one-line messages."""
     import jax
     import jax.numpy as jnp
 
-    from jaxcorr import checkpoint, data, distributed, io, nn, train
+    from jaxcorr import checkpoint, data, distributed, io, memory, nn
 
     mesh = distributed.setup(args.coordinator, args.num_processes, args.process_id)  # None: one process
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
     cfg, ck = _resolve_config(args, checkpoint)
-
-    # Data.
+    if args.save is not None:
+        try:
+            checkpoint.check_target(args.save, protect=(cfg["data"],))
+        except (ValueError, OSError) as e:
+            raise ValueError(f"--save {args.save}: {e}") from None
+    notes = []
     if cfg["data"] is not None:
-        X, y = io.load_data(cfg["data"], dtype)
+        X, y, info = io.load_data(cfg["data"], dtype, return_info=True)
+        if info["header"] is not None:
+            notes.append(f"data: skipped the header row (line {info['header_line']}: {info['header'][:60]!r})")
         if cfg["normalize"]:
             X = io.unit_rows(X)
         for name, have in (("n", X.shape[0]), ("d", X.shape[1])):
             if getattr(args, name) is not None and getattr(args, name) != have:
                 raise ValueError(f"--{name} {getattr(args, name)} given, but the data file has {name}={have}")
         cfg["n"], cfg["d"] = X.shape
-        norms = np.linalg.norm(X, axis=1)
-        if not args.quiet and not np.allclose(norms, 1, atol=1e-3):
-            _report(
-                f"note: the rows of X have norms in [{norms.min():.3g}, {norms.max():.3g}]; the paper's bounds "
-                "assume unit norm (--normalize rescales them)"
-            )
     else:
         X, y = data.synthetic(cfg["seed"], cfg["n"], cfg["d"], dtype=dtype)
         X, y = np.asarray(X), np.asarray(y)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    if not np.allclose(norms, 1, atol=1e-3):
+        notes.append(f"note: the rows of X have norms in [{norms.min():.3g}, {norms.max():.3g}]; the paper's "
+                     "bounds assume unit norm (--normalize rescales them)")
+    device = jax.devices()[0]
+    mem = memory.check(cfg["method"], cfg["n"], cfg["m"], cfg["d"], itemsize=dtype.itemsize,
+                       optimizer=cfg["optimizer"], compare=args.compare,
+                       available=memory.available_bytes(device))
     if cfg["b"] is None:
         cfg["b"] = float(nn.default_threshold(cfg["m"]))
     if cfg["lr"] is None:
-        cfg["lr"] = float(train.DEFAULT_LEARNING_RATE)
+        cfg["lr"] = float(_train_mod.DEFAULT_LEARNING_RATE)
     optimizer = _make_optimizer(cfg["optimizer"], cfg["lr"])
-
-    # Start: fresh or from the checkpoint.
     if ck is None:
         params0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
         state0, step0 = None, 0
     else:
-        ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)
+        ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
         params0, state0, step0 = ck["params"], ck["opt_state"], ck["step"]
-    Xj, yj = jnp.asarray(X), jnp.asarray(y)
-    b, method = cfg["b"], cfg["method"]
-    config = {**cfg, "dtype": str(dtype)}
+    return dict(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0,
+                step0=step0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh)
 
-    if not args.quiet:
+
+def _execute(args, run: dict, sig) -> int:
+    """Train, save, compare and report; returns the exit status."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcorr import checkpoint
+
+    cfg, X, y = run["cfg"], run["X"], run["y"]
+    method, b, step0 = cfg["method"], cfg["b"], run["step0"]
+    config = {**cfg, "dtype": str(run["dtype"])}
+    if cfg["data"] is not None:
+        config["data_abspath"] = os.path.abspath(cfg["data"])
+    for note in run["notes"]:
+        print(f"jaxcorr: {note}", file=sys.stderr)
+    mode = _cli_run.Progress.pick_mode(args.quiet)
+    if mode != "off":
         src = cfg["data"] or f"synthetic (jaxcorr.data.synthetic, seed {cfg['seed']})"
-        start = f"resuming {args.resume} at step {step0}" if ck is not None else "fresh start"
-        _report(
-            f"jaxcorr train: method={method}  n={cfg['n']} d={cfg['d']} m={cfg['m']}  b={b:.4g}  "
-            f"optimizer={cfg['optimizer']} lr={cfg['lr']:g}  steps={args.steps}  ({start})\n"
-            f"data: {src}\n"
-            "setting up: building the trees and compiling the training step (seconds; once per run)..."
-        )
+        start = f"resuming {args.resume} at step {step0}" if args.resume else "fresh start"
+        _report(f"jaxcorr train: method={method}  n={cfg['n']} d={cfg['d']} m={cfg['m']}  b={b:.4g}  "
+                f"optimizer={cfg['optimizer']} lr={cfg['lr']:g}  steps={args.steps}  ({start})\ndata: {src}")
 
     def save(p, s, step):
+        sig.phase = "save"
         if jax.process_index() == 0:  # one writer across processes
             checkpoint.save(args.save, p, s, step, config, X, y)
 
-    common = dict(X=Xj, y=yj, b=b, optimizer=optimizer, step0=step0, steps=args.steps, progress=not args.quiet)
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+    common = dict(X=Xj, y=yj, b=b, optimizer=run["optimizer"], step0=step0, steps=args.steps, mode=mode,
+                  signals=sig, fallback=args.fallback, platform=run["platform"], norms=run["norms"],
+                  lr=cfg["lr"])
     t0 = time.perf_counter()
-    params, opt_state, hist, interrupted = _run_steps(
-        functools.partial(train.fit, mesh=mesh), params0, state0, method=method, save=save if args.save else None, save_every=args.save_every, **common
-    )
+    fit = _train_mod.fit if run["mesh"] is None else functools.partial(_train_mod.fit, mesh=run["mesh"])
+    out = _run_steps(fit, run["params0"], run["state0"], method=method,
+                     save=save if args.save else None, save_every=args.save_every, **common)
+    params, opt_state, hist = out["params"], out["opt_state"], out["history"]
     wall = time.perf_counter() - t0
     done = len(hist["loss"])
     step_end = step0 + done
-    if args.save:  # at the end, or where Ctrl-C stopped the run
+    if out["diverged"] is not None:
+        return _diverged(args, out["diverged"], hist, step0, cfg)
+    if args.save and out["saved_at"] != step_end:  # at the end, or where a signal stopped the run
         save(params, opt_state, step_end)
-    if interrupted:
-        where = f"saved to {args.save}" if args.save else "not saved (no --save given)"
-        print(f"jaxcorr: interrupted at step {step_end} after {done} of {args.steps} steps; state {where}", file=sys.stderr)
-        if args.save:
-            print(
-                f"jaxcorr: continue with: jaxcorr train --resume {args.save} --save {args.save} --steps {args.steps - done}",
-                file=sys.stderr,
-            )
-        return 130
-
-    loss_final = float(nn.loss(params, Xj, yj, b))
-    result = {
-        "method": method,
-        "steps": done,
-        "step_start": step0,
-        "step_end": step_end,
-        "loss_initial": float(nn.loss(params0, Xj, yj, b)),
-        "loss_final": loss_final,
-        "ms_per_step": hist["ms_per_step"],
-        "setup_s": hist["setup_s"],
-        "wall_s": wall,
-        "fire": _fire_stats(hist, params, X, b, cfg["m"]),
-        "capacity_events": hist["capacity_events"],
-        **{k: cfg[k] for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
-        "data": cfg["data"] or "synthetic",
-        "checkpoint": args.save,
-        **distributed.info(mesh),  # "processes", "devices"
-    }
-
+    if out["interrupted"]:
+        return _interrupted(args, sig, step_end, done)
+    if sig.requested:  # during the final save: the run is complete and saved
+        print(f"jaxcorr: interrupted by {sig.name} after the training finished (step {step_end}"
+              f"{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
+        return sig.exit_code
+    sig.phase = "finish"
+    result = _result(args, run, hist, params, wall, done)
+    warnings = _warnings(hist, result, run)
+    for w in warnings:
+        print(f"jaxcorr: warning: {w}", file=sys.stderr)
+    result["warnings"] = warnings
     if args.compare:
-        bparams, _, bhist, b_interrupted = _run_steps(train.fit, params0, state0, method=args.compare, **common)
-        if b_interrupted:
-            print(f"jaxcorr: interrupted during the {args.compare} comparison run", file=sys.stderr)
-            return 130
-        bloss_final = float(nn.loss(bparams, Xj, yj, b))
-        diffs = np.abs(np.asarray(hist["loss"], np.float64) - np.asarray(bhist["loss"], np.float64))
-        ms, bms = hist["ms_per_step"], bhist["ms_per_step"]
-        result["compare"] = {
-            "method": args.compare,
-            "ms_per_step": bms,
-            "speedup": (bms / ms) if (ms and bms) else None,
-            "loss_final": bloss_final,
-            "max_loss_diff": max(float(diffs.max()) if diffs.size else 0.0, abs(loss_final - bloss_final)),
-            "max_weight_diff": float(np.max(np.abs(np.asarray(params.W) - np.asarray(bparams.W)))),
-        }
-
+        sig.phase = "compare"
+        cmp = _run_steps(_train_mod.fit, run["params0"], run["state0"], method=args.compare,
+                         **{**common, "step0": step0}, idle_phase="compare")
+        if cmp["interrupted"]:
+            print(f"jaxcorr: interrupted by {sig.name} during the {args.compare} comparison run "
+                  f"(the {method} run is complete{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
+            return sig.exit_code
+        result["compare"] = _comparison(args.compare, cmp, hist, result, params, Xj, yj, b)
     if args.json:
         print(json.dumps(_jsonable(result)))
     else:
@@ -277,14 +422,36 @@ def _train(args) -> int:
     return 0
 
 
+def _interrupted(args, sig, step_end: int, done: int) -> int:
+    where = f"saved to {args.save}" if args.save else "not saved (no --save given)"
+    print(f"jaxcorr: interrupted by {sig.name} at step {step_end} after {done} of {args.steps} steps; "
+          f"state {where}", file=sys.stderr)
+    if args.save:
+        print(f"jaxcorr: continue with: jaxcorr train --resume {args.save} --save {args.save} "
+              f"--steps {args.steps - done}", file=sys.stderr)
+    return sig.exit_code
+
+
+def _diverged(args, info: dict, hist, step0: int, cfg: dict) -> int:
+    t, value = info["step"], info["loss"]
+    last = f"; the last finite loss was {info['last']:.4g} at step {t - 1}" if info["last"] is not None else ""
+    kept = (f"; {args.save} was not updated after step {info['saved']}" if args.save and info["saved"] is not None
+            else ("; nothing saved" if args.save else ""))
+    print(f"jaxcorr: error: training diverged: the loss L(W({t})) is {value}{last}; lower --lr "
+          f"(now {cfg['lr']:g}){kept}", file=sys.stderr)
+    return EXIT_DIVERGED
+
+
 def _resolve_config(args, checkpoint):
-    """The run's settings: options given, else the checkpoint's (with --resume), else DEFAULTS."""
+    """The run's settings: options given, else the checkpoint's (with --resume), else DEFAULTS.
+
+    A checkpoint names its data file, but the data are matched by content: ``--data`` may give any
+    path whose contents have the checkpoint's fingerprint (checked when the checkpoint is loaded).
+    """
     given = {k: getattr(args, k) for k in _CONFIG_KEYS}
-    given["data"] = args.data
-    given["normalize"] = args.normalize
     if args.resume is None:
         cfg = {k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()}
-        cfg["method"] = args.method or DEFAULTS["method"]
+        cfg.update(method=args.method or DEFAULTS["method"], data=args.data, normalize=args.normalize)
         if args.data is not None:
             cfg["n"] = cfg["d"] = None  # taken from the file
         return cfg, None
@@ -293,71 +460,53 @@ def _resolve_config(args, checkpoint):
     missing = [k for k in (*_CONFIG_KEYS, "data") if k not in saved]
     if missing:
         raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} lacks the run settings {missing}; it was not written by `jaxcorr train`")
-    cfg = dict(saved)
-    for k in (*_CONFIG_KEYS, "data"):
+    cfg = {k: saved[k] for k in _CONFIG_KEYS}
+    for k in _CONFIG_KEYS:
         v = given[k]
-        if v is None or v == saved[k]:
-            continue
-        if k == "data" and saved[k] is not None and os.path.abspath(v) == os.path.abspath(saved[k]):
-            cfg[k] = v
-            continue
-        if k == "data" and saved[k] is None:
-            raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} was trained on the synthetic data, but --data {v!r} was given")
-        raise checkpoint.CheckpointError(
-            f"checkpoint {args.resume!r} was trained with {k}={saved[k]!r}, but --{k} {v!r} was given; "
-            "a resumed run keeps its data, sizes and hyperparameters"
-        )
+        if v is not None and v != saved[k]:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {args.resume!r} was trained with {k}={saved[k]!r}, but --{k} {v!r} was given; "
+                "a resumed run keeps its data, sizes and hyperparameters")
     if args.normalize and not saved.get("normalize"):
         raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} was trained without --normalize")
-    if saved["data"] is not None and args.data is None and not os.path.exists(saved["data"]):
-        raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} was trained on {saved['data']!r}, which is gone; pass --data FILE")
     cfg["normalize"] = bool(saved.get("normalize"))
-    # The method may change on resume: all three follow the same trajectory (to float rounding).
-    cfg["method"] = args.method or saved.get("method", DEFAULTS["method"])
-    cfg.pop("dtype", None)
+    cfg["data"] = _resume_data(args, saved, checkpoint)
+    # The method may change on resume: all follow the same trajectory (to float rounding).
+    cfg["method"] = args.method or (saved.get("method") if saved.get("method") in METHODS else DEFAULTS["method"])
     return cfg, ck
 
 
+def _resume_data(args, saved: dict, checkpoint):
+    """The data file of a resumed run: --data, else the checkpoint's file where it still is."""
+    if saved["data"] is None:
+        if args.data is not None:
+            raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} was trained on the synthetic data, but --data {args.data!r} was given")
+        return None
+    if args.data is not None:
+        return args.data
+    for path in (saved.get("data_abspath"), saved["data"]):
+        if path is not None and os.path.exists(path):
+            return path
+    raise checkpoint.CheckpointError(
+        f"checkpoint {args.resume!r} was trained on {saved['data']!r}, which is not there any more; pass "
+        "--data FILE (any path holding the same data)")
+
+
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=32)
 def _make_optimizer(name: str, lr: float):
     """The optax optimizer for ``--optimizer name --lr lr``; one object per (name, lr), so that
-    repeated runs in one process reuse :func:`jaxcorr.train.fit`'s compiled code."""
+    repeated runs in one process reuse :func:`jaxcorr.train.fit`'s compiled code. sgd and momentum
+    are :func:`jaxcorr.train.sgd` (optax's update, marked linear: the span path)."""
     import optax
 
     if name == "sgd":
-        return optax.sgd(lr)
+        return _train_mod.sgd(lr)
     if name == "momentum":
-        return optax.sgd(lr, momentum=0.9)
+        return _train_mod.sgd(lr, momentum=0.9)
     if name == "adam":
         return optax.adam(lr)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-
-
-class _Stop:
-    """Ctrl-C handling: the first SIGINT sets a flag that stops training after the current chunk;
-    a second one raises KeyboardInterrupt."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._old = None
-        return self
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\njaxcorr: stopping after this chunk (Ctrl-C again to abort without saving)", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 def _progress_line(method: str, step: int, total: int, info: dict) -> str:
@@ -375,46 +524,128 @@ def _report(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, steps, save=None,
-               save_every=None, progress=True):
-    """``steps`` gradient steps as consecutive :func:`jaxcorr.train.fit` calls of at most
-    ``save_every`` steps, with progress lines and a checkpoint (``save(params, opt_state, step)``)
-    after each call but the last; Ctrl-C stops the run after the current chunk.
+_CAP = re.compile(r"reached (\d+) neurons at step (\d+), beyond the DDFN cap ceil\(m\^\(4/5\)\) = (\d+)")
 
-    Splitting a run into calls changes nothing but set-up time for dense, and the trajectory only by
-    float rounding for dtree/wtree (fit's resume guarantee).
+
+def _cap_error(msg: str, method: str, norms, lr: float) -> str:
+    """fit's DDFN-cap error in the CLI's terms: what happened and which options get out of it."""
+    if "DDFN cap" not in msg:
+        return msg
+    outs = ["train with --method dense", "add --fallback dense (switch to dense GD when this happens)"]
+    hint = ""
+    if not np.allclose(norms, 1, atol=1e-3):
+        outs.insert(0, "add --normalize")
+        hint = f" The rows of X have norms up to {norms.max():.3g}, but the paper assumes unit norm."
+    mt = _CAP.search(msg)
+    if mt is None:
+        return f"{msg} With the command line: {', '.join(outs)}."
+    k, step, cap = (int(g) for g in mt.groups())
+    if step > 0:
+        outs.insert(0, f"lower --lr (now {lr:g})")
+    return (f"with --method {method}, a data point's fire set reached {k} neurons at step {step}, beyond the "
+            f"DDFN cap ceil(m^(4/5)) = {cap} that the sparse methods need (Definition 1.3).{hint} Ways out: "
+            f"{'; '.join(outs)}.")
+
+
+def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, steps, save=None,
+               save_every=None, mode="off", signals=None, fallback="error", platform="cpu", norms=None,
+               lr=1.0, idle_phase="setup"):
+    """``steps`` gradient steps as :func:`jaxcorr.train.fit` calls, with progress, stops and saves.
+
+    A fit call runs one segment: the whole run, or ``save_every`` steps between checkpoints
+    (``save(params, opt_state, step)`` after each segment but the last). Within a call, the jitted
+    chunks are sized to about 0.5 s (:func:`jaxcorr._cli_run.initial_chunk`), so a signal stops the
+    run within a chunk; if the first measured chunks are far off that size, the call ends there and
+    the run goes on in a new call with a better length (once per run, early; the new call's set-up
+    compiles the new length). A non-finite loss stops the run at the first chunk
+    that has one. Splitting a run into calls changes nothing for dense and the trajectory only by
+    float rounding for the sparse methods (fit's resume guarantee).
 
     Returns:
-      ``(params, opt_state, history, interrupted)``; ``interrupted`` is True when Ctrl-C stopped the
-      run before ``steps``.
+      A dict with ``params``, ``opt_state``, ``history``, ``interrupted`` (a signal stopped the run
+      before ``steps``), ``diverged`` (None, or the first non-finite step's details), ``wall_s`` and
+      ``saved_at`` (the step of the last checkpoint this call or the resumed run wrote, or None).
     """
-    seg_len = save_every or max(steps, 1)
-    chunk = max(1, math.ceil(steps / 10))  # about ten progress lines
-    hists, done = [], 0
-    with _Stop() as stop:
+    n, d = X.shape
+    m = params.W.shape[0]
+    cmax = _cli_run.initial_chunk(n, m, d, steps, platform)
+    label = f"{method}" if step0 == 0 else f"{method} (resumed)"
+    prog = _cli_run.Progress(mode, _report, label)
+    if signals is not None:
+        signals.on_exit = prog.close
+    hists, done, resized, saved_at, started = [], 0, False, (step0 if step0 else None), False
+    diverged, t_run = None, time.perf_counter()
+    if steps > 0:
+        what = "compiling the training step" if method == "dense" else "finding the active rows and compiling the step"
+        prog.setup(f"setting up: {what} (once per run; the compiled programs are cached for the next run)...")
+    try:
+        while done < steps and not (signals is not None and signals.requested):
+            seg = (min(save_every - done % save_every, steps - done) if save_every else steps - done)
+            chunk = _cli_run.choose_chunk(cmax, seg)
+            timer = _cli_run.ChunkTimer(chunk, seg)
+            state = {"resize": None}
 
-        def callback(info):
-            if progress:
-                _report(_progress_line(method, step0 + done + int(info["step"]), step0 + steps, info))
-            return stop.requested
+            def callback(info, seg_done=done, timer=timer, state=state):
+                nonlocal started
+                abs_step = step0 + seg_done + int(info["step"])
+                if not started:
+                    started = True
+                    prog.start(step0 + seg_done, step0 + steps, time.perf_counter() - t_run)
+                if signals is not None:
+                    signals.phase = "train"
+                prog.update(abs_step, float(info["loss"]), info["ms_per_step"],
+                            _progress_line(method, abs_step, step0 + steps, info))
+                if not math.isfinite(float(info["loss"])):
+                    return True
+                if not resized and timer.calls < 3:  # decide early, once per run
+                    state["resize"] = timer.observe(int(info["step"]), info["ms_per_step"])
+                    if state["resize"] is not None:
+                        return True  # go on with chunks of the better length (a new fit call)
+                return bool(signals is not None and signals.requested)
 
-        while done < steps and not stop.requested:
-            seg = min(seg_len, steps - done)
-            params, hist = fit(
-                params, X, y, steps=seg, method=method, optimizer=optimizer, b=b, opt_state=opt_state,
-                callback=callback, chunk_size=min(chunk, seg),
-            )
+            if signals is not None:  # "setup": from a saved or reproducible state; a signal ends it
+                signals.phase = idle_phase if saved_at == step0 + done or done == 0 else "resetup"
+            try:
+                params, hist = fit(params, X, y, steps=seg, method=method, optimizer=optimizer, b=b,
+                                   opt_state=opt_state, callback=callback, chunk_size=chunk, fallback=fallback)
+            except ValueError as e:
+                raise ValueError(_cap_error(str(e), method, norms, lr)) from None
             opt_state = hist["opt_state"]
             hists.append(hist)
+            diverged = _divergence(hist["loss"], step0 + done, saved_at)
             done += len(hist["loss"])
-            if save is not None and done < steps and not stop.requested:  # the caller saves the last state
-                save(params, opt_state, step0 + done)
-                if progress:
+            if diverged is not None:
+                break
+            if state["resize"] is not None:
+                resized, cmax = True, state["resize"]
+                continue
+            if save is not None and done < steps and not (signals is not None and signals.requested):
+                save(params, opt_state, step0 + done)  # the caller saves the last state
+                saved_at = step0 + done
+                if mode == "lines":
                     _report(f"saved checkpoint at step {step0 + done}")
-        interrupted = stop.requested and done < steps
+    finally:
+        prog.close()
+    interrupted = bool(signals is not None and signals.requested) and done < steps and diverged is None
     if opt_state is None:
         opt_state = optimizer.init(params.W)
-    return params, opt_state, _merge(hists), interrupted
+    return {"params": params, "opt_state": opt_state, "history": _merge(hists), "interrupted": interrupted,
+            "diverged": diverged, "wall_s": time.perf_counter() - t_run, "saved_at": saved_at}
+
+
+def _nonfinite(loss) -> np.ndarray:
+    return np.flatnonzero(~np.isfinite(np.asarray(loss, np.float64)))
+
+
+def _divergence(loss, step_base: int, saved_at):
+    """None if every loss is finite; else the first non-finite step, its loss, the loss before it
+    and the step of the last checkpoint written."""
+    bad = _nonfinite(loss)
+    if not bad.size:
+        return None
+    j = int(bad[0])
+    return {"step": step_base + j, "loss": float(loss[j]), "last": float(loss[j - 1]) if j > 0 else None,
+            "saved": saved_at}
 
 
 def _merge(hists: list[dict]) -> dict:
@@ -422,10 +653,79 @@ def _merge(hists: list[dict]) -> dict:
     out = {k: np.concatenate([np.asarray(h[k]) for h in hists]) if hists else np.zeros(0) for k in ("loss", "fire_mean", "fire_max", "fire_union")}
     n = [len(h["loss"]) for h in hists]
     total = sum(n)
-    out["ms_per_step"] = sum(h["ms_per_step"] * k for h, k in zip(hists, n)) / total if total else None
+    out["ms_per_step"] = sum(h["ms_per_step"] * k for h, k in zip(hists, n) if k) / total if total else None
     out["setup_s"] = sum(h["setup_s"] for h in hists)
     out["capacity_events"] = [e for h in hists for e in h["capacity_events"]]
+    out["n_active"] = hists[-1].get("n_active") if hists else None
     return out
+
+
+def _result(args, run: dict, hist: dict, params, wall: float, done: int) -> dict:
+    """The run's results as one dict (the ``--json`` object)."""
+    from jaxcorr import distributed, nn
+
+    cfg, X, y, b = run["cfg"], run["X"], run["y"], run["cfg"]["b"]
+    loss_final = float(nn.loss(params, X, y, b))
+    loss_initial = float(hist["loss"][0]) if done else loss_final
+    return {
+        "method": cfg["method"],
+        "steps": done,
+        "step_start": run["step0"],
+        "step_end": run["step0"] + done,
+        "loss_initial": loss_initial,
+        "loss_final": loss_final,
+        "ms_per_step": hist["ms_per_step"],
+        "setup_s": hist["setup_s"],
+        "wall_s": wall,
+        "fire": _fire_stats(hist, params, X, b, cfg["m"]),
+        "n_active": hist.get("n_active"),
+        "capacity_events": hist["capacity_events"],
+        **{k: cfg[k] for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
+        "data": cfg["data"] or "synthetic",
+        "checkpoint": args.save,
+        "memory_estimate_bytes": run["memory"]["estimate"],
+        "memory_available_bytes": run["memory"]["available"],
+        "compilation_cache": run.get("cache"),
+        **distributed.info(run["mesh"]),  # "processes", "devices"
+    }
+
+
+def _warnings(hist: dict, result: dict, run: dict) -> list[str]:
+    """Things a user should know about a finished run (printed even with --quiet)."""
+    out = []
+    if result["steps"] and int(np.max(hist["fire_union"])) == 0:
+        b = result["b"]
+        from jaxcorr import nn
+
+        out.append(f"no neuron fired for any data point at any step: b = {b:g} is above every <w_r, x_i>, so the "
+                   f"output is 0 and W never changed; lower --b (default sqrt(0.4 ln m) = "
+                   f"{float(nn.default_threshold(result['m'])):.4g})")
+    return out
+
+
+def _comparison(method: str, cmp: dict, hist: dict, result: dict, params, X, y, b) -> dict:
+    """The baseline run against the main one: speed per step and end to end, loss and weight gaps."""
+    from jaxcorr import nn
+
+    bh = cmp["history"]
+    bloss_final = float(nn.loss(cmp["params"], X, y, b))
+    la, lb = np.asarray(hist["loss"], np.float64), np.asarray(bh["loss"], np.float64)
+    k = min(la.size, lb.size)
+    absd = np.abs(la[:k] - lb[:k])
+    ref = np.maximum(np.abs(lb[:k]), 1e-300)
+    fin = abs(result["loss_final"] - bloss_final)
+    ms, bms = result["ms_per_step"], bh["ms_per_step"]
+    return {
+        "method": method,
+        "ms_per_step": bms,
+        "wall_s": cmp["wall_s"],
+        "speedup_per_step": (bms / ms) if (ms and bms) else None,
+        "speedup_end_to_end": cmp["wall_s"] / result["wall_s"] if result["wall_s"] > 0 else None,
+        "loss_final": bloss_final,
+        "max_loss_diff_abs": max(float(absd.max()) if k else 0.0, fin),
+        "max_loss_diff_rel": max(float((absd / ref).max()) if k else 0.0, fin / max(abs(bloss_final), 1e-300)),
+        "max_weight_diff": float(np.max(np.abs(np.asarray(params.W) - np.asarray(cmp["params"].W)))),
+    }
 
 
 def _fire_stats(hist: dict, params, X, b: float, m: int) -> dict:
@@ -458,12 +758,18 @@ def _jsonable(x):
     return x
 
 
+def _ratio(x: float | None) -> str:
+    if not x:
+        return "n/a"
+    return f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+
+
 def _print_summary(r: dict, out) -> None:
     f = r["fire"]
-    ms = f"{r['ms_per_step']:.3f} ms/step" if r["ms_per_step"] else "n/a (0 steps)"
+    ms = f"{r['ms_per_step']:.3f} ms/step (training steps only)" if r["ms_per_step"] else "n/a (0 steps)"
     lines = [
-        f"done: {r['steps']} steps of {r['method']} (steps {r['step_start']} -> {r['step_end']}) in {r['wall_s']:.2f} s, "
-        f"of which setup/compile {r['setup_s']:.2f} s",
+        f"done: {r['steps']} steps of {r['method']} (steps {r['step_start']} -> {r['step_end']}) in {r['wall_s']:.2f} s "
+        f"end to end, of which set-up and compilation {r['setup_s']:.2f} s",
         f"loss        {r['loss_initial']:.6g} -> {r['loss_final']:.6g}   (1/2 sum_i (f(x_i) - y_i)^2 of the returned weights)",
         f"speed       {ms}",
         f"fire sets   |S_i,fire| mean {f['mean']:.1f}, max {f['max']}; union over i: max {f['union_max']}   (of m = {r['m']})",
@@ -478,11 +784,16 @@ def _print_summary(r: dict, out) -> None:
         lines.append(f"fallback    ran dense from step {fallback[0]['step']}: {fallback[0]['reason']}")
     c = r.get("compare")
     if c:
-        sp = f"{c['speedup']:.2f}x the speed of {c['method']}" if c["speedup"] else "speed ratio n/a"
-        lines.append(
-            f"vs {c['method']:<8} {c['ms_per_step'] or float('nan'):.3f} ms/step -> {r['method']} runs at {sp}; "
-            f"largest loss difference {c['max_loss_diff']:.3g}, largest weight difference {c['max_weight_diff']:.3g}"
-        )
+        lines += [
+            f"vs {c['method']:<8} per step:   {c['method']} {c['ms_per_step'] or float('nan'):.3f} ms, {r['method']} "
+            f"{r['ms_per_step'] or float('nan'):.3f} ms -> {r['method']} {_ratio(c['speedup_per_step'])} per step "
+            "(the jitted training steps only)",
+            f"            end to end: {c['method']} {c['wall_s']:.2f} s, {r['method']} {r['wall_s']:.2f} s -> {r['method']} "
+            f"{_ratio(c['speedup_end_to_end'])} end to end (set-up, compilation and steps; {c['method']} ran second "
+            "and reused programs both compile)",
+            f"            loss: largest absolute difference {c['max_loss_diff_abs']:.3g}, largest relative difference "
+            f"{c['max_loss_diff_rel']:.3g}; largest weight difference {c['max_weight_diff']:.3g}",
+        ]
     if r["checkpoint"]:
         lines.append(f"checkpoint  {r['checkpoint']} (step {r['step_end']})")
     if not c:

@@ -3,8 +3,10 @@
 Two formats:
 
 - ``.npz`` with arrays ``X`` (n, d) and ``y`` (n,) (``y`` of shape (n, 1) is accepted);
-- ``.csv`` of numbers separated by commas, one data point per row, whose last column is ``y``;
-  a first row that is not numeric is taken as a header and skipped.
+- ``.csv`` of numbers separated by commas, one data point per row, whose last column is ``y``.
+  UTF-8 with or without a byte-order mark; fields may be quoted (``"0.5"``); blank lines and lines
+  starting with ``#`` are skipped; a first row that is not numeric is taken as a header and skipped
+  (``return_info=True`` reports it, so the caller can say so).
 
 :func:`load_data` checks what the training loop needs (a 2-D ``X`` with at least one row and
 column, a ``y`` of the same length, real numbers, all finite) and raises ``ValueError`` (or
@@ -22,6 +24,7 @@ Examples:
 
 from __future__ import annotations
 
+import csv
 import os
 import zipfile
 
@@ -30,15 +33,19 @@ import numpy as np
 __all__ = ["load_data", "unit_rows"]
 
 
-def load_data(path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def load_data(path, dtype=np.float32, *, return_info: bool = False):
     """Read ``(X, y)`` from an ``.npz`` or ``.csv`` file and validate it.
 
     Args:
       path: the file; its suffix (``.npz`` or ``.csv``, any case) selects the format.
       dtype: floating dtype of the returned arrays.
+      return_info: also return a dict describing what was read: ``format`` (``"npz"``/``"csv"``),
+        ``header`` (the skipped CSV header row as text, or None), ``header_line`` (its 1-based line
+        number, or None) and ``skipped_lines`` (blank and ``#`` comment lines).
 
     Returns:
-      ``X`` of shape (n, d) and ``y`` of shape (n,), both ``dtype``, C-contiguous.
+      ``X`` of shape (n, d) and ``y`` of shape (n,), both ``dtype``, C-contiguous; with
+      ``return_info``, ``(X, y, info)``.
 
     Raises:
       FileNotFoundError: no such file.
@@ -51,13 +58,15 @@ def load_data(path, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     if os.path.isdir(path):
         raise ValueError(f"data file {path!r} is a directory")
     ext = os.path.splitext(path)[1].lower()
+    info = {"format": ext[1:], "header": None, "header_line": None, "skipped_lines": 0}
     if ext == ".npz":
         X, y = _read_npz(path)
     elif ext == ".csv":
-        X, y = _read_csv(path)
+        X, y = _read_csv(path, info)
     else:
         raise ValueError(f"data file {path!r}: unknown format {ext or '(no suffix)'!r}; use .npz (arrays X, y) or .csv (last column y)")
-    return _validate(path, X, y, dtype)
+    X, y = _validate(path, X, y, dtype)
+    return (X, y, info) if return_info else (X, y)
 
 
 def _read_npz(path: str):
@@ -78,25 +87,34 @@ def _read_npz(path: str):
         raise ValueError(f"data file {path!r} is not a readable .npz ({e})") from None
 
 
-def _read_csv(path: str):
+def _read_csv(path: str, info: dict):
+    """Rows of numbers from a CSV file (BOM, quoting and a header row handled); fills ``info``."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [ln.strip() for ln in f]
+        with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops a byte-order mark
+            records = list(csv.reader(f))
     except UnicodeDecodeError:
-        raise ValueError(f"data file {path!r} is not a text .csv file") from None
-    rows = [(k + 1, ln) for k, ln in enumerate(lines) if ln and not ln.startswith("#")]
-    if rows and not _numeric(rows[0][1]):
-        rows = rows[1:]  # header
+        raise ValueError(f"data file {path!r} is not a UTF-8 text .csv file") from None
+    except csv.Error as e:
+        raise ValueError(f"data file {path!r} is not a readable .csv ({e})") from None
+    rows = []
+    for k, fields in enumerate(records):
+        fields = [s.strip() for s in fields]
+        if not any(fields) or fields[0].startswith("#"):
+            info["skipped_lines"] += 1
+            continue
+        rows.append((k + 1, fields))  # csv.reader counts records; equal to lines without quoted newlines
+    if rows and _numbers(rows[0][1]) is None:
+        info["header_line"], info["header"] = rows[0][0], ",".join(rows[0][1])
+        rows = rows[1:]
     if not rows:
         raise ValueError(f"data file {path!r} has no data rows")
     values = []
     width = None
-    for lineno, ln in rows:
-        fields = [s.strip() for s in ln.split(",")]
-        try:
-            vals = [float(s) for s in fields]
-        except ValueError:
-            raise ValueError(f"data file {path!r}, line {lineno}: not a row of numbers: {ln[:60]!r}") from None
+    for lineno, fields in rows:
+        vals = _numbers(fields)
+        if vals is None:
+            text = ",".join(fields)
+            raise ValueError(f"data file {path!r}, line {lineno}: not a row of numbers: {text[:60]!r}")
         if width is None:
             width = len(vals)
         elif len(vals) != width:
@@ -108,12 +126,12 @@ def _read_csv(path: str):
     return arr[:, :-1], arr[:, -1]
 
 
-def _numeric(line: str) -> bool:
+def _numbers(fields: list[str]):
+    """The fields as floats, or None if one is not a number."""
     try:
-        [float(s) for s in line.split(",")]
+        return [float(s) for s in fields]
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _validate(path: str, X, y, dtype):

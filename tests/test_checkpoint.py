@@ -154,3 +154,73 @@ def test_python_api_resume_equals_uninterrupted(tmp_path, method):
         np.testing.assert_allclose(a, b, **tol)
     # The resumed run really moved: not a silent restart from params0.
     assert not np.allclose(p2.W, p.W) and not np.allclose(p.W, params0.W)
+
+
+_KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+import jax
+from jaxcorr import checkpoint, data, nn
+
+X, y = data.synthetic(0, 3, 2)
+params = nn.init(jax.random.key(0), 8, 2)
+
+def half_then_killed(f, **arrays):
+    f.write(b"PK\\x03\\x04 half a zip")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no except clause runs
+
+np.savez = half_then_killed
+checkpoint.save(sys.argv[1], params, None, 1, {}, X, y)
+"""
+
+
+def test_next_save_removes_temporaries_of_a_killed_save(tmp_path, setup):
+    """A save killed mid-write (SIGKILL) leaves a temporary file; the next save of that path removes it."""
+    import subprocess
+    import sys
+
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+    left = []
+    for _ in range(2):  # the second killed save already removes the first one's file
+        p = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(path)], env=env, timeout=120)
+        assert p.returncode == -9
+        now = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+        assert len(now) == 1 and now != left and not path.exists()
+        left = now
+    alive = tmp_path / f".c.ckpt.{os.getppid()}-inflight.tmp"  # a live process's save in progress
+    alive.write_bytes(b"partial")
+    other = tmp_path / f".other.ckpt.{999999}-x.tmp"  # another path's temporary: not ours to touch
+    other.write_bytes(b"x")
+    checkpoint.save(path, params, state, 2, {}, X, y)
+    assert sorted(os.listdir(tmp_path)) == sorted(["c.ckpt", alive.name, other.name])
+    assert checkpoint.load(path)["step"] == 2
+
+
+def test_is_checkpoint_and_check_target(tmp_path, setup):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 1, {}, X, y)
+    assert checkpoint.is_checkpoint(path)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, X=np.asarray(X), y=np.asarray(y))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for p in (npz, text, tmp_path / "missing", tmp_path):
+        assert not checkpoint.is_checkpoint(p)
+    checkpoint.check_target(path)  # an existing checkpoint may be overwritten
+    checkpoint.check_target(tmp_path / "new.ckpt")
+    with pytest.raises(ValueError, match="data file"):
+        checkpoint.check_target(npz, protect=[str(npz)])
+    with pytest.raises(ValueError, match="not a jaxcorr checkpoint"):
+        checkpoint.check_target(text)
+    with pytest.raises(ValueError, match="directory"):
+        checkpoint.check_target(tmp_path)
+    with pytest.raises(OSError, match="does not exist"):
+        checkpoint.check_target(tmp_path / "no" / "x.ckpt")
+    with pytest.raises(OSError, match="cannot write"):
+        checkpoint.check_target("/proc/x.ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["c.ckpt", "d.npz", "notes.txt"]  # the probe file is gone

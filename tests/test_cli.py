@@ -1,7 +1,8 @@
-"""`jaxcorr train` (issue 4): smoke runs, user data, compare, checkpoints and resume, bad input.
+"""`jaxcorr train`: smoke runs, user data, compare, checkpoints and resume, bad input.
 
 Most runs call :func:`jaxcorr.cli.main` in-process at tiny sizes (so the jitted training step is
-compiled once for the module); one test runs ``python -m jaxcorr train`` in a subprocess.
+compiled once for the module); the process behaviour (signals, exit codes, pipes) is tested on
+``python -m jaxcorr`` subprocesses in ``test_cli_process.py``.
 """
 
 import json
@@ -89,7 +90,7 @@ def test_json_last_line(capsys):
     r = run_json(capsys, *TINY, "--steps", "5")
     for key in ("method", "steps", "loss_initial", "loss_final", "ms_per_step", "fire"):
         assert key in r
-    assert r["method"] == "dtree" and r["steps"] == 5
+    assert r["method"] == cli.DEFAULT_METHOD and r["steps"] == 5
     assert (r["n"], r["m"], r["d"]) == (4, 256, 4)
     assert r["b"] == pytest.approx(nn.default_threshold(256))
     assert r["fire"]["bound_m_4_5"] == pytest.approx(256**0.8)
@@ -117,10 +118,20 @@ def test_zero_steps(capsys):
 def test_compare_dense(capsys):
     r = run_json(capsys, *TINY, "--steps", "5", "--compare", "dense")
     c = r["compare"]
-    assert c["method"] == "dense" and c["ms_per_step"] > 0 and c["speedup"] > 0
-    assert c["max_loss_diff"] <= 1e-4 * max(1.0, r["loss_initial"])  # the trees are exact
+    assert c["method"] == "dense" and c["ms_per_step"] > 0
+    assert c["speedup_per_step"] == pytest.approx(c["ms_per_step"] / r["ms_per_step"])
+    assert c["speedup_end_to_end"] == pytest.approx(c["wall_s"] / r["wall_s"])
+    assert c["max_loss_diff_abs"] <= 1e-4 * max(1.0, r["loss_initial"])  # the trees are exact
+    assert c["max_loss_diff_rel"] <= 1e-4
     rc, out, err = run(capsys, *TINY, "--steps", "5", "--compare", "dense", "--quiet")
-    assert rc == 0 and "vs dense" in out and "largest loss difference" in out
+    assert rc == 0 and "vs dense" in out
+    assert "per step" in out and "end to end" in out  # both ratios, each labelled
+    assert "largest absolute difference" in out and "largest relative difference" in out
+
+
+def test_compare_with_itself_is_refused(capsys):
+    rc, out, err = run(capsys, *TINY, "--method", "dense", "--compare", "dense")
+    assert_one_line_error(rc, out, err, "--compare dense", "--method dense", "itself")
 
 
 @pytest.mark.parametrize("fmt", ["npz", "csv"])
@@ -184,13 +195,15 @@ def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypat
 
     def report(line):
         calls.append(line)
-        if len(calls) == 2:
+        if line.startswith("set-up done"):  # then a line per one-step chunk: stop after the first
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(cli, "_report", report)
+    monkeypatch.setattr(cli._cli_run, "initial_chunk", lambda *a, **k: 1)
+    monkeypatch.setattr(cli._cli_run.ChunkTimer, "observe", lambda *a, **k: None)
     rc, out, err = run(capsys, *TINY, "--steps", str(STEPS), "--save", str(path))
     assert rc == 130, err
-    assert "interrupted at step" in err and "--resume" in err
+    assert "interrupted by Ctrl-C at step" in err and "--resume" in err
     saved = checkpoint.load(path)["step"]
     assert 0 < saved < STEPS
     monkeypatch.undo()
@@ -214,7 +227,7 @@ def test_corrupted_checkpoint_is_an_error(capsys, tmp_path, full_run, damage):
     else:
         raw = b""
     path.write_bytes(raw)
-    rc, out, err = run(capsys, "--resume", str(path), "--steps", "1")
+    rc, out, err = run(capsys, "--resume", str(path), "--steps", "0")
     assert_one_line_error(rc, out, err, "corrupted")
 
 
@@ -230,7 +243,7 @@ def test_corrupted_checkpoint_is_an_error(capsys, tmp_path, full_run, damage):
 )
 def test_mismatched_resume_is_an_error(capsys, full_run, extra, words):
     src, _ = full_run
-    rc, out, err = run(capsys, "--resume", str(src), "--steps", "1", *extra)
+    rc, out, err = run(capsys, "--resume", str(src), "--steps", "0", *extra)
     assert_one_line_error(rc, out, err, *words)
 
 
@@ -241,16 +254,177 @@ def test_resume_on_other_data_is_an_error(capsys, tmp_path):
     np.savez(b, X=X, y=-np.asarray(y))
     ck = tmp_path / "a.ckpt"
     assert run(capsys, "--data", str(a), "--m", "256", "--steps", "1", "--save", str(ck))[0] == 0
-    rc, out, err = run(capsys, "--resume", str(ck), "--data", str(b), "--steps", "1")
-    assert_one_line_error(rc, out, err, "data")
+    rc, out, err = run(capsys, "--resume", str(ck), "--data", str(b), "--steps", "0")
+    assert_one_line_error(rc, out, err, "other data", "sha256")
+    c = tmp_path / "c.npz"
+    np.savez(c, X=np.asarray(X)[:3], y=np.asarray(y)[:3])
+    rc, out, err = run(capsys, "--resume", str(ck), "--data", str(c), "--steps", "0")
+    assert_one_line_error(rc, out, err, "other data", "X_shape", "[4, 4]", "[3, 4]")  # names what differs
     os.replace(b, a)  # same path, other contents
-    rc, out, err = run(capsys, "--resume", str(ck), "--steps", "1")
+    rc, out, err = run(capsys, "--resume", str(ck), "--steps", "0")
     assert_one_line_error(rc, out, err, "other data")
 
 
+def test_resume_matches_data_by_content_not_path(capsys, tmp_path, monkeypatch):
+    """A checkpoint resumes from another directory, and with the same data under another name."""
+    X, y = data.synthetic(3, 4, 4)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    np.savez(tmp_path / "one" / "d.npz", X=X, y=y)
+    monkeypatch.chdir(tmp_path / "one")
+    ck = tmp_path / "run.ckpt"
+    assert run(capsys, "--data", "d.npz", "--m", "256", "--steps", "2", "--save", str(ck))[0] == 0
+    monkeypatch.chdir(tmp_path / "two")  # the relative path "d.npz" means nothing here
+    rc, out, err = run(capsys, "--resume", str(ck), "--save", str(ck), "--steps", "1")
+    assert rc == 0, err
+    (tmp_path / "one" / "d.npz").rename(tmp_path / "two" / "renamed.npz")
+    rc, out, err = run(capsys, "--resume", str(ck), "--save", str(ck), "--steps", "1", "--data", "renamed.npz")
+    assert rc == 0, err
+    assert checkpoint.load(ck)["step"] == 4
+    (tmp_path / "two" / "renamed.npz").unlink()
+    rc, out, err = run(capsys, "--resume", str(ck), "--steps", "0")  # the file is gone: say how to go on
+    assert_one_line_error(rc, out, err, "renamed.npz", "--data FILE")
+
+
 def test_missing_checkpoint_is_an_error(capsys, tmp_path):
-    rc, out, err = run(capsys, "--resume", str(tmp_path / "nope.ckpt"), "--steps", "1")
+    rc, out, err = run(capsys, "--resume", str(tmp_path / "nope.ckpt"), "--steps", "0")
     assert_one_line_error(rc, out, err, "does not exist")
+
+
+def test_resume_without_save_is_refused_unless_only_evaluating(capsys, full_run):
+    src, ck = full_run
+    rc, out, err = run(capsys, "--resume", str(src), "--steps", "3")
+    assert_one_line_error(rc, out, err, "--resume", "without --save", f"--save {src}", "--steps 0")
+    r = run_json(capsys, "--resume", str(src), "--steps", "0")
+    assert r["steps"] == 0 and r["step_end"] == ck["step"]
+
+
+def test_save_never_overwrites_data_or_other_files(capsys, tmp_path):
+    X, y = data.synthetic(0, 4, 4)
+    path = tmp_path / "mine.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",")
+    before = path.read_bytes()
+    rc, out, err = run(capsys, "--data", str(path), "--m", "64", "--steps", "1", "--save", str(path))
+    assert_one_line_error(rc, out, err, "--save", "data file")
+    other = tmp_path / "notes.txt"
+    other.write_text("precious")
+    rc, out, err = run(capsys, *TINY, "--steps", "1", "--save", str(other))
+    assert_one_line_error(rc, out, err, "--save", "not a jaxcorr checkpoint")
+    assert path.read_bytes() == before and other.read_text() == "precious"
+
+
+def test_unwritable_save_path_fails_before_training(capsys):
+    rc, out, err = run(capsys, *TINY, "--steps", "1", "--save", "/proc/x.ckpt")
+    assert_one_line_error(rc, out, err, "--save /proc/x.ckpt", "cannot write")
+    assert "step" not in err  # refused before any training
+
+
+def test_diverging_run_stops_with_one_line_and_status_1(capsys):
+    rc, out, err = run(capsys, *TINY, "--method", "dense", "--lr", "1e30", "--steps", "50")
+    assert rc == 1 and out == ""
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("jaxcorr: error: training diverged") and "--lr" in last, err
+    t = int(last.split("L(W(")[1].split(")")[0])
+    assert 0 < t < 50  # the first non-finite step is named
+
+
+def test_ddfn_cap_error_in_cli_terms():
+    """fit's cap error, re-worded with the options that get out of it (lr only past step 0)."""
+    from jaxcorr import train
+
+    msg = train._cap_message(256, 85, 120, 7) if hasattr(train, "_cap_message") else (
+        "a data point's fire set reached 120 neurons at step 7, beyond the DDFN cap ceil(m^(4/5)) = 85 per point")
+    unit, big = np.ones(4), np.array([1.0, 9.0])
+    out = cli._cap_error(msg, "dtree", unit, 2.0)
+    assert "step 7" in out and "85" in out and "120" in out
+    assert "lower --lr (now 2)" in out and "--method dense" in out and "--fallback dense" in out
+    assert "--normalize" not in out
+    out0 = cli._cap_error(msg.replace("at step 7", "at step 0"), "dtree", big, 2.0)
+    assert "--normalize" in out0 and "norms up to 9" in out0 and "--lr" not in out0
+    assert cli._cap_error("some other error", "dtree", unit, 1.0) == "some other error"
+
+
+def test_fallback_dense_continues_and_a_diverging_sparse_run_says_so(capsys):
+    rc, out, err = run(capsys, *TINY, "--lr", "1e30", "--steps", "20", "--fallback", "dense")
+    assert rc == 1 and out == "" and "diverged" in err.strip().splitlines()[-1]
+
+
+def test_unnormalised_data_names_normalize(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    X = 20 * rng.normal(size=(4, 4))
+    path = _write(tmp_path, "big.npz", {"X": X, "y": np.ones(4)})
+    rc, out, err = run(capsys, "--data", path, "--m", "256", "--steps", "2", "--quiet")
+    assert rc == 2 and out == ""
+    last = err.strip().splitlines()[-1]
+    for w in ("at step 0", "--normalize", "--method dense", "--fallback dense", "unit norm"):
+        assert w in last, last
+    assert "lower --lr" not in last  # useless at step 0
+    assert run(capsys, "--data", path, "--m", "256", "--steps", "2", "--normalize", "--quiet")[0] == 0
+
+
+def test_no_neuron_fires_is_said_even_when_quiet(capsys):
+    r = run_json(capsys, *TINY, "--b", "10", "--steps", "2", "--quiet")
+    assert r["fire"]["union_max"] == 0 and r["loss_final"] == r["loss_initial"]
+    assert any("no neuron fired" in w and "--b" in w for w in r["warnings"])
+    rc, out, err = run(capsys, *TINY, "--b", "10", "--steps", "2", "--quiet")
+    assert rc == 0 and "warning: no neuron fired" in err
+
+
+def test_csv_with_bom_quotes_and_header_is_read_whole(capsys, tmp_path):
+    X, y = data.synthetic(0, 4, 4)
+    rows = [",".join(f'"{v:.6f}"' for v in (*xi, yi)) for xi, yi in zip(np.asarray(X), np.asarray(y))]
+    path = tmp_path / "q.csv"
+    path.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode("utf-8"))  # BOM, quotes, CRLF, no header
+    r = run_json(capsys, "--data", str(path), "--m", "256", "--steps", "1")
+    assert r["n"] == 4  # the first row is data, not a header
+    path.write_text("a,b,c,d,y\n" + "\n".join(rows) + "\n")
+    rc, out, err = run(capsys, "--data", str(path), "--m", "256", "--steps", "1", "--quiet")
+    assert rc == 0 and "skipped the header row (line 1: 'a,b,c,d,y')" in err
+
+
+def test_memory_refusals_are_one_line(capsys):
+    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1")
+    assert_one_line_error(rc, out, err, "--m 3000000000", "2^30")
+    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1")
+    assert_one_line_error(rc, out, err, "does not fit in memory", "available", "at most --m")
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--version"])
+    assert cli.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("jaxcorr ") and "jax " in out
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.METHODS:
+        assert name in out
+    assert "--cache-dir" in out and "--fallback" in out
+
+
+def test_methods_and_default_follow_the_library():
+    from jaxcorr import train
+
+    assert cli.METHODS == tuple(train.METHODS)
+    assert cli.DEFAULT_METHOD == ("active" if "active" in train.METHODS else "dtree")
+    assert cli.DEFAULTS["method"] == cli.DEFAULT_METHOD
+
+
+def test_cache_dir_resolution(monkeypatch, tmp_path):
+    args = cli.build_parser().parse_args(["train"])
+    monkeypatch.delenv("JAXCORR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.cache_dir(args, process=True) == str(tmp_path / "jaxcorr" / "xla")
+    assert cli.cache_dir(args, process=False) is None  # in-process calls change no global state
+    monkeypatch.setenv("JAXCORR_CACHE_DIR", str(tmp_path / "env"))
+    assert cli.cache_dir(args, process=False) == str(tmp_path / "env")
+    monkeypatch.setenv("JAXCORR_CACHE_DIR", "")
+    assert cli.cache_dir(args, process=True) is None
+    args = cli.build_parser().parse_args(["train", "--cache-dir", "X"])
+    assert cli.cache_dir(args, process=True) == "X"
+    args = cli.build_parser().parse_args(["train", "--no-cache"])
+    monkeypatch.setenv("JAXCORR_CACHE_DIR", str(tmp_path / "env"))
+    assert cli.cache_dir(args, process=True) is None
 
 
 # --------------------------------------------------------------------------------------- bad input
@@ -312,6 +486,10 @@ def test_bad_data_file(capsys, tmp_path, case, words):
         (["--save-every", "2"], ["needs --save"]),
         (["--bogus"], ["unrecognized arguments"]),
         (["--save", "/nonexistent-dir/x.ckpt"], ["does not exist"]),
+        (["--seed", "-1"], ["--seed", "-1"]),
+        (["--seed", str(2**32)], ["--seed", "2^32 - 1"]),
+        (["--normalize"], ["--normalize", "--data"]),
+        (["--cache-dir", "x", "--no-cache"], ["--no-cache"]),
     ],
 )
 def test_bad_options(capsys, argv, words):
@@ -323,3 +501,46 @@ def test_bad_options(capsys, argv, words):
 def test_no_command_is_an_error(capsys):
     assert cli.main([]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_chunks_are_sized_by_time():
+    from jaxcorr import _cli_run as cr
+
+    assert cr.choose_chunk(10, 100) == 10 and cr.choose_chunk(14, 100) == 10  # a divisor: one compilation
+    assert cr.choose_chunk(16, 97) == 16  # a prime: no divisor in [8, 16]
+    assert cr.choose_chunk(500, 30) == 30 and cr.choose_chunk(0, 5) == 1
+    # The default run (dense cost bound 1 ns per n*m*d on a CPU): chunks of ~0.5 s at most.
+    assert cr.initial_chunk(8, 2**17, 32, 100) == 14
+    assert cr.initial_chunk(8, 2**22, 64, 10**6) == 1  # a dense step there takes ~0.5 s
+    assert cr.initial_chunk(4, 256, 4, 10**6) == 2500  # tiny: bounded by the fixed cost of a step
+    assert cr.initial_chunk(8, 2**17, 32, 10**6, platform="gpu") > cr.initial_chunk(8, 2**17, 32, 10**6)
+    t = cr.ChunkTimer(chunk=1000, seg=10**6)
+    assert t.observe(1000, ms_per_step=5.0) == 100  # 5 s chunks: far over the stop latency
+    t = cr.ChunkTimer(chunk=10, seg=10**6)
+    t.t0 -= 0.5  # a set-up of half a second
+    assert t.observe(10, ms_per_step=0.01) is None  # the first chunk only measures set-up
+    t.t_last -= 0.05  # then 50 ms of overhead per 0.1 ms chunk: worth a restart with longer chunks
+    assert t.observe(20, ms_per_step=0.01) == int(cr.TARGET_CHUNK_S / 1e-5)
+    t = cr.ChunkTimer(chunk=10, seg=10**6)
+    t.t0 -= 30.0  # a long set-up (a DTree at m = 2^22): a new fit call would delay a stop by as much
+    assert t.observe(10, ms_per_step=0.01) is None
+    t.t_last -= 0.05
+    assert t.observe(20, ms_per_step=0.01) is None
+
+
+def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeypatch):
+    """When the measured chunks call for another length, the run goes on from where it is: the
+    result is the uninterrupted run's, and the steps of the first chunks are not trained twice."""
+    _, ref = full_run
+    calls = []
+
+    def observe(self, done, ms_per_step):
+        calls.append(done)
+        return 2 if len(calls) == 1 else None
+
+    monkeypatch.setattr(cli._cli_run, "initial_chunk", lambda *a, **k: 1)
+    monkeypatch.setattr(cli._cli_run.ChunkTimer, "observe", observe)
+    path = tmp_path / "r.ckpt"
+    r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
+    assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
+    assert_same_state(checkpoint.load(path), ref, exact=False)
