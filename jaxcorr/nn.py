@@ -36,16 +36,18 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.random import threefry2x32_p
 
 from jaxcorr import _checks
 
-__all__ = ["Params", "init", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
+__all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -67,12 +69,24 @@ def default_threshold(m: int) -> float:
     return math.sqrt(0.4 * math.log(int(m)))
 
 
+#: Rows per PRNG block of W(0). A constant of the model (never derived from memory): row ``r`` of W(0)
+#: is drawn from the block key ``fold_in(k_W, r // BLOCK_ROWS)`` and its offset ``r % BLOCK_ROWS``.
+BLOCK_ROWS = 1 << 16
+#: Largest width whose row indices fit the block scheme (block ids are uint32).
+MAX_WIDTH = BLOCK_ROWS << 31
+
+
 def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     r"""Random initialisation of Section 2: :math:`w_r \sim N(0, I_d)`, :math:`a_r` uniform in {-1, +1}.
 
+    Row ``r`` of ``W`` and ``a_r`` are a pure function of ``(key, r, d, dtype)``, whatever ``m`` is
+    (see :func:`init_rows`): ``init(key, m, d)`` is ``init_rows(key, m, d)``, so any block of rows
+    can be regenerated on demand without materialising ``W`` (:mod:`jaxcorr.implicit`), and a
+    narrower network's rows are the first rows of a wider one's.
+
     Args:
-      key: a JAX PRNG key.
-      m: number of hidden neurons (width).
+      key: a JAX PRNG key (any implementation, typed or raw).
+      m: number of hidden neurons (width), 1 <= m <= :data:`MAX_WIDTH`.
       d: input dimension.
       dtype: floating dtype; default float32 (float64 when x64 is enabled).
 
@@ -82,11 +96,95 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     m, d = int(m), int(d)
     if m < 1 or d < 1:
         raise ValueError(f"m and d must be >= 1, got m={m}, d={d}")
+    return init_rows(key, m, d, dtype=dtype)
+
+
+def init_rows(key: jax.Array, num: int, d: int, *, start=0, dtype=None) -> Params:
+    r"""Rows ``start .. start + num - 1`` of :func:`init` ``(key, m, d)`` for any ``m >= start + num``.
+
+    Construction (a pure function of the key; the same bits on every backend and device count):
+    ``k_W, k_a = split(key)``; for row ``r`` in block ``q = r // BLOCK_ROWS`` with offset
+    ``o = r % BLOCK_ROWS``, the block seed is ``s_q = bits(fold_in(k_W, q), 2)`` and Threefry-2x32
+    (20 rounds, Salmon et al. 2011, JAX's own generator) hashes the counter ``(o, j)`` under ``s_q``
+    into two 32-bit words, the uniform bits of ``W[r, 2j]`` and ``W[r, 2j + 1]`` (float32; float64
+    uses one 64-bit word per entry). Each word becomes :math:`\sqrt 2\,\mathrm{erf}^{-1}(u)` with
+    ``u`` uniform in (-1, 1), as ``jax.random.normal`` does. Using both output words of each hash
+    halves the hashing of ``jax.random.normal`` (which XORs them into one word). ``a_r`` is the low
+    bit of the hash of ``(o, 0)`` under the seed from ``k_a``.
+
+    Args:
+      key: a JAX PRNG key.
+      num: number of rows (static).
+      d: input dimension (static).
+      start: first row: a Python int, or a traced integer scalar (jit-friendly).
+      dtype: floating dtype; default float32 (float64 when x64 is enabled).
+
+    Returns:
+      :class:`Params` with ``W`` (num, d) and ``a`` (num,).
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import nn
+      >>> p = nn.init(jax.random.key(0), 300, 4)
+      >>> q = nn.init_rows(jax.random.key(0), 100, 4, start=200)
+      >>> bool((p.W[200:] == q.W).all() and (p.a[200:] == q.a).all())
+      True
+    """
+    num, d = int(num), int(d)
+    if num < 0 or d < 1:
+        raise ValueError(f"num must be >= 0 and d >= 1, got num={num}, d={d}")
     dtype = _checks.floating_dtype(dtype)
+    if isinstance(start, int):
+        if start < 0 or start + num > MAX_WIDTH:
+            raise ValueError(f"rows [start, start + num) must lie in [0, {MAX_WIDTH}), got start={start}, num={num}")
+        block, offset = divmod(start, BLOCK_ROWS)
+    else:
+        block, offset = start // BLOCK_ROWS, start % BLOCK_ROWS
+    return _init_rows(key, jnp.asarray(block, jnp.uint32), jnp.asarray(offset, jnp.int32), num, d, dtype)
+
+
+def _block_seeds(key, first_block, count: int):
+    """(count, 2) uint32 Threefry seeds of blocks first_block .. first_block + count - 1."""
+    blocks = first_block + jnp.arange(count, dtype=jnp.uint32)
+    return jax.vmap(lambda q: jax.random.bits(jax.random.fold_in(key, q), (2,), jnp.uint32))(blocks)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _init_rows(key, first_block, offset, num: int, d: int, dtype) -> Params:
     kw, ka = jax.random.split(key)
-    W = jax.random.normal(kw, (m, d), dtype)
-    a = jax.random.rademacher(ka, (m,), dtype)
+    local = offset + jnp.arange(num, dtype=jnp.int32)  # offsets from first_block's first row
+    q = (local // BLOCK_ROWS).astype(jnp.int32)
+    o = (local % BLOCK_ROWS).astype(jnp.uint32)
+    nblocks = (BLOCK_ROWS - 1 + num) // BLOCK_ROWS + 1
+    wide = jnp.dtype(dtype).itemsize > 4
+    cols = d if wide else (d + 1) // 2
+    sw = _block_seeds(kw, first_block, nblocks)[q]  # (num, 2)
+    shape = (num, cols)
+    k1, k2 = (jnp.broadcast_to(sw[:, i : i + 1], shape) for i in (0, 1))
+    hi = jnp.broadcast_to(o[:, None], shape)
+    lo = jnp.broadcast_to(jnp.arange(cols, dtype=jnp.uint32)[None, :], shape)
+    w1, w2 = threefry2x32_p.bind(k1, k2, hi, lo)
+    if wide:
+        bits = (w1.astype(jnp.uint64) << 32) | w2.astype(jnp.uint64)
+        W = _normal_from_bits(bits, jnp.float64).astype(dtype)
+    else:
+        bits = jnp.stack([w1, w2], axis=-1).reshape(num, 2 * cols)[:, :d]
+        W = _normal_from_bits(bits, jnp.float32).astype(dtype)
+    sa = _block_seeds(ka, first_block, nblocks)[q]
+    s1, _ = threefry2x32_p.bind(sa[:, 0], sa[:, 1], o, jnp.zeros_like(o))
+    a = jnp.where((s1 & 1) == 1, 1, -1).astype(dtype)
     return Params(W=W, a=a)
+
+
+def _normal_from_bits(bits, dtype):
+    """Standard normals from uniform bits, as ``jax.random.normal``: sqrt(2) erfinv(u), u in (-1, 1)."""
+    info = jnp.finfo(dtype)
+    nbits = info.bits
+    one = lax.bitcast_convert_type(jnp.asarray(1, dtype), bits.dtype)
+    u01 = lax.bitcast_convert_type((bits >> (nbits - info.nmant)) | one, dtype) - 1  # [0, 1)
+    lo = jnp.nextafter(jnp.asarray(-1, dtype), jnp.asarray(0, dtype))
+    u = jnp.maximum(lo, u01 * (1 - lo) + lo)
+    return jnp.asarray(math.sqrt(2), dtype) * lax.erf_inv(u)
 
 
 def relu_b(x: jax.Array, b) -> jax.Array:
