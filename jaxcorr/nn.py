@@ -99,7 +99,7 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     return init_rows(key, m, d, dtype=dtype)
 
 
-def init_rows(key: jax.Array, num: int, d: int, *, start=0, dtype=None) -> Params:
+def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None) -> Params:
     r"""Rows ``start .. start + num - 1`` of :func:`init` ``(key, m, d)`` for any ``m >= start + num``.
 
     Construction (a pure function of the key; the same bits on every backend and device count):
@@ -116,7 +116,10 @@ def init_rows(key: jax.Array, num: int, d: int, *, start=0, dtype=None) -> Param
       key: a JAX PRNG key.
       num: number of rows (static).
       d: input dimension (static).
-      start: first row: a Python int, or a traced integer scalar (jit-friendly).
+      start: first row, counted from the first row of ``block``: a Python int, or a traced integer
+        scalar (jit-friendly).
+      block: first block (row ``block * BLOCK_ROWS``): a Python int or a traced integer scalar; lets
+        traced code address rows past 2^31 with 32-bit integers.
       dtype: floating dtype; default float32 (float64 when x64 is enabled).
 
     Returns:
@@ -134,12 +137,13 @@ def init_rows(key: jax.Array, num: int, d: int, *, start=0, dtype=None) -> Param
     if num < 0 or d < 1:
         raise ValueError(f"num must be >= 0 and d >= 1, got num={num}, d={d}")
     dtype = _checks.floating_dtype(dtype)
-    if isinstance(start, int):
-        if start < 0 or start + num > MAX_WIDTH:
-            raise ValueError(f"rows [start, start + num) must lie in [0, {MAX_WIDTH}), got start={start}, num={num}")
-        block, offset = divmod(start, BLOCK_ROWS)
+    if isinstance(start, int) and isinstance(block, int):
+        first = block * BLOCK_ROWS + start
+        if first < 0 or first + num > MAX_WIDTH:
+            raise ValueError(f"rows [start, start + num) must lie in [0, {MAX_WIDTH}), got row {first}, num={num}")
+        block, offset = divmod(first, BLOCK_ROWS)
     else:
-        block, offset = start // BLOCK_ROWS, start % BLOCK_ROWS
+        block, offset = block + start // BLOCK_ROWS, start % BLOCK_ROWS
     return _init_rows(key, jnp.asarray(block, jnp.uint32), jnp.asarray(offset, jnp.int32), num, d, dtype)
 
 
