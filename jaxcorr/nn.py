@@ -47,7 +47,7 @@ from jax.extend.random import threefry2x32_p
 
 from jaxcorr import _checks
 
-__all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
+__all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -69,11 +69,13 @@ def default_threshold(m: int) -> float:
     return math.sqrt(0.4 * math.log(int(m)))
 
 
-#: Rows per PRNG block of W(0). A constant of the model (never derived from memory): row ``r`` of W(0)
-#: is drawn from the block key ``fold_in(k_W, r // BLOCK_ROWS)`` and its offset ``r % BLOCK_ROWS``.
+#: Rows per addressing block of W(0): traced code names row ``block * BLOCK_ROWS + offset`` with 32-bit
+#: integers. A constant of the construction; the rows never depend on it or on memory.
 BLOCK_ROWS = 1 << 16
-#: Largest width whose row indices fit the block scheme (block ids are uint32).
-MAX_WIDTH = BLOCK_ROWS << 31
+#: Largest width: a row index has 48 bits (32 in the Threefry counter's first word, 16 in its second).
+MAX_WIDTH = 1 << 48
+#: Largest input dimension: a column (pair) index has 16 bits in the counter's second word.
+MAX_DIM = 1 << 16
 
 
 def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
@@ -102,15 +104,16 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
 def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None) -> Params:
     r"""Rows ``start .. start + num - 1`` of :func:`init` ``(key, m, d)`` for any ``m >= start + num``.
 
-    Construction (a pure function of the key; the same bits on every backend and device count):
-    ``k_W, k_a = split(key)``; for row ``r`` in block ``q = r // BLOCK_ROWS`` with offset
-    ``o = r % BLOCK_ROWS``, the block seed is ``s_q = bits(fold_in(k_W, q), 2)`` and Threefry-2x32
-    (20 rounds, Salmon et al. 2011, JAX's own generator) hashes the counter ``(o, j)`` under ``s_q``
-    into two 32-bit words, the uniform bits of ``W[r, 2j]`` and ``W[r, 2j + 1]`` (float32; float64
-    uses one 64-bit word per entry). Each word becomes :math:`\sqrt 2\,\mathrm{erf}^{-1}(u)` with
-    ``u`` uniform in (-1, 1), as ``jax.random.normal`` does. Using both output words of each hash
-    halves the hashing of ``jax.random.normal`` (which XORs them into one word). ``a_r`` is the low
-    bit of the hash of ``(o, 0)`` under the seed from ``k_a``.
+    Construction (a pure function of the key; the same bits on every backend and device count, and
+    each row independent of how rows are grouped): ``k_W, k_a = split(key)`` and ``s_W = bits(k_W,
+    2)`` (a Threefry seed). Threefry-2x32 (20 rounds, Salmon et al. 2011, JAX's own generator) hashes
+    the 64-bit counter ``(r mod 2^32, (r >> 32) << 16 | j)`` of row ``r`` and column pair ``j``
+    under ``s_W`` into two 32-bit words: the uniform bits of ``W[r, j]`` and ``W[r, j + ceil(d/2)]``
+    (float32; float64 uses one 64-bit word per entry, ``j < d``). Each word becomes
+    :math:`\sqrt 2\,\mathrm{erf}^{-1}(u)`, ``u`` uniform in (-1, 1), as ``jax.random.normal`` does.
+    Using both words of each hash, under one scalar seed, costs half the hashing of
+    ``jax.random.normal`` (which XORs the two words into one). ``a_r`` is the low bit of the hash of
+    ``(r mod 2^32, (r >> 32) << 16)`` under ``s_a = bits(k_a, 2)``.
 
     Args:
       key: a JAX PRNG key.
@@ -134,8 +137,8 @@ def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None)
       True
     """
     num, d = int(num), int(d)
-    if num < 0 or d < 1:
-        raise ValueError(f"num must be >= 0 and d >= 1, got num={num}, d={d}")
+    if num < 0 or not 1 <= d <= MAX_DIM:
+        raise ValueError(f"num must be >= 0 and 1 <= d <= {MAX_DIM}, got num={num}, d={d}")
     dtype = _checks.floating_dtype(dtype)
     if isinstance(start, int) and isinstance(block, int):
         first = block * BLOCK_ROWS + start
@@ -147,37 +150,49 @@ def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None)
     return _init_rows(key, jnp.asarray(block, jnp.uint32), jnp.asarray(offset, jnp.int32), num, d, dtype)
 
 
-def _block_seeds(key, first_block, count: int):
-    """(count, 2) uint32 Threefry seeds of blocks first_block .. first_block + count - 1."""
-    blocks = first_block + jnp.arange(count, dtype=jnp.uint32)
-    return jax.vmap(lambda q: jax.random.bits(jax.random.fold_in(key, q), (2,), jnp.uint32))(blocks)
+def _seed(key):
+    return jax.random.bits(key, (2,), jnp.uint32)
+
+
+def _row_counters(block, offset, num: int):
+    """(lo 32 bits, hi 16 bits) of rows block * BLOCK_ROWS + offset + i, i < num, in uint32."""
+    base = block.astype(jnp.uint32) << 16  # BLOCK_ROWS = 2^16: the low 32 bits of the block's first row
+    step = offset.astype(jnp.uint32) + lax.iota(jnp.uint32, num)
+    lo = base + step  # wraps mod 2^32
+    hi = (block.astype(jnp.uint32) >> 16) + (lo < base).astype(jnp.uint32)  # carry into bits 32..47
+    return lo, hi
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _init_rows(key, first_block, offset, num: int, d: int, dtype) -> Params:
     kw, ka = jax.random.split(key)
-    local = offset + jnp.arange(num, dtype=jnp.int32)  # offsets from first_block's first row
-    q = (local // BLOCK_ROWS).astype(jnp.int32)
-    o = (local % BLOCK_ROWS).astype(jnp.uint32)
-    nblocks = (BLOCK_ROWS - 1 + num) // BLOCK_ROWS + 1
     wide = jnp.dtype(dtype).itemsize > 4
     cols = d if wide else (d + 1) // 2
-    sw = _block_seeds(kw, first_block, nblocks)[q]  # (num, 2)
+    lo, hi = _row_counters(first_block, offset, num)
     shape = (num, cols)
-    k1, k2 = (jnp.broadcast_to(sw[:, i : i + 1], shape) for i in (0, 1))
-    hi = jnp.broadcast_to(o[:, None], shape)
-    lo = jnp.broadcast_to(jnp.arange(cols, dtype=jnp.uint32)[None, :], shape)
-    w1, w2 = threefry2x32_p.bind(k1, k2, hi, lo)
+    sw = _seed(kw)
+    c0 = jnp.broadcast_to(lo[:, None], shape)
+    c1 = (hi[:, None] << 16) | lax.broadcasted_iota(jnp.uint32, shape, 1)
+    w1, w2 = threefry2x32_p.bind(sw[0], sw[1], c0, c1)
     if wide:
         bits = (w1.astype(jnp.uint64) << 32) | w2.astype(jnp.uint64)
         W = _normal_from_bits(bits, jnp.float64).astype(dtype)
     else:
-        bits = jnp.stack([w1, w2], axis=-1).reshape(num, 2 * cols)[:, :d]
-        W = _normal_from_bits(bits, jnp.float32).astype(dtype)
-    sa = _block_seeds(ka, first_block, nblocks)[q]
-    s1, _ = threefry2x32_p.bind(sa[:, 0], sa[:, 1], o, jnp.zeros_like(o))
+        W = _normal_from_bits(jnp.concatenate([w1, w2], axis=1)[:, :d], jnp.float32).astype(dtype)
+    sa = _seed(ka)
+    s1, _ = threefry2x32_p.bind(sa[0], sa[1], lo, hi << 16)
     a = jnp.where((s1 & 1) == 1, 1, -1).astype(dtype)
     return Params(W=W, a=a)
+
+
+def normal_bound(dtype=None) -> float:
+    """The largest ``|W[r, j]|`` that :func:`init` can draw in ``dtype``: its normals come from
+    uniforms on a finite grid, so they are bounded (about 5.4 in float32, 8.3 in float64)."""
+    dtype = _checks.floating_dtype(dtype)
+    wide = jnp.dtype(dtype).itemsize > 4
+    udt, fdt = (jnp.uint64, jnp.float64) if wide else (jnp.uint32, jnp.float32)
+    extremes = jnp.array([0, jnp.iinfo(udt).max], udt)
+    return float(jnp.max(jnp.abs(_normal_from_bits(extremes, fdt)).astype(dtype)))
 
 
 def _normal_from_bits(bits, dtype):
