@@ -86,6 +86,22 @@ def _one(args) -> dict:
     return out
 
 
+def _generator_rates(rows: int = 1 << 18, d: int = 64, repeats: int = 5) -> dict:
+    """Words per second of nn.init_rows (both Threefry words used) vs jax.random.normal, same process."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcorr import benchmarking, nn
+
+    key = jax.random.key(0)
+    ours = jax.jit(lambda q: nn.init_rows(key, rows, d, block=q).W.sum())
+    ref = jax.jit(lambda k: jax.random.normal(k, (rows, d)).sum())
+    t_ours = benchmarking.median_time(ours, jnp.uint32(0), repeats=repeats)
+    t_ref = benchmarking.median_time(ref, key, repeats=repeats)
+    return {"rows": rows, "d": d, "init_rows_words_per_s": rows * d / t_ours,
+            "jax_random_normal_words_per_s": rows * d / t_ref, "speedup": t_ref / t_ours}
+
+
 def _spawn(args, logm: int, mode: str, steps: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--logm", str(logm), "--mode", mode,
            "--steps", str(steps), "--n", str(args.n), "--d", str(args.d), "--seed", str(args.seed),
@@ -120,6 +136,7 @@ def main(argv=None) -> int:
                     help="run dense only where its eager estimate fits this (the machine is shared)")
     ap.add_argument("--quick", action="store_true", help="m = 2^16, 2^18, 5 steps (a smoke run)")
     ap.add_argument("--out", default="bench_width.json")
+    ap.add_argument("--generator", action="store_true", help="also time nn.init_rows vs jax.random.normal")
     ap.add_argument("--append", action="store_true", help="keep the runs of other widths already in --out")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--logm", type=int, help=argparse.SUPPRESS)
@@ -130,21 +147,26 @@ def main(argv=None) -> int:
         return 0
     from jaxcorr import benchmarking, implicit
 
-    ms = [16, 18] if args.quick else [int(v) for v in args.ms.split(",")]
+    ms = [16, 18] if args.quick else [int(v) for v in args.ms.split(",") if v]
     steps_at = dict(tuple(int(x) for x in kv.split(":")) for kv in args.steps_at.split(",") if kv)
-    rows = []
+    rows, prev = [], {}
     if args.append and os.path.exists(args.out):
         with open(args.out) as f:
-            rows = [r for r in json.load(f)["runs"] if r["logm"] not in ms]
+            prev = json.load(f)
+        rows = [r for r in prev["runs"] if r["logm"] not in ms]
+    gen = _generator_rates() if args.generator else prev.get("generator")
+    if args.generator:
+        print(json.dumps(gen), flush=True)
 
     def write():
         _compare(rows)
         rows.sort(key=lambda r: (r["logm"], r["mode"]))
         out = {"machine": benchmarking.machine_info(), "argv": sys.argv[1:], "n": args.n, "d": args.d,
-               "method": args.method, "targets_gib": TARGETS_GIB, "runs": rows}
+               "method": args.method, "targets_gib": TARGETS_GIB, "generator": gen, "runs": rows}
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2)
 
+    write()
     for logm in ms:
         steps = 5 if args.quick else steps_at.get(logm, args.steps)
         r = _spawn(args, logm, "implicit", steps)
