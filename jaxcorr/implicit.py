@@ -58,7 +58,6 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import time

@@ -107,7 +107,7 @@ def _spawn(args, logm: int, mode: str, steps: int) -> dict:
            "--steps", str(steps), "--n", str(args.n), "--d", str(args.d), "--seed", str(args.seed),
            "--method", args.method]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         return {"logm": logm, "mode": mode, "error": f"exit {proc.returncode}", "wall_s": time.perf_counter() - t0}
     return json.loads(proc.stdout.strip().splitlines()[-1])

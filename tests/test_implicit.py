@@ -163,7 +163,7 @@ def test_memory_estimate_refuses_what_cannot_fit():
 
 
 def test_bad_input_is_refused(small):
-    X, y, m = small
+    X, y, _ = small
     model, _ = implicit.setup(KEY, 256, 8, X)
     with pytest.raises(ValueError, match="other rows may fire"):
         implicit.fit(model, X[:3], y[:3], steps=1)
