@@ -183,7 +183,7 @@ def _scan_chunk(key, block, remaining, X, b, tol, *, rows: int, cap: int, d: int
 
 
 def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_rows: int | None = None,
-          progress: Callable[[dict], None] | None = None):
+          progress: Callable[[dict], None] | None = None, devices=None):
     r"""Streamed INIT and fire sets at t = 0 (Algorithm 8 lines 1-12): the model's active rows.
 
     Args:
@@ -197,11 +197,14 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
         :data:`jaxcorr.nn.BLOCK_ROWS`; the rows themselves never depend on it).
       progress: called on the host after every chunk with a dict: ``rows_done``, ``rows``
         (= m), ``n_active``, ``elapsed_s``, ``rows_per_s``.
+      devices: devices to spread the chunks over, round robin (default: the first local device).
+        Set-up is embarrassingly parallel over chunks: each device generates and filters its own
+        chunks; only their active rows move (to the first device). The result does not depend on it.
 
     Returns:
       ``(model, info)``: the :class:`ImplicitParams` holding the rows of A (untrained), and a dict with
       ``n_active`` (|A|, rows kept), ``n_fire_union`` (rows that fire for some point at t = 0),
-      ``k0`` ((n,) int, k_{i,0}), ``setup_s``, ``rows_per_s``, ``chunk_rows``, ``chunks``,
+      ``k0`` ((n,) int, k_{i,0}), ``setup_s``, ``rows_per_s``, ``chunk_rows``, ``chunks``, ``devices``,
       ``capacity_events`` (chunks rerun because their active rows overflowed the buffer).
 
     Raises:
@@ -225,37 +228,58 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
     tol = jnp.asarray(gamma, dtype) * xnorm.astype(dtype)  # (n,): the rounding margin tau_i
     cap = min(C, _bucket(1.25 * expected_active(C, n, b - 1e-3, xmax) + 64))
     chunks = -(-m // C)
-    idx_parts, W_parts, a_parts, events = [], [], [], []
-    k0 = np.zeros((n,), np.int64)
-    union = kept = 0
-    for c in range(chunks):
-        start = c * C
-        # C is m (one chunk) or a multiple of BLOCK_ROWS, so every chunk starts on a block.
-        args = (key, jnp.uint32(start // nn.BLOCK_ROWS), jnp.int32(min(C, m - start)), Xj, jnp.asarray(b, dtype), tol)
-        while True:
-            cnt, k, u, sel, W_sel, a_sel = _scan_chunk(*args, rows=C, cap=cap, d=d, dtype=dtype)
-            cnt = int(cnt)
-            if cnt <= cap:
-                break
-            new = min(C, _bucket(1.25 * cnt))
-            events.append({"chunk": c, "old_capacity": cap, "new_capacity": new, "count": cnt})
-            cap = new
-        k0 += np.asarray(k, np.int64)
-        union += int(u)
-        kept += cnt
-        idx_parts.append(start + np.asarray(sel[:cnt], np.int64))
-        W_parts.append(W_sel[:cnt])
-        a_parts.append(a_sel[:cnt])
-        del W_sel, a_sel
-        if progress is not None:
-            el = time.perf_counter() - t0
-            progress({"rows_done": min(start + C, m), "rows": m, "n_active": kept, "elapsed_s": el,
-                      "rows_per_s": min(start + C, m) / max(el, 1e-9)})
-    model = _assemble(key, m, b, _digest(X), idx_parts, W_parts, a_parts)
+    devs = list(devices) if devices is not None else jax.local_devices()[:1]
+    consts = [jax.device_put((key, Xj, jnp.asarray(b, dtype), tol), dev) for dev in devs]
+    acc = _Collected(n, devs[0])
+    for wave in range(0, chunks, len(devs)):  # one chunk per device, dispatched before any is read
+        cs = list(range(wave, min(wave + len(devs), chunks)))
+        outs = [(cap, _dispatch(consts[j], c, C, m, cap, d, dtype)) for j, c in enumerate(cs)]
+        for j, (c, (used, out)) in enumerate(zip(cs, outs)):
+            cnt = int(out[0])
+            while cnt > used:  # the buffer overflowed: rerun the chunk with a larger one
+                cap = max(cap, min(C, _bucket(1.25 * cnt)))
+                acc.events.append({"chunk": c, "old_capacity": used, "new_capacity": cap, "count": cnt})
+                used, out = cap, _dispatch(consts[j], c, C, m, cap, d, dtype)
+                cnt = int(out[0])
+            acc.add(c * C, cnt, out)
+            if progress is not None:
+                el = time.perf_counter() - t0
+                done = min((c + 1) * C, m)
+                progress({"rows_done": done, "rows": m, "n_active": acc.kept, "elapsed_s": el,
+                          "rows_per_s": done / max(el, 1e-9)})
+    model = _assemble(key, m, b, _digest(X), acc.idx, acc.W, acc.a)
     el = time.perf_counter() - t0
-    info = {"n_active": kept, "n_fire_union": union, "k0": k0, "setup_s": el, "rows_per_s": m / max(el, 1e-9),
-            "chunk_rows": C, "chunks": chunks, "capacity_events": events}
+    info = {"n_active": acc.kept, "n_fire_union": acc.union, "k0": acc.k0, "setup_s": el,
+            "rows_per_s": m / max(el, 1e-9), "chunk_rows": C, "chunks": chunks, "devices": len(devs),
+            "capacity_events": acc.events}
     return model, info
+
+
+def _dispatch(consts, c: int, C: int, m: int, cap: int, d: int, dtype):
+    """Start chunk ``c`` (rows c*C ...) on the device its constants live on; returns without waiting."""
+    key, X, b, tol = consts
+    start = c * C  # C is m (one chunk) or a multiple of BLOCK_ROWS: every chunk starts on a block
+    return _scan_chunk(key, jnp.uint32(start // nn.BLOCK_ROWS), jnp.int32(min(C, m - start)), X, b, tol,
+                       rows=C, cap=cap, d=d, dtype=dtype)
+
+
+class _Collected:
+    """The chunks' active rows (moved to one device), fire counts and capacity events, in chunk order."""
+
+    def __init__(self, n: int, device):
+        self.device = device
+        self.idx, self.W, self.a, self.events = [], [], [], []
+        self.k0 = np.zeros((n,), np.int64)
+        self.union = self.kept = 0
+
+    def add(self, start: int, cnt: int, out) -> None:
+        _, k, u, sel, W_sel, a_sel = out
+        self.k0 += np.asarray(k, np.int64)
+        self.union += int(u)
+        self.kept += cnt
+        self.idx.append(start + np.asarray(sel[:cnt], np.int64))
+        self.W.append(jax.device_put(W_sel[:cnt], self.device))
+        self.a.append(jax.device_put(a_sel[:cnt], self.device))
 
 
 def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> ImplicitParams:

@@ -1,7 +1,10 @@
 """Implicit wide models (jaxcorr.implicit): streamed set-up, training, predict and compact checkpoints
 against the eager network nn.init + train.fit, a numpy float64 oracle and the DTree's own query."""
 
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +66,35 @@ def test_setup_does_not_depend_on_chunking_and_reports_progress(multi):
     np.testing.assert_array_equal(again.idx, model.idx)
     np.testing.assert_array_equal(again.W, model.W)
     assert seen and seen[-1]["rows_done"] == m and seen[-1]["n_active"] == model.n_active
+
+
+_CHILD = """
+import json, jax, numpy as np
+from jaxcorr import data, implicit, nn
+X, _ = data.synthetic(2, n=3, d=4)
+m = 3 * nn.BLOCK_ROWS + 5
+one, i1 = implicit.setup(jax.random.key(3), m, 4, X, b=2.0, chunk_rows=nn.BLOCK_ROWS)
+two, i2 = implicit.setup(jax.random.key(3), m, 4, X, b=2.0, chunk_rows=nn.BLOCK_ROWS, devices=jax.devices())
+print(json.dumps({"devices": i2["devices"], "chunks": i2["chunks"], "same_idx": bool(np.array_equal(one.idx, two.idx)),
+                  "same_W": bool(np.array_equal(one.W, two.W)), "same_k0": i1["k0"].tolist() == i2["k0"].tolist(),
+                  "W_devices": [str(d) for d in two.W.devices()], "first": str(jax.devices()[0])}))
+"""
+
+
+def test_setup_over_several_devices_gives_the_same_rows():
+    # Chunks round robin over 2 host devices (a child process with XLA's forced device count).
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=root, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["devices"] == 2 and res["chunks"] == 4
+    assert res["same_idx"] and res["same_W"] and res["same_k0"]
+    assert res["W_devices"] == [res["first"]]
 
 
 def test_setup_overflow_reruns_the_chunk(monkeypatch, multi):
