@@ -74,7 +74,7 @@ from jaxcorr import _checks, checkpoint, nn, train
 __all__ = [
     "ImplicitParams", "setup", "fit", "predict", "materialize", "save", "load", "FORMAT",
     "estimate_bytes", "available_bytes", "check_fits", "largest_width", "InsufficientMemoryError",
-    "expected_active",
+    "expected_active", "release_host_memory",
 ]
 
 FORMAT = "jaxcorr-implicit/1"
@@ -248,11 +248,28 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
                 progress({"rows_done": done, "rows": m, "n_active": acc.kept, "elapsed_s": el,
                           "rows_per_s": done / max(el, 1e-9)})
     model = _assemble(key, m, b, _digest(X), acc.idx, acc.W, acc.a)
+    del outs, out
+    release_host_memory()
     el = time.perf_counter() - t0
     info = {"n_active": acc.kept, "n_fire_union": acc.union, "k0": acc.k0, "setup_s": el,
             "rows_per_s": m / max(el, 1e-9), "chunk_rows": C, "chunks": chunks, "devices": len(devs),
             "capacity_events": acc.events}
     return model, info
+
+
+def release_host_memory() -> bool:
+    """Return the host memory freed by the chunks to the OS (glibc ``malloc_trim``; False elsewhere).
+
+    Set-up frees many chunk-sized buffers; glibc keeps such freed heap memory resident, and the
+    large buffers of training are fresh mappings that cannot reuse it, so without this the peak of
+    training would stack on the set-up's leftovers.
+    """
+    try:
+        import ctypes  # noqa: PLC0415
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def _dispatch(consts, c: int, C: int, m: int, cap: int, d: int, dtype):
@@ -401,7 +418,8 @@ def predict(model: ImplicitParams, X, *, chunk_rows: int | None = None,
             done = min((c + 1) * C, m)
             el = time.perf_counter() - t0
             progress({"rows_done": done, "rows": m, "elapsed_s": el, "rows_per_s": done / max(el, 1e-9)})
-    out = out / jnp.sqrt(jnp.asarray(m, dt))
+    out = jax.block_until_ready(out / jnp.sqrt(jnp.asarray(m, dt)))
+    release_host_memory()
     return out[0] if single else out
 
 
