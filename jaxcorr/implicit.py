@@ -512,8 +512,8 @@ class InsufficientMemoryError(ValueError):
 
 
 #: Resident memory of a JAX process beside its arrays (runtime, compiled code, small buffers), bytes;
-#: measured: about 220 MiB before training and 300 MiB more that does not grow with the width.
-_BASE_BYTES = 512 << 20
+#: measured: about 220 MiB before training and 300-400 MiB more that does not grow with the width.
+_BASE_BYTES = 640 << 20
 
 
 def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int) -> float:
@@ -535,7 +535,7 @@ def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, impl
     headroom); eager runs hold all of ``W`` (``m d``), the (n, m) inner products and, for the sparse
     methods, the trees over all ``m`` neurons. The figures are upper estimates calibrated against
     measured peak RSS (``scripts/bench_width.py``: 9.6 GB measured at m = 2^28, n = 8, d = 64 for
-    an estimate of 10.2 GB; about 1.6 KiB per active row in train.fit's compacted dtree path).
+    an estimate of 10.3 GB; about 1.6 KiB per active row in train.fit's compacted dtree path).
 
     Args:
       method: a method of ``jaxcorr.train.METHODS`` (or ``"active"``, counted as a sparse method).
