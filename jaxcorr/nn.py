@@ -36,16 +36,18 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.random import threefry2x32_p
 
 from jaxcorr import _checks
 
-__all__ = ["Params", "init", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
+__all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -67,12 +69,26 @@ def default_threshold(m: int) -> float:
     return math.sqrt(0.4 * math.log(int(m)))
 
 
+#: Rows per addressing block of W(0): traced code names row ``block * BLOCK_ROWS + offset`` with 32-bit
+#: integers. A constant of the construction; the rows never depend on it or on memory.
+BLOCK_ROWS = 1 << 16
+#: Largest width: a row index has 48 bits (32 in the Threefry counter's first word, 16 in its second).
+MAX_WIDTH = 1 << 48
+#: Largest input dimension: a column (pair) index has 16 bits in the counter's second word.
+MAX_DIM = 1 << 16
+
+
 def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     r"""Random initialisation of Section 2: :math:`w_r \sim N(0, I_d)`, :math:`a_r` uniform in {-1, +1}.
 
+    Row ``r`` of ``W`` and ``a_r`` are a pure function of ``(key, r, d, dtype)``, whatever ``m`` is
+    (see :func:`init_rows`): ``init(key, m, d)`` is ``init_rows(key, m, d)``, so any block of rows
+    can be regenerated on demand without materialising ``W`` (:mod:`jaxcorr.implicit`), and a
+    narrower network's rows are the first rows of a wider one's.
+
     Args:
-      key: a JAX PRNG key.
-      m: number of hidden neurons (width).
+      key: a JAX PRNG key (any implementation, typed or raw).
+      m: number of hidden neurons (width), 1 <= m <= :data:`MAX_WIDTH`.
       d: input dimension.
       dtype: floating dtype; default float32 (float64 when x64 is enabled).
 
@@ -82,11 +98,112 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
     m, d = int(m), int(d)
     if m < 1 or d < 1:
         raise ValueError(f"m and d must be >= 1, got m={m}, d={d}")
+    return init_rows(key, m, d, dtype=dtype)
+
+
+def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None) -> Params:
+    r"""Rows ``start .. start + num - 1`` of :func:`init` ``(key, m, d)`` for any ``m >= start + num``.
+
+    Construction (a pure function of the key; the same bits on every backend and device count, and
+    each row independent of how rows are grouped): ``k_W, k_a = split(key)`` and ``s_W = bits(k_W,
+    2)`` (a Threefry seed). Threefry-2x32 (20 rounds, Salmon et al. 2011, JAX's own generator) hashes
+    the 64-bit counter ``(r mod 2^32, (r >> 32) << 16 | j)`` of row ``r`` and column pair ``j``
+    under ``s_W`` into two 32-bit words: the uniform bits of ``W[r, j]`` and ``W[r, j + ceil(d/2)]``
+    (float32; float64 uses one 64-bit word per entry, ``j < d``). Each word becomes
+    :math:`\sqrt 2\,\mathrm{erf}^{-1}(u)`, ``u`` uniform in (-1, 1), as ``jax.random.normal`` does.
+    Using both words of each hash, under one scalar seed, costs half the hashing of
+    ``jax.random.normal`` (which XORs the two words into one). ``a_r`` is the low bit of the hash of
+    ``(r mod 2^32, (r >> 32) << 16)`` under ``s_a = bits(k_a, 2)``.
+
+    Args:
+      key: a JAX PRNG key.
+      num: number of rows (static).
+      d: input dimension (static).
+      start: first row, counted from the first row of ``block``: a Python int, or a traced integer
+        scalar (jit-friendly).
+      block: first block (row ``block * BLOCK_ROWS``): a Python int or a traced integer scalar; lets
+        traced code address rows past 2^31 with 32-bit integers.
+      dtype: floating dtype; default float32 (float64 when x64 is enabled).
+
+    Returns:
+      :class:`Params` with ``W`` (num, d) and ``a`` (num,).
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import nn
+      >>> p = nn.init(jax.random.key(0), 300, 4)
+      >>> q = nn.init_rows(jax.random.key(0), 100, 4, start=200)
+      >>> bool((p.W[200:] == q.W).all() and (p.a[200:] == q.a).all())
+      True
+    """
+    num, d = int(num), int(d)
+    if num < 0 or not 1 <= d <= MAX_DIM:
+        raise ValueError(f"num must be >= 0 and 1 <= d <= {MAX_DIM}, got num={num}, d={d}")
     dtype = _checks.floating_dtype(dtype)
+    if isinstance(start, int) and isinstance(block, int):
+        first = block * BLOCK_ROWS + start
+        if first < 0 or first + num > MAX_WIDTH:
+            raise ValueError(f"rows [start, start + num) must lie in [0, {MAX_WIDTH}), got row {first}, num={num}")
+        block, offset = divmod(first, BLOCK_ROWS)
+    else:
+        block, offset = block + start // BLOCK_ROWS, start % BLOCK_ROWS
+    return _init_rows(key, jnp.asarray(block, jnp.uint32), jnp.asarray(offset, jnp.int32), num, d, dtype)
+
+
+def _seed(key):
+    return jax.random.bits(key, (2,), jnp.uint32)
+
+
+def _row_counters(block, offset, num: int):
+    """(lo 32 bits, hi 16 bits) of rows block * BLOCK_ROWS + offset + i, i < num, in uint32."""
+    base = block.astype(jnp.uint32) << 16  # BLOCK_ROWS = 2^16: the low 32 bits of the block's first row
+    step = offset.astype(jnp.uint32) + lax.iota(jnp.uint32, num)
+    lo = base + step  # wraps mod 2^32
+    hi = (block.astype(jnp.uint32) >> 16) + (lo < base).astype(jnp.uint32)  # carry into bits 32..47
+    return lo, hi
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _init_rows(key, first_block, offset, num: int, d: int, dtype) -> Params:
     kw, ka = jax.random.split(key)
-    W = jax.random.normal(kw, (m, d), dtype)
-    a = jax.random.rademacher(ka, (m,), dtype)
+    wide = jnp.dtype(dtype).itemsize > 4
+    cols = d if wide else (d + 1) // 2
+    lo, hi = _row_counters(first_block, offset, num)
+    shape = (num, cols)
+    sw = _seed(kw)
+    c0 = jnp.broadcast_to(lo[:, None], shape)
+    c1 = (hi[:, None] << 16) | lax.broadcasted_iota(jnp.uint32, shape, 1)
+    w1, w2 = threefry2x32_p.bind(sw[0], sw[1], c0, c1)
+    if wide:
+        bits = (w1.astype(jnp.uint64) << 32) | w2.astype(jnp.uint64)
+        W = _normal_from_bits(bits, jnp.float64).astype(dtype)
+    else:
+        W = _normal_from_bits(jnp.concatenate([w1, w2], axis=1)[:, :d], jnp.float32).astype(dtype)
+    sa = _seed(ka)
+    s1, _ = threefry2x32_p.bind(sa[0], sa[1], lo, hi << 16)
+    a = jnp.where((s1 & 1) == 1, 1, -1).astype(dtype)
     return Params(W=W, a=a)
+
+
+def normal_bound(dtype=None) -> float:
+    """The largest ``|W[r, j]|`` that :func:`init` can draw in ``dtype``: its normals come from
+    uniforms on a finite grid, so they are bounded (about 5.4 in float32, 8.3 in float64)."""
+    dtype = _checks.floating_dtype(dtype)
+    wide = jnp.dtype(dtype).itemsize > 4
+    udt, fdt = (jnp.uint64, jnp.float64) if wide else (jnp.uint32, jnp.float32)
+    extremes = jnp.array([0, jnp.iinfo(udt).max], udt)
+    return float(jnp.max(jnp.abs(_normal_from_bits(extremes, fdt)).astype(dtype)))
+
+
+def _normal_from_bits(bits, dtype):
+    """Standard normals from uniform bits, as ``jax.random.normal``: sqrt(2) erfinv(u), u in (-1, 1)."""
+    info = jnp.finfo(dtype)
+    nbits = info.bits
+    one = lax.bitcast_convert_type(jnp.asarray(1, dtype), bits.dtype)
+    u01 = lax.bitcast_convert_type((bits >> (nbits - info.nmant)) | one, dtype) - 1  # [0, 1)
+    lo = jnp.nextafter(jnp.asarray(-1, dtype), jnp.asarray(0, dtype))
+    u = jnp.maximum(lo, u01 * (1 - lo) + lo)
+    return jnp.asarray(math.sqrt(2), dtype) * lax.erf_inv(u)
 
 
 def relu_b(x: jax.Array, b) -> jax.Array:

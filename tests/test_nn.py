@@ -108,3 +108,47 @@ def test_synthetic_data():
         assert data.synthetic(0, 3, 4, dtype=jnp.float64)[0].dtype == jnp.float64
     with pytest.raises(ValueError):
         data.synthetic(0, 0, 4)
+
+
+def test_init_rows_any_block_any_start():
+    # Row r of W(0) is a function of (key, r, d) alone: any window, across the block boundary,
+    # eager or traced, equals the same rows of nn.init; a narrower width is a prefix of a wider one.
+    key = jax.random.key(5)
+    B = nn.BLOCK_ROWS
+    m, d = B + 300, 3
+    full = nn.init(key, m, d)
+    for start, num in ((0, 7), (B - 5, 10), (B + 290, 10), (17, 1)):
+        part = nn.init_rows(key, num, d, start=start)
+        np.testing.assert_array_equal(part.W, full.W[start : start + num])
+        np.testing.assert_array_equal(part.a, full.a[start : start + num])
+    traced = jax.jit(lambda s: nn.init_rows(key, 8, d, start=s))(jnp.int32(B - 4))
+    np.testing.assert_array_equal(traced.W, full.W[B - 4 : B + 4])
+    by_block = jax.jit(lambda q: nn.init_rows(key, 8, d, block=q, start=2))(jnp.uint32(1))
+    np.testing.assert_array_equal(by_block.W, full.W[B + 2 : B + 10])
+    np.testing.assert_array_equal(nn.init(key, 40, d).W, full.W[:40])
+    # entry (r, j) hashes the counter (r mod B, j // 2): rows for d = 3 are the first columns for d = 4
+    np.testing.assert_array_equal(nn.init(key, 40, 4).W[:, :3], full.W[:40])
+    assert not np.array_equal(np.asarray(nn.init(jax.random.key(6), 40, d).W), np.asarray(full.W[:40]))
+    assert nn.init_rows(key, 0, d).W.shape == (0, d)
+    with pytest.raises(ValueError, match="rows"):
+        nn.init_rows(key, 4, d, start=-1)
+    with pytest.raises(ValueError, match="rows"):
+        nn.init_rows(key, 2, d, start=nn.MAX_WIDTH - 1)
+
+
+def test_init_rows_are_standard_normal_and_independent_of_blocks():
+    # Two-sample checks against numpy: moments, tail mass, and no correlation between columns or
+    # between the rows at the same offset of two blocks (different block keys).
+    key = jax.random.key(11)
+    B = nn.BLOCK_ROWS
+    W = np.asarray(nn.init_rows(key, 2 * B, 4).W, np.float64)
+    assert abs(W.mean()) < 0.01 and abs(W.std() - 1) < 0.01
+    assert abs((np.abs(W) > 2).mean() - 0.0455) < 0.003  # P(|N(0,1)| > 2) = 0.0455
+    c = np.corrcoef(W[:B, 0], W[B:, 0])[0, 1]
+    assert abs(c) < 0.02
+    assert abs(np.corrcoef(W[:, 0], W[:, 1])[0, 1]) < 0.02
+    with jax.enable_x64(True):
+        W64 = nn.init(key, 2000, 3, dtype=jnp.float64).W
+        assert W64.dtype == jnp.float64
+        assert abs(float(np.asarray(W64).std()) - 1) < 0.05
+        np.testing.assert_array_equal(W64[100:200], nn.init_rows(key, 100, 3, start=100, dtype=jnp.float64).W)

@@ -1,0 +1,646 @@
+r"""Widths dense training cannot hold: 2NN(m, b) described by its key, trained on its active rows.
+
+The paper's invariant (Section 2; :mod:`jaxcorr.train`'s module docstring): a neuron that fires for
+no data point at :math:`t = 0` never moves and never fires, so its row is forever :math:`w_r(0)`, a
+pure function of the PRNG key (:func:`jaxcorr.nn.init_rows`). Only the active rows
+
+.. math:: A = \bigcup_{i=1}^{n} S_{i,fire}(0), \qquad |A| \approx n\, m\, Q(b) \le n \lceil m^{4/5} \rceil
+
+(Definition 2.4, Lemma 2.5) ever need to exist. This module
+
+- :func:`setup`: streams W(0) over ``m`` in chunks generated from the key under ``jit`` (nothing
+  larger than a chunk is materialised), computes each chunk's (n, chunk) inner products (INIT,
+  Lemma D.2, chunk by chunk) and keeps only the rows of A, their ``a_r`` and indices. Peak memory
+  O(|A| d + chunk (n + d)) instead of O(m (n + d)).
+- :func:`fit`: trains those rows with :func:`jaxcorr.train.fit` at the full width's scale
+  :math:`1/\sqrt m` (``width=m``), any method of ``train.METHODS``; exactly the trajectory of the
+  full network.
+- :func:`predict`: streams the rows of W(0) chunk by chunk and swaps in the trained ones.
+- :func:`save` / :func:`load`: compact checkpoints (key, indices, rows, optimizer state of the
+  active rows; megabytes at m = 2^26 instead of 16 GiB).
+- :func:`estimate_bytes`, :func:`available_bytes`, :func:`check_fits`, :func:`largest_width`: the
+  memory a run needs, per method, implicit or dense, checked before anything is allocated.
+
+**The fire sets at t = 0 without a tree.** A DTree over a chunk (Theorem 3.1) would cost its INIT,
+O(n d) per row (Lemma D.2), and its query would return exactly :math:`\{r : \langle w_r, x_i\rangle
+> b\}`, the set the chunk's mask computes directly from the same inner products at the same cost; at
+``t = 0`` nothing is updated, so the tree buys nothing. Each chunk's active rows are compacted into
+a fixed-capacity buffer (jax-md style): the true count is always computed, and a chunk whose count
+exceeds the capacity is rerun with a larger one, so no firing neuron is ever dropped.
+
+**Exact against rounding.** A row is kept when :math:`\langle w_r, x_i \rangle > b - \tau_i` for
+some ``i``, with :math:`\tau_i = 2 (d + 2)\, \epsilon\, \sqrt d\, z_{max} \|x_i\|`: twice the worst-case
+rounding of a d-term dot product (Higham's :math:`\gamma_d \sum_j |w_{rj} x_{ij}| \le \gamma_d \|w_r\|
+\|x_i\|`), with :math:`\|w_r\| \le \sqrt d\, z_{max}` because the generator's normals are bounded
+(:func:`jaxcorr.nn.normal_bound`, about 5.4 in float32). A row left out then has
+:math:`\langle w_r, x_i \rangle \le b` however :func:`jaxcorr.train.fit` rounds its own inner
+products, so it never fires there either; the few extra rows kept near the boundary (about
+:math:`\phi(b)\, \tau\, n m`, 0.2% of |A| at m = 2^28, d = 64) are trained like the others.
+
+**Cost.** Set-up draws all ``m d`` normals once; the Threefry hash dominates (20 rounds per two
+words, :func:`jaxcorr.nn.init_rows`: 8.6e7 words/s on 2 CPU cores, 1.7x ``jax.random.normal``).
+Measured (``docs/bench/bench_width.json``, n = 8, d = 64, shared 2-core CPU): m = 2^26 sets up in
+150 s and trains at 0.25 s/step in 3.5 GiB; m = 2^28 in 320 s and 0.67 s/step. Set-up is
+embarrassingly parallel over chunks (``devices=``): each device generates and filters its own
+chunks and only |A| rows move. Not measured here: a GPU hashes at well over 1e10 words/s, which
+would put the 2^34 words of m = 2^28 at about a second, and ``D`` devices divide that by ``D``.
+
+Examples:
+  >>> import jax
+  >>> from jaxcorr import data, implicit, nn, train
+  >>> X, y = data.synthetic(seed=0, n=4, d=8)
+  >>> model, info = implicit.setup(jax.random.key(0), 4096, 8, X)
+  >>> model.W.shape[0] == info["n_active"] < 4096
+  True
+  >>> model, hist = implicit.fit(model, X, y, steps=5)
+  >>> ref, h2 = train.fit(nn.init(jax.random.key(0), 4096, 8), X, y, steps=5)
+  >>> bool(abs(hist["loss"] - h2["loss"]).max() < 1e-5)
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcorr import _checks, checkpoint, nn, train
+
+__all__ = [
+    "ImplicitParams", "setup", "fit", "predict", "materialize", "save", "load", "FORMAT",
+    "estimate_bytes", "available_bytes", "check_fits", "largest_width", "InsufficientMemoryError",
+    "expected_active", "release_host_memory",
+]
+
+FORMAT = "jaxcorr-implicit/1"
+_HIGHEST = lax.Precision.HIGHEST
+#: Chunk working set: bytes per row of a chunk beyond W's own row (inner products, masks, hash words).
+_CHUNK_BUDGET = 256 << 20
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=["key", "idx", "W", "a"],
+         meta_fields=["m", "b", "data_sha256"])
+@dataclasses.dataclass(frozen=True)
+class ImplicitParams:
+    """2NN(m, b) held as its key plus the rows that can move (the active set A of its data).
+
+    Row ``r`` of the network is ``W[j]`` if ``idx[j] == r``, else row ``r`` of
+    :func:`jaxcorr.nn.init` ``(key, m, d)``; ``a`` likewise (``a`` is never trained).
+    """
+
+    key: jax.Array  # typed PRNG key given to nn.init
+    idx: jax.Array  # shape=(k,), int32 (int64 past 2^31 - 1 under x64): sorted rows of A
+    W: jax.Array  # shape=(k, d), float32/float64: the rows w_r, r in idx (trained)
+    a: jax.Array  # shape=(k,), same dtype: a_r for r in idx
+    m: int  # the width
+    b: float  # the threshold A was computed for
+    data_sha256: str  # digest of the X that A was computed for
+
+    @property
+    def d(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def n_active(self) -> int:
+        return self.W.shape[0]
+
+    def to_params(self) -> nn.Params:
+        """The held rows as :class:`jaxcorr.nn.Params` (a sub-network for ``train.fit(width=m)``)."""
+        return nn.Params(W=self.W, a=self.a)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _as_key(key):
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    arr = np.asarray(key)
+    if arr.dtype != np.uint32 or arr.shape != (2,):
+        raise ValueError(f"key must be a JAX PRNG key (jax.random.key(seed)), got {arr.dtype} {arr.shape}")
+    return jax.random.wrap_key_data(jnp.asarray(arr))
+
+
+def _digest(X) -> str:
+    return checkpoint.fingerprint(X, np.zeros((np.shape(X)[0],), np.asarray(X).dtype))["sha256"]
+
+
+def _check_width(m, d):
+    m = _checks.check_int("m", m, minimum=1, type_error=ValueError)
+    d = _checks.check_int("d", d, minimum=1, type_error=ValueError)
+    if m > nn.MAX_WIDTH:
+        raise ValueError(f"m must be <= nn.MAX_WIDTH = {nn.MAX_WIDTH}, got {m}")
+    if m > np.iinfo(np.int32).max and not jax.config.jax_enable_x64:
+        raise ValueError(f"m = {m} > 2^31 - 1 needs 64-bit row indices: enable x64 (jax_enable_x64)")
+    return m, d
+
+
+def _bucket(x: int, minimum: int = 64) -> int:
+    """Round up to a multiple of max(minimum, pow2(x)/8): few distinct static sizes."""
+    x = max(int(x), 1)
+    g = max(minimum, (1 << (x - 1).bit_length()) // 8)
+    return -(-x // g) * g
+
+
+def _chunk_rows(m: int, n: int, d: int, itemsize: int, chunk_rows: int | None) -> int:
+    """Rows per chunk: ``chunk_rows`` or the budget's, a multiple of nn.BLOCK_ROWS, or m if smaller."""
+    if chunk_rows is None:
+        per_row = itemsize * (2 * d + 3 * n) + 16
+        chunk_rows = max(_CHUNK_BUDGET // per_row, 1)
+    chunk_rows = _checks.check_int("chunk_rows", chunk_rows, minimum=1, type_error=ValueError)
+    if chunk_rows >= m:
+        return m
+    return max(chunk_rows // nn.BLOCK_ROWS, 1) * nn.BLOCK_ROWS
+
+
+def expected_active(m: int, n: int, b: float | None = None, x_norm: float = 1.0) -> float:
+    r"""Upper estimate of |A| at t = 0: :math:`m \min(1, n\,Q(b / \|x\|))` (union bound, Lemma 2.5).
+
+    ``Q`` is the standard normal tail; rows are :math:`N(0, I_d)`, so :math:`\langle w_r, x_i\rangle
+    \sim N(0, \|x_i\|^2)`.
+    """
+    b = nn.default_threshold(m) if b is None else float(b)
+    q = 0.5 * math.erfc(b / (max(float(x_norm), 1e-30) * math.sqrt(2)))
+    return m * min(1.0, n * q)
+
+
+# --------------------------------------------------------------------------------------- setup
+@partial(jax.jit, static_argnames=("rows", "cap", "d", "dtype"))
+def _scan_chunk(key, block, remaining, X, b, tol, *, rows: int, cap: int, d: int, dtype):
+    """One chunk of W(0): its active rows (compacted to ``cap``), true count, and k_i per point."""
+    p = nn.init_rows(key, rows, d, block=block, dtype=dtype)
+    ip = jnp.matmul(X, p.W.T, precision=_HIGHEST)  # (n, rows): INIT of this chunk (Lemma D.2)
+    live = jnp.arange(rows) < remaining  # rows past m belong to no network
+    fire = (ip > b) & live  # S_{i,fire}(0) restricted to the chunk (Definition 2.4)
+    keep = jnp.any(ip > b - tol[:, None], axis=0) & live
+    (sel,) = jnp.nonzero(keep, size=cap, fill_value=rows)
+    W_sel = p.W.at[sel].get(mode="fill", fill_value=0)
+    a_sel = p.a.at[sel].get(mode="fill", fill_value=0)
+    return jnp.sum(keep), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)), sel, W_sel, a_sel
+
+
+def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_rows: int | None = None,
+          progress: Callable[[dict], None] | None = None, devices=None):
+    r"""Streamed INIT and fire sets at t = 0 (Algorithm 8 lines 1-12): the model's active rows.
+
+    Args:
+      key: the JAX PRNG key of :func:`jaxcorr.nn.init` (the network is ``nn.init(key, m, d, dtype)``).
+      m: width, 1 <= m <= :data:`jaxcorr.nn.MAX_WIDTH` (past 2^31 - 1 with x64 enabled).
+      d: input dimension.
+      X: (n, d) training points, finite.
+      b: threshold; default :func:`jaxcorr.nn.default_threshold` ``(m)``.
+      dtype: floating dtype of W; default float32 (float64 under x64).
+      chunk_rows: rows generated per jitted chunk; default from a 256 MiB working set (a multiple of
+        :data:`jaxcorr.nn.BLOCK_ROWS`; the rows themselves never depend on it).
+      progress: called on the host after every chunk with a dict: ``rows_done``, ``rows``
+        (= m), ``n_active``, ``elapsed_s``, ``rows_per_s``.
+      devices: devices to spread the chunks over, round robin (default: the first local device).
+        Set-up is embarrassingly parallel over chunks: each device generates and filters its own
+        chunks; only their active rows move (to the first device). The result does not depend on it.
+
+    Returns:
+      ``(model, info)``: the :class:`ImplicitParams` holding the rows of A (untrained), and a dict with
+      ``n_active`` (|A|, rows kept), ``n_fire_union`` (rows that fire for some point at t = 0),
+      ``k0`` ((n,) int, k_{i,0}), ``setup_s``, ``rows_per_s``, ``chunk_rows``, ``chunks``, ``devices``,
+      ``capacity_events`` (chunks rerun because their active rows overflowed the buffer).
+
+    Raises:
+      ValueError: bad ``key``, ``m``, ``d``, ``X``, ``b``, ``dtype`` or ``chunk_rows``.
+    """
+    t0 = time.perf_counter()
+    key = _as_key(key)
+    m, d = _check_width(m, d)
+    dtype = _checks.floating_dtype(dtype)
+    _checks.check_matrix("X", X, cols=d)
+    b = nn.default_threshold(m) if b is None else float(b)
+    if not math.isfinite(b):
+        raise ValueError(f"b must be finite, got {b}")
+    Xj = jnp.asarray(X, dtype)
+    n = Xj.shape[0]
+    C = _chunk_rows(m, n, d, jnp.dtype(dtype).itemsize, chunk_rows)
+    xnorm = jnp.linalg.norm(Xj.astype(jnp.float64) if jax.config.jax_enable_x64 else Xj, axis=1)
+    xmax = float(jnp.max(xnorm))
+    eps = float(jnp.finfo(dtype).eps)
+    gamma = 2 * (d + 2) * eps * math.sqrt(d) * nn.normal_bound(dtype) * (1 + 1e-3)
+    tol = jnp.asarray(gamma, dtype) * xnorm.astype(dtype)  # (n,): the rounding margin tau_i
+    cap = min(C, _bucket(1.25 * expected_active(C, n, b - 1e-3, xmax) + 64))
+    chunks = -(-m // C)
+    devs = list(devices) if devices is not None else jax.local_devices()[:1]
+    consts = [jax.device_put((key, Xj, jnp.asarray(b, dtype), tol), dev) for dev in devs]
+    acc = _Collected(n, devs[0])
+    for wave in range(0, chunks, len(devs)):  # one chunk per device, dispatched before any is read
+        cs = list(range(wave, min(wave + len(devs), chunks)))
+        outs = [(cap, _dispatch(consts[j], c, C, m, cap, d, dtype)) for j, c in enumerate(cs)]
+        for j, (c, (used, out)) in enumerate(zip(cs, outs)):
+            cnt = int(out[0])
+            while cnt > used:  # the buffer overflowed: rerun the chunk with a larger one
+                cap = max(cap, min(C, _bucket(1.25 * cnt)))
+                acc.events.append({"chunk": c, "old_capacity": used, "new_capacity": cap, "count": cnt})
+                used, out = cap, _dispatch(consts[j], c, C, m, cap, d, dtype)
+                cnt = int(out[0])
+            acc.add(c * C, cnt, out)
+            if progress is not None:
+                el = time.perf_counter() - t0
+                done = min((c + 1) * C, m)
+                progress({"rows_done": done, "rows": m, "n_active": acc.kept, "elapsed_s": el,
+                          "rows_per_s": done / max(el, 1e-9)})
+    model = _assemble(key, m, b, _digest(X), acc.idx, acc.W, acc.a)
+    del outs, out
+    release_host_memory()
+    el = time.perf_counter() - t0
+    info = {"n_active": acc.kept, "n_fire_union": acc.union, "k0": acc.k0, "setup_s": el,
+            "rows_per_s": m / max(el, 1e-9), "chunk_rows": C, "chunks": chunks, "devices": len(devs),
+            "capacity_events": acc.events}
+    return model, info
+
+
+def release_host_memory() -> bool:
+    """Return the host memory freed by the chunks to the OS (glibc ``malloc_trim``; False elsewhere).
+
+    Set-up frees many chunk-sized buffers; glibc keeps such freed heap memory resident, and the
+    large buffers of training are fresh mappings that cannot reuse it, so without this the peak of
+    training would stack on the set-up's leftovers.
+    """
+    try:
+        import ctypes  # noqa: PLC0415
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def _dispatch(consts, c: int, C: int, m: int, cap: int, d: int, dtype):
+    """Start chunk ``c`` (rows c*C ...) on the device its constants live on; returns without waiting."""
+    key, X, b, tol = consts
+    start = c * C  # C is m (one chunk) or a multiple of BLOCK_ROWS: every chunk starts on a block
+    return _scan_chunk(key, jnp.uint32(start // nn.BLOCK_ROWS), jnp.int32(min(C, m - start)), X, b, tol,
+                       rows=C, cap=cap, d=d, dtype=dtype)
+
+
+class _Collected:
+    """The chunks' active rows (moved to one device), fire counts and capacity events, in chunk order."""
+
+    def __init__(self, n: int, device):
+        self.device = device
+        self.idx, self.W, self.a, self.events = [], [], [], []
+        self.k0 = np.zeros((n,), np.int64)
+        self.union = self.kept = 0
+
+    def add(self, start: int, cnt: int, out) -> None:
+        _, k, u, sel, W_sel, a_sel = out
+        self.k0 += np.asarray(k, np.int64)
+        self.union += int(u)
+        self.kept += cnt
+        self.idx.append(start + np.asarray(sel[:cnt], np.int64))
+        self.W.append(jax.device_put(W_sel[:cnt], self.device))
+        self.a.append(jax.device_put(a_sel[:cnt], self.device))
+
+
+def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> ImplicitParams:
+    """Concatenate the chunks' rows (freeing each list as it goes) into one ImplicitParams."""
+    idx = np.concatenate(idx_parts)
+    idx_dt = jnp.int64 if m > np.iinfo(np.int32).max else jnp.int32
+    W = jnp.concatenate(W_parts)
+    W_parts.clear()
+    a = jnp.concatenate(a_parts)
+    a_parts.clear()
+    return ImplicitParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha)
+
+
+# ----------------------------------------------------------------------------------------- fit
+def _check_model(model, X=None, what="model"):
+    if not isinstance(model, ImplicitParams):
+        raise ValueError(f"{what} must be a jaxcorr.implicit.ImplicitParams (from implicit.setup), "
+                         f"got {type(model).__name__}")
+    if X is not None:
+        _checks.check_matrix("X", X, cols=model.d)
+
+
+def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwargs):
+    r"""Train the active rows of ``model`` on ``(X, y)``: :func:`jaxcorr.train.fit` with ``width=m``.
+
+    Exactly the trajectory of ``train.fit(nn.init(key, m, d), X, y, ...)`` (to float rounding in the
+    order of sums): every row left out of A fires for no point at t = 0, so it never moves (the
+    active-set invariant of :mod:`jaxcorr.train`); the scale :math:`1/\sqrt m`, ``b`` and the DDFN
+    cap are the full width's.
+
+    Args:
+      model: from :func:`setup` on this ``X`` (or a model trained from it, or :func:`load`).
+      X, y: the training data A was computed for (checked by digest: new data could fire rows
+        outside A; run :func:`setup` for it).
+      steps: number of steps.
+      method: any of ``jaxcorr.train.METHODS`` (default ``"dtree"``).
+      **kwargs: passed to :func:`jaxcorr.train.fit` (``optimizer``, ``learning_rate``, ``opt_state``
+        over the active rows, ``callback``, ``chunk_size``, ``fallback``, ``mesh``); not ``b`` or
+        ``width``, which the model fixes.
+
+    Returns:
+      ``(model, history)``: the model with trained rows, and ``train.fit``'s history (its
+      ``opt_state`` covers the active rows, ready to resume or :func:`save`).
+
+    Raises:
+      ValueError: ``model`` is not an :class:`ImplicitParams`, ``X`` is not the data of its set-up,
+        ``b`` or ``width`` given, or anything ``train.fit`` refuses.
+    """
+    _check_model(model, X)
+    for name in ("b", "width"):
+        if name in kwargs:
+            raise ValueError(f"{name} is fixed by the implicit model (b={model.b}, width={model.m}); do not pass it")
+    if _digest(X) != model.data_sha256:
+        raise ValueError("X is not the data this model's active set was computed for (other rows may fire "
+                         "for it); run implicit.setup(key, m, d, X) for this data")
+    params, hist = train.fit(model.to_params(), X, y, steps=steps, method=method, b=model.b,
+                             width=model.m, **kwargs)
+    return dataclasses.replace(model, W=params.W), hist
+
+
+# ------------------------------------------------------------------------------------- predict
+@partial(jax.jit, static_argnames=("rows", "d"))
+def _predict_chunk(key, block, remaining, X, b, local, W_sw, *, rows: int, d: int):
+    """sum_r a_r sigma_b(<w_r, x>) over one chunk, with the held rows swapped into W(0)."""
+    p = nn.init_rows(key, rows, d, block=block, dtype=W_sw.dtype)
+    W = p.W.at[local].set(W_sw, mode="drop")  # local == rows marks padding: dropped
+    a = jnp.where(jnp.arange(rows) < remaining, p.a, 0)
+    ip = jnp.matmul(X, W.T, precision=_HIGHEST)
+    return jnp.matmul(nn.relu_b(ip, b), a, precision=_HIGHEST)
+
+
+def _chunk_slices(idx: np.ndarray, m: int, C: int):
+    """Per chunk, the positions [lo, hi) of idx inside it, and a common padded length K."""
+    edges = np.searchsorted(idx, np.arange(0, m + C, C, dtype=np.int64)[: -(-m // C) + 1])
+    counts = np.diff(edges)
+    K = _bucket(int(counts.max()) if counts.size else 1, minimum=8)
+    return edges, K
+
+
+def predict(model: ImplicitParams, X, *, chunk_rows: int | None = None,
+            progress: Callable[[dict], None] | None = None) -> jax.Array:
+    r"""2NN(m, b) output :math:`f(W, x, a)` (Definition 2.1), streaming W over ``m`` in chunks.
+
+    Each chunk of rows of W(0) is regenerated from the key (:func:`jaxcorr.nn.init_rows`), the
+    trained rows of the chunk are swapped in, and its share of the sum is added; nothing larger than
+    a chunk is held. Equals :func:`jaxcorr.nn.predict` on :func:`materialize` ``(model)`` (to float
+    rounding in the order of the sum over ``r``). Costs a full pass of the generator (as :func:`setup`).
+
+    Args:
+      model: an :class:`ImplicitParams`.
+      X: (n, d) points, or (d,) for one point.
+      chunk_rows: rows per chunk (default from a 256 MiB working set).
+      progress: as in :func:`setup` (without ``n_active``).
+
+    Returns:
+      (n,) outputs, or () for one point, in the model's dtype.
+    """
+    _check_model(model)
+    X = jnp.asarray(X, model.W.dtype)
+    single = X.ndim == 1
+    X = jnp.atleast_2d(X)
+    _checks.check_matrix("X", X, cols=model.d)
+    m, d, dt = model.m, model.d, model.W.dtype
+    C = _chunk_rows(m, X.shape[0], d, jnp.dtype(dt).itemsize, chunk_rows)
+    idx = np.asarray(model.idx, np.int64)
+    edges, K = _chunk_slices(idx, m, C)
+    W_host = model.W
+    out = jnp.zeros((X.shape[0],), dt)
+    b = jnp.asarray(model.b, dt)
+    t0 = time.perf_counter()
+    for c in range(len(edges) - 1):
+        lo, hi = int(edges[c]), int(edges[c + 1])
+        local = np.full((K,), C, np.int32)
+        local[: hi - lo] = idx[lo:hi] - c * C
+        W_sw = jnp.zeros((K, d), dt).at[: hi - lo].set(W_host[lo:hi])
+        out = out + _predict_chunk(model.key, jnp.uint32(c * C // nn.BLOCK_ROWS), jnp.int32(min(C, m - c * C)),
+                                   X, b, jnp.asarray(local), W_sw, rows=C, d=d)
+        if progress is not None:
+            done = min((c + 1) * C, m)
+            el = time.perf_counter() - t0
+            progress({"rows_done": done, "rows": m, "elapsed_s": el, "rows_per_s": done / max(el, 1e-9)})
+    out = jax.block_until_ready(out / jnp.sqrt(jnp.asarray(m, dt)))
+    release_host_memory()
+    return out[0] if single else out
+
+
+def materialize(model: ImplicitParams) -> nn.Params:
+    """The full :class:`jaxcorr.nn.Params` (m, d) of ``model`` (W(0) with the held rows swapped in).
+
+    For small widths (tests, export): it allocates ``m * d`` floats.
+    """
+    _check_model(model)
+    p = nn.init(model.key, model.m, model.d, dtype=model.W.dtype)
+    return nn.Params(W=p.W.at[model.idx].set(model.W), a=p.a)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def save(path, model: ImplicitParams, X, y, *, opt_state: Any = (), step: int = 0, config: dict | None = None):
+    """Write a compact checkpoint of ``model`` with :func:`jaxcorr.checkpoint.save` (atomic, checksummed).
+
+    It holds the key, the active indices, their rows and ``a``, the optimizer state of the active
+    rows (rows outside A have zero state forever), the step, ``config`` and the data fingerprint:
+    O(|A| d) bytes, not O(m d). In :mod:`jaxcorr.checkpoint`'s layout ``W``/``a`` are the held rows
+    and the state pytree is ``(idx, key_data, opt_state)``; ``config["implicit"]`` names the format.
+
+    Args:
+      path: target file (its directory must exist).
+      model: the :class:`ImplicitParams`.
+      X, y: the training data (its fingerprint is stored and checked by :func:`load`).
+      opt_state: optax state over ``model.W`` (as ``history["opt_state"]`` of :func:`fit`).
+      step: total steps trained.
+      config: extra JSON-serialisable run configuration, returned by :func:`load`.
+    """
+    _check_model(model, X)
+    key_data = np.asarray(jax.random.key_data(model.key))
+    meta = {"format": FORMAT, "width": model.m, "d": model.d, "b": model.b, "n_active": model.n_active,
+            "key_impl": str(jax.random.key_impl(model.key)), "data_sha256": model.data_sha256}
+    cfg = dict(config or {})
+    cfg["implicit"] = meta
+    checkpoint.save(path, model.to_params(), (np.asarray(model.idx), key_data, opt_state), step, cfg, X, y)
+
+
+def load(path, *, X=None, y=None, optimizer=None) -> dict:
+    """Read a checkpoint written by :func:`save`.
+
+    Args:
+      path: the checkpoint file.
+      X, y: if given, checked to be the data it was trained on.
+      optimizer: if given, the stored state is checked against ``optimizer.init(model.W)`` and
+        returned in that structure; otherwise ``opt_state`` is the flat list of stored leaves.
+
+    Returns:
+      dict with ``model`` (:class:`ImplicitParams`), ``opt_state``, ``step`` and ``config``.
+
+    Raises:
+      jaxcorr.checkpoint.CheckpointError: missing, corrupted, not an implicit checkpoint, other data,
+        or another optimizer's state.
+    """
+    ck = checkpoint.load(path, X=X, y=y)
+    meta = ck["config"].get("implicit")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is not an implicit model ({FORMAT})")
+    leaves = ck["opt_state"]
+    idx, key_data, opt_leaves = leaves[0], leaves[1], leaves[2:]
+    W, a = ck["params"]
+    if idx.shape != (W.shape[0],) or meta.get("n_active") != W.shape[0]:
+        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is inconsistent: {idx.shape[0]} "
+                                         f"indices for {W.shape[0]} rows")
+    key = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32), impl=meta["key_impl"])
+    model = ImplicitParams(key=key, idx=idx, W=W, a=a, m=int(meta["width"]), b=float(meta["b"]),
+                           data_sha256=meta["data_sha256"])
+    opt_state = list(opt_leaves)
+    if optimizer is not None:
+        ref_leaves, treedef = jax.tree_util.tree_flatten(optimizer.init(W))
+        if len(ref_leaves) != len(opt_leaves) or any(
+                np.shape(r) != np.shape(h) or np.asarray(r).dtype != np.asarray(h).dtype
+                for r, h in zip(ref_leaves, opt_leaves)):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {os.fspath(path)!r} holds an optimizer state of {len(opt_leaves)} arrays "
+                f"{[tuple(np.shape(h)) for h in opt_leaves]}, this optimizer expects "
+                f"{[tuple(np.shape(r)) for r in ref_leaves]}")
+        opt_state = jax.tree_util.tree_unflatten(treedef, opt_leaves)
+    return {"model": model, "opt_state": opt_state, "step": ck["step"], "config": ck["config"]}
+
+
+# --------------------------------------------------------------------------------------- memory
+class InsufficientMemoryError(ValueError):
+    """A run's estimated peak memory exceeds what the machine has; the message names both and what fits."""
+
+    def __init__(self, message: str, estimate: dict, available: int, largest: int):
+        super().__init__(message)
+        self.estimate, self.available, self.largest = estimate, available, largest
+
+
+#: Resident memory of a JAX process beside its arrays (runtime, compiled code, small buffers), bytes;
+#: measured: about 220 MiB before training and 300-400 MiB more that does not grow with the width.
+_BASE_BYTES = 640 << 20
+
+
+def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int) -> float:
+    """Peak bytes of train.fit over ``rows`` rows: W and its copies, inner products, trees, state."""
+    if method == "dense":  # W, gradient, new W; (n, rows) inner products, fire mask, coefficients
+        return rows * (s * (3 * d + slots * d) + n * (3 * s + 1))
+    # sparse (train.fit's compact path; the caller's W is counted apart): gathered W_A(0), W_A(0) + K X
+    # and the scatter back; (n, rows) inner products, max-tree levels (<= 2x padded leaves), Gram
+    # coefficients, fire sets; optimizer state rows (compacted, full, and the one scattered back).
+    return rows * s * (4 * d + 3 * slots * d + 10 * n)
+
+
+def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, implicit: bool = True,
+                   b: float | None = None, x_norm: float = 1.0, optimizer_slots: int = 0) -> dict:
+    r"""Estimated peak memory of training 2NN(m, b) on n points in R^d, before allocating anything.
+
+    Implicit runs (:func:`setup` + :func:`fit`) hold one chunk of W(0) (256 MiB working set) and
+    the active rows, :math:`|A| \le m \min(1, n Q(b/\|x\|))` (:func:`expected_active`, with 5%
+    headroom); eager runs hold all of ``W`` (``m d``), the (n, m) inner products and, for the sparse
+    methods, the trees over all ``m`` neurons. The figures are upper estimates calibrated against
+    measured peak RSS (``scripts/bench_width.py``: 9.6 GB measured at m = 2^28, n = 8, d = 64 for
+    an estimate of 10.3 GB; about 1.6 KiB per active row in train.fit's compacted dtree path).
+
+    Args:
+      method: a method of ``jaxcorr.train.METHODS`` (or ``"active"``, counted as a sparse method).
+      n, d, m: data points, dimension, width.
+      dtype: floating dtype of the weights.
+      implicit: estimate the implicit path (default) or the eager one (``nn.init`` + ``train.fit``).
+      b: threshold (default :func:`jaxcorr.nn.default_threshold` ``(m)``).
+      x_norm: the largest :math:`\|x_i\|` (1 for :func:`jaxcorr.data.synthetic`).
+      optimizer_slots: per-parameter arrays of the optimizer state (sgd 0, momentum 1, adam 2).
+
+    Returns:
+      dict: ``total`` (bytes), ``parts`` (bytes per phase), ``n_active`` (estimated |A|), and the inputs.
+    """
+    n, d, m = (int(v) for v in (n, d, m))
+    s = jnp.dtype(dtype).itemsize
+    k = min(float(m), 1.05 * expected_active(m, n, b, x_norm) + 1024)
+    parts = {"runtime": _BASE_BYTES}
+    if implicit:
+        per_row = s * (2 * d + 3 * n) + 16  # XLA's temporaries (hash words, W, ip) hold ~3x this
+        chunk = 3 * min(m, _CHUNK_BUDGET // per_row) * per_row
+        parts["setup"] = chunk + 2 * k * ((d + 1) * s + 8)
+        parts["train"] = k * (d + 1) * s + _fit_bytes(method, n, d, k, s, optimizer_slots)
+    else:
+        parts["init"] = m * (d + 1) * s * 2
+        if method == "dense":
+            parts["train"] = m * (d + 1) * s + _fit_bytes("dense", n, d, m, s, optimizer_slots)
+        else:  # trees over all m neurons, then the compacted problem on A
+            parts["train"] = m * (d + 1) * s * 2 + m * n * s * 6 + _fit_bytes(method, n, d, k, s, optimizer_slots)
+    total = int(parts["runtime"] + max(v for kk, v in parts.items() if kk != "runtime"))
+    return {"total": total, "parts": {kk: int(v) for kk, v in parts.items()}, "n_active": int(k),
+            "method": method, "n": n, "d": d, "m": m, "dtype": str(jnp.dtype(dtype)), "implicit": implicit}
+
+
+def available_bytes(device=None) -> int:
+    """Memory the run may use: the accelerator's free memory, or on CPU ``MemAvailable`` (capped by cgroup)."""
+    dev = device or jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if avail is None:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            lim = f.read().strip()
+        if lim != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                avail = min(avail, int(lim) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return int(avail)
+
+
+def largest_width(method: str, n: int, d: int, available: int, dtype="float32", **kwargs) -> int:
+    """The largest m whose :func:`estimate_bytes` fits in ``available`` bytes (0 if none)."""
+    lo, hi = 0, nn.MAX_WIDTH
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate_bytes(method, n, d, mid, dtype, **kwargs)["total"] <= available:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _fmt(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def check_fits(method: str, n: int, d: int, m: int, dtype="float32", *, available: int | None = None,
+               **kwargs) -> dict:
+    """:func:`estimate_bytes`, raising :class:`InsufficientMemoryError` when it exceeds ``available``.
+
+    Args:
+      method, n, d, m, dtype, **kwargs: as :func:`estimate_bytes` (``implicit``, ``b``, ...).
+      available: bytes the run may use (default :func:`available_bytes`).
+
+    Returns:
+      The estimate, when it fits.
+
+    Raises:
+      InsufficientMemoryError: a one-line message with the estimate, the available memory and the
+        widest ``m`` that fits (for this method, and implicitly where that is wider).
+    """
+    avail = available_bytes() if available is None else int(available)
+    est = estimate_bytes(method, n, d, m, dtype, **kwargs)
+    if est["total"] <= avail:
+        return est
+    mode = "implicit" if est["implicit"] else "eager"
+    fit_m = largest_width(method, n, d, avail, dtype, **kwargs)
+    msg = (f"training {method} ({mode}) at m={m} needs about {_fmt(est['total'])} but {_fmt(avail)} is "
+           f"available; the widest that fits is m={fit_m}" + (f" (2^{math.log2(fit_m):.1f})" if fit_m else ""))
+    if not est["implicit"]:
+        other = dict(kwargs, implicit=True)
+        best = largest_width("dtree", n, d, avail, dtype, **other)
+        msg += f"; the implicit dtree method fits m={best}"
+    raise InsufficientMemoryError(msg, est, avail, fit_m)

@@ -1,0 +1,215 @@
+"""Implicit wide models (jaxcorr.implicit): streamed set-up, training, predict and compact checkpoints
+against the eager network nn.init + train.fit, a numpy float64 oracle and the DTree's own query."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcorr import checkpoint, data, dtree, implicit, nn, train
+
+B = nn.BLOCK_ROWS
+KEY = jax.random.key(3)
+
+
+@pytest.fixture(scope="module")
+def small():
+    X, y = data.synthetic(1, n=4, d=8)
+    return X, y, 2048
+
+
+@pytest.fixture(scope="module")
+def multi():
+    """A width over three chunks of B rows (the last partial), with a low b so many rows fire."""
+    X, y = data.synthetic(2, n=3, d=4)
+    m = 2 * B + 1000
+    model, info = implicit.setup(KEY, m, 4, X, b=2.0, chunk_rows=B)
+    return X, y, m, model, info
+
+
+def test_setup_active_set_is_the_union_of_fire_sets(multi):
+    # Oracle: numpy float64 inner products of the eager W(0); and the DTree's own query (Theorem 3.1).
+    X, _, m, model, info = multi
+    assert info["chunks"] == 3 and info["chunk_rows"] == B
+    W0 = nn.init(KEY, m, 4)
+    ip = np.asarray(X, np.float64) @ np.asarray(W0.W, np.float64).T
+    fire = ip > 2.0
+    union = np.flatnonzero(fire.any(axis=0))
+    idx = np.asarray(model.idx)
+    assert np.all(np.diff(idx) > 0)
+    assert set(union) <= set(idx)  # no firing neuron is missed
+    extra = np.setdiff1d(idx, union)  # kept only for the rounding margin: all within it of b
+    assert extra.size <= 3 and np.all(np.abs(ip[:, extra] - 2.0).min(axis=0) < 1e-4)
+    np.testing.assert_array_equal(info["k0"], fire.sum(axis=1))
+    assert info["n_fire_union"] == union.size and info["n_active"] == idx.size == model.n_active
+    tree = dtree.init(W0.W, X)
+    fr = dtree.query_all(tree, 2.0, capacity=int(fire.sum(axis=1).max()))
+    assert not bool(np.asarray(fr.overflow).any())
+    via_tree = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
+    np.testing.assert_array_equal(via_tree, union)
+    np.testing.assert_array_equal(model.W, W0.W[idx])
+    np.testing.assert_array_equal(model.a, W0.a[idx])
+    assert model.m == m and model.b == 2.0 and model.d == 4
+
+
+def test_setup_does_not_depend_on_chunking_and_reports_progress(multi):
+    X, _, m, model, _ = multi
+    seen = []
+    again, info = implicit.setup(KEY, m, 4, X, b=2.0, progress=seen.append)
+    assert info["chunks"] < 3 or info["chunk_rows"] != B
+    np.testing.assert_array_equal(again.idx, model.idx)
+    np.testing.assert_array_equal(again.W, model.W)
+    assert seen and seen[-1]["rows_done"] == m and seen[-1]["n_active"] == model.n_active
+
+
+_CHILD = """
+import json, jax, numpy as np
+from jaxcorr import data, implicit, nn
+X, _ = data.synthetic(2, n=3, d=4)
+m = 3 * nn.BLOCK_ROWS + 5
+one, i1 = implicit.setup(jax.random.key(3), m, 4, X, b=2.0, chunk_rows=nn.BLOCK_ROWS)
+two, i2 = implicit.setup(jax.random.key(3), m, 4, X, b=2.0, chunk_rows=nn.BLOCK_ROWS, devices=jax.devices())
+print(json.dumps({"devices": i2["devices"], "chunks": i2["chunks"], "same_idx": bool(np.array_equal(one.idx, two.idx)),
+                  "same_W": bool(np.array_equal(one.W, two.W)), "same_k0": i1["k0"].tolist() == i2["k0"].tolist(),
+                  "W_devices": [str(d) for d in two.W.devices()], "first": str(jax.devices()[0])}))
+"""
+
+
+def test_setup_over_several_devices_gives_the_same_rows():
+    # Chunks round robin over 2 host devices (a child process with XLA's forced device count).
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=root, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["devices"] == 2 and res["chunks"] == 4
+    assert res["same_idx"] and res["same_W"] and res["same_k0"]
+    assert res["W_devices"] == [res["first"]]
+
+
+def test_setup_overflow_reruns_the_chunk(monkeypatch, multi):
+    # Force the initial capacity far below the true count: every chunk overflows, is rerun with a
+    # larger buffer, and the result is still the full active set.
+    X, _, m, model, _ = multi
+    monkeypatch.setattr(implicit, "expected_active", lambda *a, **k: 0.0)
+    again, info = implicit.setup(KEY, m, 4, X, b=2.0, chunk_rows=B)
+    assert info["capacity_events"] and info["capacity_events"][0]["old_capacity"] < info["capacity_events"][0]["count"]
+    np.testing.assert_array_equal(again.idx, model.idx)
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_fit_equals_eager_training(small, method):
+    # Same network (nn.init's rows), same steps: the implicit model trains exactly what the eager one
+    # does; rows outside A stay W(0) bit for bit.
+    X, y, m = small
+    model, info = implicit.setup(KEY, m, 8, X)
+    assert 0 < info["n_active"] < m
+    trained, hist = implicit.fit(model, X, y, steps=6, method=method)
+    eager, ehist = train.fit(nn.init(KEY, m, 8), X, y, steps=6, method=method)
+    np.testing.assert_allclose(hist["loss"], ehist["loss"], rtol=2e-6, atol=1e-7)
+    assert hist["loss"][-1] < hist["loss"][0]
+    full = implicit.materialize(trained)
+    np.testing.assert_allclose(full.W, eager.W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(full.a, eager.a)
+    outside = np.setdiff1d(np.arange(m), np.asarray(trained.idx))
+    np.testing.assert_array_equal(np.asarray(full.W)[outside], np.asarray(nn.init(KEY, m, 8).W)[outside])
+    moved = np.any(np.asarray(trained.W) != np.asarray(model.W), axis=1)
+    assert moved.any()
+
+
+def test_predict_streams_and_swaps_in_trained_rows(multi):
+    X, y, m, model, _ = multi
+    trained, _ = implicit.fit(model, X, y, steps=3, method="dense", learning_rate=5.0)
+    Xt, _ = data.synthetic(9, n=5, d=4)
+    full = implicit.materialize(trained)
+    W, a = np.asarray(full.W, np.float64), np.asarray(full.a, np.float64)
+    oracle = np.maximum(np.asarray(Xt, np.float64) @ W.T - 2.0, 0) @ a / np.sqrt(m)
+    for chunk in (B, None):
+        got = implicit.predict(trained, Xt, chunk_rows=chunk)
+        assert got.dtype == jnp.float32 and got.shape == (5,)
+        np.testing.assert_allclose(got, oracle, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(implicit.predict(trained, Xt[0]), oracle[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(nn.predict(full, Xt, 2.0), oracle, rtol=1e-4, atol=1e-6)
+    # the swap matters: the untrained model predicts something else
+    assert np.abs(np.asarray(implicit.predict(model, Xt)) - oracle).max() > 1e-4
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path, small):
+    X, y, m = small
+    opt = optax.adam(1e-2)
+    model, _ = implicit.setup(KEY, m, 8, X)
+    part, h1 = implicit.fit(model, X, y, steps=3, optimizer=opt)
+    path = tmp_path / "wide.ckpt"
+    implicit.save(path, part, X, y, opt_state=h1["opt_state"], step=3, config={"lr": 1e-2})
+    assert os.path.getsize(path) < m * 8 * 4  # active rows and their adam state: less than W alone
+    ck = implicit.load(path, X=X, y=y, optimizer=opt)
+    got = ck["model"]
+    assert ck["step"] == 3 and ck["config"]["lr"] == 1e-2
+    assert (got.m, got.b, got.data_sha256) == (part.m, part.b, part.data_sha256)
+    np.testing.assert_array_equal(jax.random.key_data(got.key), jax.random.key_data(part.key))
+    for f in ("idx", "W", "a"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(part, f))
+    rest, h2 = implicit.fit(got, X, y, steps=2, optimizer=opt, opt_state=ck["opt_state"])
+    whole, h = implicit.fit(model, X, y, steps=5, optimizer=opt)
+    np.testing.assert_allclose(np.concatenate([h1["loss"], h2["loss"]]), h["loss"], rtol=1e-5)
+    np.testing.assert_allclose(rest.W, whole.W, rtol=1e-5, atol=1e-6)
+    with pytest.raises(checkpoint.CheckpointError, match="other data"):
+        implicit.load(path, X=X + 1, y=y)
+    with pytest.raises(checkpoint.CheckpointError, match="optimizer"):
+        implicit.load(path, optimizer=optax.sgd(0.1, momentum=0.9))
+    eager = tmp_path / "eager.ckpt"
+    checkpoint.save(eager, nn.init(KEY, 8, 8), (), 0, {}, X, y)
+    with pytest.raises(checkpoint.CheckpointError, match="not an implicit"):
+        implicit.load(eager)
+
+
+def test_memory_estimate_refuses_what_cannot_fit():
+    gib = 2**30
+    est = implicit.check_fits("dtree", 8, 64, 2**26, available=24 * gib)
+    assert est["total"] <= 4.5 * gib and est["implicit"]
+    with pytest.raises(implicit.InsufficientMemoryError) as e:
+        implicit.check_fits("dense", 8, 64, 2**26, available=24 * gib, implicit=False)
+    msg = str(e.value)
+    assert "m=67108864" in msg and "24.0 GiB is available" in msg and "the implicit dtree method fits" in msg
+    assert 2**20 < e.value.largest < 2**26 and "\n" not in msg
+    with pytest.raises(implicit.InsufficientMemoryError, match="needs about"):
+        implicit.check_fits("dtree", 8, 64, 2**40, available=24 * gib)
+    # largest_width is the boundary of the estimate
+    for meth, imp in (("dense", False), ("dtree", True)):
+        w = implicit.largest_width(meth, 8, 64, 8 * gib, implicit=imp)
+        assert implicit.estimate_bytes(meth, 8, 64, w, implicit=imp)["total"] <= 8 * gib
+        assert implicit.estimate_bytes(meth, 8, 64, w + 1, implicit=imp)["total"] > 8 * gib
+    totals = [implicit.estimate_bytes("dtree", 8, 64, 2**k)["total"] for k in range(10, 41, 3)]
+    assert totals == sorted(totals)
+    assert implicit.available_bytes() > 0
+
+
+def test_bad_input_is_refused(small):
+    X, y, _ = small
+    model, _ = implicit.setup(KEY, 256, 8, X)
+    with pytest.raises(ValueError, match="other rows may fire"):
+        implicit.fit(model, X[:3], y[:3], steps=1)
+    with pytest.raises(ValueError, match="b is fixed"):
+        implicit.fit(model, X, y, steps=1, b=0.5)
+    with pytest.raises(ValueError, match="ImplicitParams"):
+        implicit.fit(nn.init(KEY, 4, 8), X, y, steps=1)
+    with pytest.raises(ValueError, match="X must have d=8"):
+        implicit.setup(KEY, 256, 8, X[:, :4])
+    with pytest.raises(ValueError, match="key"):
+        implicit.setup(np.zeros(3), 256, 8, X)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        implicit.setup(KEY, 256, 8, X, chunk_rows=0)
+    with pytest.raises(ValueError, match="x64"):
+        implicit.setup(KEY, 2**31, 8, X)
+    with pytest.raises(ValueError, match="m must be"):
+        implicit.setup(KEY, 0, 8, X)
