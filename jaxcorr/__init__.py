@@ -13,9 +13,13 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
 - :mod:`jaxcorr.sharding`: the trees and `fit` across a device mesh (Section 5).
+- :mod:`jaxcorr.implicit`: networks wider than memory: W(0) as a function of the key, only the
+  rows that can fire held and trained.
+- :mod:`jaxcorr.distributed`: the main job across JAX processes (hosts).
 """
 
-from jaxcorr import checkpoint, data, ddfn, dtree, io, maxtree, nn, reductions, sharding, train, wtree
+from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, implicit, io, maxtree, nn, reductions, sharding,
+                     train, wtree)
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -24,7 +28,9 @@ __all__ = [
     "checkpoint",
     "data",
     "ddfn",
+    "distributed",
     "dtree",
+    "implicit",
     "io",
     "maxtree",
     "nn",
