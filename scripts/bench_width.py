@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Benchmark: training widths dense GD cannot hold (issue 13), implicit set-up + fit vs dense.
+r"""Benchmark: training widths dense GD cannot hold, implicit set-up + fit vs dense.
 
 For each m = 2^k (``--ms``), at n = 8, d = 64, b = sqrt(0.4 ln m) on :func:`jaxcorr.data.synthetic`
 data, runs in its own subprocess (so the peak resident memory is that run's, read from the OS:

@@ -1,4 +1,4 @@
-"""The main job across JAX processes on JAX's own distributed runtime (issue 16), for real.
+"""The main job across JAX processes on JAX's own distributed runtime, for real.
 
 Two ``jaxcorr train`` processes on localhost (a free port, gloo collectives on CPU) run Algorithm 8
 with the ``n`` trees split across the two processes' devices (Section 5's parallel updates): the

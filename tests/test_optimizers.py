@@ -1,4 +1,4 @@
-"""Every optax optimizer is exact on the compacted methods, or refused (issue 11).
+"""Every optax optimizer is exact on the compacted methods, or refused.
 
 The matrix runs, in float64, each optimizer with ``method="dense"`` and with every sparse method
 (``active``, ``dtree``, ``wtree``): the losses and the final ``W`` and optimizer state must equal

@@ -1,4 +1,4 @@
-"""Sharded correlation trees and sharded ``fit`` (issue 7) against the single-device code.
+"""Sharded correlation trees and sharded ``fit`` against the single-device code.
 
 The device count of the CPU backend is fixed when JAX starts, so the checks run once in a child
 process (this file run as a script) with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``

@@ -1,7 +1,7 @@
 """Training (Algorithms 8 and 9, Theorems 4.1 and 4.2) against dense GD and a numpy float64 oracle.
 
 Every method must follow the dense trajectory: losses within 2e-4 relative in float32 and 1e-9 in
-float64 over 25 steps, for optax.sgd, optax.sgd(momentum=0.9) and optax.adam (issue 3, item 3).
+float64 over 25 steps, for optax.sgd, optax.sgd(momentum=0.9) and optax.adam.
 Sizes are small and shared between tests so the compiled chunk runners are reused.
 """
 
