@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-TARGETS_GIB = {26: 4.0, 28: 8.0}  # issue 13: peak memory targets at m = 2^26 and 2^28
+TARGETS_GIB = {26: 4.0, 28: 8.0}  # peak memory targets at m = 2^26 and 2^28
 
 
 def _peak_bytes() -> int:

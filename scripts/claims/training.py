@@ -1,5 +1,5 @@
 """Per-step cost of training and sparsity through training: claims ``step_cost_dtree``,
-``step_cost_wtree`` (Theorems 4.1/4.2), ``step_cost_exact_gd`` (the finding of issue 12) and
+``step_cost_wtree`` (Theorems 4.1/4.2), ``step_cost_exact_gd`` (tree-free exact GD on the active rows) and
 ``sparsity_train`` (Lemma B.6).
 
 Every method runs :func:`jaxcorr.train.fit` on the same data and weights, side by side in one
@@ -94,7 +94,7 @@ def _exact_gd_claim(rows, methods, exps, tol, regime_ok, regime):
         "; ".join(f"{m}: exponent {ex[m]:.2f} in n|U| outside [{lo}, {hi}]" for m in bad) if regime_ok else
         f"regime not reached: dense grows with exponent {exps['dense']:.2f} < {tol['dense_exponent_min']}")
     return common.claim(
-        "step_cost_exact_gd", "Theorems 4.1/4.2 (the O(|A| n d) active-set invariant; issue 12)",
+        "step_cost_exact_gd", "Theorems 4.1/4.2 (the O(|A| n d) active-set invariant)",
         predicted={"cost": "Theta(n |U|) per step, U = union_i S_{i,fire}, with or without trees in the loop",
                    "exponent_in_nU": 1.0, "methods": methods},
         regime=regime + "; |U| = |union_i S_{i,fire}(0)| = |A|, the active rows",
