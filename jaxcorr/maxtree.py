@@ -229,7 +229,7 @@ def _compact(ids, mask, cap: int, sentinel: int):
 #: into one 32-bit mask, so the per-slot costs (the random row read, one prefix sum, one small
 #: scatter) are paid once per five levels. On the 2-core CPU this is 2-2.7x faster than two levels
 #: per step with per-candidate compaction at |S| ~ 1024 (m = 2^20, 8 trees), and 1.6x at |S| ~ 16k.
-_JUMP = 5
+JUMP = 5
 
 
 #: Largest level (all trees) whose rows a single-tree query addresses with flat int32 ids; above
@@ -238,9 +238,9 @@ _FLAT_INDEX_LIMIT = 2**31 - 1
 
 
 def _jumps(levels_down: int) -> list:
-    """Step sizes from the start level to the leaves: the remainder first, then ``_JUMP`` each."""
-    full, rem = divmod(levels_down, _JUMP)
-    return ([rem] if rem else []) + [_JUMP] * full
+    """Step sizes from the start level to the leaves: the remainder first, then ``JUMP`` each."""
+    full, rem = divmod(levels_down, JUMP)
+    return ([rem] if rem else []) + [JUMP] * full
 
 
 def _select_bit(bits, rank, width: int):
@@ -308,7 +308,7 @@ def _frontier(levels, tau, capacity: int, t=None):
     or over tree ``t`` of 2-D ``(T, s_l)`` levels, read in place (no level of tree ``t`` is copied).
 
     The search starts at the largest level with at most ``capacity`` nodes, all of them in the
-    frontier, and descends up to ``_JUMP`` levels per step (:func:`_descend`), keeping
+    frontier, and descends up to ``JUMP`` levels per step (:func:`_descend`), keeping
     ``min(capacity, s_l)`` slots at each level it visits. The top level may hold several nodes (a
     forest); if even it has more than ``capacity``, it is tested and compacted first. Returns leaf
     ids (min(capacity, s_0),) with sentinel s_0, the count lower bound and the overflow flag.
