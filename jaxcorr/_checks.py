@@ -178,3 +178,29 @@ def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n",
         raise ValueError(f"tau must be a scalar or have shape ({n_name},)=({num_trees},), got {np.shape(tau)}")
     check_tau(tau, finite)
     return cap
+
+
+def check_rate(name: str, value) -> float:
+    """A finite Python float >= 0 (a learning rate, a momentum); ``bool`` is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite float >= 0, got {v}")
+    return v
+
+
+def check_real(name: str, value) -> float:
+    """A finite real scalar (0-d) as a Python float (a threshold such as ``b``)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a finite real scalar, got shape {np.shape(value)}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite real scalar, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v

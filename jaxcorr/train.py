@@ -125,25 +125,13 @@ def sgd(learning_rate, momentum: float | None = None, nesterov: bool = False) ->
       True
     """
     if not callable(learning_rate):
-        learning_rate = _check_rate("learning_rate", learning_rate)
+        learning_rate = _checks.check_rate("learning_rate", learning_rate)
     if momentum is not None:
-        momentum = _check_rate("momentum", momentum)
+        momentum = _checks.check_rate("momentum", momentum)
     if nesterov and momentum is None:
         raise ValueError("nesterov=True needs a momentum")
     base = optax.sgd(learning_rate, momentum=momentum, nesterov=bool(nesterov))
     return LinearOptimizer(base.init, base.update)
-
-
-def _check_rate(name, value) -> float:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite float >= 0, got {v}")
-    return v
 
 
 _DEFAULT_OPTIMIZERS: dict = {}
@@ -215,15 +203,8 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     if b is None:
         b = default_threshold(width)
     else:
-        if np.ndim(b) != 0:
-            raise ValueError(f"b must be a finite real scalar, got shape {np.shape(b)}")
-        try:
-            b = float(b)
-        except (TypeError, ValueError):
-            raise ValueError(f"b must be a finite real scalar, got {b!r}") from None
-        if not math.isfinite(b):
-            raise ValueError(f"b must be finite, got {b}")
-    lr = _check_rate("learning_rate", learning_rate)
+        b = _checks.check_real("b", b)
+    lr = _checks.check_rate("learning_rate", learning_rate)
     if optimizer is None:
         optimizer = _default_optimizer(lr)
     elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
