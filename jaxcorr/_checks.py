@@ -8,6 +8,7 @@ i.e. not a tracer, so they never add work or host round trips to a jitted call.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import jax
@@ -122,3 +123,84 @@ def check_update_args(r, z, d: int, m: int, *, r_name: str = "r", m_name: str = 
     check_index(r_name, r, m, bound_name=m_name)
     check_dtype("z", z)
     check_finite("z", z)
+
+
+def check_not_nan(name: str, x) -> None:
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN (infinities are allowed)."""
+    if is_concrete(x):
+        arr = np.asarray(x)
+        if arr.dtype.kind in "fc" and np.isnan(arr).any():
+            raise ValueError(f"{name} must not be NaN (no value is > NaN: the answer would be silently empty)")
+
+
+def check_tau(tau, finite: bool) -> None:
+    """A scalar threshold ``tau``: finite when ``finite``, else only not NaN (concrete values only)."""
+    if type(tau) is float:  # fast path for the common Python float
+        if math.isnan(tau) or (finite and math.isinf(tau)):
+            check_tau(np.float64(tau), finite)  # the general path raises the message
+        return
+    if finite:
+        check_finite("tau", tau)
+    else:
+        check_not_nan("tau", tau)
+
+
+def check_tree_index(t, num_trees: int, t_name: str, n_name: str) -> None:
+    """A scalar integer tree index ``t`` in ``[0, num_trees)`` (concrete values only)."""
+    if type(t) is int:  # fast path for the common Python int
+        if not 0 <= t < num_trees:
+            check_index(t_name, np.int64(t), num_trees, bound_name=n_name)  # raises the message
+        return
+    if np.ndim(t) != 0:
+        raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
+    check_index(t_name, t, num_trees, bound_name=n_name)
+
+
+def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_name="n", finite=True):
+    """Eager checks of a query: ``tau`` a scalar, ``capacity`` a static int >= 1, ``t`` (if given) a
+    scalar integer tree index in ``[0, num_trees)``. ``finite=True`` (the DTree and WTree wrappers)
+    refuses an infinite ``tau`` too, ``finite=False`` (the max-tree API) only NaN. Value checks run
+    only on concrete values. Returns the capacity as an int."""
+    cap = check_capacity("capacity", capacity)
+    if type(tau) is not float and np.ndim(tau) != 0:
+        raise ValueError(f"tau must be a scalar, got shape {np.shape(tau)}")
+    check_tau(tau, finite)
+    if t is not None:
+        check_tree_index(t, num_trees, t_name, n_name)
+    return cap
+
+
+def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n", finite: bool = True):
+    """Eager checks of ``query_all``: ``tau`` a scalar or of shape ``(num_trees,)`` (finite, or with
+    ``finite=False`` not NaN); ``capacity`` a static int >= 1. Returns the capacity as an int."""
+    cap = check_capacity("capacity", capacity)
+    if np.ndim(tau) not in (0, 1) or (np.ndim(tau) == 1 and np.shape(tau)[0] != num_trees):
+        raise ValueError(f"tau must be a scalar or have shape ({n_name},)=({num_trees},), got {np.shape(tau)}")
+    check_tau(tau, finite)
+    return cap
+
+
+def check_rate(name: str, value) -> float:
+    """A finite Python float >= 0 (a learning rate, a momentum); ``bool`` is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite float >= 0, got {v}")
+    return v
+
+
+def check_real(name: str, value) -> float:
+    """A finite real scalar (0-d) as a Python float (a threshold such as ``b``)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a finite real scalar, got shape {np.shape(value)}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite real scalar, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v

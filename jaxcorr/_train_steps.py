@@ -41,9 +41,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxcorr import maxtree
+from jaxcorr import _linalg, maxtree
 
-_HIGHEST = lax.Precision.HIGHEST
 
 #: Number of times each chunk runner has been traced (tests use it to check "no recompilation").
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -135,7 +134,7 @@ def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
     if cfg.span:
         updates, new_state = cfg.optimizer.update(coef_t, state, P)  # gradient coefficients (L, n)
         return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
-    grad = jnp.matmul(coef_t, c.X, precision=_HIGHEST)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
+    grad = _linalg.matmul(coef_t, c.X)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
     return apply_rows(cfg, c, P, state, grad)
 
 
@@ -160,8 +159,8 @@ def apply_rows(cfg: Config, c: CompactConsts, P, state, grad):
 def new_leaves(cfg: Config, c: CompactConsts, P):
     """The inner products ``<w_r, x_i>`` of the active rows, (L, n), without ``ip0`` on the span path."""
     if cfg.span:
-        return jnp.matmul(P, c.gram, precision=_HIGHEST)  # (L, n): (K G)_{ri}
-    return jnp.matmul(P, c.X.T, precision=_HIGHEST)  # (L, n)
+        return _linalg.matmul(P, c.gram)  # (L, n): (K G)_{ri}
+    return _linalg.inner(P, c.X)  # (L, n)
 
 
 def _mask_rows(ip, row_axis, n_real):
@@ -226,7 +225,7 @@ def _wtree_step(cfg: Config, c: CompactConsts, carry):
     member = jnp.any(fr.indices[:, :, None] == jnp.arange(n, dtype=jnp.int32)[None, None, :], axis=1)
     ipT = levels[0][:, :n]
     # lines 21-23: forward pass over the fire sets
-    u = jnp.matmul(c.a, jnp.where(member, ipT - c.b, 0), precision=_HIGHEST) * c.scale
+    u = _linalg.matmul(c.a, jnp.where(member, ipT - c.b, 0)) * c.scale
     e = u - c.y
     loss = 0.5 * jnp.sum(e * e)
     coef_t = jnp.where(member, c.a[:, None] * (e * c.scale)[None, :], 0)  # lines 25-32, (L, n)
@@ -251,7 +250,7 @@ def active_forward(ip, a, b, y, scale, n_real):
     """
     col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
     fire = (ip > b) & (col < n_real)
-    u = jnp.matmul(jnp.where(fire, ip - b, 0), a, precision=_HIGHEST) * scale
+    u = _linalg.matmul(jnp.where(fire, ip - b, 0), a) * scale
     e = u - y
     coef = jnp.where(fire, a[None, :] * (e * scale)[:, None], 0)
     return e, coef, fire
@@ -261,11 +260,11 @@ def _active_step(cfg: Config, c: CompactConsts, carry):
     """Exact GD on the active rows with masked fire sets (``method="active"``): no trees, no scatter."""
     P, state = carry
     if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}, and the coefficients are K's gradient
-        ip = c.ip0 + jnp.matmul(c.gram, P, precision=_HIGHEST)
+        ip = c.ip0 + _linalg.matmul(c.gram, P)
     elif cfg.span:
-        ip = c.ip0 + jnp.matmul(c.gram, P.T, precision=_HIGHEST)
+        ip = c.ip0 + _linalg.inner(c.gram, P)
     else:
-        ip = jnp.matmul(c.X, P.T, precision=_HIGHEST)  # (n, L)
+        ip = _linalg.inner(c.X, P)  # (n, L)
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
     if cfg.kt:  # sgd / momentum act coordinate-wise, so the transposed layout changes nothing
         updates, new_state = cfg.optimizer.update(coef, state, P)
@@ -294,7 +293,8 @@ _EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
 _MAX_EXECUTABLES = 64
 
 
-def _signature(tree):
+def signature(tree):
+    """The static part of a pytree of arrays: its structure and each leaf's shape and dtype."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves)
 
@@ -313,7 +313,7 @@ def compiled_runner(cfg: Config, carry, consts, size: int | None = None):
     stored inner products, n x rows) below :data:`FAST_COMPILE_BELOW` selects a quicker compile.
     """
     fast = size is not None and size < FAST_COMPILE_BELOW
-    key = (cfg, fast, _signature(carry), _signature(consts))
+    key = (cfg, fast, signature(carry), signature(consts))
     return cached_compile(_EXECUTABLES, key, lambda: functools.partial(_run_chunk, cfg), (carry, consts), fast)
 
 

@@ -11,8 +11,7 @@ holds :math:`\langle w_r, x_i \rangle`. Functional API over one immutable :class
   :math:`\sigma_b(x) > 0` needs), O(|S(tau)| log m), as a fixed-capacity :class:`~jaxcorr.maxtree.Frontier`
   whose ``overflow`` flag reports a set larger than ``capacity``.
 - :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores of INIT and UPDATE without the
-  eager input checks, for callers that checked already (old private names ``_init``,
-  ``_update_jit`` and ``_update_donate`` are kept as aliases for now).
+  eager input checks, for callers that checked already.
 
 The state and set-up helpers shared with the WTree live in :mod:`jaxcorr._correlation`, the inner
 products in :mod:`jaxcorr._linalg`.
@@ -93,8 +92,6 @@ def _update_impl(tree: DTree, r, z) -> DTree:
 
 _update_jit = jax.jit(_update_impl)
 _update_donate = jax.jit(_update_impl, donate_argnums=0)
-#: Old private name of :func:`init_unchecked`, kept as an alias while scripts still use it.
-_init = init_unchecked
 
 
 def update_unchecked(tree: DTree, r, z, *, donate: bool = False) -> DTree:
@@ -137,7 +134,7 @@ def query(tree: DTree, i, tau, capacity: int) -> Frontier:
       ``count`` and ``overflow`` (True when more than ``capacity`` neurons fire; ``count`` is then a
       lower bound greater than ``capacity``).
     """
-    cap = maxtree.validate_query_args(tau, capacity, t=i, num_trees=tree.n, t_name="i", n_name="n")
+    cap = _checks.validate_query_args(tau, capacity, t=i, num_trees=tree.n, t_name="i", n_name="n")
     return maxtree.query(tree.tree, i, tau, cap)
 
 
@@ -146,7 +143,7 @@ def query_all(tree: DTree, tau, capacity: int) -> Frontier:
 
     The fields of the returned Frontier have a leading axis of length ``n``.
     """
-    cap = maxtree.validate_query_all_args(tau, capacity, num_trees=tree.n, n_name="n")
+    cap = _checks.validate_query_all_args(tau, capacity, num_trees=tree.n, n_name="n")
     return maxtree.query_all(tree.tree, tau, cap)
 
 

@@ -229,7 +229,7 @@ def _compact(ids, mask, cap: int, sentinel: int):
 #: into one 32-bit mask, so the per-slot costs (the random row read, one prefix sum, one small
 #: scatter) are paid once per five levels. On the 2-core CPU this is 2-2.7x faster than two levels
 #: per step with per-candidate compaction at |S| ~ 1024 (m = 2^20, 8 trees), and 1.6x at |S| ~ 16k.
-_JUMP = 5
+JUMP = 5
 
 
 #: Largest level (all trees) whose rows a single-tree query addresses with flat int32 ids; above
@@ -238,9 +238,9 @@ _FLAT_INDEX_LIMIT = 2**31 - 1
 
 
 def _jumps(levels_down: int) -> list:
-    """Step sizes from the start level to the leaves: the remainder first, then ``_JUMP`` each."""
-    full, rem = divmod(levels_down, _JUMP)
-    return ([rem] if rem else []) + [_JUMP] * full
+    """Step sizes from the start level to the leaves: the remainder first, then ``JUMP`` each."""
+    full, rem = divmod(levels_down, JUMP)
+    return ([rem] if rem else []) + [JUMP] * full
 
 
 def _select_bit(bits, rank, width: int):
@@ -308,7 +308,7 @@ def _frontier(levels, tau, capacity: int, t=None):
     or over tree ``t`` of 2-D ``(T, s_l)`` levels, read in place (no level of tree ``t`` is copied).
 
     The search starts at the largest level with at most ``capacity`` nodes, all of them in the
-    frontier, and descends up to ``_JUMP`` levels per step (:func:`_descend`), keeping
+    frontier, and descends up to ``JUMP`` levels per step (:func:`_descend`), keeping
     ``min(capacity, s_l)`` slots at each level it visits. The top level may hold several nodes (a
     forest); if even it has more than ``capacity``, it is tested and compacted first. Returns leaf
     ids (min(capacity, s_0),) with sentinel s_0, the count lower bound and the overflow flag.
@@ -443,7 +443,7 @@ def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     The checks look at concrete values only; under ``jit`` or ``vmap`` they cost nothing at run time,
     and a traced ``t`` out of range is not detected (the caller's index must be right by construction).
     """
-    cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
+    cap = _checks.validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
                               n_name="num_trees", finite=False)
     return _query(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
 
@@ -453,7 +453,7 @@ def query_all(tree: MaxTree, tau, capacity: int) -> Frontier:
 
     Fields of the result gain a leading axis of length T. Raises as :func:`query` does.
     """
-    cap = validate_query_all_args(tau, capacity, num_trees=tree.num_trees, n_name="num_trees", finite=False)
+    cap = _checks.validate_query_all_args(tau, capacity, num_trees=tree.num_trees, n_name="num_trees", finite=False)
     return _query_all(tree, _cast(tau, tree.dtype), cap)
 
 
@@ -472,7 +472,7 @@ def query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
     Returns:
       A :class:`ForestFrontier` (it unpacks as ``t, leaf, valid, count, overflow``).
     """
-    cap = validate_query_args(tau, capacity, finite=False)
+    cap = _checks.validate_query_args(tau, capacity, finite=False)
     return _query_forest(tree, _cast(tau, tree.dtype), cap)
 
 
@@ -496,14 +496,14 @@ def query_reference(tree: MaxTree, t, tau, capacity: int) -> Frontier:
     as :func:`query`, and the same ``count`` unless ``overflow`` (then both are lower bounds above
     ``capacity``). Slower (it copies tree ``t``'s levels and takes a step per level).
     """
-    cap = validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
+    cap = _checks.validate_query_args(tau, capacity, t=t, num_trees=tree.num_trees, t_name="t",
                               n_name="num_trees", finite=False)
     return _query_reference(tree, _cast(t, _I32), _cast(tau, tree.dtype), cap)
 
 
 def query_forest_reference(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
     """:func:`query_forest` by the plain level-by-level frontier; agrees as :func:`query_reference` does."""
-    cap = validate_query_args(tau, capacity, finite=False)
+    cap = _checks.validate_query_args(tau, capacity, finite=False)
     return _query_forest_reference(tree, _cast(tau, tree.dtype), cap)
 
 
@@ -607,56 +607,3 @@ def check_invariant(tree: MaxTree) -> bool:
         if not np.array_equal(hi, np.maximum(lo[:, 0::2], lo[:, 1::2])):
             return False
     return levels[-1].shape[1] == 1
-
-
-def _check_not_nan(name: str, x) -> None:
-    """Raise ``ValueError`` if a concrete ``x`` holds NaN (infinities are allowed)."""
-    if _checks.is_concrete(x):
-        arr = np.asarray(x)
-        if arr.dtype.kind in "fc" and np.isnan(arr).any():
-            raise ValueError(f"{name} must not be NaN (no value is > NaN: the answer would be silently empty)")
-
-
-def _check_tau(tau, finite: bool) -> None:
-    if type(tau) is float:  # fast path for the common Python float
-        if math.isnan(tau) or (finite and math.isinf(tau)):
-            _check_tau(np.float64(tau), finite)  # the general path raises the message
-        return
-    if finite:
-        _checks.check_finite("tau", tau)
-    else:
-        _check_not_nan("tau", tau)
-
-
-def _check_tree_index(t, num_trees: int, t_name: str, n_name: str) -> None:
-    if type(t) is int:  # fast path for the common Python int
-        if not 0 <= t < num_trees:
-            _checks.check_index(t_name, np.int64(t), num_trees, bound_name=n_name)  # raises the message
-        return
-    if np.ndim(t) != 0:
-        raise ValueError(f"{t_name} must be a scalar tree index, got shape {np.shape(t)}")
-    _checks.check_index(t_name, t, num_trees, bound_name=n_name)
-
-
-def validate_query_args(tau, capacity, *, t=None, num_trees=None, t_name="i", n_name="n", finite=True):
-    """Eager checks of a query: ``tau`` a scalar, ``capacity`` a static int >= 1, ``t`` (if given) a
-    scalar integer tree index in ``[0, num_trees)``. ``finite=True`` (the DTree and WTree wrappers)
-    refuses an infinite ``tau`` too, ``finite=False`` (the max-tree API) only NaN. Value checks run
-    only on concrete values. Returns the capacity as an int."""
-    cap = _checks.check_capacity("capacity", capacity)
-    if type(tau) is not float and np.ndim(tau) != 0:
-        raise ValueError(f"tau must be a scalar, got shape {np.shape(tau)}")
-    _check_tau(tau, finite)
-    if t is not None:
-        _check_tree_index(t, num_trees, t_name, n_name)
-    return cap
-
-
-def validate_query_all_args(tau, capacity, *, num_trees: int, n_name: str = "n", finite: bool = True):
-    """Eager checks of ``query_all``: ``tau`` a scalar or of shape ``(num_trees,)`` (finite, or with
-    ``finite=False`` not NaN); ``capacity`` a static int >= 1. Returns the capacity as an int."""
-    cap = _checks.check_capacity("capacity", capacity)
-    if np.ndim(tau) not in (0, 1) or (np.ndim(tau) == 1 and np.shape(tau)[0] != num_trees):
-        raise ValueError(f"tau must be a scalar or have shape ({n_name},)=({num_trees},), got {np.shape(tau)}")
-    _check_tau(tau, finite)
-    return cap

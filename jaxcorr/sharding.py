@@ -99,6 +99,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxcorr import _linalg
 from jaxcorr import _train_steps as _ts
 from jaxcorr import ddfn, maxtree
 from jaxcorr import train as _train
@@ -115,7 +116,6 @@ __all__ = [
     "bytes_per_device",
 ]
 
-_HIGHEST = lax.Precision.HIGHEST
 DEFAULT_AXIS = "data"
 
 
@@ -312,7 +312,7 @@ class ShardedConsts(NamedTuple):
 SHARDED_METHODS = ("active", "dtree")
 
 
-def _fit_layout(mesh, method: str) -> Layout:
+def fit_layout(mesh, method: str) -> Layout:
     """Validate ``fit``'s ``mesh`` argument (called by :func:`jaxcorr.train.fit`)."""
     if method not in SHARDED_METHODS:
         raise ValueError(f"mesh is supported for method in {SHARDED_METHODS} (the n points, and the n "
@@ -320,11 +320,11 @@ def _fit_layout(mesh, method: str) -> Layout:
     return layout(mesh)
 
 
-class _ShardedCompact(_train._Compact):
+class ShardedCompact(_train.Compact):
     """The compacted dtree problem over ``A``, laid out along the point axis of a mesh.
 
-    The set-up is ``jaxcorr.train._Compact.__init__`` with the INIT over all ``m`` neurons and
-    the fire sets at ``t = 0`` run sharded by points (:meth:`_dtree_fire_sets`); then the carry
+    The set-up is ``jaxcorr.train.Compact.__init__`` with the INIT over all ``m`` neurons and
+    the fire sets at ``t = 0`` run sharded by points (:meth:`dtree_fire_sets`); then the carry
     and constants are padded to ``n_pad`` points and placed with :class:`ShardedConsts`'s layout.
     """
 
@@ -363,7 +363,7 @@ class _ShardedCompact(_train._Compact):
         # memory of the training state (trees, rows, optimizer state, constants) per device
         self.bytes_per_device = max(bytes_per_device((self.carry, self.consts)).values())
 
-    def _dtree_fire_sets(self, W, X, b):
+    def dtree_fire_sets(self, W, X, b):
         """INIT over all ``m`` neurons (Lemma D.2) and ``S_{i,fire}(0)``, sharded by points.
 
         Padding points are NaN rows of ``X``: their inner products are NaN, which never
@@ -378,7 +378,7 @@ class _ShardedCompact(_train._Compact):
         bb = _place(np.asarray(b, W.dtype), rep)
         ip, kmax = _sharded_init(Xp, Wr, bb)
         kmax = int(kmax)
-        cap = min(_train._bucket(max(kmax, 1)), m)
+        cap = maxtree.allocate(kmax, 1, 0, ceiling=m)
         fire_rows = np.flatnonzero(np.asarray(_sharded_fire_rows(ip, bb, cap, lay)))
         return ip, kmax, fire_rows
 
@@ -414,7 +414,7 @@ def _sharded_init(X, W, b):
 
     Placement follows the inputs (rows of ``X`` sharded, ``W`` replicated); only the max is reduced.
     """
-    ip = jnp.matmul(X, W.T, precision=_HIGHEST)  # (n_pad, m), sharded by rows
+    ip = _linalg.inner(X, W)  # (n_pad, m), sharded by rows
     return ip, jnp.max(jnp.sum(ip > b, axis=1))
 
 
@@ -461,7 +461,7 @@ def _local_update(cfg: _ts.Config, axis, c: ShardedConsts, Pm, state, C):
     if cfg.span:
         updates, new_state = cfg.optimizer.update(C.T, state, Pm)
         return optax.apply_updates(Pm, updates), _ts.keep_dtypes(new_state, state), jnp.zeros((), bool)
-    grad = lax.psum(jnp.matmul(C.T, c.X, precision=_HIGHEST), axis)  # collective: sum over points
+    grad = lax.psum(_linalg.matmul(C.T, c.X), axis)  # collective: sum over points
     consts = _ts.CompactConsts(X=c.X, y=c.y, a=c.a, b=c.b, scale=c.scale, n_real=c.n_real, gram=None,
                                ip0=None, ref=c.ref)
     return _ts.apply_rows(cfg, consts, Pm, state, grad)  # replicated, identical everywhere
@@ -470,11 +470,11 @@ def _local_update(cfg: _ts.Config, axis, c: ShardedConsts, Pm, state, C):
 def _local_leaves(cfg: _ts.Config, axis, c: ShardedConsts, Pm):
     """This device's leaves ``<w_r, x_i>`` (n_loc, L), padding points and rows at ``-inf``."""
     if cfg.span:
-        part = jnp.matmul(Pm, c.gram, precision=_HIGHEST)  # (L, n_pad): sum over local j of K_rj G_ji
+        part = _linalg.matmul(Pm, c.gram)  # (L, n_pad): sum over local j of K_rj G_ji
         ipT = lax.psum_scatter(part, axis, scatter_dimension=1, tiled=True)  # collective: sum over j
         ip = c.ip0 + ipT.T
     else:
-        ip = jnp.matmul(c.X, Pm.T, precision=_HIGHEST)  # (n_loc, L): local leaves
+        ip = _linalg.inner(c.X, Pm)  # (n_loc, L): local leaves
     col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
     return jnp.where(c.valid[:, None] & (col < c.n_real), ip, -jnp.inf)
 
@@ -529,7 +529,8 @@ _LOCAL_STEPS = {"dtree": _local_dtree_step, "active": _local_active_step}
 
 #: Number of times the sharded chunk runner has been traced (for no-recompilation checks).
 TRACE_COUNTS: collections.Counter = collections.Counter()
-_EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
+#: Compiled sharded chunk runners, keyed by their static configuration (tests read their HLO).
+EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
 _MAX_EXECUTABLES = 32
 
 
@@ -552,6 +553,6 @@ def _sharded_chunk_fn(cfg: _ts.Config, lay: Layout, carry_specs, consts_specs):
 def compiled_sharded_runner(cfg, lay: Layout, carry, consts, carry_specs, consts_specs, size=None):
     """The compiled sharded chunk runner for ``cfg`` on layout ``lay`` (cached like the single one)."""
     fast = size is not None and size < _ts.FAST_COMPILE_BELOW
-    key = (cfg, lay, fast, _ts._signature(carry), _ts._signature(consts))
-    return _ts.cached_compile(_EXECUTABLES, key, lambda: _sharded_chunk_fn(cfg, lay, carry_specs, consts_specs),
+    key = (cfg, lay, fast, _ts.signature(carry), _ts.signature(consts))
+    return _ts.cached_compile(EXECUTABLES, key, lambda: _sharded_chunk_fn(cfg, lay, carry_specs, consts_specs),
                               (carry, consts), fast, _MAX_EXECUTABLES)

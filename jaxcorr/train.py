@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcorr import _checks, _optim, ddfn, dtree, maxtree, wtree
+from jaxcorr import _checks, _linalg, _optim, ddfn, dtree, maxtree, wtree
 from jaxcorr import _train_steps as _ts
 from jaxcorr.nn import Params, default_threshold
 
@@ -86,19 +86,11 @@ FALLBACKS = ("error", "dense")
 #: eigenvalues of order n * P[N(0,1) > b] << 1).
 DEFAULT_LEARNING_RATE = 1.0
 DEFAULT_CHUNK = 100
-_HEADROOM = 1.25
 
 
 def ddfn_cap(m: int) -> int:
     r"""The per-point DDFN cap :math:`\lceil m^{4/5} \rceil` (Definition 1.3, Theorem 4.1)."""
     return ddfn.default_cap(1, int(m))
-
-
-def _bucket(x: int, minimum: int = 8) -> int:
-    """Round ``x`` up to a multiple of max(minimum, pow2(x)/8): few distinct static sizes, <= 12.5% waste."""
-    x = max(int(x), 1)
-    g = max(minimum, maxtree.padded_size(x) // 8)
-    return -(-x // g) * g
 
 
 class LinearOptimizer(optax.GradientTransformation):
@@ -133,25 +125,13 @@ def sgd(learning_rate, momentum: float | None = None, nesterov: bool = False) ->
       True
     """
     if not callable(learning_rate):
-        learning_rate = _check_rate("learning_rate", learning_rate)
+        learning_rate = _checks.check_rate("learning_rate", learning_rate)
     if momentum is not None:
-        momentum = _check_rate("momentum", momentum)
+        momentum = _checks.check_rate("momentum", momentum)
     if nesterov and momentum is None:
         raise ValueError("nesterov=True needs a momentum")
     base = optax.sgd(learning_rate, momentum=momentum, nesterov=bool(nesterov))
     return LinearOptimizer(base.init, base.update)
-
-
-def _check_rate(name, value) -> float:
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite float >= 0, got {v}")
-    return v
 
 
 _DEFAULT_OPTIMIZERS: dict = {}
@@ -223,15 +203,8 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     if b is None:
         b = default_threshold(width)
     else:
-        if np.ndim(b) != 0:
-            raise ValueError(f"b must be a finite real scalar, got shape {np.shape(b)}")
-        try:
-            b = float(b)
-        except (TypeError, ValueError):
-            raise ValueError(f"b must be a finite real scalar, got {b!r}") from None
-        if not math.isfinite(b):
-            raise ValueError(f"b must be finite, got {b}")
-    lr = _check_rate("learning_rate", learning_rate)
+        b = _checks.check_real("b", b)
+    lr = _checks.check_rate("learning_rate", learning_rate)
     if optimizer is None:
         optimizer = _default_optimizer(lr)
     elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
@@ -364,8 +337,12 @@ def _scatter_rows(full, part, idx, ax):
     return jnp.moveaxis(x, 0, ax)
 
 
-class _Compact:
-    """Set-up, state and tear-down of the compacted problem over the active rows A."""
+class Compact:
+    """Set-up, state and tear-down of the compacted problem over the active rows A.
+
+    Package-internal (not in ``__all__``): used by :func:`fit` and subclassed by
+    :class:`jaxcorr.sharding.ShardedCompact`.
+    """
 
     #: method="active" on the span path holds K transposed, (n, L) (one device only).
     transposed_span = True
@@ -379,9 +356,9 @@ class _Compact:
         self.cap_ddfn = ddfn_cap(width)
         # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
         if method == "wtree":
-            ip, kmax, fire_rows = self._wtree_fire_sets(W, X, b)
+            ip, kmax, fire_rows = self.wtree_fire_sets(W, X, b)
         else:
-            ip, kmax, fire_rows = self._dtree_fire_sets(W, X, b)
+            ip, kmax, fire_rows = self.dtree_fire_sets(W, X, b)
         self.kmax0 = kmax
         # --- rows whose optimizer state is not the idle reference (resuming) also move: active.
         s_leaves, self.s_def = jax.tree_util.tree_flatten(state)
@@ -394,7 +371,7 @@ class _Compact:
             state_rows = np.flatnonzero(np.asarray(off))
         A = np.union1d(fire_rows, state_rows).astype(np.int64)
         self.n_active = L = int(A.size)
-        self.L = Lp = _bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
+        self.L = Lp = maxtree.bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
         if not _cached(_optim.same_program, optimizer, (Lp,), d, np.dtype(dt)):
             raise _Refused(f"its computation on {Lp} rows differs from that on {m} rows beyond shapes")
         idx = np.full((Lp,), m, np.int32)
@@ -408,7 +385,7 @@ class _Compact:
         self.span = isinstance(optimizer, LinearOptimizer) and all(axes[i] == 0 for i in self.rows)
         coef = self._span_state(s_A, X, dt) if self.span else None
         self.span = coef is not None
-        gram = jnp.matmul(X, X.T, precision=_ts._HIGHEST) if self.span else None
+        gram = _linalg.inner(X, X) if self.span else None
         self.kt = self.span and method == "active" and self.transposed_span
         P0 = jnp.zeros((Lp, self.n), dt) if self.span else W_A
         if self.kt:
@@ -426,7 +403,7 @@ class _Compact:
         self.capacity = None
         if method == "dtree":
             self.capacity_ceiling = min(Lp, self.cap_ddfn)
-            self.capacity = min(_bucket(int(kmax * _HEADROOM) + 8), max(self.capacity_ceiling, kmax, 1))
+            self.capacity = maxtree.allocate(kmax, ceiling=max(self.capacity_ceiling, kmax, 1))
 
     def _span_state(self, s_A, X, dt):
         """The optimizer state in coefficient form (rows (L, n) with ``state = coef X``), or None
@@ -446,14 +423,14 @@ class _Compact:
             elif not bool(jnp.any(leaf != 0)):
                 out.append(jnp.zeros((Lp, n), tl.dtype))
             else:
-                coef = jnp.matmul(leaf.astype(pinv.dtype), pinv, precision=_ts._HIGHEST)
-                resid = jnp.abs(coef @ X.astype(pinv.dtype) - leaf).max()
+                coef = _linalg.matmul(leaf.astype(pinv.dtype), pinv)
+                resid = jnp.abs(_linalg.matmul(coef, X.astype(pinv.dtype)) - leaf).max()
                 if not bool(resid <= tol * (jnp.abs(leaf).max() + 1e-30)):
                     return None  # the resumed state is not in span(X): use the generic path
                 out.append(coef.astype(tl.dtype))
         return out
 
-    def _dtree_fire_sets(self, W, X, b):
+    def dtree_fire_sets(self, W, X, b):
         """DTree INIT over all m neurons and the fire sets at t = 0: ``(ip (n, m), max_i k_i, rows)``.
 
         The sharded subclass in :mod:`jaxcorr.sharding` overrides it to run sharded by points.
@@ -464,11 +441,11 @@ class _Compact:
         counts0 = np.asarray(jnp.sum(ip > b, axis=1))
         kmax = int(counts0.max())
         # Algorithm 8 line 12 at t = 0: S_{i,fire}(0) <- CDT.QUERY(i, b).
-        fr = maxtree.query_all(full.tree, b, capacity=min(_bucket(max(kmax, 1)), m))
+        fr = maxtree.query_all(full.tree, b, capacity=maxtree.allocate(kmax, 1, 0, ceiling=m))
         fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
         return ip, kmax, fire_rows
 
-    def _wtree_fire_sets(self, W, X, b):
+    def wtree_fire_sets(self, W, X, b):
         """WTree INIT (Lemma D.6) and Algorithm 9 lines 12-17 at t = 0 (capacity n per row)."""
         full = wtree.init(W, X)  # Lemma D.6, O(nmd)
         ipT = wtree.inner_products(full)  # (m, n)
@@ -497,13 +474,13 @@ class _Compact:
     def to_full(self, W, carry):
         """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
         P, state_A, X = self.gathered(carry)
-        W_A = self.W_A0 + jnp.matmul(P, X, precision=_ts._HIGHEST) if self.span else P
+        W_A = self.W_A0 + _linalg.matmul(P, X) if self.span else P
         W_new = W.at[self.idx].set(W_A.astype(W.dtype), mode="drop")
         full_leaves = jax.tree_util.tree_leaves(self.full_state)
         out = []
         for i, (fl, leaf) in enumerate(zip(full_leaves, jax.tree_util.tree_leaves(state_A))):
             if i in self.rows:
-                rows = jnp.matmul(leaf, X, precision=_ts._HIGHEST) if self.span else leaf
+                rows = _linalg.matmul(leaf, X) if self.span else leaf
                 out.append(_scatter_rows(fl, rows, self.idx, self.row_axes[i]))
             else:
                 out.append(leaf)
@@ -531,7 +508,7 @@ def _moved_message(step):
             "or fallback='dense'.")
 
 
-def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
+def _run_compact(comp: Compact, rec: _Recorder, chunk: int):
     """Host loop over jitted chunks; overflow -> rerun the chunk with a larger capacity.
 
     On the DDFN cap or the idle-row guard, ``comp.carry`` is left at the start of the chunk (an
@@ -559,7 +536,7 @@ def _run_compact(comp: _Compact, rec: _Recorder, chunk: int):
             if old >= comp.capacity_ceiling:  # cannot happen below the cap; defensive
                 comp.carry = carry
                 raise _Stop(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
-            new = min(max(2 * old, _bucket(int(kmax[j] * _HEADROOM) + 8)), comp.capacity_ceiling)
+            new = maxtree.allocate(int(kmax[j]), ceiling=comp.capacity_ceiling, previous=old)
             rec.events.append({"step": step, "old_capacity": old, "new_capacity": new,
                                "reason": f"overflow: a fire set exceeded the capacity {old}; chunk rerun"})
             comp.capacity = new
@@ -660,7 +637,7 @@ def fit(
     if mesh is not None:
         from jaxcorr import sharding as _sharding  # noqa: PLC0415 (sharding imports this module)
 
-        layout = _sharding._fit_layout(mesh, method)
+        layout = _sharding.fit_layout(mesh, method)
     rec = _Recorder(steps, callback)
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
     extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
@@ -675,9 +652,9 @@ def fit(
             args = (method, W, a, X, y, b, optimizer, state, verdict)
             try:
                 if layout is None:
-                    comp = _Compact(*args, width=width)
+                    comp = Compact(*args, width=width)
                 else:
-                    comp = _sharding._ShardedCompact(*args, width=width, layout=layout)
+                    comp = _sharding.ShardedCompact(*args, width=width, layout=layout)
             except _Refused as err:
                 reason = str(err)
         if comp is None:

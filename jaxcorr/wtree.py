@@ -7,8 +7,7 @@ holds :math:`\langle w_r, x_i \rangle`.
 - :func:`update` (Algorithm 14, Lemma D.7): set ``w_r`` to ``z`` and rebuild tree ``r``, O(nd).
 - :func:`query` (Algorithm 15, Lemma D.8): data points ``i`` with
   :math:`\langle w_r, x_i \rangle > \tau` (strict), as a fixed-capacity Frontier with overflow flag.
-- :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores without the eager input checks
-  (old private names ``_init``, ``_update_jit``, ``_update_donate`` kept as aliases for now).
+- :func:`init_unchecked`, :func:`update_unchecked`: the jitted cores without the eager input checks.
 
 The state and set-up helpers shared with the DTree live in :mod:`jaxcorr._correlation`, the inner
 products in :mod:`jaxcorr._linalg`.
@@ -83,8 +82,6 @@ def _update_impl(tree: WTree, r, z) -> WTree:
 
 _update_jit = jax.jit(_update_impl)
 _update_donate = jax.jit(_update_impl, donate_argnums=0)
-#: Old private name of :func:`init_unchecked`, kept as an alias while scripts still use it.
-_init = init_unchecked
 
 
 def update_unchecked(tree: WTree, r, z, *, donate: bool = False) -> WTree:
@@ -111,13 +108,13 @@ def query(tree: WTree, r, tau, capacity: int) -> Frontier:
     ``r`` and ``tau`` may be traced; ``capacity`` is a static int >= 1. Unused slots of
     ``indices`` hold the sentinel ``n``.
     """
-    cap = maxtree.validate_query_args(tau, capacity, t=r, num_trees=tree.m, t_name="r", n_name="m")
+    cap = _checks.validate_query_args(tau, capacity, t=r, num_trees=tree.m, t_name="r", n_name="m")
     return maxtree.query(tree.tree, r, tau, cap)
 
 
 def query_all(tree: WTree, tau, capacity: int) -> Frontier:
     """:func:`query` for every neuron at once; ``tau`` is a scalar or an (m,) array."""
-    cap = maxtree.validate_query_all_args(tau, capacity, num_trees=tree.m, n_name="m")
+    cap = _checks.validate_query_all_args(tau, capacity, num_trees=tree.m, n_name="m")
     return maxtree.query_all(tree.tree, tau, cap)
 
 

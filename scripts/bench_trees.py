@@ -74,11 +74,13 @@ CAPACITY_MULTIPLIER = 1.25  # headroom over the measured largest count, as jax-m
 def query_pair(tree, G, tau):
     """(tree seconds, linear seconds, counts, capacity) for querying all n trees; checks equal answers.
 
-    The capacity is sized outside jit from the measured counts with 25% headroom (jax-md style),
-    and the linear scan gets the same capacity.
+    The capacity is sized outside jit from the measured counts by jaxcorr's capacity policy
+    (:func:`jaxcorr.maxtree.allocate`: 25% headroom, jax-md style), and the linear scan gets the
+    same capacity.
     """
     m = G.shape[1]
-    capacity = max(1, int(np.ceil(CAPACITY_MULTIPLIER * int((G > tau).sum(axis=1).max()))))
+    counts = np.asarray((G > tau).sum(axis=1))
+    capacity = maxtree.allocate(counts, multiplier=CAPACITY_MULTIPLIER, extra=0, ceiling=m)
     q = jax.jit(lambda t, tau: maxtree.query_all(t, tau, capacity))
     lin = jax.jit(
         lambda G, tau: jax.vmap(lambda row: jnp.nonzero(row > tau, size=capacity, fill_value=m)[0])(G)

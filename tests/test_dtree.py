@@ -126,9 +126,8 @@ def test_donated_update_matches(rng):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
 
 
-def test_unchecked_cores_and_old_names(rng):
-    """``init_unchecked`` / ``update_unchecked`` are the jitted cores of the checked functions; the
-    old private names (used by scripts) still point at them."""
+def test_unchecked_cores(rng):
+    """``init_unchecked`` / ``update_unchecked`` are the jitted cores of the checked functions."""
     W, X = int_matrix(rng, 20, 3), int_matrix(rng, 2, 3)
     a = dtree.update(dtree.init(W, X), jnp.array([1, 4]), jnp.ones((2, 3)))
     for donate in (False, True):
@@ -136,9 +135,6 @@ def test_unchecked_cores_and_old_names(rng):
         assert isinstance(b, dtree.DTree)
         for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
-    assert dtree._init is dtree.init_unchecked
-    c = dtree._update_donate(dtree._init(W, X), jnp.array([1, 4]), jnp.ones((2, 3)))
-    np.testing.assert_array_equal(np.asarray(c.tree.levels[0]), np.asarray(a.tree.levels[0]))
 
 
 def test_no_recompilation(rng):
@@ -146,7 +142,6 @@ def test_no_recompilation(rng):
     t = dtree.init(W, X)
     dtree.query(t, 0, 0.5, 7)
     t = dtree.update(t, 3, jnp.ones(3, jnp.float32))
-    before_u = dtree._update_jit._cache_size()
 
     def calls():
         nonlocal t
@@ -155,7 +150,6 @@ def test_no_recompilation(rng):
             t = dtree.update(t, i, jnp.full(3, float(i), jnp.float32))
 
     assert not [name for name in compiled(calls) if "query" in name or "update" in name]
-    assert dtree._update_jit._cache_size() == before_u
 
 
 def test_float64_keeps_dtype(rng):

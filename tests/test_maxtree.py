@@ -159,7 +159,7 @@ def test_query_work_is_output_sensitive():
         one = _intermediate_sizes(lambda tr: maxtree.query(tr, 1, 0.5, cap), t)
         every = _intermediate_sizes(lambda tr: maxtree.query_all(tr, 0.5, cap), t)
         stats[P] = (max(one), max(every), sum(one), sum(every))
-        assert max(one) <= cap * 2**maxtree._JUMP and max(every) <= trees * cap * 2**maxtree._JUMP
+        assert max(one) <= cap * 2**maxtree.JUMP and max(every) <= trees * cap * 2**maxtree.JUMP
     small, big = stats[2**12], stats[2**18]
     assert big[:2] == small[:2]
     assert big[2] < 2 * small[2] and big[3] < 2 * small[3]  # 64x the leaves, 1.5x the depth

@@ -66,7 +66,7 @@ def _child() -> dict:
         Z = rng.standard_normal((4, d)).astype(np.float32)
         u1, us = dtree.update(t1, rr, Z), dtree.update(ts, rr, Z)
         r["update_sharding_kept"] = us.tree.levels[0].sharding.is_equivalent_to(ts.tree.levels[0].sharding, 2)
-        lowered = dtree._update_jit.lower(ts, rr, Z).compile().as_text()
+        lowered = jax.jit(dtree.update_unchecked).lower(ts, rr, Z).compile().as_text()
         r["update_collectives"] = hlo_collectives(lowered)
         ok = True
         for a, b_ in ((t1, ts), (u1, us)):
@@ -117,7 +117,7 @@ def _child() -> dict:
                 "W_dtype": str(ps.W.dtype),
                 "W_single_device": len(ps.W.devices()) == 1,
             }
-    texts = [ex.as_text() for ex in sharding._EXECUTABLES.values()]
+    texts = [ex.as_text() for ex in sharding.EXECUTABLES.values()]
     out["runner_collectives"] = [hlo_collectives(t) for t in texts]
 
     # a NamedSharding works as well as a Mesh, and the same static configuration does not retrace

@@ -64,15 +64,13 @@ def test_donated_update_matches(rng):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lc))
 
 
-def test_unchecked_cores_and_old_names(rng):
+def test_unchecked_cores(rng):
     W, X = int_matrix(rng, 20, 3), int_matrix(rng, 2, 3)
     a = wtree.update(wtree.init(W, X), jnp.array([1, 4, 1]), jnp.ones((3, 3)))
     b = wtree.update_unchecked(wtree.init_unchecked(W, X), jnp.array([1, 4, 1]), jnp.ones((3, 3)), donate=True)
     assert isinstance(b, wtree.WTree)
     for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
-    assert wtree._init is wtree.init_unchecked
-    assert callable(wtree._update_donate) and callable(wtree._update_jit)
 
 
 def test_float64_keeps_dtype(rng):
