@@ -443,7 +443,9 @@ def _execute(args, run: dict, sig) -> int:
         if run["implicit"]:
             from jaxcorr import implicit
 
-            implicit.save(args.save, p, X, y, opt_state=s, step=step, config=config)
+            # checkpoint.load checks config["m"] against the held rows: the width is in config["implicit"]
+            implicit.save(args.save, p, X, y, opt_state=s, step=step,
+                          config={k: v for k, v in config.items() if k != "m"})
         else:
             checkpoint.save(args.save, p, s, step, config, X, y)
 
@@ -572,6 +574,8 @@ def _resolve_config(args, checkpoint):
         return cfg, None
     ck = checkpoint.load(args.resume)
     saved = ck["config"]
+    if isinstance(saved.get("implicit"), dict) and "m" not in saved:  # jaxcorr.implicit.save's width
+        saved = {**saved, "m": saved["implicit"].get("width")}
     missing = [k for k in (*_CONFIG_KEYS, "data") if k not in saved]
     if missing:
         raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} lacks the run settings {missing}; it was not written by `jaxcorr train`")
