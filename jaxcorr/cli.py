@@ -407,8 +407,8 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: boo
                 fits = implicit.largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype, b=None,
                                               optimizer_slots=_SLOTS[cfg["optimizer"]])
                 raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (implicit) fits up to --m {fits}") from None
-            if args.implicit == "off" or method == "dense" or args.compare:
-                raise
+            if args.implicit == "off" or method == "dense" or args.compare or args.resume is not None:
+                raise  # (a resumed full-width model stays full width)
     slots = _SLOTS[cfg["optimizer"]]
     est = implicit.check_fits(method, n, d, m, dtype, available=available[0] if available[0] is not None else None,
                               b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=slots)
