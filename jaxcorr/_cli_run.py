@@ -321,6 +321,38 @@ class Progress:
             bar.close()
 
 
+class SetupProgress:
+    """Progress of the implicit set-up (rows of W(0) drawn, active rows kept) on stderr: a tqdm bar
+    (``mode="bar"``), a plain line every :attr:`every_s` seconds and at the end (``"lines"``), or nothing."""
+
+    every_s = 10.0
+
+    def __init__(self, mode: str, report, rows: int):
+        self.mode, self.report, self._last = mode, report, 0.0
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=rows, desc="set-up: rows of W(0)", unit="row", unit_scale=True,
+                            file=sys.stderr, leave=False, **_width())
+
+    def update(self, p: dict) -> None:
+        """``p``: :func:`jaxcorr.implicit.setup`'s progress dict."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{p['n_active']} active", refresh=False)
+            self.bar.update(p["rows_done"] - self.bar.n)
+        elif self.mode == "lines" and (p["elapsed_s"] - self._last >= self.every_s or p["rows_done"] == p["rows"]):
+            self._last = p["elapsed_s"]
+            eta = (p["rows"] - p["rows_done"]) / max(p["rows_per_s"], 1e-9)
+            self.report(f"set-up: {p['rows_done']}/{p['rows']} rows of W(0) drawn, {p['n_active']} active, "
+                        f"{p['rows_per_s']:.3g} rows/s, eta {_fmt_s(eta)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            bar, self.bar = self.bar, None
+            bar.close()
+
+
 def _width() -> dict:
     """tqdm's width arguments: follow the terminal, or 80 columns where it reports none (a fresh
     pseudo-terminal says 0 columns and 0 rows, and tqdm would draw nothing)."""

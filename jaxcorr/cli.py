@@ -78,6 +78,7 @@ _METHOD_HELP = {
     "dtree": "GD with the Correlation DTree, Algorithm 8",
     "wtree": "GD with the Correlation WTree, Algorithm 9",
 }
+_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # optimizer state arrays per parameter (memory estimates)
 _CONFIG_KEYS = ("n", "m", "d", "b", "lr", "optimizer", "seed")  # fixed for a run, checked on --resume
 _SEED_MAX = 2**32 - 1  # jax.random.key folds larger seeds onto smaller ones
 EXIT_DIVERGED = 1
@@ -130,7 +131,7 @@ def _add_train_arguments(t) -> None:
     methods = "; ".join(f"{k}: {_METHOD_HELP.get(k, 'see jaxcorr.train')}" for k in METHODS)
     t.add_argument("--method", choices=METHODS, default=None, help=f"{methods} (default {d['method']}; with --resume: the checkpoint's)")
     t.add_argument("--n", type=int, default=None, help=f"number of synthetic data points (default {d['n']}; with --data: the file's)")
-    t.add_argument("--m", type=int, default=None, help=f"width, number of neurons (default {d['m']})")
+    t.add_argument("--m", type=_width_arg, default=None, help=f"width, number of neurons: an integer or 2^K (default {d['m']})")
     t.add_argument("--d", type=int, default=None, help=f"input dimension of synthetic data (default {d['d']}; with --data: the file's)")
     t.add_argument("--steps", type=int, default=d["steps"], help=f"gradient steps to run; with --resume: steps to add (default {d['steps']})")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default jaxcorr.train.DEFAULT_LEARNING_RATE = 1.0)")
@@ -147,11 +148,28 @@ def _add_train_arguments(t) -> None:
     t.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH for --steps more steps (same data by content, sizes and hyperparameters); needs --save unless --steps 0")
     t.add_argument("--cache-dir", metavar="DIR", default=None, help="persistent XLA compilation cache (default $JAXCORR_CACHE_DIR, else $XDG_CACHE_HOME/jaxcorr/xla or ~/.cache/jaxcorr/xla)")
     t.add_argument("--no-cache", action="store_true", help="do not read or write the persistent compilation cache")
+    t.add_argument("--implicit", choices=("auto", "on", "off"), default="auto",
+                   help="hold only the rows that can fire (jaxcorr.implicit: W(0) streamed from the seed, compact "
+                        "checkpoints): auto (default) when the full-width run would not fit in memory but this one does")
     t.add_argument("--quiet", action="store_true", help="no progress display (warnings and errors still go to stderr)")
     # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
     t.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="several processes: address of process 0's coordinator (with --num-processes and --process-id; see jaxcorr.distributed)")
     t.add_argument("--num-processes", metavar="N", type=int, default=None, help="several processes: how many take part")
     t.add_argument("--process-id", metavar="I", type=int, default=None, help="several processes: this one's index, 0..N-1 (process 0 writes the checkpoints)")
+
+
+def _width_arg(text: str) -> int:
+    """``--m``: a positive integer or ``2^K`` (``2**K``)."""
+    t = text.strip().replace("**", "^")
+    try:
+        if "^" in t:
+            base, exp = t.split("^")
+            if int(base) != 2 or not 0 <= int(exp) <= 62:
+                raise ValueError
+            return 2 ** int(exp)
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 2^K (0 <= K <= 62), got {text!r}") from None
 
 
 def main(argv=None) -> int:
@@ -233,6 +251,8 @@ def _check_options(args) -> None:
     if args.method is not None and args.compare == args.method:
         raise ValueError(f"--compare {args.compare} with --method {args.method} compares a method with itself; "
                          f"drop --compare, or train another --method ({', '.join(k for k in METHODS if k != args.compare)})")
+    if args.implicit == "on" and args.compare:
+        raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --implicit on")
     if args.cache_dir is not None and args.no_cache:
         raise ValueError("--cache-dir and --no-cache contradict each other; give one")
 
@@ -334,22 +354,65 @@ def _prepare(args, sig) -> dict:
         notes.append(f"note: the rows of X have norms in [{norms.min():.3g}, {norms.max():.3g}]; the paper's "
                      "bounds assume unit norm (--normalize rescales them)")
     device = jax.devices()[0]
-    mem = memory.check(cfg["method"], cfg["n"], cfg["m"], cfg["d"], itemsize=dtype.itemsize,
-                       optimizer=cfg["optimizer"], compare=args.compare,
-                       available=memory.available_bytes(device))
     if cfg["b"] is None:
         cfg["b"] = float(nn.default_threshold(cfg["m"]))
     if cfg["lr"] is None:
         cfg["lr"] = float(_train_mod.DEFAULT_LEARNING_RATE)
     optimizer = _make_optimizer(cfg["optimizer"], cfg["lr"])
+    lazy = ck is not None and isinstance(ck["config"].get("implicit"), dict)  # an implicit checkpoint
+    mem, lazy = _memory_plan(args, cfg, dtype, memory.available_bytes(device), norms, resumed_implicit=lazy)
     if ck is None:
-        params0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
+        params0 = None if lazy else nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
         state0, step0 = None, 0
+    elif lazy:
+        from jaxcorr import implicit
+
+        ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
+        params0, state0, step0 = ck["model"], ck["opt_state"], ck["step"]
     else:
         ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
         params0, state0, step0 = ck["params"], ck["opt_state"], ck["step"]
     return dict(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0,
-                step0=step0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh)
+                step0=step0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh,
+                implicit=lazy)
+
+
+def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: bool):
+    """Check the run's memory before allocating anything and pick the eager or the implicit path.
+
+    The eager path (``nn.init`` + ``train.fit`` over all m rows) is kept whenever it fits and
+    ``--implicit`` is not ``on``; otherwise, for a sparse method, the implicit path
+    (:mod:`jaxcorr.implicit`: W(0) streamed from the seed, only the rows that can fire held). A run
+    that fits neither way raises one line (:func:`jaxcorr.memory.check` for dense,
+    :func:`jaxcorr.implicit.check_fits` otherwise) naming the estimate, the memory available and the
+    widest m that fits.
+
+    Returns:
+      ``(memory, implicit)``: the ``estimate``/``available``/``source`` dict, and whether the run is implicit.
+    """
+    from jaxcorr import implicit, memory
+
+    method, n, m, d = cfg["method"], cfg["n"], cfg["m"], cfg["d"]
+    if resumed_implicit and args.implicit == "off":
+        raise ValueError(f"--resume {args.resume} holds an implicit model (only its active rows); drop --implicit off")
+    if args.resume is not None and not resumed_implicit and args.implicit == "on":
+        raise ValueError(f"--resume {args.resume} holds a full-width model; drop --implicit on")
+    want = resumed_implicit or args.implicit == "on"
+    if not want:
+        try:
+            return memory.check(method, n, m, d, itemsize=dtype.itemsize, optimizer=cfg["optimizer"],
+                                compare=args.compare, available=available), False
+        except (MemoryError, ValueError) as e:
+            if method == "dense" and isinstance(e, MemoryError) and not args.compare:
+                fits = implicit.largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype, b=None,
+                                              optimizer_slots=_SLOTS[cfg["optimizer"]])
+                raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (implicit) fits up to --m {fits}") from None
+            if args.implicit == "off" or method == "dense" or args.compare or args.resume is not None:
+                raise  # (a resumed full-width model stays full width)
+    slots = _SLOTS[cfg["optimizer"]]
+    est = implicit.check_fits(method, n, d, m, dtype, available=available[0] if available[0] is not None else None,
+                              b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=slots)
+    return {"estimate": est["total"], "available": available[0], "source": available[1]}, True
 
 
 def _execute(args, run: dict, sig) -> int:
@@ -375,7 +438,15 @@ def _execute(args, run: dict, sig) -> int:
 
     def save(p, s, step):
         sig.phase = "save"
-        if jax.process_index() == 0:  # one writer across processes
+        if jax.process_index() != 0:  # one writer across processes
+            return
+        if run["implicit"]:
+            from jaxcorr import implicit
+
+            # checkpoint.load checks config["m"] against the held rows: the width is in config["implicit"]
+            implicit.save(args.save, p, X, y, opt_state=s, step=step,
+                          config={k: v for k, v in config.items() if k != "m"})
+        else:
             checkpoint.save(args.save, p, s, step, config, X, y)
 
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
@@ -384,6 +455,10 @@ def _execute(args, run: dict, sig) -> int:
                   lr=cfg["lr"])
     t0 = time.perf_counter()
     fit = _train_mod.fit if run["mesh"] is None else functools.partial(_train_mod.fit, mesh=run["mesh"])
+    if run["implicit"]:
+        fit = _implicit_fit(run["mesh"])
+        if run["params0"] is None:
+            run["params0"] = _implicit_setup(run, mode, sig)
     out = _run_steps(fit, run["params0"], run["state0"], method=method,
                      save=save if args.save else None, save_every=args.save_every, **common)
     params, opt_state, hist = out["params"], out["opt_state"], out["history"]
@@ -422,6 +497,48 @@ def _execute(args, run: dict, sig) -> int:
     return 0
 
 
+def _implicit_fit(mesh):
+    """A :func:`jaxcorr.train.fit`-like callable over an :class:`jaxcorr.implicit.ImplicitParams`
+    (the model fixes ``b`` and the width, so ``b`` is dropped)."""
+    from jaxcorr import implicit
+
+    def fit(model, X, y, *, b, **kwargs):
+        del b  # model.b
+        if mesh is not None:
+            kwargs["mesh"] = mesh
+        return implicit.fit(model, X, y, **kwargs)
+
+    return fit
+
+
+def _implicit_setup(run: dict, mode: str, sig):
+    """The implicit model's active rows (:func:`jaxcorr.implicit.setup`), with set-up progress."""
+    import jax
+
+    from jaxcorr import implicit
+
+    cfg = run["cfg"]
+    show = _cli_run.SetupProgress(mode, _report, cfg["m"])
+
+    def progress(p):
+        if sig.requested and not sig.process:  # in-process runs: stop between chunks
+            raise KeyboardInterrupt
+        show.update(p)
+
+    if mode == "lines":
+        _report(f"set-up: drawing W(0) from seed {cfg['seed']} and keeping the rows that can fire "
+                f"(implicit model, m={cfg['m']}; memory estimate {run['memory']['estimate'] / 2**30:.2f} GiB)")
+    try:
+        model, info = implicit.setup(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], run["X"], b=cfg["b"],
+                                     dtype=run["dtype"], progress=progress)
+    finally:
+        show.close()
+    run["setup"] = info
+    if mode == "lines":
+        _report(f"set-up: {info['n_active']} active rows of {cfg['m']} in {info['setup_s']:.1f} s")
+    return model
+
+
 def _interrupted(args, sig, step_end: int, done: int) -> int:
     where = f"saved to {args.save}" if args.save else "not saved (no --save given)"
     print(f"jaxcorr: interrupted by {sig.name} at step {step_end} after {done} of {args.steps} steps; "
@@ -457,6 +574,8 @@ def _resolve_config(args, checkpoint):
         return cfg, None
     ck = checkpoint.load(args.resume)
     saved = ck["config"]
+    if isinstance(saved.get("implicit"), dict) and "m" not in saved:  # jaxcorr.implicit.save's width
+        saved = {**saved, "m": saved["implicit"].get("width")}
     missing = [k for k in (*_CONFIG_KEYS, "data") if k not in saved]
     if missing:
         raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} lacks the run settings {missing}; it was not written by `jaxcorr train`")
@@ -665,7 +784,10 @@ def _result(args, run: dict, hist: dict, params, wall: float, done: int) -> dict
     from jaxcorr import distributed, nn
 
     cfg, X, y, b = run["cfg"], run["X"], run["y"], run["cfg"]["b"]
-    loss_final = float(nn.loss(params, X, y, b))
+    if run["implicit"]:  # rows outside A never fire: the held rows at the full width's scale
+        loss_final = float(nn.loss_and_grad(params.W, params.a, X, y, b, scale=1.0 / math.sqrt(cfg["m"]))[0])
+    else:
+        loss_final = float(nn.loss(params, X, y, b))
     loss_initial = float(hist["loss"][0]) if done else loss_final
     return {
         "method": cfg["method"],
@@ -675,10 +797,10 @@ def _result(args, run: dict, hist: dict, params, wall: float, done: int) -> dict
         "loss_initial": loss_initial,
         "loss_final": loss_final,
         "ms_per_step": hist["ms_per_step"],
-        "setup_s": hist["setup_s"],
+        "setup_s": hist["setup_s"] + (run["setup"]["setup_s"] if run.get("setup") else 0.0),
         "wall_s": wall,
         "fire": _fire_stats(hist, params, X, b, cfg["m"]),
-        "n_active": hist.get("n_active"),
+        "n_active": params.n_active if run["implicit"] else hist.get("n_active"),
         "capacity_events": hist["capacity_events"],
         **{k: cfg[k] for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
         "data": cfg["data"] or "synthetic",
@@ -686,6 +808,8 @@ def _result(args, run: dict, hist: dict, params, wall: float, done: int) -> dict
         "memory_estimate_bytes": run["memory"]["estimate"],
         "memory_available_bytes": run["memory"]["available"],
         "compilation_cache": run.get("cache"),
+        "implicit": run["implicit"],
+        "implicit_setup_s": run["setup"]["setup_s"] if run.get("setup") else None,
         **distributed.info(run["mesh"]),  # "processes", "devices"
     }
 

@@ -383,9 +383,9 @@ def test_csv_with_bom_quotes_and_header_is_read_whole(capsys, tmp_path):
 
 
 def test_memory_refusals_are_one_line(capsys):
-    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1")
+    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1", "--implicit", "off")
     assert_one_line_error(rc, out, err, "--m 3000000000", "2^30")
-    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1")
+    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1", "--implicit", "off")
     assert_one_line_error(rc, out, err, "does not fit in memory", "available", "at most --m")
 
 
@@ -480,7 +480,7 @@ def test_bad_data_file(capsys, tmp_path, case, words):
         (["--steps", "-1"], ["--steps must be >= 0"]),
         (["--method", "sparse"], ["invalid choice", "sparse"]),
         (["--optimizer", "rmsprop"], ["invalid choice"]),
-        (["--m", "lots"], ["invalid int value"]),
+        (["--m", "lots"], ["--m", "'lots'", "2^K"]),
         (["--lr", "nan"], ["--lr must be finite"]),
         (["--lr", "0"], ["--lr must be > 0"]),
         (["--save-every", "2"], ["needs --save"]),

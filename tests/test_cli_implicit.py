@@ -1,0 +1,104 @@
+"""`jaxcorr train` on the implicit path (:mod:`jaxcorr.implicit`): same run as the eager path,
+checkpoints and resume, ``--m 2^K``, and one-line memory refusals before anything is allocated."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcorr import checkpoint, cli, implicit, memory, nn
+
+TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
+
+
+def run(capsys, *argv):
+    rc = cli.main(["train", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def run_json(capsys, *argv):
+    rc, out, err = run(capsys, *argv, "--json")
+    assert rc == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def assert_one_line_error(rc, out, err, *words):
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jaxcorr: error: "), err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("method", ["active", "dtree"])
+def test_implicit_run_is_the_eager_run(capsys, tmp_path, method):
+    """Same losses, and the trained rows of A equal the eager run's rows; every other eager row is W(0)."""
+    pe, pi = tmp_path / "eager.ckpt", tmp_path / "implicit.ckpt"
+    e = run_json(capsys, *TINY, "--method", method, "--steps", "6", "--implicit", "off", "--save", str(pe))
+    i = run_json(capsys, *TINY, "--method", method, "--steps", "6", "--implicit", "on", "--save", str(pi))
+    assert (e["implicit"], i["implicit"]) == (False, True)
+    assert e["m"] == i["m"] == 256
+    np.testing.assert_allclose(i["loss_initial"], e["loss_initial"], rtol=1e-6)
+    np.testing.assert_allclose(i["loss_final"], e["loss_final"], rtol=1e-5)
+    ck = implicit.load(pi)
+    model, full = ck["model"], checkpoint.load(pe)["params"]
+    assert i["n_active"] == model.n_active < 256
+    idx = np.asarray(model.idx)
+    np.testing.assert_allclose(np.asarray(model.W), np.asarray(full.W)[idx], rtol=1e-5, atol=1e-6)
+    rest = np.setdiff1d(np.arange(256), idx)  # rows outside A never move: still nn.init's rows
+    W0 = np.asarray(nn.init(jax.random.key(0), 256, 4).W)
+    assert np.array_equal(np.asarray(full.W)[rest], W0[rest])
+
+
+def test_implicit_checkpoint_resume(capsys, tmp_path):
+    """6 steps at once == 3 + 3 through an implicit checkpoint (resume detects the kind)."""
+    full, part = tmp_path / "full.ckpt", tmp_path / "part.ckpt"
+    a = run_json(capsys, *TINY, "--steps", "6", "--implicit", "on", "--save", str(full))
+    run_json(capsys, *TINY, "--steps", "3", "--implicit", "on", "--save", str(part))
+    b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--quiet")
+    assert b["implicit"] is True and b["step_start"] == 3 and b["step_end"] == 6
+    np.testing.assert_allclose(b["loss_final"], a["loss_final"], rtol=1e-5)
+    x, y = implicit.load(full), implicit.load(part)
+    assert x["step"] == y["step"] == 6
+    assert np.array_equal(np.asarray(x["model"].idx), np.asarray(y["model"].idx))
+    np.testing.assert_allclose(np.asarray(x["model"].W), np.asarray(y["model"].W), rtol=1e-5, atol=1e-6)
+    rc, out, err = run(capsys, "--resume", str(part), "--steps", "0", "--implicit", "off")
+    assert_one_line_error(rc, out, err, "implicit", "--implicit off")
+
+
+def test_width_accepts_powers_of_two(capsys):
+    assert cli.build_parser().parse_args(["train", "--m", "2^26"]).m == 2**26
+    assert cli.build_parser().parse_args(["train", "--m", "2**5"]).m == 32
+    assert cli.build_parser().parse_args(["train", "--m", "1000"]).m == 1000
+    rc, out, err = run(capsys, "--m", "3^4")
+    assert rc == 2 and "--m" in err and "2^K" in err and len(err.strip().splitlines()) == 1
+
+
+def test_too_wide_is_one_line_exit_2(capsys):
+    rc, out, err = run(capsys, "--m", "2^40", "--steps", "1")
+    assert_one_line_error(rc, out, err, "m=1099511627776", "needs about", "available", "widest that fits is m=")
+
+
+def test_dense_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: (2**30, "test limit"))
+    rc, out, err = run(capsys, "--m", "2^26", "--method", "dense", "--steps", "1")
+    assert_one_line_error(rc, out, err, "--m 67108864 does not fit", "1.0 GiB is available", "at most --m",
+                          "--method active (implicit) fits")
+    # the default sparse method goes implicit, whose estimate at 2^26 (about 2.5 GiB) is over 1 GiB too
+    rc, out, err = run(capsys, "--m", "2^26", "--steps", "1")
+    assert_one_line_error(rc, out, err, "active (implicit) at m=67108864", "needs about", "1.0 GiB is available",
+                          "widest that fits is m=")
+
+
+def test_compare_dense_with_implicit_is_refused(capsys):
+    rc, out, err = run(capsys, *TINY, "--implicit", "on", "--compare", "dense")
+    assert_one_line_error(rc, out, err, "--compare dense", "--implicit on")
+
+
+def test_setup_progress_lines(capsys):
+    rc, out, err = run(capsys, "--n", "4", "--m", "2^8", "--d", "4", "--steps", "2", "--implicit", "on")
+    assert rc == 0, err
+    assert "set-up: 256/256 rows of W(0) drawn" in err and "active rows of 256" in err
