@@ -451,13 +451,16 @@ def save(path, model: ImplicitParams, X, y, *, opt_state: Any = (), step: int = 
       X, y: the training data (its fingerprint is stored and checked by :func:`load`).
       opt_state: optax state over ``model.W`` (as ``history["opt_state"]`` of :func:`fit`).
       step: total steps trained.
-      config: extra JSON-serialisable run configuration, returned by :func:`load`.
+      config: extra JSON-serialisable run configuration, returned by :func:`load`. A key ``"m"`` in
+        it is not stored (the checkpoint layer reads ``"m"`` as the number of stored rows); the
+        width is ``config["implicit"]["width"]`` of the loaded checkpoint.
     """
     _check_model(model, X)
     key_data = np.asarray(jax.random.key_data(model.key))
     meta = {"format": FORMAT, "width": model.m, "d": model.d, "b": model.b, "n_active": model.n_active,
             "key_impl": str(jax.random.key_impl(model.key)), "data_sha256": model.data_sha256}
     cfg = dict(config or {})
+    cfg.pop("m", None)
     cfg["implicit"] = meta
     checkpoint.save(path, model.to_params(), (np.asarray(model.idx), key_data, opt_state), step, cfg, X, y)
 

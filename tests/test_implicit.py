@@ -150,7 +150,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path, small):
     model, _ = implicit.setup(KEY, m, 8, X)
     part, h1 = implicit.fit(model, X, y, steps=3, optimizer=opt)
     path = tmp_path / "wide.ckpt"
-    implicit.save(path, part, X, y, opt_state=h1["opt_state"], step=3, config={"lr": 1e-2})
+    implicit.save(path, part, X, y, opt_state=h1["opt_state"], step=3, config={"lr": 1e-2, "m": m, "d": 8})
     assert os.path.getsize(path) < m * 8 * 4  # active rows and their adam state: less than W alone
     ck = implicit.load(path, X=X, y=y, optimizer=opt)
     got = ck["model"]
