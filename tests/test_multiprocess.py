@@ -79,6 +79,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
     assert (dirs[0] / "run.ckpt").exists() and not (dirs[1] / "run.ckpt").exists()  # process 0 writes
     summaries = [_last_json(r["stdout"]) for r in first]
     assert all(s["processes"] == 2 and s["devices"] == 2 for s in summaries)
+    assert all(s["method"] == distributed.mesh_method() == "active" for s in summaries)  # the sparse default
     assert summaries[0]["loss_final"] == summaries[1]["loss_final"]
     shutil.copy(dirs[0] / "run.ckpt", dirs[1] / "run.ckpt")  # a shared file system, by hand
     second = distributed.LocalRun(
