@@ -1,36 +1,21 @@
 """`jaxcorr train` on the implicit path (:mod:`jaxcorr.implicit`): same run as the eager path,
 checkpoints and resume, ``--m 2^K``, and one-line memory refusals before anything is allocated."""
 
-import json
 
 import jax
 import numpy as np
 import pytest
 
 from jaxcorr import checkpoint, cli, implicit, memory, nn
+from test_cli import assert_one_line_error as _one_line_error
+from test_cli import run, run_json
 
 TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
 
 
-def run(capsys, *argv):
-    rc = cli.main(["train", *argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_json(capsys, *argv):
-    rc, out, err = run(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def assert_one_line_error(rc, out, err, *words):
-    assert rc == 2 and out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("jaxcorr: error: "), err
-    for w in words:
-        assert w in lines[0], lines[0]
+    _one_line_error(rc, out, err, *words)
+    assert err.startswith("jaxcorr: error: "), err
 
 
 @pytest.mark.parametrize("method", ["active", "dtree"])
