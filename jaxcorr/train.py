@@ -274,8 +274,16 @@ class _Recorder:
 
 
 def _nbytes(tree) -> int:
-    """Bytes of the arrays the training loop carries and reads (its state memory)."""
-    return int(sum(np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x))) for x in jax.tree_util.tree_leaves(tree)))
+    """Bytes of the arrays the training loop carries and reads (its state memory).
+
+    Typed PRNG keys (in the state of e.g. ``optax.noisy_sgd``) count as their key data.
+    """
+    def size(x):
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x)))
+
+    return int(sum(size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def _timed(ex, carry, consts):

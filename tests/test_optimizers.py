@@ -171,3 +171,16 @@ def test_callback_truthy_values_stop():
         assert h["loss"].shape == (2,)
     _, h = train.fit(p, X, y, steps=6, b=B, chunk_size=2, callback=lambda info: np.False_)
     assert h["loss"].shape == (6,)
+
+
+def test_prng_key_state_dense_runs_and_sparse_refused():
+    """optax.noisy_sgd keeps a typed PRNG key in its state and draws per-row noise: dense trains
+    (the state-memory count reads the key's data), the sparse methods refuse it before any step."""
+    X, y = data.synthetic(1, N, D)
+    p = nn.init(jax.random.key(1), M, D)
+    opt = optax.noisy_sgd(1e-2)
+    _, h = train.fit(p, X, y, steps=2, method="dense", optimizer=opt, b=B)
+    assert h["loss"].shape == (2,) and h["state_bytes"] > 0
+    for method in SPARSE:
+        with pytest.raises(ValueError, match=method):
+            train.fit(p, X, y, steps=2, method=method, optimizer=opt, b=B)
