@@ -611,21 +611,14 @@ def _resume_data(args, saved: dict, checkpoint):
         "--data FILE (any path holding the same data)")
 
 
-@functools.lru_cache(maxsize=None)
 @functools.lru_cache(maxsize=32)
 def _make_optimizer(name: str, lr: float):
-    """The optax optimizer for ``--optimizer name --lr lr``; one object per (name, lr), so that
-    repeated runs in one process reuse :func:`jaxcorr.train.fit`'s compiled code. sgd and momentum
-    are :func:`jaxcorr.train.sgd` (optax's update, marked linear: the span path)."""
-    import optax
+    """The optimizer for ``--optimizer name --lr lr``: :func:`jaxcorr.optimizers.make` (the table
+    shared with the scripts). One object per (name, lr), so that repeated runs in one process reuse
+    :func:`jaxcorr.train.fit`'s compiled code."""
+    from jaxcorr import optimizers  # noqa: PLC0415  (this function is the CLI's one use of the table)
 
-    if name == "sgd":
-        return _train_mod.sgd(lr)
-    if name == "momentum":
-        return _train_mod.sgd(lr, momentum=0.9)
-    if name == "adam":
-        return optax.adam(lr)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return optimizers.make(name, lr)
 
 
 def _progress_line(method: str, step: int, total: int, info: dict) -> str:

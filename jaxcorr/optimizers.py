@@ -1,0 +1,126 @@
+r"""The optimizers jaxcorr's command line and scripts name: one table, one constructor per name.
+
+``jaxcorr train --optimizer NAME``, the benchmarks and the claim scripts all build their optimizer
+here, so a name means the same transformation everywhere:
+
+==========  ==========================================  ==========  ===========  ===========
+name        constructor (``lr``: the learning rate)      default lr  state slots  span path
+==========  ==========================================  ==========  ===========  ===========
+sgd         ``jaxcorr.train.sgd(lr)``                    1.0         0            yes
+momentum    ``jaxcorr.train.sgd(lr, momentum=0.9)``      0.1         1            yes
+adam        ``optax.adam(lr)`` (b1=0.9, b2=0.999,        0.01        2            no
+            eps=1e-8)
+==========  ==========================================  ==========  ===========  ===========
+
+- *default lr*: what :func:`make` uses when no learning rate is given (the command line has its
+  own ``--lr`` default, :data:`jaxcorr.train.DEFAULT_LEARNING_RATE`, for every name).
+- *state slots*: optimizer-state arrays of the size of ``W`` (0 for plain SGD, 1 for the momentum
+  trace, 2 for Adam's moments): what a memory estimate counts.
+- *span path*: sgd and momentum are :class:`jaxcorr.train.LinearOptimizer` (linear in the gradient
+  by construction), which the compacted methods run on the coefficients of the data span (the Gram
+  path). Adam runs the generic compacted path; :mod:`jaxcorr.train` proves it exact on idle rows.
+
+Any other optax ``GradientTransformation`` can still be passed to :func:`jaxcorr.train.fit`
+directly; this table only fixes what the *names* mean.
+
+Examples:
+  >>> from jaxcorr import optimizers, train
+  >>> optimizers.NAMES
+  ('sgd', 'momentum', 'adam')
+  >>> opt = optimizers.make("momentum")          # train.sgd(0.1, momentum=0.9)
+  >>> isinstance(opt, train.LinearOptimizer)
+  True
+  >>> optimizers.describe("adam", 0.001)
+  'optax.adam(0.001)'
+  >>> optimizers.make("lion")
+  Traceback (most recent call last):
+  ...
+  ValueError: unknown optimizer 'lion'; choose one of sgd, momentum, adam
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import optax
+
+from jaxcorr import train
+
+__all__ = ["Spec", "TABLE", "NAMES", "make", "describe", "spec"]
+
+
+class Spec(NamedTuple):
+    """One row of :data:`TABLE`: how a name is built and what it costs."""
+
+    build: Callable[[float], optax.GradientTransformation]  # learning rate -> optimizer
+    learning_rate: float  # the default learning rate of :func:`make`
+    label: str  # what runs, with ``{lr}`` for the learning rate (for reports and JSON rows)
+    state_slots: int  # optimizer-state arrays the size of W
+    span: bool  # a jaxcorr.train.LinearOptimizer: the compacted methods take the Gram (span) path
+
+
+#: The optimizer names and what each stands for (see the module docstring's table).
+TABLE: dict[str, Spec] = {
+    "sgd": Spec(train.sgd, 1.0, "jaxcorr.train.sgd({lr})", 0, True),
+    "momentum": Spec(functools.partial(train.sgd, momentum=0.9), 0.1,
+                     "jaxcorr.train.sgd({lr}, momentum=0.9)", 1, True),
+    "adam": Spec(optax.adam, 0.01, "optax.adam({lr})", 2, False),
+}
+
+#: The names of :data:`TABLE`, in order (the command line's ``--optimizer`` choices).
+NAMES: tuple[str, ...] = tuple(TABLE)
+
+
+def spec(name: str) -> Spec:
+    """The :data:`TABLE` row of ``name``.
+
+    Raises:
+      ValueError: ``name`` is not in the table (the message lists the names).
+    """
+    try:
+        return TABLE[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}") from None
+
+
+def _rate(name: str, learning_rate: float | None) -> float:
+    return spec(name).learning_rate if learning_rate is None else learning_rate
+
+
+def make(name: str, learning_rate: float | None = None) -> optax.GradientTransformation:
+    """A new optimizer for ``name`` (see :data:`TABLE`).
+
+    Args:
+      name: one of :data:`NAMES`.
+      learning_rate: the step size (a float > 0, or for sgd/momentum also a schedule); None: the
+        table's default for ``name``.
+
+    Returns:
+      The optax ``GradientTransformation``: a :class:`jaxcorr.train.LinearOptimizer` for sgd and
+      momentum, ``optax.adam`` for adam. Each call builds a new object (:func:`jaxcorr.train.fit`
+      compiles per optimizer object: reuse the object to reuse the compiled code).
+
+    Raises:
+      ValueError: unknown ``name`` (the message lists the names), or a learning rate that
+        :func:`jaxcorr.train.sgd` refuses.
+
+    Examples:
+      >>> from jaxcorr import optimizers
+      >>> opt = optimizers.make("sgd", 0.5)
+      >>> opt.init(__import__("jax").numpy.zeros(3))
+      (EmptyState(), EmptyState())
+    """
+    s = spec(name)
+    return s.build(_rate(name, learning_rate))
+
+
+def describe(name: str, learning_rate: float | None = None) -> str:
+    """What :func:`make` builds for ``name``, as code: e.g. ``'jaxcorr.train.sgd(1.0)'``.
+
+    Examples:
+      >>> from jaxcorr import optimizers
+      >>> optimizers.describe("momentum")
+      'jaxcorr.train.sgd(0.1, momentum=0.9)'
+    """
+    return spec(name).label.format(lr=_rate(name, learning_rate))
