@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from jaxcorr import distributed  # noqa: E402  (no backend until setup)
+from jaxcorr import distributed, maxtree, optimizers  # noqa: E402  (no backend until setup)
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}
@@ -53,7 +53,6 @@ def worker(args) -> dict:
     import resource  # noqa: PLC0415
 
     import jax  # noqa: PLC0415
-    import optax  # noqa: PLC0415
 
     from jaxcorr import data, nn, sharding, train  # noqa: PLC0415
 
@@ -61,7 +60,7 @@ def worker(args) -> dict:
         mesh = sharding.data_mesh(jax.devices()[:1])
     X, y = data.synthetic(args.seed, args.n, args.d)
     params = nn.init(jax.random.key(args.seed), args.m, args.d)
-    opt = {"sgd": optax.sgd(args.lr), "adam": optax.adam(args.lr * 1e-2)}[args.optimizer]
+    opt = optimizers.make(args.optimizer, args.lr)
     method = distributed.mesh_method(args.method)
     configs = [("sharded", mesh)] + ([("single", None)] if jax.process_count() == 1 else [])
     rows = []
@@ -164,18 +163,17 @@ def _comm_summary(dump_dir: str, P: int) -> dict | None:
             "ring_bytes_sent_per_process_per_step": sum(ring.get(c["op"], 1.0) * c["bytes"] for c in cols)}
 
 
-def padded_rows(n_active: int) -> int:
-    """The compacted row count L the step runs on: |A| rounded up to a multiple of max(8, pow2(|A|)/8)
-    (the bucketing of jaxcorr.train, restated here so the script reads no private name)."""
-    p2 = 1 << max(int(n_active) - 1, 0).bit_length()
-    g = max(8, p2 // 8)
-    return -(-int(n_active) // g) * g
+def compacted_rows(n_active: int) -> int:
+    """The row count L the compacted step runs on: |A| plus the padding row that the idle-row guard
+    reads, in the sizes of the public capacity policy (:func:`jaxcorr.maxtree.bucket`), as
+    :mod:`jaxcorr.train` lays the rows out."""
+    return maxtree.bucket(int(n_active) + 1)
 
 
 def derived_bytes(n_pad: int, L: int, d: int, span: bool, itemsize: int = 4) -> dict:
     """The step's collectives as written in :mod:`jaxcorr.sharding` (``_local_dtree_step``), in bytes.
 
-    ``L`` is the padded number of active rows (:func:`padded_rows`), ``n_pad`` the padded points.
+    ``L`` is the padded number of active rows (:func:`compacted_rows`), ``n_pad`` the padded points.
 
     Gram path (sgd, momentum): ``psum_scatter`` of the (L, n_pad) partial products ``K G``;
     generic path: ``psum`` of the (L, d) gradient rows. Both: the loss, mean and max fire count and
@@ -196,9 +194,11 @@ def main(argv=None) -> int:
     ap.add_argument("--d", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10, help="steps per timed fit call (one chunk)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
-                    help="sgd: Gram path (psum_scatter of K G); adam: generic path (psum of the gradient)")
-    ap.add_argument("--lr", type=float, default=1.0)
+    ap.add_argument("--optimizer", default="sgd", choices=optimizers.NAMES,
+                    help="a name of jaxcorr.optimizers.TABLE: sgd, momentum: Gram path (psum_scatter of K G); "
+                         "adam: generic path (psum of the gradient)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate (default: the table's, jaxcorr.optimizers.spec(name).learning_rate)")
     ap.add_argument("--method", default=None, help="default: jaxcorr.distributed.mesh_method()")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=1800)
@@ -208,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--num-processes", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.lr is None:
+        args.lr = optimizers.spec(args.optimizer).learning_rate
     if args.worker is not None:
         print(json.dumps(worker(args)), flush=True)
         return 0
@@ -233,7 +235,7 @@ def main(argv=None) -> int:
         r["MiB_peak_rss"] = r["peak_rss_bytes"] / 2**20
     sharded = next((r for r in rows if r["mode"] == "sharded" and r["processes"] > 1), base)
     n_pad = -(-args.n // max(r["processes"] for r in rows)) * max(r["processes"] for r in rows)
-    derived = derived_bytes(n_pad, padded_rows(sharded["n_active"]), args.d, sharded["span"])
+    derived = derived_bytes(n_pad, compacted_rows(sharded["n_active"]), args.d, sharded["span"])
     machine = benchmarking.machine_info()
     out = {"config": vars(args) | {"worker": None}, "machine": machine, "rows": rows,
            "communication": {"derived_from_code": derived, "hlo": comm},

@@ -34,10 +34,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from jaxcorr import optimizers  # noqa: E402  (imports JAX, starts no backend: children set XLA_FLAGS first)
+
 
 def _child(args) -> dict:
     import jax
-    import optax
 
     from jaxcorr import benchmarking, data, nn, sharding, train
 
@@ -45,7 +46,7 @@ def _child(args) -> dict:
     devs = jax.devices()
     if len(devs) < D:
         return {"devices": D, "skipped": f"only {len(devs)} devices"}
-    opt = {"sgd": train.sgd(args.lr), "adam": optax.adam(args.lr)}[args.optimizer]  # lr as labelled
+    opt = optimizers.make(args.optimizer, args.lr)
     X, y = data.synthetic(args.seed, args.n, args.d)
     params = nn.init(jax.random.key(args.seed), args.m, args.d)
     mesh = sharding.data_mesh(devs[:D])
@@ -62,8 +63,7 @@ def _child(args) -> dict:
             "devices": D if msh is not None else 1,
             "mode": label,
             "method": args.method,
-            "optimizer_used": (f"jaxcorr.train.sgd({args.lr})" if args.optimizer == "sgd"
-                               else f"optax.adam({args.lr})"),
+            "optimizer_used": optimizers.describe(args.optimizer, args.lr),
             "ms_per_step": statistics.median(ms),
             "ms_all": ms,
             "bytes_per_device": hist.get("bytes_per_device"),
@@ -84,17 +84,18 @@ def main(argv=None) -> int:
     ap.add_argument("--d", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20, help="steps per timed fit call (one chunk)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"],
-                    help="sgd (jaxcorr.train.sgd) runs the Gram path (psum_scatter of K G), adam the generic one "
-                         "(psum of grad)")
-    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: sgd 1.0, adam 0.01)")
+    ap.add_argument("--optimizer", default="sgd", choices=optimizers.NAMES,
+                    help="a name of jaxcorr.optimizers.TABLE: sgd and momentum run the Gram path (psum_scatter "
+                         "of K G), adam the generic one (psum of grad)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="learning rate (default: the table's, jaxcorr.optimizers.spec(name).learning_rate)")
     ap.add_argument("--method", default="dtree", choices=["dtree", "active"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench_sharding.json")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.lr is None:
-        args.lr = {"sgd": 1.0, "adam": 0.01}[args.optimizer]
+        args.lr = optimizers.spec(args.optimizer).learning_rate
     if args.child:
         print(json.dumps(_child(args)))
         return 0

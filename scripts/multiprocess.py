@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from jaxcorr import distributed  # noqa: E402  (imports no backend: safe before setup)
+from jaxcorr import distributed, optimizers  # noqa: E402  (imports no backend: safe before setup)
 
 
 def worker(args) -> dict:
@@ -50,13 +50,12 @@ def worker(args) -> dict:
 
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
-    import optax  # noqa: PLC0415
 
     from jaxcorr import data, nn, train  # noqa: PLC0415
 
     X, y = data.synthetic(args.seed, args.n, args.d)
     params = nn.init(jax.random.key(args.seed), args.m, args.d)
-    opt = {"sgd": optax.sgd(args.lr), "adam": optax.adam(args.lr)}[args.optimizer]
+    opt = optimizers.make(args.optimizer, args.lr)  # what `jaxcorr train --optimizer` builds
     method = distributed.mesh_method(args.method)
     params, hist = train.fit(params, X, y, steps=args.steps, method=method, optimizer=opt, b=args.b,
                              mesh=mesh)
@@ -146,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--b", type=float, default=None, help="threshold (default sqrt(0.4 ln m))")
     ap.add_argument("--lr", type=float, default=1.0)
-    ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    ap.add_argument("--optimizer", choices=optimizers.NAMES, default="sgd", help="a name of jaxcorr.optimizers.TABLE")
     ap.add_argument("--method", default=None, help="sparse method on the mesh (default: distributed.mesh_method())")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rtol", type=float, default=1e-5, help="agreement required with one process (relative)")
