@@ -63,7 +63,7 @@ for k in METHODS:
 #
 # $n = 16$ seeded synthetic points in $d = 16$ (`data.synthetic`: unit-norm $x_i$, targets
 # $y_i = \tanh(2\langle v, x_i\rangle)$), $m = 4096$ neurons, 100 steps of plain gradient
-# descent with `fit`'s default optimizer (`optax.sgd` at `train.DEFAULT_LEARNING_RATE`,
+# descent with `fit`'s default optimizer (`train.sgd` at `train.DEFAULT_LEARNING_RATE`,
 # printed below). The history records the loss $L(W(t))$ at every step and the fire-set sizes
 # $k_{i,t} = |S_{i,\mathrm{fire}}(t)|$.
 
