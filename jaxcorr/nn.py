@@ -45,11 +45,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.random import threefry2x32_p
 
-from jaxcorr import _checks
+from jaxcorr import _checks, _linalg
 
 __all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
-
-_HIGHEST = lax.Precision.HIGHEST
 
 
 class Params(NamedTuple):
@@ -212,13 +210,9 @@ def relu_b(x: jax.Array, b) -> jax.Array:
     return jnp.maximum(x - jnp.asarray(b, x.dtype), 0)
 
 
-def _inner(W, X):
-    return jnp.matmul(X, W.T, precision=_HIGHEST)  # (n, m): <w_r, x_i>
-
-
 def fire_mask(params: Params, X: jax.Array, b) -> jax.Array:
     r"""(n, m) boolean matrix of :math:`\langle w_r, x_i \rangle > b`: row i is S_{i,fire} (Def. 2.4)."""
-    ip = _inner(params.W, jnp.atleast_2d(X))
+    ip = _linalg.inner(jnp.atleast_2d(X), params.W)  # (n, m): <w_r, x_i>
     return ip > jnp.asarray(b, ip.dtype)
 
 
@@ -226,8 +220,8 @@ def predict(params: Params, X: jax.Array, b) -> jax.Array:
     r"""2NN(m, b) output :math:`f(W, x, a)` (Definition 2.1) for ``X`` (n, d) -> (n,), or (d,) -> ()."""
     X = jnp.asarray(X)
     single = X.ndim == 1
-    ip = _inner(params.W, jnp.atleast_2d(X))
-    out = jnp.matmul(relu_b(ip, b), params.a.astype(ip.dtype), precision=_HIGHEST)
+    ip = _linalg.inner(jnp.atleast_2d(X), params.W)
+    out = _linalg.matmul(relu_b(ip, b), params.a.astype(ip.dtype))
     out = out / jnp.sqrt(jnp.asarray(params.W.shape[0], ip.dtype))
     return out[0] if single else out
 
@@ -244,15 +238,15 @@ def loss_and_grad(W, a, X, y, b, scale=None):
     ``scale`` is 1/sqrt(m) for the network's width m (default ``1/sqrt(W.shape[0])``; smaller when
     ``W`` holds only the rows that can fire). Returns ``(loss, grad (m, d), fire (n, m) bool)``.
     """
-    ip = _inner(W, X)
+    ip = _linalg.inner(X, W)  # (n, m): <w_r, x_i>
     b = jnp.asarray(b, ip.dtype)
     fire = ip > b
     if scale is None:
         scale = 1.0 / jnp.sqrt(jnp.asarray(W.shape[0], ip.dtype))
-    u = jnp.matmul(jnp.where(fire, ip - b, 0), a, precision=_HIGHEST) * scale
+    u = _linalg.matmul(jnp.where(fire, ip - b, 0), a) * scale
     e = u - y
     coef = jnp.where(fire, (a * scale)[None, :] * e[:, None], 0)  # P_{i,r} (f_i - y_i), Alg. 8 l.19-23
-    grad = jnp.matmul(coef.T, X, precision=_HIGHEST)
+    grad = _linalg.matmul(coef.T, X)
     return 0.5 * jnp.sum(e * e), grad, fire
 
 

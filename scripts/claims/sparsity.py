@@ -13,10 +13,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxcorr import benchmarking as bm
 from jaxcorr import data as jdata
+from jaxcorr import nn
 from scripts.claims import common
 from scripts.claims import plotting as pl
 
@@ -40,7 +40,7 @@ SIZES = {
 def _fire_counts_chunk(key, X, b, size: int):
     """k_i restricted to ``size`` fresh neurons w_r(0) ~ N(0, I_d) (Definition 2.1 / nn.init)."""
     W = jax.random.normal(key, (size, X.shape[1]), X.dtype)
-    return (jnp.matmul(X, W.T, precision=lax.Precision.HIGHEST) > b).sum(axis=1)
+    return nn.fire_mask(nn.Params(W, jnp.ones((size,), X.dtype)), X, b).sum(axis=1)  # a: unused
 
 
 def fire_counts_at_init(seed, X, m, chunk):
