@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import jaxcorr
-from jaxcorr import dtree, maxtree, wtree
+from jaxcorr import dtree, maxtree, nn, wtree
 
 plt.rcParams.update({"figure.dpi": 72, "savefig.dpi": 72, "axes.grid": True, "grid.alpha": 0.3})
 np.set_printoptions(precision=2, suppress=True, linewidth=110)
@@ -311,7 +311,7 @@ X_big = jax.random.normal(kx, (n_big, d_big))
 X_big = X_big / jnp.linalg.norm(X_big, axis=1, keepdims=True)
 dt_big = dtree.init(W_big, X_big)
 ip_big = np.asarray(dtree.inner_products(dt_big))
-b = float(np.sqrt(0.4 * np.log(m_big)))
+b = nn.default_threshold(m_big)  # sqrt(0.4 ln m)
 logP = int(np.log2(maxtree.padded_size(m_big)))
 
 levels_big = [np.asarray(lvl) for lvl in dt_big.tree.levels]
