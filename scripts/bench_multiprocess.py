@@ -186,7 +186,7 @@ def derived_bytes(n_pad: int, L: int, d: int, span: bool, itemsize: int = 4) -> 
             "payload_bytes_per_step": main["bytes"] + L * 4 + 16}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", default="1,2,4", help="comma-separated process counts")
     ap.add_argument("--n", type=int, default=256, help="data points (split across processes)")
@@ -207,7 +207,32 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--num-processes", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _print_report(args, out: dict) -> None:
+    """The summary on stdout: the rows as a table, the bytes per step derived and from the HLO."""
+    from jaxcorr import benchmarking  # noqa: PLC0415
+
+    machine, rows = out["machine"], out["rows"]
+    derived, comm = out["communication"]["derived_from_code"], out["communication"]["hlo"]
+    print(f"n={args.n} m={args.m} d={args.d} steps={args.steps} optimizer={args.optimizer}; "
+          f"{machine.get('cpu')} ({machine.get('cores')} cores), jax {machine.get('jax')}")
+    cols = ["processes", "process", "mode", "method", "ms_per_step", "MiB_state", "MiB_peak_rss", "n_active",
+            "span", "loss_rel_diff"]
+    print(benchmarking.format_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in rows], cols))
+    print(f"communication per step, derived: {derived['payload_bytes_per_step']} bytes payload "
+          f"({derived['main']['op']} {derived['main']['bytes']} + union flags {derived['union_flags']['bytes']} + scalars 16)")
+    for P, c in comm.items():
+        print(f"  HLO, {P} processes: {c['payload_bytes_per_step']} bytes payload in "
+              f"{len(c['collectives'])} collectives; ring estimate {c['ring_bytes_sent_per_process_per_step']:.0f} "
+              "bytes sent per process per step")
+    print("note:", out["note"])
+    print(f"wrote {args.out}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     if args.lr is None:
         args.lr = optimizers.spec(args.optimizer).learning_rate
     if args.worker is not None:
@@ -244,19 +269,7 @@ def main(argv=None) -> int:
                     "memory per process does split")}
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
-    print(f"n={args.n} m={args.m} d={args.d} steps={args.steps} optimizer={args.optimizer}; "
-          f"{machine.get('cpu')} ({machine.get('cores')} cores), jax {machine.get('jax')}")
-    cols = ["processes", "process", "mode", "method", "ms_per_step", "MiB_state", "MiB_peak_rss", "n_active",
-            "span", "loss_rel_diff"]
-    print(benchmarking.format_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in rows], cols))
-    print(f"communication per step, derived: {derived['payload_bytes_per_step']} bytes payload "
-          f"({derived['main']['op']} {derived['main']['bytes']} + union flags {derived['union_flags']['bytes']} + scalars 16)")
-    for P, c in comm.items():
-        print(f"  HLO, {P} processes: {c['payload_bytes_per_step']} bytes payload in "
-              f"{len(c['collectives'])} collectives; ring estimate {c['ring_bytes_sent_per_process_per_step']:.0f} "
-              "bytes sent per process per step")
-    print("note:", out["note"])
-    print(f"wrote {args.out}")
+    _print_report(args, out)
     return 0
 
 
