@@ -9,6 +9,7 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.ddfn`: Dynamic Detection of Firing Neurons (Definition 1.3).
 - :mod:`jaxcorr.nn`: the 2NN(m, b) model (Definition 2.1) and its gradient.
 - :mod:`jaxcorr.train`: ``fit`` with the dense, dtree (Algorithm 8) and wtree (Algorithm 9) methods.
+- :mod:`jaxcorr.optimizers`: the optimizer names (sgd, momentum, adam) shared by the CLI and scripts.
 - :mod:`jaxcorr.data`, :mod:`jaxcorr.io`: synthetic data and user data files.
 - :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
@@ -18,8 +19,8 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.distributed`: the main job across JAX processes (hosts).
 """
 
-from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, implicit, io, maxtree, nn, reductions, sharding,
-                     train, wtree)
+from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, implicit, io, maxtree, nn, optimizers, reductions,
+                     sharding, train, wtree)
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "io",
     "maxtree",
     "nn",
+    "optimizers",
     "reductions",
     "sharding",
     "train",
