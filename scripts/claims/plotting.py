@@ -115,3 +115,12 @@ def save(fig, out, name, made) -> None:
     fig.tight_layout()
     fig.savefig(Path(out) / name, dpi=110)
     made.append(name)
+
+
+def finish(fig, ax, results, out, name, made, *, legend_fontsize: int = 7) -> None:
+    """The common end of a one-axis figure: small title and legend, the run's subtitle, saved as
+    ``out/name`` (appended to ``made``)."""
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=legend_fontsize)
+    fig.suptitle(subtitle(results), fontsize=8)
+    save(fig, out, name, made)

@@ -114,8 +114,5 @@ def figure(results, out, plt):
     ax.set(xlabel="N = n = m", ylabel="seconds",
            title=f"Theorem F.4 reduction (d={rows[0]['d']}): correct {pl.verdict(claims, 'reduction_correct')}, "
                  f"cost {pl.verdict(claims, 'reduction_cost')}")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
-    fig.suptitle(pl.subtitle(results), fontsize=8)
-    pl.save(fig, out, "reduction.png", made)
+    pl.finish(fig, ax, results, out, "reduction.png", made, legend_fontsize=8)
     return made

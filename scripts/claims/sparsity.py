@@ -104,8 +104,5 @@ def figure(results, out, plt):
     ax.set(xlabel="m (neurons)", ylabel="fired neurons per data point",
            title=f"Lemma 2.5/B.6: sparsity (init: {pl.verdict(claims, 'sparsity_init')}, "
                  f"training: {pl.verdict(claims, 'sparsity_train')})")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
-    fig.suptitle(pl.subtitle(results), fontsize=8)
-    pl.save(fig, out, "sparsity.png", made)
+    pl.finish(fig, ax, results, out, "sparsity.png", made)
     return made

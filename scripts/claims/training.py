@@ -165,10 +165,7 @@ def figure(results, out, plt):
     ax.set(xlabel="m (neurons)", ylabel="ms per training step",
            title=f"Per-step cost (n={rows[0]['n']}, d={rows[0]['d']}): dtree {pl.verdict(claims, 'step_cost_dtree')}, "
                  f"wtree {pl.verdict(claims, 'step_cost_wtree')}")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
-    fig.suptitle(pl.subtitle(results), fontsize=8)
-    pl.save(fig, out, "step_cost.png", made)
+    pl.finish(fig, ax, results, out, "step_cost.png", made)
 
     nU = [r["n"] * r["U"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -182,8 +179,5 @@ def figure(results, out, plt):
     pl.loglog2(ax, nU, ys)
     ax.set(xlabel="n |U|, U = union_i S_{i,fire} (the active rows)", ylabel="ms per training step",
            title=f"Exact GD costs Theta(n |U|) per step: {pl.verdict(claims, 'step_cost_exact_gd')}")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=7)
-    fig.suptitle(pl.subtitle(results), fontsize=8)
-    pl.save(fig, out, "step_cost_exact.png", made)
+    pl.finish(fig, ax, results, out, "step_cost_exact.png", made)
     return made
