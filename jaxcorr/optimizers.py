@@ -106,10 +106,12 @@ def make(name: str, learning_rate: float | None = None) -> optax.GradientTransfo
         :func:`jaxcorr.train.sgd` refuses.
 
     Examples:
+      >>> import jax.numpy as jnp
       >>> from jaxcorr import optimizers
       >>> opt = optimizers.make("sgd", 0.5)
-      >>> opt.init(__import__("jax").numpy.zeros(3))
-      (EmptyState(), EmptyState())
+      >>> updates, _ = opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))
+      >>> updates.tolist()                      # -lr * gradient
+      [-0.5, -0.5]
     """
     s = spec(name)
     return s.build(_rate(name, learning_rate))
