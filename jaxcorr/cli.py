@@ -468,6 +468,8 @@ def _execute(args, run: dict, sig) -> int:
     if out["diverged"] is not None:
         return _diverged(args, out["diverged"], hist, step0, cfg)
     if args.save and out["saved_at"] != step_end:  # at the end, or where a signal stopped the run
+        if out["interrupted"]:
+            print(f"jaxcorr: saving checkpoint {args.save} at step {step_end}...", file=sys.stderr, flush=True)
         save(params, opt_state, step_end)
     if out["interrupted"]:
         return _interrupted(args, sig, step_end, done)

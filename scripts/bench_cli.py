@@ -5,11 +5,19 @@ directory), then runs the same command ``--runs`` times: run 1 compiles everythi
 the compiled programs from the cache. Every figure is the wall clock of the whole process (Python
 start, JAX import, set-up, compilation, training, summary), as a user sees it.
 
+``--stop`` measures instead how fast a run stops: it starts ``jaxcorr train --steps 1000000`` per
+method, signal (SIGINT, SIGTERM) and with/without ``--save``, waits until training runs, sends the
+signal and times, from the signal, the process's own lines on stderr as they arrive: the
+acknowledgement, ``saving checkpoint`` (the chunk that was running has ended), the final
+``interrupted by`` line (the checkpoint is written) and the exit. Median of ``--repeats``.
+
 Run it alone on the machine (``flock /work/bench.lock ...`` on a shared one).
 
 Examples:
   $ python scripts/bench_cli.py --quick                      # default sizes, 1 repeat
   $ python scripts/bench_cli.py --repeats 3 --out docs/bench/bench_cli.json
+  $ python scripts/bench_cli.py --stop --quick               # stop latency at the default sizes
+  $ flock /work/bench.lock python scripts/bench_cli.py --stop --repeats 3 --out docs/bench/bench_stop.json -- --m 2^22 --d 64
 """
 
 from __future__ import annotations
@@ -17,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,16 +54,104 @@ def run_once(method: str, cache: str, extra: list[str]) -> dict:
     return {"wall_s": wall, "fit_wall_s": r["wall_s"], "setup_s": r["setup_s"], "ms_per_step": r["ms_per_step"]}
 
 
+def stop_once(method: str, sig: int, save: bool, cache: str, extra: list[str], settle_s: float = 1.0,
+              timeout_s: float = 900.0) -> dict:
+    """One ``jaxcorr train --steps 1000000`` process stopped by ``sig`` once training runs.
+
+    Returns seconds from the signal to: ``ack_s`` (the "stopping" line), ``saving_s`` (the chunk
+    ended, the checkpoint is being written; None without --save), ``saved_s`` (the last line,
+    written after the checkpoint), ``exit_s``; the exit status ``rc`` and ``checkpoint_bytes``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = os.path.join(tmp, "x.ckpt")
+        cmd = [sys.executable, "-m", "jaxcorr", "train", "--method", method, "--steps", "1000000",
+               "--cache-dir", cache, *(["--save", ck] if save else []), *extra]
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env)
+        lines: queue.Queue = queue.Queue()
+
+        def read():
+            for line in p.stderr:
+                lines.put((time.perf_counter(), line))
+            lines.put((time.perf_counter(), None))
+
+        threading.Thread(target=read, daemon=True).start()
+        log, end = [], time.perf_counter() + timeout_s
+        while True:  # until training runs (the first progress line after set-up)
+            t, line = lines.get(timeout=max(end - time.perf_counter(), 0.1))
+            if line is None:
+                raise RuntimeError(f"{' '.join(cmd)} exited {p.wait()} before training: {''.join(log)[-800:]}")
+            log.append(line)
+            if "set-up done" in line:
+                break
+        time.sleep(settle_s)
+        t0 = time.perf_counter()
+        p.send_signal(sig)
+        rc = p.wait(timeout=timeout_s)
+        t_exit = time.perf_counter() - t0
+        marks = {"ack_s": None, "saving_s": None, "saved_s": None}
+        while True:
+            t, line = lines.get(timeout=10)
+            if line is None:
+                break
+            log.append(line)
+            if t < t0:
+                continue
+            if "stopping" in line and marks["ack_s"] is None:
+                marks["ack_s"] = t - t0
+            if line.startswith("jaxcorr: saving checkpoint"):
+                marks["saving_s"] = t - t0
+            if "interrupted by" in line:
+                marks["saved_s"] = t - t0
+        size = os.path.getsize(ck) if save and os.path.exists(ck) else None
+    return {"rc": rc, "exit_s": t_exit, **marks, "checkpoint_bytes": size, "stderr_tail": "".join(log[-4:])}
+
+
+def stop_rows(methods: list[str], repeats: int, extra: list[str], signals=("SIGINT", "SIGTERM"),
+              saves=(False, True)) -> list[dict]:
+    """Median stop latencies per method, signal and --save (each from a warm compilation cache)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for method in methods:
+            run_once(method, cache, ["--steps", "2", *extra])  # fill the cache: time stops, not compiles
+            for sig in (getattr(signal, name) for name in signals):
+                for save in saves:
+                    rs = [stop_once(method, sig, save, cache, extra) for _ in range(repeats)]
+                    row = {"method": method, "signal": signal.Signals(sig).name, "save": save,
+                           "rc": sorted({r["rc"] for r in rs}), "checkpoint_bytes": rs[-1]["checkpoint_bytes"]}
+                    for k in ("exit_s", "ack_s", "saving_s", "saved_s"):
+                        vals = [r[k] for r in rs if r[k] is not None]
+                        row[k] = statistics.median(vals) if vals else None
+                    row["all_exit_s"] = [round(r["exit_s"], 3) for r in rs]
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(train.METHODS), help="comma-separated (default: all of jaxcorr.train.METHODS)")
     ap.add_argument("--repeats", type=int, default=3, help="fresh caches per method (default 3)")
     ap.add_argument("--runs", type=int, default=3, help="runs per cache: 1 cold, then warm (default 3)")
     ap.add_argument("--quick", action="store_true", help="1 repeat of 2 runs")
+    ap.add_argument("--stop", action="store_true", help="measure signal-to-exit latency instead (see above)")
+    ap.add_argument("--signals", default="SIGINT,SIGTERM", help="with --stop: signals to send (default SIGINT,SIGTERM)")
+    ap.add_argument("--save-modes", default="no,yes", help="with --stop: without/with --save (default no,yes)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("extra", nargs="*", help="more `jaxcorr train` options after --, e.g. -- --m 65536")
     args = ap.parse_args(argv)
     repeats, runs = (1, 2) if args.quick else (args.repeats, args.runs)
+    if args.stop:
+        saves = [{"no": False, "yes": True}[v] for v in args.save_modes.split(",")]
+        rows = stop_rows(args.methods.split(","), repeats, args.extra, args.signals.split(","), saves)
+        result = {"machine": benchmarking.machine_info(), "mode": "stop", "repeats": repeats,
+                  "options": args.extra, "rows": rows}
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+        print(benchmarking.format_table(rows, ["method", "signal", "save", "rc", "exit_s", "ack_s", "saving_s",
+                                               "saved_s", "checkpoint_bytes"]))
+        return 0
     rows = []
     for method in args.methods.split(","):
         per_run = [[] for _ in range(runs)]

@@ -1,5 +1,6 @@
 """jaxcorr.checkpoint: round trip, atomic save, corruption and mismatch detection, exact resume."""
 
+import json
 import os
 
 import jax
@@ -55,11 +56,11 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, setup, monkeypatc
     checkpoint.save(path, params, state, 1, {}, X, y)
     before = path.read_bytes()
 
-    def crash(f, **arrays):
+    def crash(f, arrays, meta):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(checkpoint, "_write_npz", crash)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, params._replace(W=params.W + 1), state, 2, {}, X, y)
     assert path.read_bytes() == before
@@ -165,12 +166,12 @@ from jaxcorr import checkpoint, data, nn
 X, y = data.synthetic(0, 3, 2)
 params = nn.init(jax.random.key(0), 8, 2)
 
-def half_then_killed(f, **arrays):
+def half_then_killed(f, arrays, meta):
     f.write(b"PK\\x03\\x04 half a zip")
     f.flush()
     os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no except clause runs
 
-np.savez = half_then_killed
+checkpoint._write_npz = half_then_killed
 checkpoint.save(sys.argv[1], params, None, 1, {}, X, y)
 """
 
@@ -224,3 +225,57 @@ def test_is_checkpoint_and_check_target(tmp_path, setup):
     with pytest.raises(OSError, match="cannot write"):
         checkpoint.check_target("/proc/x.ckpt")
     assert sorted(os.listdir(tmp_path)) == ["c.ckpt", "d.npz", "notes.txt"]  # the probe file is gone
+
+
+def test_every_flipped_byte_is_detected_or_harmless(tmp_path, setup):
+    """Format 2 (zip CRC-32 per member, repeated in meta): a flipped byte anywhere in the file either
+    raises CheckpointError or leaves every loaded array and the metadata bit for bit as saved (zip
+    fields that carry no data, such as timestamps)."""
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 3, {"m": M}, X, y)
+    raw = path.read_bytes()
+    ref = checkpoint.load(path)
+    flat = lambda ck: [np.asarray(v) for v in (ck["params"].W, ck["params"].a, *ck["opt_state"])]  # noqa: E731
+    silent = 0
+    for i in range(len(raw)):
+        path.write_bytes(raw[:i] + bytes([raw[i] ^ 0x10]) + raw[i + 1:])
+        try:
+            ck = checkpoint.load(path)
+        except checkpoint.CheckpointError:
+            continue
+        silent += 1
+        assert ck["step"] == 3 and ck["config"] == ref["config"] and ck["fingerprint"] == ref["fingerprint"], i
+        assert all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+                   for a, b in zip(flat(ck), flat(ref))), i
+    assert silent < len(raw) // 10  # a few bytes of zip bookkeeping, not the data
+
+
+def test_format_1_checkpoints_are_still_read(tmp_path, setup):
+    X, y, params, opt, state = setup
+    arrays = {"W": np.asarray(params.W), "a": np.asarray(params.a)}
+    arrays.update({f"opt_{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(state))})
+    meta = json.dumps({"format": "jaxcorr-checkpoint/1", "step": 5, "config": {"m": M},
+                       "fingerprint": checkpoint.fingerprint(X, y)}, sort_keys=True).encode()
+    digest = checkpoint._checksum_v1(meta, arrays).encode()
+    path = tmp_path / "old.ckpt"
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, meta=np.frombuffer(meta, np.uint8), checksum=np.frombuffer(digest, np.uint8))
+    assert checkpoint.is_checkpoint(path)
+    ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
+    assert ck["step"] == 5 and np.array_equal(ck["params"].W, params.W)
+    raw = path.read_bytes()
+    i = raw.index(np.asarray(params.W).tobytes()[:8]) + 4
+    path.write_bytes(raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1:])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted"):
+        checkpoint.load(path)
+
+
+def test_save_reports_its_phases_and_read_meta_reads_only_metadata(tmp_path, setup):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    t = {}
+    checkpoint.save(path, params, state, 4, {"m": M}, X, y, timings=t)
+    assert set(t) == {"host", "write", "fsync", "rename", "bytes"} and t["bytes"] == path.stat().st_size
+    meta = checkpoint.read_meta(path)
+    assert meta["format"] == checkpoint.FORMAT and meta["step"] == 4 and meta["arrays"]["W"][1] == [M, D]
