@@ -11,10 +11,11 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from jaxcorr import checkpoint, cli, data
+from jaxcorr import checkpoint, cli, data, implicit
 
 TINY = ["--n", "4", "--m", "256", "--d", "4"]
 STEPS = 6
@@ -44,13 +45,26 @@ def assert_one_line_error(rc, out, err, *words):
         assert w in lines[0], lines[0]
 
 
+def load_state(path):
+    """A checkpoint of ``jaxcorr train`` as full-width params and state: a compact one (the rows that
+    differ from W(0), :func:`jaxcorr.implicit.save_trained`) expanded back to all m rows."""
+    cfg = checkpoint.read_meta(path)["config"]
+    if not isinstance(cfg.get("implicit"), dict):
+        return load_state(path)
+    opt = cli._make_optimizer(cfg["optimizer"], cfg["lr"])
+    ck = implicit.load(path, optimizer=opt)
+    params, state, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
+    return {"params": params, "opt_state": jax.tree_util.tree_leaves(state), "step": ck["step"],
+            "config": ck["config"]}
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     """An uninterrupted run of STEPS steps, saved: the reference for every resume test."""
     path = tmp_path_factory.mktemp("ref") / "full.ckpt"
     rc = cli.main(["train", *TINY, "--steps", str(STEPS), "--save", str(path), "--json", "--quiet"])
     assert rc == 0
-    return path, checkpoint.load(path)
+    return path, load_state(path)
 
 
 def assert_same_state(a, b, exact=True):
@@ -172,10 +186,10 @@ def test_resume_ends_where_uninterrupted_run_ends(capsys, tmp_path, full_run):
     _, ref = full_run
     half = tmp_path / "half.ckpt"
     assert run(capsys, *TINY, "--steps", str(STEPS // 2), "--save", str(half))[0] == 0
-    assert checkpoint.load(half)["step"] == STEPS // 2
+    assert load_state(half)["step"] == STEPS // 2
     rc, out, err = run(capsys, "--resume", str(half), "--save", str(half), "--steps", str(STEPS - STEPS // 2))
     assert rc == 0, err
-    assert_same_state(checkpoint.load(half), ref, exact=False)
+    assert_same_state(load_state(half), ref, exact=False)
 
 
 def test_resume_with_adam_and_save_every_is_bitwise(capsys, tmp_path):
@@ -185,7 +199,7 @@ def test_resume_with_adam_and_save_every_is_bitwise(capsys, tmp_path):
     rc, out, err = run(capsys, *TINY, *opt, "--steps", "2", "--save", str(part), "--save-every", "1")
     assert rc == 0 and err.count("saved checkpoint") == 1, err  # after step 1; step 2 is the final save
     assert run(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--save-every", "2")[0] == 0
-    assert_same_state(checkpoint.load(part), checkpoint.load(full), exact=True)
+    assert_same_state(load_state(part), load_state(full), exact=True)
 
 
 def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypatch):
@@ -204,11 +218,11 @@ def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypat
     rc, out, err = run(capsys, *TINY, "--steps", str(STEPS), "--save", str(path))
     assert rc == 130, err
     assert "interrupted by Ctrl-C at step" in err and "--resume" in err
-    saved = checkpoint.load(path)["step"]
+    saved = load_state(path)["step"]
     assert 0 < saved < STEPS
     monkeypatch.undo()
     assert run(capsys, "--resume", str(path), "--save", str(path), "--steps", str(STEPS - saved))[0] == 0
-    assert_same_state(checkpoint.load(path), ref, exact=False)
+    assert_same_state(load_state(path), ref, exact=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
@@ -280,7 +294,7 @@ def test_resume_matches_data_by_content_not_path(capsys, tmp_path, monkeypatch):
     (tmp_path / "one" / "d.npz").rename(tmp_path / "two" / "renamed.npz")
     rc, out, err = run(capsys, "--resume", str(ck), "--save", str(ck), "--steps", "1", "--data", "renamed.npz")
     assert rc == 0, err
-    assert checkpoint.load(ck)["step"] == 4
+    assert load_state(ck)["step"] == 4
     (tmp_path / "two" / "renamed.npz").unlink()
     rc, out, err = run(capsys, "--resume", str(ck), "--steps", "0")  # the file is gone: say how to go on
     assert_one_line_error(rc, out, err, "renamed.npz", "--data FILE")
@@ -543,4 +557,4 @@ def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeyp
     path = tmp_path / "r.ckpt"
     r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
     assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
-    assert_same_state(checkpoint.load(path), ref, exact=False)
+    assert_same_state(load_state(path), ref, exact=False)

@@ -8,7 +8,7 @@ import pytest
 
 from jaxcorr import checkpoint, cli, implicit, memory, nn
 from test_cli import assert_one_line_error as _one_line_error
-from test_cli import run, run_json
+from test_cli import load_state, run, run_json
 
 TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
 
@@ -29,7 +29,7 @@ def test_implicit_run_is_the_eager_run(capsys, tmp_path, method):
     np.testing.assert_allclose(i["loss_initial"], e["loss_initial"], rtol=1e-6)
     np.testing.assert_allclose(i["loss_final"], e["loss_final"], rtol=1e-5)
     ck = implicit.load(pi)
-    model, full = ck["model"], checkpoint.load(pe)["params"]
+    model, full = ck["model"], load_state(pe)["params"]
     assert i["n_active"] == model.n_active < 256
     idx = np.asarray(model.idx)
     np.testing.assert_allclose(np.asarray(model.W), np.asarray(full.W)[idx], rtol=1e-5, atol=1e-6)
