@@ -279,3 +279,79 @@ def test_save_reports_its_phases_and_read_meta_reads_only_metadata(tmp_path, set
     assert set(t) == {"host", "write", "fsync", "rename", "bytes"} and t["bytes"] == path.stat().st_size
     meta = checkpoint.read_meta(path)
     assert meta["format"] == checkpoint.FORMAT and meta["step"] == 4 and meta["arrays"]["W"][1] == [M, D]
+
+
+# ------------------------------------------- compact checkpoints of full-width runs (implicit.save_trained)
+def _bits_equal(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _state_equal(s, t):
+    ls, lt = jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(t)
+    return len(ls) == len(lt) and all(_bits_equal(a, b) for a, b in zip(ls, lt))
+
+
+@pytest.mark.parametrize("method", ["active", "dense"])
+@pytest.mark.parametrize("which", ["sgd", "momentum", "adam"])
+def test_compact_checkpoint_of_a_full_width_run_restores_it_bit_for_bit(tmp_path, method, which):
+    """The paper's invariant (rows that fire for no point at t = 0 never move): a full-width run is
+    saved as its active rows plus any row that moved, and expand() rebuilds W and the optimizer state
+    bit for bit; the resumed run then equals the one resumed from the full checkpoint."""
+    from jaxcorr import implicit, train
+
+    X, y = data.synthetic(1, 4, 6)
+    m, key = 2048, jax.random.key(5)
+    opt = {"sgd": train.sgd(1.0), "momentum": train.sgd(0.1, momentum=0.9), "adam": optax.adam(0.01)}[which]
+    W0 = nn.init(key, m, 6)
+    b = float(nn.default_threshold(m))
+    p, h = train.fit(W0, X, y, steps=3, method=method, optimizer=opt, b=b)
+    small, full = tmp_path / "small.ckpt", tmp_path / "full.ckpt"
+    kind = implicit.save_trained(small, key, p, X, y, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt,
+                                 step=3, config={"run": 1})
+    checkpoint.save(full, p, h["opt_state"], 3, {"m": m}, X, y)
+    assert kind == "compact" and small.stat().st_size < full.stat().st_size / 4
+    ck = implicit.load(small, X=X, y=y, optimizer=opt)
+    assert ck["step"] == 3 and ck["config"]["run"] == 1 and ck["config"]["implicit"]["full_width"]
+    active = implicit.active_rows(W0.W, X, b)
+    assert np.array_equal(np.asarray(ck["model"].idx), np.flatnonzero(active))  # exactly A: nothing else moved
+    P, S, W0b = implicit.expand(ck["model"], ck["opt_state"], opt)
+    assert _bits_equal(P.W, p.W) and _bits_equal(P.a, p.a) and _bits_equal(W0b.W, W0.W)
+    assert _state_equal(S, h["opt_state"])
+    ref = checkpoint.load(full, X=X, y=y, optimizer=opt)
+    a1, _ = train.fit(P, X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=S)
+    a2, _ = train.fit(ref["params"], X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=ref["opt_state"])
+    assert _bits_equal(a1.W, a2.W)
+
+
+def test_compact_checkpoint_keeps_every_row_that_differs_in_any_bit(tmp_path):
+    """Rows outside A that differ from W(0) or from a fresh state (even -0.0 for 0.0) are kept too,
+    so a compact checkpoint never loses anything; past max_fraction of the rows it is a full one."""
+    from jaxcorr import implicit
+
+    X, y = data.synthetic(0, 3, 4)
+    m, key = 512, jax.random.key(2)
+    W0 = nn.init(key, m, 4)
+    b = float(nn.default_threshold(m))
+    active = implicit.active_rows(W0.W, X, b)
+    out = np.flatnonzero(~active)[:3]
+    opt = optax.adam(1e-3)
+    W = W0.W.at[out[0], 1].add(1e-3)
+    state = opt.init(W)
+    mu = state[0].mu.at[out[1], 0].set(-0.0)
+    state = (state[0]._replace(mu=mu, count=jax.numpy.asarray(7, state[0].count.dtype)), state[1])
+    path = tmp_path / "c.ckpt"
+    assert implicit.save_trained(path, key, W0._replace(W=W), X, y, b=b, W0=W0, opt_state=state,
+                                 optimizer=opt) == "compact"
+    ck = implicit.load(path, optimizer=opt)
+    idx = set(np.asarray(ck["model"].idx).tolist())
+    assert idx == set(np.flatnonzero(active).tolist()) | {int(out[0]), int(out[1])}
+    P, S, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
+    assert _bits_equal(P.W, W) and _state_equal(S, state)
+    moved = W0.W + 1.0  # every row moved: the full format
+    assert implicit.save_trained(path, key, W0._replace(W=moved), X, y, b=b, W0=W0) == "full"
+    assert _bits_equal(checkpoint.load(path)["params"].W, moved)
+    with pytest.raises(ValueError, match="optimizer"):
+        implicit.save_trained(path, key, W0, X, y, b=b, W0=W0, opt_state=state)
+    with pytest.raises(ValueError, match="a is never trained"):
+        implicit.save_trained(path, key, W0._replace(a=-W0.a), X, y, b=b, W0=W0)
