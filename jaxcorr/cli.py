@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     try:
         rc = _main(argv, process)
         sys.stdout.flush()
+        if process and rc in _cli_run.EXIT_CODES.values():
+            _cli_run.exit_now(rc)  # a stopped command-line run: skip the interpreter's teardown
         return rc
     except BrokenPipeError:  # `jaxcorr --help | head`: the reader left; say nothing more
         try:
@@ -525,7 +527,13 @@ def _saver(args, run: dict, sig):
     # checkpoint.load checks config["m"] against the held rows: an implicit checkpoint's width is in config["implicit"]
     compact_config = {k: v for k, v in config.items() if k != "m"}
     compact = run["W0"] is not None and run["mesh"] is None and not run["implicit"]
-    active = implicit.active_rows(run["W0"].W, X, cfg["b"]) if compact else None  # once per run, not per save
+    active = None
+    if compact:  # once per run, not per save: the active rows, and the save's programs compiled now
+        active = implicit.active_rows(run["W0"].W, X, cfg["b"])
+        state0 = run["state0"] if run["state0"] is not None else run["optimizer"].init(run["params0"].W)
+        implicit.from_params(jax.random.key(cfg["seed"]), run["params0"], X, b=cfg["b"], W0=run["W0"],
+                             opt_state=state0, optimizer=run["optimizer"], active=active)
+        del state0
 
     def save(p, s, step):
         sig.phase = "save"
