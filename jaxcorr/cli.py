@@ -253,6 +253,8 @@ def _check_options(args) -> None:
     if args.method is not None and args.compare == args.method:
         raise ValueError(f"--compare {args.compare} with --method {args.method} compares a method with itself; "
                          f"drop --compare, or train another --method ({', '.join(k for k in METHODS if k != args.compare)})")
+    if args.compare and args.steps == 0:
+        raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.implicit == "on" and args.compare:
         raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --implicit on")
     if args.cache_dir is not None and args.no_cache:
@@ -390,9 +392,10 @@ def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype):
             return None, None, 0, None
         p = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
         return p, None, 0, p
-    if kind == "full":
+    if kind == "full":  # W(0) drawn again (as a fresh run holds it) so that the next saves are compact
         ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
-        return ck["params"], ck["opt_state"], ck["step"], None
+        W0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype) if args.save else None
+        return ck["params"], ck["opt_state"], ck["step"], W0
     ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
     if lazy:
         return ck["model"], ck["opt_state"], ck["step"], None
@@ -531,8 +534,11 @@ def _saver(args, run: dict, sig):
     if compact:  # once per run, not per save: the active rows, and the save's programs compiled now
         active = implicit.active_rows(run["W0"].W, X, cfg["b"])
         state0 = run["state0"] if run["state0"] is not None else run["optimizer"].init(run["params0"].W)
-        implicit.from_params(jax.random.key(cfg["seed"]), run["params0"], X, b=cfg["b"], W0=run["W0"],
-                             opt_state=state0, optimizer=run["optimizer"], active=active)
+        try:
+            implicit.from_params(jax.random.key(cfg["seed"]), run["params0"], X, b=cfg["b"], W0=run["W0"],
+                                 opt_state=state0, optimizer=run["optimizer"], active=active)
+        except ValueError:  # a resumed model whose a is not the seed's: save all of W
+            compact = False
         del state0
 
     def save(p, s, step):

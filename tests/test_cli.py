@@ -504,6 +504,7 @@ def test_bad_data_file(capsys, tmp_path, case, words):
         (["--seed", str(2**32)], ["--seed", "2^32 - 1"]),
         (["--normalize"], ["--normalize", "--data"]),
         (["--cache-dir", "x", "--no-cache"], ["--no-cache"]),
+        (["--steps", "0", "--compare", "dense"], ["--compare dense", "--steps 0", "--steps N"]),
     ],
 )
 def test_bad_options(capsys, argv, words):
@@ -558,3 +559,26 @@ def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeyp
     r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
     assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
     assert_same_state(load_state(path), ref, exact=False)
+
+
+def test_resume_of_a_full_checkpoint_saves_compactly(capsys, tmp_path):
+    """A full-format checkpoint (an older jaxcorr, or another process layout) resumes exactly, and the
+    resumed run's own saves hold only the rows that differ from W(0) (drawn again from the seed)."""
+    args = ["--n", "4", "--m", "4096", "--d", "8", "--quiet", "--method", "dense", "--optimizer", "adam", "--lr", "0.01"]
+    ref, part = tmp_path / "ref.ckpt", tmp_path / "part.ckpt"
+    assert run(capsys, *args, "--steps", "4", "--save", str(ref))[0] == 0
+    assert run(capsys, *args, "--steps", "2", "--save", str(part))[0] == 0
+    st = load_state(part)
+    opt = cli._make_optimizer("adam", 0.01)
+    cfg = checkpoint.read_meta(part)["config"]
+    cfg.pop("implicit")
+    cfg["m"] = 4096
+    X, y = data.synthetic(0, 4, 8)
+    full_state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(opt.init(st["params"].W)), st["opt_state"])
+    checkpoint.save(part, st["params"], full_state, st["step"], cfg, X, y)
+    big = part.stat().st_size
+    assert checkpoint.read_meta(part)["config"].get("implicit") is None
+    rc, out, err = run(capsys, "--resume", str(part), "--save", str(part), "--steps", "2", "--quiet")
+    assert rc == 0, err
+    assert checkpoint.read_meta(part)["config"]["implicit"]["full_width"] and part.stat().st_size < big / 4
+    assert_same_state(load_state(part), load_state(ref), exact=True)
