@@ -423,6 +423,9 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed=None):
     method, n, m, d = cfg["method"], cfg["n"], cfg["m"], cfg["d"]
     if resumed == "implicit" and args.implicit == "off":
         raise ValueError(f"--resume {args.resume} holds an implicit model (only its active rows); drop --implicit off")
+    if resumed == "implicit" and args.compare:  # (the baseline would train the held rows as a narrow network)
+        raise ValueError(f"--resume {args.resume} holds an implicit model (only its active rows), but --compare "
+                         f"{args.compare} needs the full-width weights; drop --compare")
     if resumed == "full" and args.implicit == "on":
         raise ValueError(f"--resume {args.resume} holds a full-width model; drop --implicit on")
     if not (resumed == "implicit" or args.implicit == "on"):

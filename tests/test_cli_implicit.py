@@ -54,6 +54,8 @@ def test_implicit_checkpoint_resume(capsys, tmp_path):
     np.testing.assert_allclose(np.asarray(x["model"].W), np.asarray(y["model"].W), rtol=1e-5, atol=1e-6)
     rc, out, err = run(capsys, "--resume", str(part), "--steps", "0", "--implicit", "off")
     assert_one_line_error(rc, out, err, "implicit", "--implicit off")
+    rc, out, err = run(capsys, "--resume", str(part), "--save", str(part), "--steps", "1", "--compare", "dense")
+    assert_one_line_error(rc, out, err, "implicit", "--compare dense", "drop --compare")
 
 
 def test_width_accepts_powers_of_two(capsys):
