@@ -316,7 +316,7 @@ def _enable_cache(path: str | None) -> str | None:
 def _train(args, process: bool) -> int:
     _check_options(args)
     cache = _enable_cache(cache_dir(args, process))
-    what = f", saving to {args.save}," if args.save else ""
+    what = f" and saving to {args.save}" if args.save else ""
     with _cli_run.Signals(process, what_on_stop=what, saving=args.save is not None) as sig:
         run = _prepare(args, sig)
         run["cache"] = cache
