@@ -193,7 +193,7 @@ class Signals:
                 _say(f"jaxcorr: {self.name}: stopping at the next chance ({self.name} again to abort at once)")
         else:
             _say(f"jaxcorr: {self.name}: stopping within about a second{self.what_on_stop} "
-                 f"({'Ctrl-C' if signum == signal.SIGINT else 'a second signal'} again to abort at once)")
+                 f"({'Ctrl-C again' if signum == signal.SIGINT else 'send it again'} to abort at once)")
 
     def _abort(self, message: str) -> None:
         if self.on_exit is not None:
