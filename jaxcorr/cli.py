@@ -10,7 +10,9 @@ With no options it trains on :func:`jaxcorr.data.synthetic` (``--seed 0``) with 
 :data:`DEFAULTS` and the default method (:data:`DEFAULT_METHOD`). ``--data FILE`` trains on the
 user's ``.npz``/``.csv`` (:func:`jaxcorr.io.load_data`); ``--save``/``--save-every``/``--resume``
 write and read :mod:`jaxcorr.checkpoint` files, and a resumed run is matched to its data by content
-(SHA-256), not by path.
+(SHA-256), not by path. A run holds ``W(0)`` (drawn from ``--seed``), so its checkpoints keep only the
+rows that differ from it and the active rows (:func:`jaxcorr.implicit.save_trained`: 58 MB instead of
+1 GiB at m = 2^22, d = 64); resuming draws ``W(0)`` again and restores the run bit for bit.
 
 Process behaviour:
 
@@ -18,8 +20,10 @@ Process behaviour:
   in memory (one ``jaxcorr: error: ...`` line on stderr, no traceback); 130 / 143 stopped by Ctrl-C /
   SIGTERM.
 - Ctrl-C or SIGTERM stops within about a second at any size (jitted chunks are sized to about
-  0.5 s), saves a checkpoint when ``--save`` is given and says how to continue; during set-up, when
-  nothing has been trained yet, it exits at once. A second Ctrl-C aborts at once.
+  0.5 s; the checkpoint is compact and its programs are compiled before training), saves a
+  checkpoint when ``--save`` is given, says how to continue and exits at once (no interpreter
+  teardown); during set-up, when nothing has been trained yet, it exits at once. A second Ctrl-C
+  aborts at once.
 - The persistent XLA compilation cache (``--cache-dir``, ``JAXCORR_CACHE_DIR``, default
   ``$XDG_CACHE_HOME/jaxcorr/xla`` or ``~/.cache/jaxcorr/xla``; ``--no-cache``) makes a second run of
   the same sizes compile nothing.
