@@ -373,6 +373,16 @@ def read_meta(path) -> dict:
 
     Raises:
       CheckpointError: missing, not a checkpoint, or unreadable metadata.
+
+    Examples:
+      >>> import jax, optax, tempfile, os
+      >>> from jaxcorr import checkpoint, nn, data
+      >>> X, y = data.synthetic(0, 4, 3)
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+      >>> checkpoint.save(path, nn.init(jax.random.key(0), 16, 3), None, 7, {"m": 16}, X, y)
+      >>> meta = checkpoint.read_meta(path)
+      >>> meta["step"], meta["arrays"]["W"]
+      (7, ['<f4', [16, 3]])
     """
     path = os.fspath(path)
     with _open_zip(path) as z:

@@ -676,6 +676,25 @@ def save_trained(path, key, params: nn.Params, X, y, *, b: float, W0: nn.Params,
 
     Returns:
       ``"compact"`` or ``"full"``: which was written.
+
+    Examples:
+      >>> import jax, os, tempfile
+      >>> from jaxcorr import data, implicit, nn, train
+      >>> X, y = data.synthetic(0, 4, 8)
+      >>> key = jax.random.key(0)
+      >>> W0 = nn.init(key, 4096, 8)
+      >>> b = float(nn.default_threshold(4096))
+      >>> opt = train.sgd(0.1, momentum=0.9)
+      >>> p, h = train.fit(W0, X, y, steps=3, optimizer=opt, b=b)
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+      >>> implicit.save_trained(path, key, p, X, y, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt, step=3)
+      'compact'
+      >>> ck = implicit.load(path, X=X, y=y, optimizer=opt)
+      >>> ck["model"].n_active < 4096 // 8
+      True
+      >>> params, state, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
+      >>> bool((params.W == p.W).all())
+      True
     """
     t0 = time.perf_counter()
     m = params.W.shape[0]
