@@ -355,7 +355,7 @@ def _prepare(args, sig) -> dict:
         cfg["lr"] = float(_train_mod.DEFAULT_LEARNING_RATE)
     optimizer = _make_optimizer(cfg["optimizer"], cfg["lr"])
     mem, lazy = _memory_plan(args, cfg, dtype, memory.available_bytes(device), norms, resumed=kind)
-    params0, state0, step0, W0 = _start_state(args, cfg, kind, lazy, X, y, optimizer, dtype)
+    params0, state0, step0, W0 = _start_state(args, cfg, kind, lazy, X, y, optimizer, dtype, mesh is None)
     return dict(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0,
                 step0=step0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh,
                 implicit=lazy, W0=W0)
@@ -382,11 +382,11 @@ def _load_data(args, cfg: dict, dtype):
     return X, y, notes
 
 
-def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype):
+def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype, one_process: bool = True):
     """``(params0, state0, step0, W0)``: the fresh ``nn.init`` (None for an implicit run, which draws
     its rows in set-up), or the ``--resume`` checkpoint (a compact one of a full-width run expanded
     back to all m rows, unless the run is implicit). ``W0`` is ``nn.init(seed)`` where the run holds
-    it (the base of compact checkpoints), else None."""
+    it (the base of compact checkpoints; several processes save all of W), else None."""
     import jax
 
     from jaxcorr import checkpoint, implicit, nn
@@ -398,7 +398,8 @@ def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype):
         return p, None, 0, p
     if kind == "full":  # W(0) drawn again (as a fresh run holds it) so that the next saves are compact
         ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
-        W0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype) if args.save else None
+        again = args.save is not None and one_process
+        W0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype) if again else None
         return ck["params"], ck["opt_state"], ck["step"], W0
     ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
     if lazy:
