@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-__all__ = ["Signals", "Progress", "initial_chunk", "choose_chunk", "TARGET_CHUNK_S", "EXIT_CODES"]
+__all__ = ["Signals", "Progress", "initial_chunk", "choose_chunk", "TARGET_CHUNK_S", "EXIT_CODES", "exit_now"]
 
 #: Wall time a chunk should take: the longest wait between a signal and the stop.
 TARGET_CHUNK_S = 0.5
@@ -193,7 +193,7 @@ class Signals:
                 _say(f"jaxcorr: {self.name}: stopping at the next chance ({self.name} again to abort at once)")
         else:
             _say(f"jaxcorr: {self.name}: stopping within about a second{self.what_on_stop} "
-                 f"({'Ctrl-C' if signum == signal.SIGINT else 'a second signal'} again to abort at once)")
+                 f"({'Ctrl-C again' if signum == signal.SIGINT else 'send it again'} to abort at once)")
 
     def _abort(self, message: str) -> None:
         if self.on_exit is not None:
@@ -209,6 +209,29 @@ class Signals:
                 pass
             os._exit(self.exit_code)
         raise KeyboardInterrupt
+
+
+def exit_now(code: int) -> None:
+    """End a stopped single-process run at once: flush stdout and stderr, then ``os._exit``.
+
+    Called after the checkpoint is written (fsynced and renamed) and the last line printed. It skips
+    the interpreter's teardown, which frees every device buffer and joins XLA's threads one by one
+    (measured 0.4-0.8 s at the default size, more with gigabytes of buffers) and adds nothing a
+    stopped run needs. Returns without exiting when JAX runs several processes (their shutdown
+    handshake must run) or is not loaded.
+    """
+    jax = sys.modules.get("jax")
+    try:
+        if jax is None or jax.process_count() != 1:
+            return
+    except Exception:  # noqa: BLE001 -- cannot tell: take the ordinary way out
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _say(line: str) -> None:

@@ -10,7 +10,9 @@ With no options it trains on :func:`jaxcorr.data.synthetic` (``--seed 0``) with 
 :data:`DEFAULTS` and the default method (:data:`DEFAULT_METHOD`). ``--data FILE`` trains on the
 user's ``.npz``/``.csv`` (:func:`jaxcorr.io.load_data`); ``--save``/``--save-every``/``--resume``
 write and read :mod:`jaxcorr.checkpoint` files, and a resumed run is matched to its data by content
-(SHA-256), not by path.
+(SHA-256), not by path. A run holds ``W(0)`` (drawn from ``--seed``), so its checkpoints keep only the
+rows that differ from it and the active rows (:func:`jaxcorr.implicit.save_trained`: 58 MB instead of
+1 GiB at m = 2^22, d = 64); resuming draws ``W(0)`` again and restores the run bit for bit.
 
 Process behaviour:
 
@@ -18,8 +20,10 @@ Process behaviour:
   in memory (one ``jaxcorr: error: ...`` line on stderr, no traceback); 130 / 143 stopped by Ctrl-C /
   SIGTERM.
 - Ctrl-C or SIGTERM stops within about a second at any size (jitted chunks are sized to about
-  0.5 s), saves a checkpoint when ``--save`` is given and says how to continue; during set-up, when
-  nothing has been trained yet, it exits at once. A second Ctrl-C aborts at once.
+  0.5 s; the checkpoint is compact and its programs are compiled before training), saves a
+  checkpoint when ``--save`` is given, says how to continue and exits at once (no interpreter
+  teardown); during set-up, when nothing has been trained yet, it exits at once. A second Ctrl-C
+  aborts at once.
 - The persistent XLA compilation cache (``--cache-dir``, ``JAXCORR_CACHE_DIR``, default
   ``$XDG_CACHE_HOME/jaxcorr/xla`` or ``~/.cache/jaxcorr/xla``; ``--no-cache``) makes a second run of
   the same sizes compile nothing.
@@ -188,6 +192,8 @@ def main(argv=None) -> int:
     try:
         rc = _main(argv, process)
         sys.stdout.flush()
+        if process and rc in _cli_run.EXIT_CODES.values():
+            _cli_run.exit_now(rc)  # a stopped command-line run: skip the interpreter's teardown
         return rc
     except BrokenPipeError:  # `jaxcorr --help | head`: the reader left; say nothing more
         try:
@@ -251,6 +257,8 @@ def _check_options(args) -> None:
     if args.method is not None and args.compare == args.method:
         raise ValueError(f"--compare {args.compare} with --method {args.method} compares a method with itself; "
                          f"drop --compare, or train another --method ({', '.join(k for k in METHODS if k != args.compare)})")
+    if args.compare and args.steps == 0:
+        raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.implicit == "on" and args.compare:
         raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --implicit on")
     if args.cache_dir is not None and args.no_cache:
@@ -312,7 +320,7 @@ def _enable_cache(path: str | None) -> str | None:
 def _train(args, process: bool) -> int:
     _check_options(args)
     cache = _enable_cache(cache_dir(args, process))
-    what = f", saving to {args.save}," if args.save else ""
+    what = f" and saving to {args.save}" if args.save else ""
     with _cli_run.Signals(process, what_on_stop=what, saving=args.save is not None) as sig:
         run = _prepare(args, sig)
         run["cache"] = cache
@@ -325,30 +333,17 @@ def _prepare(args, sig) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxcorr import checkpoint, data, distributed, io, memory, nn
+    from jaxcorr import checkpoint, distributed, memory, nn
 
     mesh = distributed.setup(args.coordinator, args.num_processes, args.process_id)  # None: one process
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
-    cfg, ck = _resolve_config(args, checkpoint)
+    cfg, kind = _resolve_config(args, checkpoint)
     if args.save is not None:
         try:
             checkpoint.check_target(args.save, protect=(cfg["data"],))
         except (ValueError, OSError) as e:
             raise ValueError(f"--save {args.save}: {e}") from None
-    notes = []
-    if cfg["data"] is not None:
-        X, y, info = io.load_data(cfg["data"], dtype, return_info=True)
-        if info["header"] is not None:
-            notes.append(f"data: skipped the header row (line {info['header_line']}: {info['header'][:60]!r})")
-        if cfg["normalize"]:
-            X = io.unit_rows(X)
-        for name, have in (("n", X.shape[0]), ("d", X.shape[1])):
-            if getattr(args, name) is not None and getattr(args, name) != have:
-                raise ValueError(f"--{name} {getattr(args, name)} given, but the data file has {name}={have}")
-        cfg["n"], cfg["d"] = X.shape
-    else:
-        X, y = data.synthetic(cfg["seed"], cfg["n"], cfg["d"], dtype=dtype)
-        X, y = np.asarray(X), np.asarray(y)
+    X, y, notes = _load_data(args, cfg, dtype)
     norms = np.linalg.norm(X.astype(np.float64), axis=1)
     if not np.allclose(norms, 1, atol=1e-3):
         notes.append(f"note: the rows of X have norms in [{norms.min():.3g}, {norms.max():.3g}]; the paper's "
@@ -359,25 +354,61 @@ def _prepare(args, sig) -> dict:
     if cfg["lr"] is None:
         cfg["lr"] = float(_train_mod.DEFAULT_LEARNING_RATE)
     optimizer = _make_optimizer(cfg["optimizer"], cfg["lr"])
-    lazy = ck is not None and isinstance(ck["config"].get("implicit"), dict)  # an implicit checkpoint
-    mem, lazy = _memory_plan(args, cfg, dtype, memory.available_bytes(device), norms, resumed_implicit=lazy)
-    if ck is None:
-        params0 = None if lazy else nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
-        state0, step0 = None, 0
-    elif lazy:
-        from jaxcorr import implicit
-
-        ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
-        params0, state0, step0 = ck["model"], ck["opt_state"], ck["step"]
-    else:
-        ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
-        params0, state0, step0 = ck["params"], ck["opt_state"], ck["step"]
+    mem, lazy = _memory_plan(args, cfg, dtype, memory.available_bytes(device), norms, resumed=kind)
+    params0, state0, step0, W0 = _start_state(args, cfg, kind, lazy, X, y, optimizer, dtype, mesh is None)
     return dict(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0,
                 step0=step0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh,
-                implicit=lazy)
+                implicit=lazy, W0=W0)
 
 
-def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: bool):
+def _load_data(args, cfg: dict, dtype):
+    """``(X, y, notes)``: the --data file (normalised with --normalize), else the synthetic data; sets
+    ``cfg["n"]``/``cfg["d"]`` from a file."""
+    from jaxcorr import data, io
+
+    notes = []
+    if cfg["data"] is None:
+        X, y = data.synthetic(cfg["seed"], cfg["n"], cfg["d"], dtype=dtype)
+        return np.asarray(X), np.asarray(y), notes
+    X, y, info = io.load_data(cfg["data"], dtype, return_info=True)
+    if info["header"] is not None:
+        notes.append(f"data: skipped the header row (line {info['header_line']}: {info['header'][:60]!r})")
+    if cfg["normalize"]:
+        X = io.unit_rows(X)
+    for name, have in (("n", X.shape[0]), ("d", X.shape[1])):
+        if getattr(args, name) is not None and getattr(args, name) != have:
+            raise ValueError(f"--{name} {getattr(args, name)} given, but the data file has {name}={have}")
+    cfg["n"], cfg["d"] = X.shape
+    return X, y, notes
+
+
+def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype, one_process: bool = True):
+    """``(params0, state0, step0, W0)``: the fresh ``nn.init`` (None for an implicit run, which draws
+    its rows in set-up), or the ``--resume`` checkpoint (a compact one of a full-width run expanded
+    back to all m rows, unless the run is implicit). ``W0`` is ``nn.init(seed)`` where the run holds
+    it (the base of compact checkpoints; several processes save all of W), else None."""
+    import jax
+
+    from jaxcorr import checkpoint, implicit, nn
+
+    if kind is None:
+        if lazy:
+            return None, None, 0, None
+        p = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype)
+        return p, None, 0, p
+    if kind == "full":  # W(0) drawn again (as a fresh run holds it) so that the next saves are compact
+        ck = checkpoint.load(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
+        again = args.save is not None and one_process
+        W0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype) if again else None
+        return ck["params"], ck["opt_state"], ck["step"], W0
+    ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
+    if lazy:
+        return ck["model"], ck["opt_state"], ck["step"], None
+    params, state, W0 = implicit.expand(ck["model"], ck["opt_state"], optimizer)
+    return params, state, ck["step"], W0
+
+
+def _memory_plan(args, cfg: dict, dtype, available, norms, resumed=None):
     """Check the run's memory before allocating anything and pick the eager or the implicit path.
 
     The eager path (``nn.init`` + ``train.fit`` over all m rows) is kept whenever it fits and
@@ -385,7 +416,9 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: boo
     (:mod:`jaxcorr.implicit`: W(0) streamed from the seed, only the rows that can fire held). A run
     that fits neither way raises one line (:func:`jaxcorr.memory.check` for dense,
     :func:`jaxcorr.implicit.check_fits` otherwise) naming the estimate, the memory available and the
-    widest m that fits.
+    widest m that fits. ``resumed`` is the kind of the ``--resume`` checkpoint (:func:`_resolve_config`):
+    an implicit run's stays implicit, a full one stays full width, a compact one of a full-width run
+    goes either way.
 
     Returns:
       ``(memory, implicit)``: the ``estimate``/``available``/``source`` dict, and whether the run is implicit.
@@ -393,12 +426,14 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: boo
     from jaxcorr import implicit, memory
 
     method, n, m, d = cfg["method"], cfg["n"], cfg["m"], cfg["d"]
-    if resumed_implicit and args.implicit == "off":
+    if resumed == "implicit" and args.implicit == "off":
         raise ValueError(f"--resume {args.resume} holds an implicit model (only its active rows); drop --implicit off")
-    if args.resume is not None and not resumed_implicit and args.implicit == "on":
+    if resumed == "implicit" and args.compare:  # (the baseline would train the held rows as a narrow network)
+        raise ValueError(f"--resume {args.resume} holds an implicit model (only its active rows), but --compare "
+                         f"{args.compare} needs the full-width weights; drop --compare")
+    if resumed == "full" and args.implicit == "on":
         raise ValueError(f"--resume {args.resume} holds a full-width model; drop --implicit on")
-    want = resumed_implicit or args.implicit == "on"
-    if not want:
+    if not (resumed == "implicit" or args.implicit == "on"):
         try:
             return memory.check(method, n, m, d, itemsize=dtype.itemsize, optimizer=cfg["optimizer"],
                                 compare=args.compare, available=available), False
@@ -407,8 +442,8 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: boo
                 fits = implicit.largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype, b=None,
                                               optimizer_slots=_SLOTS[cfg["optimizer"]])
                 raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (implicit) fits up to --m {fits}") from None
-            if args.implicit == "off" or method == "dense" or args.compare or args.resume is not None:
-                raise  # (a resumed full-width model stays full width)
+            if args.implicit == "off" or method == "dense" or args.compare or resumed == "full":
+                raise  # (a resumed full checkpoint stays full width)
     slots = _SLOTS[cfg["optimizer"]]
     est = implicit.check_fits(method, n, d, m, dtype, available=available[0] if available[0] is not None else None,
                               b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=slots)
@@ -417,16 +452,10 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed_implicit: boo
 
 def _execute(args, run: dict, sig) -> int:
     """Train, save, compare and report; returns the exit status."""
-    import jax
     import jax.numpy as jnp
-
-    from jaxcorr import checkpoint
 
     cfg, X, y = run["cfg"], run["X"], run["y"]
     method, b, step0 = cfg["method"], cfg["b"], run["step0"]
-    config = {**cfg, "dtype": str(run["dtype"])}
-    if cfg["data"] is not None:
-        config["data_abspath"] = os.path.abspath(cfg["data"])
     for note in run["notes"]:
         print(f"jaxcorr: {note}", file=sys.stderr)
     mode = _cli_run.Progress.pick_mode(args.quiet)
@@ -435,20 +464,6 @@ def _execute(args, run: dict, sig) -> int:
         start = f"resuming {args.resume} at step {step0}" if args.resume else "fresh start"
         _report(f"jaxcorr train: method={method}  n={cfg['n']} d={cfg['d']} m={cfg['m']}  b={b:.4g}  "
                 f"optimizer={cfg['optimizer']} lr={cfg['lr']:g}  steps={args.steps}  ({start})\ndata: {src}")
-
-    def save(p, s, step):
-        sig.phase = "save"
-        if jax.process_index() != 0:  # one writer across processes
-            return
-        if run["implicit"]:
-            from jaxcorr import implicit
-
-            # checkpoint.load checks config["m"] against the held rows: the width is in config["implicit"]
-            implicit.save(args.save, p, X, y, opt_state=s, step=step,
-                          config={k: v for k, v in config.items() if k != "m"})
-        else:
-            checkpoint.save(args.save, p, s, step, config, X, y)
-
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
     common = dict(X=Xj, y=yj, b=b, optimizer=run["optimizer"], step0=step0, steps=args.steps, mode=mode,
                   signals=sig, fallback=args.fallback, platform=run["platform"], norms=run["norms"],
@@ -459,15 +474,24 @@ def _execute(args, run: dict, sig) -> int:
         fit = _implicit_fit(run["mesh"])
         if run["params0"] is None:
             run["params0"] = _implicit_setup(run, mode, sig)
-    out = _run_steps(fit, run["params0"], run["state0"], method=method,
-                     save=save if args.save else None, save_every=args.save_every, **common)
+    save = _saver(args, run, sig) if args.save else None
+    out = _run_steps(fit, run["params0"], run["state0"], method=method, save=save,
+                     save_every=args.save_every, **common)
+    out["wall"] = time.perf_counter() - t0
+    return _after_training(args, run, sig, out, save, common)
+
+
+def _after_training(args, run: dict, sig, out: dict, save, common: dict) -> int:
+    """The last save, then the exit status and report of a run that stopped, diverged or finished."""
+    cfg, step0 = run["cfg"], run["step0"]
     params, opt_state, hist = out["params"], out["opt_state"], out["history"]
-    wall = time.perf_counter() - t0
     done = len(hist["loss"])
     step_end = step0 + done
     if out["diverged"] is not None:
         return _diverged(args, out["diverged"], hist, step0, cfg)
     if args.save and out["saved_at"] != step_end:  # at the end, or where a signal stopped the run
+        if out["interrupted"]:
+            print(f"jaxcorr: saving checkpoint {args.save} at step {step_end}...", file=sys.stderr, flush=True)
         save(params, opt_state, step_end)
     if out["interrupted"]:
         return _interrupted(args, sig, step_end, done)
@@ -476,25 +500,69 @@ def _execute(args, run: dict, sig) -> int:
               f"{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
         return sig.exit_code
     sig.phase = "finish"
-    result = _result(args, run, hist, params, wall, done)
-    warnings = _warnings(hist, result, run)
-    for w in warnings:
+    result = _result(args, run, hist, params, out["wall"], done)
+    result["warnings"] = _warnings(hist, result, run)
+    for w in result["warnings"]:
         print(f"jaxcorr: warning: {w}", file=sys.stderr)
-    result["warnings"] = warnings
     if args.compare:
         sig.phase = "compare"
         cmp = _run_steps(_train_mod.fit, run["params0"], run["state0"], method=args.compare,
-                         **{**common, "step0": step0}, idle_phase="compare")
+                         **common, idle_phase="compare")
         if cmp["interrupted"]:
             print(f"jaxcorr: interrupted by {sig.name} during the {args.compare} comparison run "
-                  f"(the {method} run is complete{'; saved to ' + args.save if args.save else ''})", file=sys.stderr)
+                  f"(the {cfg['method']} run is complete{'; saved to ' + args.save if args.save else ''})",
+                  file=sys.stderr)
             return sig.exit_code
-        result["compare"] = _comparison(args.compare, cmp, hist, result, params, Xj, yj, b)
+        result["compare"] = _comparison(args.compare, cmp, hist, result, params, common["X"], common["y"], cfg["b"])
     if args.json:
         print(json.dumps(_jsonable(result)))
     else:
         _print_summary(result, sys.stdout)
     return 0
+
+
+def _saver(args, run: dict, sig):
+    """``save(params, opt_state, step)`` for ``--save``: process 0 writes; an implicit run its compact
+    checkpoint (:func:`jaxcorr.implicit.save`); a full-width run that holds ``W(0)`` only the rows
+    that differ from it and the active rows (:func:`jaxcorr.implicit.save_trained`: megabytes where
+    ``W`` is gigabytes); otherwise (a resumed full checkpoint, several processes) all of ``W``
+    (:func:`jaxcorr.checkpoint.save`)."""
+    import jax
+
+    from jaxcorr import checkpoint, implicit
+
+    cfg, X, y = run["cfg"], run["X"], run["y"]
+    config = {**cfg, "dtype": str(run["dtype"])}
+    if cfg["data"] is not None:
+        config["data_abspath"] = os.path.abspath(cfg["data"])
+    # checkpoint.load checks config["m"] against the held rows: an implicit checkpoint's width is in config["implicit"]
+    compact_config = {k: v for k, v in config.items() if k != "m"}
+    compact = run["W0"] is not None and run["mesh"] is None and not run["implicit"]
+    active = None
+    if compact:  # once per run, not per save: the active rows, and the save's programs compiled now
+        active = implicit.active_rows(run["W0"].W, X, cfg["b"])
+        state0 = run["state0"] if run["state0"] is not None else run["optimizer"].init(run["params0"].W)
+        try:
+            implicit.from_params(jax.random.key(cfg["seed"]), run["params0"], X, b=cfg["b"], W0=run["W0"],
+                                 opt_state=state0, optimizer=run["optimizer"], active=active)
+        except ValueError:  # a resumed model whose a is not the seed's: save all of W
+            compact = False
+        del state0
+
+    def save(p, s, step):
+        sig.phase = "save"
+        if jax.process_index() != 0:  # one writer across processes
+            return
+        if run["implicit"]:
+            implicit.save(args.save, p, X, y, opt_state=s, step=step, config=compact_config)
+        elif compact:
+            implicit.save_trained(args.save, jax.random.key(cfg["seed"]), p, X, y, b=cfg["b"], W0=run["W0"],
+                                  opt_state=s, optimizer=run["optimizer"], step=step, config=compact_config,
+                                  active=active)
+        else:
+            checkpoint.save(args.save, p, s, step, config, X, y)
+
+    return save
 
 
 def _implicit_fit(mesh):
@@ -564,6 +632,11 @@ def _resolve_config(args, checkpoint):
 
     A checkpoint names its data file, but the data are matched by content: ``--data`` may give any
     path whose contents have the checkpoint's fingerprint (checked when the checkpoint is loaded).
+
+    Returns:
+      ``(cfg, kind)``: the settings, and the kind of the ``--resume`` checkpoint: None (no resume),
+      ``"full"`` (all of W), ``"compact"`` (a full-width run's rows that differ from W(0)) or
+      ``"implicit"`` (an implicit run's active rows). Only the metadata is read here.
     """
     given = {k: getattr(args, k) for k in _CONFIG_KEYS}
     if args.resume is None:
@@ -572,10 +645,11 @@ def _resolve_config(args, checkpoint):
         if args.data is not None:
             cfg["n"] = cfg["d"] = None  # taken from the file
         return cfg, None
-    ck = checkpoint.load(args.resume)
-    saved = ck["config"]
-    if isinstance(saved.get("implicit"), dict) and "m" not in saved:  # jaxcorr.implicit.save's width
-        saved = {**saved, "m": saved["implicit"].get("width")}
+    saved = checkpoint.read_meta(args.resume).get("config") or {}
+    lazy = saved.get("implicit")
+    kind = "full" if not isinstance(lazy, dict) else ("compact" if lazy.get("full_width") else "implicit")
+    if kind != "full" and "m" not in saved:  # jaxcorr.implicit.save's width
+        saved = {**saved, "m": lazy.get("width")}
     missing = [k for k in (*_CONFIG_KEYS, "data") if k not in saved]
     if missing:
         raise checkpoint.CheckpointError(f"checkpoint {args.resume!r} lacks the run settings {missing}; it was not written by `jaxcorr train`")
@@ -592,7 +666,7 @@ def _resolve_config(args, checkpoint):
     cfg["data"] = _resume_data(args, saved, checkpoint)
     # The method may change on resume: all follow the same trajectory (to float rounding).
     cfg["method"] = args.method or (saved.get("method") if saved.get("method") in METHODS else DEFAULTS["method"])
-    return cfg, ck
+    return cfg, kind
 
 
 def _resume_data(args, saved: dict, checkpoint):

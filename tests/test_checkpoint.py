@@ -1,5 +1,6 @@
 """jaxcorr.checkpoint: round trip, atomic save, corruption and mismatch detection, exact resume."""
 
+import json
 import os
 
 import jax
@@ -55,11 +56,11 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, setup, monkeypatc
     checkpoint.save(path, params, state, 1, {}, X, y)
     before = path.read_bytes()
 
-    def crash(f, **arrays):
+    def crash(f, arrays, meta):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(checkpoint, "_write_npz", crash)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, params._replace(W=params.W + 1), state, 2, {}, X, y)
     assert path.read_bytes() == before
@@ -165,12 +166,12 @@ from jaxcorr import checkpoint, data, nn
 X, y = data.synthetic(0, 3, 2)
 params = nn.init(jax.random.key(0), 8, 2)
 
-def half_then_killed(f, **arrays):
+def half_then_killed(f, arrays, meta):
     f.write(b"PK\\x03\\x04 half a zip")
     f.flush()
     os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no except clause runs
 
-np.savez = half_then_killed
+checkpoint._write_npz = half_then_killed
 checkpoint.save(sys.argv[1], params, None, 1, {}, X, y)
 """
 
@@ -224,3 +225,133 @@ def test_is_checkpoint_and_check_target(tmp_path, setup):
     with pytest.raises(OSError, match="cannot write"):
         checkpoint.check_target("/proc/x.ckpt")
     assert sorted(os.listdir(tmp_path)) == ["c.ckpt", "d.npz", "notes.txt"]  # the probe file is gone
+
+
+def test_every_flipped_byte_is_detected_or_harmless(tmp_path, setup):
+    """Format 2 (zip CRC-32 per member, repeated in meta): a flipped byte anywhere in the file either
+    raises CheckpointError or leaves every loaded array and the metadata bit for bit as saved (zip
+    fields that carry no data, such as timestamps)."""
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, params, state, 3, {"m": M}, X, y)
+    raw = path.read_bytes()
+    ref = checkpoint.load(path)
+    flat = lambda ck: [np.asarray(v) for v in (ck["params"].W, ck["params"].a, *ck["opt_state"])]  # noqa: E731
+    silent = 0
+    for i in range(0, len(raw), 2):  # every other byte: the whole file's structure, in a few seconds
+        path.write_bytes(raw[:i] + bytes([raw[i] ^ 0x10]) + raw[i + 1:])
+        try:
+            ck = checkpoint.load(path)
+        except checkpoint.CheckpointError:
+            continue
+        silent += 1
+        assert ck["step"] == 3 and ck["config"] == ref["config"] and ck["fingerprint"] == ref["fingerprint"], i
+        assert all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+                   for a, b in zip(flat(ck), flat(ref))), i
+    assert silent < len(raw) // 20  # a few bytes of zip bookkeeping, not the data
+
+
+def test_format_1_checkpoints_are_still_read(tmp_path, setup):
+    X, y, params, opt, state = setup
+    arrays = {"W": np.asarray(params.W), "a": np.asarray(params.a)}
+    arrays.update({f"opt_{i:03d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(state))})
+    meta = json.dumps({"format": "jaxcorr-checkpoint/1", "step": 5, "config": {"m": M},
+                       "fingerprint": checkpoint.fingerprint(X, y)}, sort_keys=True).encode()
+    digest = checkpoint._checksum_v1(meta, arrays).encode()
+    path = tmp_path / "old.ckpt"
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, meta=np.frombuffer(meta, np.uint8), checksum=np.frombuffer(digest, np.uint8))
+    assert checkpoint.is_checkpoint(path)
+    ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
+    assert ck["step"] == 5 and np.array_equal(ck["params"].W, params.W)
+    raw = path.read_bytes()
+    i = raw.index(np.asarray(params.W).tobytes()[:8]) + 4
+    path.write_bytes(raw[:i] + bytes([raw[i] ^ 1]) + raw[i + 1:])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupted"):
+        checkpoint.load(path)
+
+
+def test_save_reports_its_phases_and_read_meta_reads_only_metadata(tmp_path, setup):
+    X, y, params, opt, state = setup
+    path = tmp_path / "c.ckpt"
+    t = {}
+    checkpoint.save(path, params, state, 4, {"m": M}, X, y, timings=t)
+    assert set(t) == {"host", "write", "fsync", "rename", "bytes"} and t["bytes"] == path.stat().st_size
+    meta = checkpoint.read_meta(path)
+    assert meta["format"] == checkpoint.FORMAT and meta["step"] == 4 and meta["arrays"]["W"][1] == [M, D]
+
+
+# ------------------------------------------- compact checkpoints of full-width runs (implicit.save_trained)
+def _bits_equal(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _state_equal(s, t):
+    ls, lt = jax.tree_util.tree_leaves(s), jax.tree_util.tree_leaves(t)
+    return len(ls) == len(lt) and all(_bits_equal(a, b) for a, b in zip(ls, lt))
+
+
+@pytest.mark.parametrize("method", ["active", "dense"])
+@pytest.mark.parametrize("which", ["sgd", "momentum", "adam"])
+def test_compact_checkpoint_of_a_full_width_run_restores_it_bit_for_bit(tmp_path, method, which):
+    """The paper's invariant (rows that fire for no point at t = 0 never move): a full-width run is
+    saved as its active rows plus any row that moved, and expand() rebuilds W and the optimizer state
+    bit for bit; the resumed run then equals the one resumed from the full checkpoint."""
+    from jaxcorr import implicit, train
+
+    X, y = data.synthetic(1, 4, 6)
+    m, key = 2048, jax.random.key(5)
+    opt = {"sgd": train.sgd(1.0), "momentum": train.sgd(0.1, momentum=0.9), "adam": optax.adam(0.01)}[which]
+    W0 = nn.init(key, m, 6)
+    b = float(nn.default_threshold(m))
+    p, h = train.fit(W0, X, y, steps=3, method=method, optimizer=opt, b=b)
+    small, full = tmp_path / "small.ckpt", tmp_path / "full.ckpt"
+    kind = implicit.save_trained(small, key, p, X, y, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt,
+                                 step=3, config={"run": 1})
+    checkpoint.save(full, p, h["opt_state"], 3, {"m": m}, X, y)
+    assert kind == "compact" and small.stat().st_size < full.stat().st_size / 4
+    ck = implicit.load(small, X=X, y=y, optimizer=opt)
+    assert ck["step"] == 3 and ck["config"]["run"] == 1 and ck["config"]["implicit"]["full_width"]
+    active = implicit.active_rows(W0.W, X, b)
+    assert np.array_equal(np.asarray(ck["model"].idx), np.flatnonzero(active))  # exactly A: nothing else moved
+    P, S, W0b = implicit.expand(ck["model"], ck["opt_state"], opt)
+    assert _bits_equal(P.W, p.W) and _bits_equal(P.a, p.a) and _bits_equal(W0b.W, W0.W)
+    assert _state_equal(S, h["opt_state"])
+    ref = checkpoint.load(full, X=X, y=y, optimizer=opt)
+    a1, _ = train.fit(P, X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=S)
+    a2, _ = train.fit(ref["params"], X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=ref["opt_state"])
+    assert _bits_equal(a1.W, a2.W)
+
+
+def test_compact_checkpoint_keeps_every_row_that_differs_in_any_bit(tmp_path):
+    """Rows outside A that differ from W(0) or from a fresh state (even -0.0 for 0.0) are kept too,
+    so a compact checkpoint never loses anything; past max_fraction of the rows it is a full one."""
+    from jaxcorr import implicit
+
+    X, y = data.synthetic(0, 3, 4)
+    m, key = 512, jax.random.key(2)
+    W0 = nn.init(key, m, 4)
+    b = float(nn.default_threshold(m))
+    active = implicit.active_rows(W0.W, X, b)
+    out = np.flatnonzero(~active)[:3]
+    opt = optax.adam(1e-3)
+    W = W0.W.at[out[0], 1].add(1e-3)
+    state = opt.init(W)
+    mu = state[0].mu.at[out[1], 0].set(-0.0)
+    state = (state[0]._replace(mu=mu, count=jax.numpy.asarray(7, state[0].count.dtype)), state[1])
+    path = tmp_path / "c.ckpt"
+    assert implicit.save_trained(path, key, W0._replace(W=W), X, y, b=b, W0=W0, opt_state=state,
+                                 optimizer=opt) == "compact"
+    ck = implicit.load(path, optimizer=opt)
+    idx = set(np.asarray(ck["model"].idx).tolist())
+    assert idx == set(np.flatnonzero(active).tolist()) | {int(out[0]), int(out[1])}
+    P, S, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
+    assert _bits_equal(P.W, W) and _state_equal(S, state)
+    moved = W0.W + 1.0  # every row moved: the full format
+    assert implicit.save_trained(path, key, W0._replace(W=moved), X, y, b=b, W0=W0) == "full"
+    assert _bits_equal(checkpoint.load(path)["params"].W, moved)
+    with pytest.raises(ValueError, match="optimizer"):
+        implicit.save_trained(path, key, W0, X, y, b=b, W0=W0, opt_state=state)
+    with pytest.raises(ValueError, match="a is never trained"):
+        implicit.save_trained(path, key, W0._replace(a=-W0.a), X, y, b=b, W0=W0)

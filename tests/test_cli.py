@@ -11,10 +11,11 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from jaxcorr import checkpoint, cli, data
+from jaxcorr import checkpoint, cli, data, implicit
 
 TINY = ["--n", "4", "--m", "256", "--d", "4"]
 STEPS = 6
@@ -44,13 +45,26 @@ def assert_one_line_error(rc, out, err, *words):
         assert w in lines[0], lines[0]
 
 
+def load_state(path):
+    """A checkpoint of ``jaxcorr train`` as full-width params and state: a compact one (the rows that
+    differ from W(0), :func:`jaxcorr.implicit.save_trained`) expanded back to all m rows."""
+    cfg = checkpoint.read_meta(path)["config"]
+    if not isinstance(cfg.get("implicit"), dict):
+        return load_state(path)
+    opt = cli._make_optimizer(cfg["optimizer"], cfg["lr"])
+    ck = implicit.load(path, optimizer=opt)
+    params, state, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
+    return {"params": params, "opt_state": jax.tree_util.tree_leaves(state), "step": ck["step"],
+            "config": ck["config"]}
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     """An uninterrupted run of STEPS steps, saved: the reference for every resume test."""
     path = tmp_path_factory.mktemp("ref") / "full.ckpt"
     rc = cli.main(["train", *TINY, "--steps", str(STEPS), "--save", str(path), "--json", "--quiet"])
     assert rc == 0
-    return path, checkpoint.load(path)
+    return path, load_state(path)
 
 
 def assert_same_state(a, b, exact=True):
@@ -172,10 +186,10 @@ def test_resume_ends_where_uninterrupted_run_ends(capsys, tmp_path, full_run):
     _, ref = full_run
     half = tmp_path / "half.ckpt"
     assert run(capsys, *TINY, "--steps", str(STEPS // 2), "--save", str(half))[0] == 0
-    assert checkpoint.load(half)["step"] == STEPS // 2
+    assert load_state(half)["step"] == STEPS // 2
     rc, out, err = run(capsys, "--resume", str(half), "--save", str(half), "--steps", str(STEPS - STEPS // 2))
     assert rc == 0, err
-    assert_same_state(checkpoint.load(half), ref, exact=False)
+    assert_same_state(load_state(half), ref, exact=False)
 
 
 def test_resume_with_adam_and_save_every_is_bitwise(capsys, tmp_path):
@@ -185,7 +199,7 @@ def test_resume_with_adam_and_save_every_is_bitwise(capsys, tmp_path):
     rc, out, err = run(capsys, *TINY, *opt, "--steps", "2", "--save", str(part), "--save-every", "1")
     assert rc == 0 and err.count("saved checkpoint") == 1, err  # after step 1; step 2 is the final save
     assert run(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--save-every", "2")[0] == 0
-    assert_same_state(checkpoint.load(part), checkpoint.load(full), exact=True)
+    assert_same_state(load_state(part), load_state(full), exact=True)
 
 
 def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypatch):
@@ -204,11 +218,11 @@ def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypat
     rc, out, err = run(capsys, *TINY, "--steps", str(STEPS), "--save", str(path))
     assert rc == 130, err
     assert "interrupted by Ctrl-C at step" in err and "--resume" in err
-    saved = checkpoint.load(path)["step"]
+    saved = load_state(path)["step"]
     assert 0 < saved < STEPS
     monkeypatch.undo()
     assert run(capsys, "--resume", str(path), "--save", str(path), "--steps", str(STEPS - saved))[0] == 0
-    assert_same_state(checkpoint.load(path), ref, exact=False)
+    assert_same_state(load_state(path), ref, exact=False)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
@@ -280,7 +294,7 @@ def test_resume_matches_data_by_content_not_path(capsys, tmp_path, monkeypatch):
     (tmp_path / "one" / "d.npz").rename(tmp_path / "two" / "renamed.npz")
     rc, out, err = run(capsys, "--resume", str(ck), "--save", str(ck), "--steps", "1", "--data", "renamed.npz")
     assert rc == 0, err
-    assert checkpoint.load(ck)["step"] == 4
+    assert load_state(ck)["step"] == 4
     (tmp_path / "two" / "renamed.npz").unlink()
     rc, out, err = run(capsys, "--resume", str(ck), "--steps", "0")  # the file is gone: say how to go on
     assert_one_line_error(rc, out, err, "renamed.npz", "--data FILE")
@@ -490,6 +504,7 @@ def test_bad_data_file(capsys, tmp_path, case, words):
         (["--seed", str(2**32)], ["--seed", "2^32 - 1"]),
         (["--normalize"], ["--normalize", "--data"]),
         (["--cache-dir", "x", "--no-cache"], ["--no-cache"]),
+        (["--steps", "0", "--compare", "dense"], ["--compare dense", "--steps 0", "--steps N"]),
     ],
 )
 def test_bad_options(capsys, argv, words):
@@ -543,4 +558,27 @@ def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeyp
     path = tmp_path / "r.ckpt"
     r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
     assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
-    assert_same_state(checkpoint.load(path), ref, exact=False)
+    assert_same_state(load_state(path), ref, exact=False)
+
+
+def test_resume_of_a_full_checkpoint_saves_compactly(capsys, tmp_path):
+    """A full-format checkpoint (an older jaxcorr, or another process layout) resumes exactly, and the
+    resumed run's own saves hold only the rows that differ from W(0) (drawn again from the seed)."""
+    args = ["--n", "4", "--m", "4096", "--d", "8", "--quiet", "--method", "dense", "--optimizer", "adam", "--lr", "0.01"]
+    ref, part = tmp_path / "ref.ckpt", tmp_path / "part.ckpt"
+    assert run(capsys, *args, "--steps", "4", "--save", str(ref))[0] == 0
+    assert run(capsys, *args, "--steps", "2", "--save", str(part))[0] == 0
+    st = load_state(part)
+    opt = cli._make_optimizer("adam", 0.01)
+    cfg = checkpoint.read_meta(part)["config"]
+    cfg.pop("implicit")
+    cfg["m"] = 4096
+    X, y = data.synthetic(0, 4, 8)
+    full_state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(opt.init(st["params"].W)), st["opt_state"])
+    checkpoint.save(part, st["params"], full_state, st["step"], cfg, X, y)
+    big = part.stat().st_size
+    assert checkpoint.read_meta(part)["config"].get("implicit") is None
+    rc, out, err = run(capsys, "--resume", str(part), "--save", str(part), "--steps", "2", "--quiet")
+    assert rc == 0, err
+    assert checkpoint.read_meta(part)["config"]["implicit"]["full_width"] and part.stat().st_size < big / 4
+    assert_same_state(load_state(part), load_state(ref), exact=True)

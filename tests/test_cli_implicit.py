@@ -2,13 +2,15 @@
 checkpoints and resume, ``--m 2^K``, and one-line memory refusals before anything is allocated."""
 
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
 
 from jaxcorr import checkpoint, cli, implicit, memory, nn
 from test_cli import assert_one_line_error as _one_line_error
-from test_cli import run, run_json
+from test_cli import load_state, run, run_json
 
 TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
 
@@ -29,7 +31,7 @@ def test_implicit_run_is_the_eager_run(capsys, tmp_path, method):
     np.testing.assert_allclose(i["loss_initial"], e["loss_initial"], rtol=1e-6)
     np.testing.assert_allclose(i["loss_final"], e["loss_final"], rtol=1e-5)
     ck = implicit.load(pi)
-    model, full = ck["model"], checkpoint.load(pe)["params"]
+    model, full = ck["model"], load_state(pe)["params"]
     assert i["n_active"] == model.n_active < 256
     idx = np.asarray(model.idx)
     np.testing.assert_allclose(np.asarray(model.W), np.asarray(full.W)[idx], rtol=1e-5, atol=1e-6)
@@ -52,6 +54,8 @@ def test_implicit_checkpoint_resume(capsys, tmp_path):
     np.testing.assert_allclose(np.asarray(x["model"].W), np.asarray(y["model"].W), rtol=1e-5, atol=1e-6)
     rc, out, err = run(capsys, "--resume", str(part), "--steps", "0", "--implicit", "off")
     assert_one_line_error(rc, out, err, "implicit", "--implicit off")
+    rc, out, err = run(capsys, "--resume", str(part), "--save", str(part), "--steps", "1", "--compare", "dense")
+    assert_one_line_error(rc, out, err, "implicit", "--compare dense", "drop --compare")
 
 
 def test_width_accepts_powers_of_two(capsys):
@@ -87,3 +91,28 @@ def test_setup_progress_lines(capsys):
     rc, out, err = run(capsys, "--n", "4", "--m", "2^8", "--d", "4", "--steps", "2", "--implicit", "on")
     assert rc == 0, err
     assert "set-up: 256/256 rows of W(0) drawn" in err and "active rows of 256" in err
+
+
+def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path):
+    """An eager (full-width) run's checkpoint holds only its active rows (megabytes, not m*d floats);
+    resuming it holds all m rows again (bitwise the uninterrupted run for dense) or, with
+    --implicit on, only the held rows (the same run to float rounding)."""
+    m = 4096
+    args = ["--n", "4", "--m", str(m), "--d", "8", "--quiet", "--method", "dense", "--optimizer", "momentum"]
+    full, part, lazy = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "lazy.ckpt"
+    a = run_json(capsys, *args, "--steps", "4", "--implicit", "off", "--save", str(full))
+    run_json(capsys, *args, "--steps", "2", "--implicit", "off", "--save", str(part))
+    meta = checkpoint.read_meta(part)
+    assert meta["config"]["implicit"]["full_width"] is True
+    n_held = meta["config"]["implicit"]["n_active"]
+    assert n_held < m / 8 and part.stat().st_size < m * (2 * 8 + 1) * 4 / 4  # W, a, momentum: 1/7 of them
+    shutil.copy(part, lazy)
+    b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "2", "--quiet")
+    assert b["implicit"] is False and b["step_end"] == 4
+    ref, got = load_state(full), load_state(part)
+    assert np.asarray(got["params"].W).tobytes() == np.asarray(ref["params"].W).tobytes()
+    c = run_json(capsys, "--resume", str(lazy), "--save", str(lazy), "--steps", "2", "--implicit", "on", "--quiet")
+    assert c["implicit"] is True and c["step_end"] == 4
+    np.testing.assert_allclose(c["loss_final"], a["loss_final"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(load_state(lazy)["params"].W), np.asarray(ref["params"].W),
+                               rtol=1e-5, atol=1e-6)

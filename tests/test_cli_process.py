@@ -87,6 +87,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_promptly(tmp_path):
     # The state where the run stopped (0 only if the signal came as the run restarted with longer
     # chunks, which starts over from step 0; test_cli.py checks a mid-run save deterministically).
     assert checkpoint.load(ck)["step"] == said < 1000000
+    assert checkpoint.read_meta(ck)["config"]["implicit"]["full_width"]  # the compact form: rows that moved
+    assert f"saving checkpoint {ck} at step {said}" in err
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
