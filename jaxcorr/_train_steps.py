@@ -247,10 +247,19 @@ def active_forward(ip, a, b, y, scale, n_real):
     line 13 and the coefficients ``P_{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
     elementwise passes over (n, L) (padding rows ``r >= n_real`` never fire). Returns
     ``(e, coef (n, L), fire (n, L) bool)`` with ``e = u - y``.
+
+    Memory traffic: the comparison is made once, into ``relu = sigma_b(<w_r, x_i>)`` clamped below
+    by the dtype's smallest normal number on the fire set, so ``relu > 0`` exactly where a neuron
+    fires (also where ``ip - b`` would be subnormal or flushed to zero). ``fire``, the coefficients
+    and the statistics are read off this one materialised (n, L) array instead of recomputing
+    ``ip > b`` from ``ip``'s operands in every consumer (XLA fuses an elementwise producer into each
+    consumer: at |A| = 2^18 rows that re-read two (n, L) arrays three more times per step). The
+    clamp changes ``u`` only where ``0 < ip - b < tiny``, by less than ``tiny |a_r| / sqrt(m)``.
     """
     col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
-    fire = (ip > b) & (col < n_real)
-    u = _linalg.matmul(jnp.where(fire, ip - b, 0), a) * scale
+    relu = jnp.where((ip > b) & (col < n_real), jnp.maximum(ip - b, jnp.finfo(ip.dtype).tiny), 0)
+    fire = relu > 0
+    u = _linalg.matmul(relu, a) * scale
     e = u - y
     coef = jnp.where(fire, a[None, :] * (e * scale)[:, None], 0)
     return e, coef, fire
