@@ -207,12 +207,24 @@ def _dtree_step(cfg: Config, c: CompactConsts, carry):
     C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23
     union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
-    ipT = new_leaves(cfg, c, P)
-    ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
+    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is, leaves IP0 + G K^T; no transposes
+        P, state, moved = _kt_update(cfg, P, state, C)
+        ip = c.ip0 + _linalg.matmul(c.gram, P)
+    else:
+        P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
+        ipT = new_leaves(cfg, c, P)
+        ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
     stats = _stats(loss, fr.count, union, jnp.any(fr.overflow), moved)
     return (levels, P, state), stats
+
+
+def _kt_update(cfg: Config, P, state, coef):
+    """The span-path optimizer on ``P = K^T`` (n, L) with K's gradient ``coef`` (n, L), and no guard:
+    :func:`jaxcorr.train.sgd` (SGD / momentum / Nesterov) acts coordinate-wise, so the transposed
+    layout changes nothing, and it is linear, so a zero coefficient column stays zero."""
+    updates, new_state = cfg.optimizer.update(coef, state, P)
+    return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
 
 
 def _wtree_step(cfg: Config, c: CompactConsts, carry):
@@ -275,9 +287,8 @@ def _active_step(cfg: Config, c: CompactConsts, carry):
     else:
         ip = _linalg.inner(c.X, P)  # (n, L)
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
-    if cfg.kt:  # sgd / momentum act coordinate-wise, so the transposed layout changes nothing
-        updates, new_state = cfg.optimizer.update(coef, state, P)
-        P, state, moved = optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
+    if cfg.kt:
+        P, state, moved = _kt_update(cfg, P, state, coef)
     else:
         P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
     stats = _stats(0.5 * jnp.sum(e * e), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)),
