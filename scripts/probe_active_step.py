@@ -11,6 +11,7 @@ optimized HLO of each (``--hlo DIR``).
 
 Example:
   python scripts/probe_active_step.py --logm 22 --steps 50 --repeats 7 --hlo /tmp/hlo
+  python scripts/probe_active_step.py --logm 14,16,18,20,22 --optimizers sgd1,momentum (a sweep: slopes)
 """
 
 from __future__ import annotations
@@ -77,45 +78,67 @@ def build(opt, problem, steps: int, step_fn=None):
     return ex, carry, consts
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--logm", type=int, default=22)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--d", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=50, help="steps inside one jitted lax.scan")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--hlo", default="", help="directory for the optimized HLO of each variant")
-    ap.add_argument("--out", default="", help="JSON output path")
-    args = ap.parse_args(argv)
-
+def _one_width(logm, args, variants):
     import jax
 
-    from jaxcorr import benchmarking, train
-
-    problem = active_problem(args.logm, args.n, args.d)
-    L = problem[4]
-    variants = {"sgd(1.0)": train.sgd(1.0), "sgd(0.1)": train.sgd(0.1),
-                "sgd(0.1,momentum=0.9)": train.sgd(0.1, momentum=0.9)}
+    problem = active_problem(logm, args.n, args.d)
     built = {}
     for name, opt in variants.items():
         ex, carry, consts = build(opt, problem, args.steps)
         built[name] = (ex, carry, consts)
         if args.hlo:
             os.makedirs(args.hlo, exist_ok=True)
-            with open(os.path.join(args.hlo, name.replace(",", "_").replace("=", "") + ".hlo.txt"), "w") as f:
+            with open(os.path.join(args.hlo, f"2^{logm}_{name}.hlo.txt"), "w") as f:
                 f.write(ex.as_text())
         jax.block_until_ready(ex(carry, consts))
-    times = {k: [] for k in built}
+    wall = {k: [] for k in built}
+    cpu = {k: [] for k in built}
     for _ in range(args.repeats):
         for name, (ex, carry, consts) in built.items():
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(ex(carry, consts))
-            times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
-    res = {"machine": benchmarking.machine_info(), "logm": args.logm, "n_active": L, "L_padded": problem[7],
-           "steps": args.steps, "ms_per_step": {k: statistics.median(v) for k, v in times.items()},
-           "ms_all": times}
-    del out
-    print(json.dumps({k: res[k] for k in ("logm", "n_active", "L_padded", "ms_per_step")}))
+            c0, t0 = time.process_time(), time.perf_counter()
+            jax.block_until_ready(ex(carry, consts))
+            wall[name].append((time.perf_counter() - t0) / args.steps * 1e3)
+            cpu[name].append((time.process_time() - c0) / args.steps * 1e3)
+    n, Lp = args.n, problem[7]
+    return {"logm": logm, "n_active": problem[4], "L_padded": Lp, "nL_bytes": 4 * n * Lp,
+            "ms_per_step": {k: statistics.median(v) for k, v in wall.items()},
+            "ms_per_step_min": {k: min(v) for k, v in wall.items()},
+            "cpu_ms_per_step": {k: statistics.median(v) for k, v in cpu.items()}, "ms_all": wall}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--logm", default="22", help="comma-separated log2(m) values")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=50, help="steps inside one jitted lax.scan")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--optimizers", default="sgd1,sgd01,momentum",
+                    help="sgd1 = train.sgd(1.0), sgd01 = train.sgd(0.1), momentum = train.sgd(0.1, momentum=0.9)")
+    ap.add_argument("--hlo", default="", help="directory for the optimized HLO of each variant")
+    ap.add_argument("--out", default="", help="JSON output path")
+    args = ap.parse_args(argv)
+
+    from jaxcorr import benchmarking, train
+
+    known = {"sgd1": train.sgd(1.0), "sgd01": train.sgd(0.1), "momentum": train.sgd(0.1, momentum=0.9)}
+    variants = {k: known[k] for k in args.optimizers.split(",") if k}
+    per = []
+    for logm in [int(v) for v in args.logm.split(",") if v]:
+        r = _one_width(logm, args, variants)
+        per.append(r)
+        print(json.dumps({k: r[k] for k in ("logm", "n_active", "L_padded", "ms_per_step", "cpu_ms_per_step")}),
+              flush=True)
+    res = {"machine": benchmarking.machine_info(), "load_average": benchmarking.load_average(),
+           "steps": args.steps, "repeats": args.repeats, "widths": per}
+    if len(per) >= 2:
+        ms = [1 << r["logm"] for r in per]
+        A = [r["n_active"] for r in per]
+        res["slope_A_vs_m"] = benchmarking.loglog_slope(ms, A)
+        res["slopes"] = {k: {"ms_vs_m": benchmarking.loglog_slope(ms, [r["ms_per_step"][k] for r in per]),
+                             "ms_vs_A": benchmarking.loglog_slope(A, [r["ms_per_step"][k] for r in per])}
+                         for k in variants}
+        print(json.dumps({"slope_A_vs_m": res["slope_A_vs_m"], "slopes": res["slopes"]}))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=2)

@@ -61,7 +61,7 @@ def _profile(fn, out_dir: str, steps: int) -> list:
     durs = collections.defaultdict(list)
     for plane in pd.planes:
         for line in plane.lines:
-            if line.name.startswith("tf_XLAEigen"):
+            if line.name.startswith("tf_XLA"):
                 for ev in line.events:
                     durs[ev.name].append(ev.duration_ns)
     rows = []
