@@ -207,12 +207,24 @@ def _dtree_step(cfg: Config, c: CompactConsts, carry):
     C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23
     union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
-    ipT = new_leaves(cfg, c, P)
-    ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
+    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is, leaves IP0 + G K^T; no transposes
+        P, state, moved = _kt_update(cfg, P, state, C)
+        ip = c.ip0 + _linalg.matmul(c.gram, P)
+    else:
+        P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
+        ipT = new_leaves(cfg, c, P)
+        ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
     stats = _stats(loss, fr.count, union, jnp.any(fr.overflow), moved)
     return (levels, P, state), stats
+
+
+def _kt_update(cfg: Config, P, state, coef):
+    """The span-path optimizer on ``P = K^T`` (n, L) with K's gradient ``coef`` (n, L), and no guard:
+    :func:`jaxcorr.train.sgd` (SGD / momentum / Nesterov) acts coordinate-wise, so the transposed
+    layout changes nothing, and it is linear, so a zero coefficient column stays zero."""
+    updates, new_state = cfg.optimizer.update(coef, state, P)
+    return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
 
 
 def _wtree_step(cfg: Config, c: CompactConsts, carry):
@@ -247,10 +259,19 @@ def active_forward(ip, a, b, y, scale, n_real):
     line 13 and the coefficients ``P_{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
     elementwise passes over (n, L) (padding rows ``r >= n_real`` never fire). Returns
     ``(e, coef (n, L), fire (n, L) bool)`` with ``e = u - y``.
+
+    Memory traffic: the comparison is made once, into ``relu = sigma_b(<w_r, x_i>)`` clamped below
+    by the dtype's smallest normal number on the fire set, so ``relu > 0`` exactly where a neuron
+    fires (also where ``ip - b`` would be subnormal or flushed to zero). ``fire``, the coefficients
+    and the statistics are read off this one materialised (n, L) array instead of recomputing
+    ``ip > b`` from ``ip``'s operands in every consumer (XLA fuses an elementwise producer into each
+    consumer: at |A| = 2^18 rows that re-read two (n, L) arrays three more times per step). The
+    clamp changes ``u`` only where ``0 < ip - b < tiny``, by less than ``tiny |a_r| / sqrt(m)``.
     """
     col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
-    fire = (ip > b) & (col < n_real)
-    u = _linalg.matmul(jnp.where(fire, ip - b, 0), a) * scale
+    relu = jnp.where((ip > b) & (col < n_real), jnp.maximum(ip - b, jnp.finfo(ip.dtype).tiny), 0)
+    fire = relu > 0
+    u = _linalg.matmul(relu, a) * scale
     e = u - y
     coef = jnp.where(fire, a[None, :] * (e * scale)[:, None], 0)
     return e, coef, fire
@@ -266,9 +287,8 @@ def _active_step(cfg: Config, c: CompactConsts, carry):
     else:
         ip = _linalg.inner(c.X, P)  # (n, L)
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
-    if cfg.kt:  # sgd / momentum act coordinate-wise, so the transposed layout changes nothing
-        updates, new_state = cfg.optimizer.update(coef, state, P)
-        P, state, moved = optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
+    if cfg.kt:
+        P, state, moved = _kt_update(cfg, P, state, coef)
     else:
         P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
     stats = _stats(0.5 * jnp.sum(e * e), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)),

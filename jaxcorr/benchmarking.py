@@ -201,3 +201,32 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory in bytes, from the OS (``VmHWM`` in /proc/self/status on
+    Linux, else ``getrusage``'s ``ru_maxrss``, KiB on Linux and bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # noqa: PLC0415 (POSIX only)
+    import sys  # noqa: PLC0415
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def load_average() -> list:
+    """The 1, 5 and 15 minute load averages of the machine (``[]`` where the OS does not say): record
+    them beside timings taken on a shared machine."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
+__all__ += ["peak_rss_bytes", "load_average"]

@@ -287,6 +287,9 @@ def _nbytes(tree) -> int:
 
 
 def _timed(ex, carry, consts):
+    # Wait for the inputs first: set-up work dispatched asynchronously (gathers, INIT) must count as
+    # set-up, not as steps (without this, plain sgd, whose set-up never syncs, timed it as steps).
+    jax.block_until_ready((carry, consts))
     t0 = time.perf_counter()
     out = jax.block_until_ready(ex(carry, consts))
     return out, time.perf_counter() - t0
@@ -352,7 +355,8 @@ class Compact:
     :class:`jaxcorr.sharding.ShardedCompact`.
     """
 
-    #: method="active" on the span path holds K transposed, (n, L) (one device only).
+    #: method="active" / "dtree" on the span path hold K transposed, (n, L), the layout of their
+    #: leaves and coefficients (no transposes per step; one device only).
     transposed_span = True
 
     def __init__(self, method, W, a, X, y, b, optimizer, state, verdict, width=None):
@@ -394,7 +398,7 @@ class Compact:
         coef = self._span_state(s_A, X, dt) if self.span else None
         self.span = coef is not None
         gram = _linalg.inner(X, X) if self.span else None
-        self.kt = self.span and method == "active" and self.transposed_span
+        self.kt = self.span and method in ("active", "dtree") and self.transposed_span
         P0 = jnp.zeros((Lp, self.n), dt) if self.span else W_A
         if self.kt:
             P0, coef = P0.T, [(x.T if i in self.rows else x) for i, x in enumerate(coef)]

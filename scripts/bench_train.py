@@ -7,7 +7,8 @@ Runs :func:`jaxcorr.train.fit` with every method side by side in one process, fo
 the span (Gram) path was used), for m = 2^14 ... 2^22 at n = 8, d = 64 and b = sqrt(0.4 ln m)
 (Theorem 4.1's setting), on :func:`jaxcorr.data.synthetic` data and :func:`jaxcorr.nn.init` weights.
 For each (m, optimizer, method) it does one warm-up call (compilation), then ``--repeats`` timed
-calls, interleaved across the methods (so a busy machine slows them alike), and reports the median
+calls, interleaved across the methods AND the optimizers (so a busy machine slows them alike; the
+1-minute load average is recorded beside every timed call), and reports the median
 (and the minimum) of ``history["ms_per_step"]`` (wall time of the jitted steps per step,
 set-up -- tree INIT, compaction, compilation -- excluded), the median set-up time, the state memory
 of the loop (``history["state_bytes"]``), the log-log slope of ms/step against m per (optimizer,
@@ -45,23 +46,26 @@ def _parse_lrs(text: str) -> dict:
     return out
 
 
-def _run_all(params, X, y, methods, opt, steps, repeats):
-    """Warm up every method, then time them interleaved (repeat r runs every method once), so a
-    busy machine slows all methods alike. Returns per method ``(last history, first-call s,
-    ms/step list, set-up s list)``."""
-    from jaxcorr import train
+def _run_all(params, X, y, methods, built, steps, repeats):
+    """Warm up every (optimizer, method) pair, then time them interleaved (repeat r runs every pair
+    once), so a busy machine slows all pairs alike, the optimizers included (the sgd and momentum
+    rows of one width are comparable). Returns per pair ``(last history, first-call s, ms/step list,
+    set-up s list, load averages)``."""
+    from jaxcorr import benchmarking, train
 
     out = {}
-    for meth in methods:
-        t0 = time.perf_counter()
-        _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=opt)  # warm-up (compiles)
-        out[meth] = [h, time.perf_counter() - t0, [], []]
-    for _ in range(repeats):
+    for o, (opt, _) in built.items():
         for meth in methods:
-            _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=opt)
-            out[meth][0] = h
-            out[meth][2].append(h["ms_per_step"])
-            out[meth][3].append(h["setup_s"])
+            t0 = time.perf_counter()
+            _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=opt)  # warm-up (compiles)
+            out[(o, meth)] = [h, time.perf_counter() - t0, [], [], []]
+    for _ in range(repeats):
+        for (o, meth), rec in out.items():
+            _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=built[o][0])
+            rec[0] = h
+            rec[2].append(h["ms_per_step"])
+            rec[3].append(h["setup_s"])
+            rec[4].append(benchmarking.load_average()[:1])
     return out
 
 
@@ -116,17 +120,17 @@ def main(argv=None) -> int:
         m = 1 << lm
         params = nn.init(jax.random.key(args.seed), m, args.d)
         b = nn.default_threshold(m)
+        runs = _run_all(params, X, y, methods, built, args.steps, args.repeats)
         for o in opts:
-            opt, label = built[o]
-            runs = _run_all(params, X, y, methods, opt, args.steps, args.repeats)
-            ref = runs["dense"][0]["loss"] if "dense" in runs else None
+            label = built[o][1]
+            ref = runs[(o, "dense")][0]["loss"] if "dense" in methods else None
             for meth in methods:
-                h, warm_s, ms_list, setup_list = runs[meth]
+                h, warm_s, ms_list, setup_list, loads = runs[(o, meth)]
                 row = {
                     "log2_m": lm, "m": m, "method": meth, "optimizer": o, "optimizer_used": label,
                     "learning_rate": lrs[o], "b": b, "span": bool(h["span"]),
                     "ms_per_step": statistics.median(ms_list), "ms_per_step_min": min(ms_list),
-                    "ms_per_step_all": ms_list,
+                    "ms_per_step_all": ms_list, "load_average_1min": [v[0] for v in loads if v],
                     "setup_s": statistics.median(setup_list), "first_call_s": warm_s,
                     "state_bytes": int(h["state_bytes"]),
                     "fire_mean_t0": float(h["fire_mean"][0]), "fire_union_t0": int(h["fire_union"][0]),
@@ -139,6 +143,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"m=2^{lm} {o:8s} {meth:6s} {row['ms_per_step']:9.2f} ms/step (min {row['ms_per_step_min']:.2f})"
                       f"  setup {row['setup_s']:.2f}s  state {row['state_bytes'] / 2**20:.1f} MiB", flush=True)
+        del params
     slopes, speedup = _summaries(rows, methods, opts)
     out = {"machine": benchmarking.machine_info(), "args": vars(args), "learning_rates": lrs,
            "optimizers_used": {o: built[o][1] for o in opts}, "rows": rows, "slopes": slopes,

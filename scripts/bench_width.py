@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -35,23 +34,12 @@ import time
 TARGETS_GIB = {26: 4.0, 28: 8.0}  # peak memory targets at m = 2^26 and 2^28
 
 
-def _peak_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _one(args) -> dict:
     """One run in this (child) process; returns its figures."""
     import jax
     import numpy as np
 
-    from jaxcorr import data, implicit, nn, train
+    from jaxcorr import benchmarking, data, implicit, nn, train
 
     m = 1 << args.logm
     X, y = data.synthetic(args.seed, args.n, args.d)
@@ -71,7 +59,7 @@ def _one(args) -> dict:
         model, info = implicit.setup(key, m, args.d, X, progress=progress)
         out.update(setup_s=info["setup_s"], n_active=info["n_active"], n_fire_union=info["n_fire_union"],
                    k0_max=int(info["k0"].max()), rows_per_s=info["rows_per_s"], chunk_rows=info["chunk_rows"],
-                   capacity_events=len(info["capacity_events"]), peak_after_setup_bytes=_peak_bytes())
+                   capacity_events=len(info["capacity_events"]), peak_after_setup_bytes=benchmarking.peak_rss_bytes())
         model, hist = implicit.fit(model, X, y, steps=args.steps, method=args.method)
     else:
         out["estimate_bytes"] = implicit.estimate_bytes("dense", args.n, args.d, m, implicit=False)["total"]
@@ -81,7 +69,7 @@ def _one(args) -> dict:
         params, hist = train.fit(params, X, y, steps=args.steps, method="dense")
     out.update(method=hist["method"], fit_setup_s=hist["setup_s"], ms_per_step=hist["ms_per_step"],
                loss=[float(v) for v in hist["loss"]], total_s=time.perf_counter() - t0,
-               peak_bytes=_peak_bytes())
+               peak_bytes=benchmarking.peak_rss_bytes(), load_average=benchmarking.load_average())
     del np
     return out
 
@@ -131,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--method", default="dtree", help="sparse method of the implicit runs")
+    ap.add_argument("--method", default="active", help="sparse method of the implicit runs")
     ap.add_argument("--dense-budget-gib", type=float, default=10.0,
                     help="run dense only where its eager estimate fits this (the machine is shared)")
     ap.add_argument("--quick", action="store_true", help="m = 2^16, 2^18, 5 steps (a smoke run)")
