@@ -131,14 +131,16 @@ class History:
 class Recorder:
     """Collects the per-chunk statistics on the host, times the chunks and runs ``fit``'s callback."""
 
-    def __init__(self, steps: int, callback: Callable | None):
+    def __init__(self, steps: int, callback: Callable | None, wrap: Callable | None = None):
         self.steps, self.callback = steps, callback
+        self.wrap = wrap  # (W, opt_state) -> what the callback's "snapshot" returns
         self.done, self.run_s, self.stopped = 0, 0.0, False
         self.parts: list = []
         self.events: list = []
 
-    def add(self, stats, n_steps: int, seconds: float) -> None:
-        """Record one accepted chunk of ``n_steps`` steps (``stats`` stacked by ``lax.scan``)."""
+    def add(self, stats, n_steps: int, seconds: float, snapshot: Callable | None = None) -> None:
+        """Record one accepted chunk of ``n_steps`` steps (``stats`` stacked by ``lax.scan``);
+        ``snapshot()`` gives ``(W, opt_state)`` after it (valid during the callback only)."""
         host = type(stats)(*(np.asarray(v)[:n_steps] for v in stats))
         self.parts.append(host)
         self.done += n_steps
@@ -146,6 +148,9 @@ class Recorder:
         if self.callback is not None:
             info = {"step": self.done, "steps": self.steps, "loss": float(host.loss[-1]),
                     "ms_per_step": 1e3 * self.run_s / max(self.done, 1)}
+            if snapshot is not None:
+                wrap = self.wrap or (lambda *x: x)
+                info["snapshot"] = lambda: wrap(*snapshot())
             ret = self.callback(info)
             if ret is not None and bool(np.asarray(ret)):  # any truthy value (np.True_, a 0-d jax bool)
                 self.stopped = True

@@ -406,7 +406,7 @@ def _loop(cfg: Config, state: TrainState, rec: Recorder, chunk: int, donate: boo
             cfg = cfg._replace(step=cfg.step._replace(capacity=capacity))
             continue
         state = new
-        rec.add(stats, clen, secs)
+        rec.add(stats, clen, secs, snapshot=lambda cfg=cfg, state=state: _setup.finalize(cfg, state))
     return cfg, state
 
 
@@ -490,8 +490,10 @@ def fit(
       opt_state: optimizer state to resume from, as produced by ``optimizer.init(params.W)`` (full
         (m, d) leaves); default a fresh ``optimizer.init(params.W)``.
       callback: called on the host after every chunk with a dict with keys ``"step"`` (steps done so
-        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; a truthy
-        return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
+        far in this call), ``"steps"``, ``"loss"`` (latest loss), ``"ms_per_step"`` and
+        ``"snapshot"`` (a function returning ``(params, opt_state)`` after that chunk, as ``fit``
+        would return them: a checkpoint without a new set-up; call it during the callback only); a
+        truthy return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
       chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
       fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
         :math:`\lceil m^{4/5}\rceil`, the optimizer is refused, or the idle-row guard fires;
@@ -549,7 +551,7 @@ def fit(
         params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback,
         width)
     lay = None if mesh is None else sharding.fit_layout(mesh, method)
-    rec = Recorder(steps, callback)
+    rec = Recorder(steps, callback, wrap=lambda W_, s_: (Params(W=W_.astype(dt), a=params.a), s_))
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
     info = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
             "state_bytes": _setup.nbytes((W, state, a, X, y))}
