@@ -6,7 +6,10 @@ Set-up of the compacted methods (Algorithms 8 and 9 restricted to the active row
    :math:`\langle w_r, x_i\rangle` and ``max_i k_{i,0}``, one jitted call;
 2. the fire sets at ``t = 0`` by FIND on those trees (Algorithm 8 line 12 / Algorithm 9 lines
    12-17) at a capacity from the measured counts (:func:`jaxcorr.maxtree.allocate`), one jitted
-   call returning the (m,) union mask;
+   call returning the (m,) union mask. ``method="active"``, whose steps find the fire sets by
+   comparison, finds them so at set-up too, inside the INIT call (the same sets: the leaves are
+   all there after INIT, and the comparison costs O(nm) against INIT's O(nmd); it saves compiling
+   a FIND over all m leaves, most of a cold set-up);
 3. A = that union plus the rows whose optimizer state differs from a fresh ``init`` (resuming);
 4. the compacted state over ``bucket(|A| + 1)`` rows (one padding row at least, for the idle-row
    guard), one jitted call: rows, optimizer state, trees, constants.
@@ -98,9 +101,11 @@ def dense(W, a, X, y, b, optimizer, state, width: int):
 # ------------------------------------------------------------------------- fire sets at t = 0
 @functools.partial(jax.jit, static_argnames=("method",))
 def _init(W, X, b, method: str):
-    """INIT's leaves (n, m) (Lemma D.2; for WTree the same values, Lemma D.6) and ``max_i k_{i,0}``."""
+    """INIT's leaves (n, m) (Lemma D.2; for WTree the same values, Lemma D.6), ``max_i k_{i,0}`` and,
+    for ``method="active"`` (fire sets by comparison, no trees), the (m,) mask of the rows that fire."""
     ip = _linalg.inner(X, W)
-    return ip, jnp.max(jnp.sum(ip > b, axis=1))
+    fire = ip > b
+    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if method == "active" else None)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "method"))
@@ -127,9 +132,10 @@ def _fire_sets(method, W, X, b, lay):
         X = sharding.place(sharding.pad_rows(X, n_pad, np.nan), lay.sharding(None))
         W = sharding.place(np.asarray(W), lay.replicated)
         bb = sharding.place(np.asarray(b, W.dtype), lay.replicated)
-    ip, kmax = _init(W, X, bb, method)
+    ip, kmax, hit = _init(W, X, bb, method)
     kmax = int(kmax)
-    hit = _fire_rows(ip, bb, maxtree.allocate(kmax, 1, 0, ceiling=m), method)
+    if hit is None:  # the trees' FIND (Algorithm 8 line 12, Algorithm 9 lines 12-17)
+        hit = _fire_rows(ip, bb, maxtree.allocate(kmax, 1, 0, ceiling=m), method)
     if lay is not None:
         hit = sharding.replicate(hit, lay)
     return ip, kmax, np.flatnonzero(np.asarray(hit))
@@ -279,9 +285,10 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
         it = iter(s_A)
         coef = [next(it) if i in rows else s_leaves[i] for i in range(len(s_leaves))]
     coef = [x if i in rows else _copy(x) for i, x in enumerate(coef)]  # the carry owns its buffers
-    P0 = jnp.zeros((Lp, n), dt) if span else W_A
-    if step.kt:
-        P0, coef = P0.T, [(x.T if i in rows else x) for i, x in enumerate(coef)]
+    P0 = (jnp.zeros((n, Lp), dt) if step.kt else jnp.zeros((Lp, n), dt)) if span else W_A
+    if step.kt:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
+        coef = [(x if i not in rows else jnp.zeros(x.shape[::-1], x.dtype) if fresh else x.T)
+                for i, x in enumerate(coef)]
     state_A = jax.tree_util.tree_unflatten(s_def, coef)
     base = Base(W=W, a=a, W0=(W if identity else W_A) if span else None, idx=idx, opt_state=state)
     consts = CompactConsts(X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt),

@@ -169,8 +169,9 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     if not jnp.issubdtype(dt, jnp.floating):
         dt = jnp.result_type(float)
     W, a, X, y = (jnp.asarray(v, dt) for v in (W, a, X, y))
-    for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
-        if not bool(_all_finite(arr)):
+    finite = np.asarray(_all_finite((W, a, X, y)))  # one compiled check for the four
+    for name, ok in zip(("params.W", "params.a", "X", "y"), finite):
+        if not ok:
             raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
     if isinstance(steps, (bool, np.bool_)):
         raise ValueError(f"steps must be an int, got {steps!r}")
@@ -211,13 +212,13 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
 
 
 @jax.jit
-def _all_finite(x):
-    return jnp.all(jnp.isfinite(x))
+def _all_finite(arrays):
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
 
 
 @jax.jit
-def _all_finite(x):
-    return jnp.all(jnp.isfinite(x))
+def _all_finite(arrays):
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
 
 
 # ----------------------------------------------------------------- setup -> run_chunk -> finalize
