@@ -2,11 +2,15 @@ r"""Correlation trees across a device mesh: Section 5's parallel tree updates on
 
 Section 5 of the paper observes that the ``n`` trees of the Correlation DTree (one per data point,
 Theorem 3.1) are updated independently, so with enough processors a training step of Algorithm 8
-costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module lays the ``n`` trees out across the
-devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``, and
+costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module says how the ``n`` trees are laid
+out across the devices of a :class:`jax.sharding.Mesh` (:class:`Layout`) and what the sums over
+points become there (:class:`Axis`: ``psum``/``pmax``/``psum_scatter`` over the mesh axis, the
+identity on one device). Training (:func:`jaxcorr.train.fit` with ``mesh=``, ``method="dtree"`` and
 ``method="active"``, which splits the same point axis of its (n, |A|) masked passes with no trees)
-on that layout with :func:`jax.shard_map`; across hosts the same code runs after
-:func:`jax.distributed.initialize` on a global mesh. There is no scheduler of our own.
+runs the one step function of :mod:`jaxcorr._train_steps` under :func:`jax.shard_map` with that
+layout: a sharding is a layout of the same step, not another step. This module imports nothing of
+the training floor. Across hosts the same code runs after :func:`jax.distributed.initialize` on a
+global mesh. There is no scheduler of our own.
 
 **The axis: data points.** The DTree is indexed by (point ``i``, neuron ``r``). We shard ``i``:
 
@@ -39,7 +43,7 @@ it keeps every tree whole on one device. (Both axes at once would compose the tw
 count, so the point axis is padded to ``n_pad = D * ceil(n / D)`` with points that can never fire
 and never contribute:
 
-- in :func:`fit`'s sharded runner, padding points have zero rows in ``X``, target 0 and a ``valid``
+- in ``fit``'s sharded steps, padding points have zero rows in ``X``, target 0 and a ``valid``
   flag that is False; their leaves are forced to ``-inf`` after every step, so their fire sets are
   empty, their residual is 0 and they add nothing to the loss, the gradient or the statistics;
 - in :func:`shard_dtree` / :func:`shard_ddfn`, which return a plain :class:`~jaxcorr.dtree.DTree`
@@ -242,6 +246,7 @@ def place(host, sharding: NamedSharding) -> jax.Array:
 
 
 def pad_rows(x, n_pad: int, fill):
+    """``x`` (host) with rows of ``fill`` appended up to ``n_pad`` rows."""
     x = np.asarray(x)
     if x.shape[0] == n_pad:
         return x
@@ -250,6 +255,7 @@ def pad_rows(x, n_pad: int, fill):
 
 
 def pad_cols(x, n_pad: int, fill):
+    """``x`` (host) with columns of ``fill`` appended up to ``n_pad`` columns."""
     x = np.asarray(x)
     if x.shape[1] == n_pad:
         return x

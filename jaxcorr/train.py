@@ -5,16 +5,19 @@ r"""Gradient-descent training of 2NN(m, b): dense, on the active rows, or on the
 - ``"dense"``: plain XLA on all ``m`` neurons, O(nmd) per step (the reference);
 - ``"active"`` (the default): the same GD on the active rows ``A`` only (below), with the fire
   sets from the masked comparison :math:`\langle w_r, x_i\rangle > b` over (n, |A|) every step and
-  no trees in the loop; the trees find ``A`` at set-up (an output-sensitive DTree query over all
-  ``m`` leaves). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
+  no trees in the loop; ``A`` comes from the same comparison on the leaves of INIT at set-up
+  (dtree and wtree find it by QUERY on their trees). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
   as the masked pass it replaces: this is the fastest exact method on one device and on a mesh;
 - ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
   forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
 - ``"wtree"``: Algorithm 9 / Theorem 4.2 -- :math:`\tilde S_{r,fire}` from Correlation WTree queries
   (Theorem 3.2) and :math:`S_{i,fire}` derived from them.
 
-All follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
-``lax.scan`` over chunks of steps, with the host between chunks (callbacks, capacity checks).
+All follow the same trajectory (up to float rounding). Training is three pure pieces over one
+:class:`TrainState` pytree: :func:`setup` (host: INIT, the active set, capacities),
+:func:`run_chunk` (jitted: a ``lax.scan`` over steps, the state donated) and :func:`finalize` (back
+to the caller's shapes); :func:`fit` is the host loop over chunks between them (callbacks,
+capacity checks, fallbacks).
 
 **The active-set invariant** (what makes the sparse methods cost O(|A| n d), Theorem 4.1's
 O(m^{4/5} n^2 d), instead of O(m n d)). At set-up, ``fit`` builds the full tree over all ``m``
@@ -37,7 +40,8 @@ the compacted tensor (the idle-row guard, O(d)): if it would move, the step is n
 raises ``ValueError`` naming the step (or, with ``fallback="dense"``, continues dense from the last
 exact state, the start of that chunk). So ``w_r(t+1) = w_r(0)`` and ``r`` still fires for no point.
 Hence training runs on the ``|A|`` rows only, trees included, and the result is scattered back at
-the end. A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
+the end (when ``A`` is every held row, as for the implicit wide models, the held rows are used as
+they are and sliced back, with no gathered copy and no scatter). A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
 the (|A|, n) coefficients of the data instead of (|A|, d) rows, is taken only for :func:`sgd`
 (linear by construction).
 
