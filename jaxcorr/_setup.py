@@ -349,21 +349,21 @@ def _to_full(P_, s_A, X, base: Base, *, span, kt, identity, row_axes):
     if kt:
         P_ = P_.T
         leaves = [(x.T if ax is not None else x) for x, ax in zip(leaves, row_axes)]
-    W_A = _linalg.matmul(P_, X) if span else P_  # (L, d): K X on the span path
-    if identity:
-        W_new = W_A[:m] + base.W0 if span else W_A[:m]
+    if identity:  # A is every held row: slice (first, so the product has m rows, not L), no scatter
+        W_new = base.W0 + _linalg.matmul(P_[:m], X) if span else P_[:m]
     else:
-        W_new = base.W.at[base.idx].set((base.W0 + W_A if span else W_A).astype(base.W.dtype), mode="drop")
+        W_A = base.W0 + _linalg.matmul(P_, X) if span else P_  # (L, d): W_A(0) + K X on the span path
+        W_new = base.W.at[base.idx].set(W_A.astype(base.W.dtype), mode="drop")
     out = []
     for full, leaf, ax in zip(jax.tree_util.tree_leaves(base.opt_state), leaves, row_axes):
         if ax is None:
             out.append(jnp.copy(leaf))
             continue
-        rows = _linalg.matmul(leaf, X) if span else leaf
         if identity:
-            out.append(lax.slice_in_dim(rows, 0, m, axis=ax).astype(full.dtype))
+            rows = lax.slice_in_dim(leaf, 0, m, axis=ax)
+            out.append((_linalg.matmul(rows, X) if span else rows).astype(full.dtype))
         else:
-            out.append(_scatter_rows(full, rows, base.idx, ax))
+            out.append(_scatter_rows(full, _linalg.matmul(leaf, X) if span else leaf, base.idx, ax))
     return W_new.astype(base.W.dtype), jax.tree_util.tree_unflatten(s_def, out)
 
 
