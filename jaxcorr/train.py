@@ -220,11 +220,6 @@ def _all_finite(arrays):
     return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
 
 
-@jax.jit
-def _all_finite(arrays):
-    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
-
-
 # ----------------------------------------------------------------- setup -> run_chunk -> finalize
 def _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay):
     """:func:`setup` on validated arguments; raises ``_setup.Refused`` for an optimizer the compacted
