@@ -1,7 +1,12 @@
-r"""Jitted per-step kernels and chunk runners behind :func:`jaxcorr.train.fit` (private).
+r"""The step functions behind :func:`jaxcorr.train.run_chunk`, one per method, for one device or a mesh.
 
 Four step functions, one per training method, each a pure function ``carry -> (carry, stats)`` that
-``lax.scan`` runs ``chunk_len`` times inside one compiled executable:
+``lax.scan`` runs for a chunk of steps inside one ``jax.jit`` (:func:`run`). Each is written once for
+one device and for a mesh split by data points (:mod:`jaxcorr.sharding`): the sums over points are
+the collectives of a :class:`jaxcorr.sharding.Axis`, identities on one device, and the step runs
+under ``jax.shard_map`` when a mesh is given. Padding points (a mesh whose device count does not
+divide ``n``) carry ``valid = False`` and are masked; on one device ``valid`` is None and no mask is
+traced.
 
 - :func:`_dense_step`: plain GD on all ``m`` rows (the reference trajectory).
 - :func:`_active_step`: the same GD on the compacted active rows ``A`` only, with the fire sets from
@@ -31,73 +36,40 @@ Two ways to hold the trained rows (``cfg.span``):
 
 from __future__ import annotations
 
-import collections
-import functools
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, maxtree
+from jaxcorr._state import CompactConsts, DenseConsts, StepConfig, StepStats
+from jaxcorr.sharding import Axis
+
+__all__ = ["run", "compile", "keep_dtypes", "active_forward", "fire_forward", "fire_coefficients"]
 
 
-#: Number of times each chunk runner has been traced (tests use it to check "no recompilation").
-TRACE_COUNTS: collections.Counter = collections.Counter()
+def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None):
+    """Step statistics, summed / maxed over the point blocks (scalar collectives; none on one device).
 
-
-class StepStats(NamedTuple):
-    """Per-step outputs stacked by ``lax.scan`` (leading axis = steps of the chunk)."""
-
-    loss: jax.Array  # shape=(), dtype of W: L(W(t)) (Definition 2.1)
-    fire_mean: jax.Array  # shape=(), float32: mean_i k_{i,t} (Definition 2.4)
-    fire_max: jax.Array  # shape=(), int32: max_i k_{i,t} (a lower bound > capacity on overflow)
-    fire_union: jax.Array  # shape=(), int32: |union_i S_{i,fire}(t)|
-    overflow: jax.Array  # shape=(), bool: some frontier overflowed at this step
-    moved: jax.Array  # shape=(), bool: the idle-row guard fired (an idle row would move at this step)
-
-
-class DenseConsts(NamedTuple):
-    X: jax.Array  # shape=(n, d)
-    y: jax.Array  # shape=(n,)
-    a: jax.Array  # shape=(m,)
-    b: jax.Array  # shape=()
-    scale: jax.Array  # shape=(), 1/sqrt(m)
-
-
-class CompactConsts(NamedTuple):
-    X: jax.Array  # shape=(n, d)
-    y: jax.Array  # shape=(n,)
-    a: jax.Array  # shape=(L,): a_r for the active rows, 0 on padding rows
-    b: jax.Array  # shape=()
-    scale: jax.Array  # shape=(), 1/sqrt(m) with the FULL width m
-    n_real: jax.Array  # shape=(), int32: number of real active rows |A| <= L
-    gram: Any  # shape=(n, n) X X^T (span path) or None
-    ip0: Any  # span path: initial leaves, (n, L) for dtree / (L, n) for wtree; else None
-    ref: Any  # generic path: per row state leaf, the reference (idle) row; the guard compares to it
-
-
-class Config(NamedTuple):
-    """Static configuration of a chunk runner (hashable; a new value compiles a new executable)."""
-
-    method: str  # "dense" | "active" | "dtree" | "wtree"
-    optimizer: Any  # optax.GradientTransformation
-    chunk_len: int
-    capacity: int = 0  # dtree: per-point frontier capacity
-    span: bool = False
-    row_axes: tuple = ()  # per flattened optimizer state leaf: its row axis, or None
-    kt: bool = False  # active span path: K and its state held transposed, (n, L), no transposes
-
-
-def _stats(loss, counts, union, overflow, moved=None):
+    ``e`` are the residuals (0 on padding points), ``counts`` the fire-set sizes, ``hit`` an int
+    vector marking the rows that fire for some point, ``overflow`` per point.
+    """
+    if c.valid is None:
+        fire_mean = jnp.mean(counts.astype(jnp.float32))
+        fire_max, over = jnp.max(counts), jnp.any(overflow)
+    else:
+        counts = jnp.where(c.valid, counts, 0)
+        fire_mean = ax.psum(jnp.sum(counts)).astype(jnp.float32) / c.n_points
+        fire_max = ax.pmax(jnp.max(counts))
+        over = ax.pmax(jnp.any(overflow & c.valid).astype(jnp.int32)) > 0
     return StepStats(
-        loss=loss,
-        fire_mean=jnp.mean(counts.astype(jnp.float32)),
-        fire_max=jnp.max(counts).astype(jnp.int32),
-        fire_union=union.astype(jnp.int32),
-        overflow=overflow,
+        loss=ax.psum(0.5 * jnp.sum(e * e)),  # collective: the loss sums over points
+        fire_mean=fire_mean,
+        fire_max=fire_max.astype(jnp.int32),
+        fire_union=jnp.sum(ax.pmax(hit)).astype(jnp.int32),  # |U_i S_{i,fire}|
+        overflow=over,
         moved=jnp.zeros((), bool) if moved is None else moved,
     )
 
@@ -110,22 +82,28 @@ def keep_dtypes(new_state, old_state):
 
 
 # --------------------------------------------------------------------------------------- dense
-def _dense_step(cfg: Config, c: DenseConsts, carry):
+def _dense_step(cfg: StepConfig, ax: Axis, c: DenseConsts, carry):
     from jaxcorr.nn import loss_and_grad
 
-    W, state = carry
+    W, state, levels = carry
     loss, grad, fire = loss_and_grad(W, c.a, c.X, c.y, c.b, c.scale)
     updates, new_state = cfg.optimizer.update(grad, state, W)
     state = keep_dtypes(new_state, state)
     W = optax.apply_updates(W, updates)
-    stats = _stats(loss, jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)), jnp.zeros((), bool))
-    return (W, state), stats
+    stats = StepStats(loss=loss, fire_mean=jnp.mean(jnp.sum(fire, axis=1).astype(jnp.float32)),
+                      fire_max=jnp.max(jnp.sum(fire, axis=1)).astype(jnp.int32),
+                      fire_union=jnp.sum(jnp.any(fire, axis=0)).astype(jnp.int32),
+                      overflow=jnp.zeros((), bool), moved=jnp.zeros((), bool))
+    return (W, state, levels), stats
 
 
 # ------------------------------------------------------------------------------------- compact
-def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
-    """Apply the optimizer to the active rows; return ``(P, state, moved)``.
+def _optimizer_step(cfg: StepConfig, ax: Axis, c: CompactConsts, P, state, coef_t):
+    """Line 24 (the optimizer) on the active rows from the coefficients ``coef_t`` (L, n); returns
+    ``(P, state, moved)``.
 
+    The one collective of a step sits here: the gradient of a neuron sums over points (``psum`` of
+    the (L, d) rows); on the span path nothing (``K``'s columns are this block's points).
     ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr._optim`): the last row is a padding
     row (zero gradient, reference state); if its update is not zero or its state leaves the
     reference, every row outside ``A`` would move at this step. The span path needs no guard: the
@@ -134,11 +112,11 @@ def _optimizer_step(cfg: Config, c: CompactConsts, P, state, coef_t):
     if cfg.span:
         updates, new_state = cfg.optimizer.update(coef_t, state, P)  # gradient coefficients (L, n)
         return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
-    grad = _linalg.matmul(coef_t, c.X)  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
+    grad = ax.psum(_linalg.matmul(coef_t, c.X))  # (L, d): rows a_r/sqrt(m) sum_i e_i x_i
     return apply_rows(cfg, c, P, state, grad)
 
 
-def apply_rows(cfg: Config, c: CompactConsts, P, state, grad):
+def apply_rows(cfg: StepConfig, c: CompactConsts, P, state, grad):
     """The optimizer on the rows ``P`` (L, d) with gradient ``grad``, and the idle-row guard.
 
     The guard reads the last row of the new ``P`` and state (carry outputs, so no extra buffer): the
@@ -156,11 +134,23 @@ def apply_rows(cfg: Config, c: CompactConsts, P, state, grad):
     return P, new_state, moved
 
 
-def new_leaves(cfg: Config, c: CompactConsts, P):
-    """The inner products ``<w_r, x_i>`` of the active rows, (L, n), without ``ip0`` on the span path."""
+def _point_leaves(cfg: StepConfig, ax: Axis, c: CompactConsts, P):
+    """This block's leaves ``<w_r, x_i>`` (n, L), without masks.
+
+    Span path: ``IP0 + (K G)^T``; the product sums over all points ``j``, so on a mesh each block
+    forms its partial (L, n_pad) product and one ``psum_scatter`` sums and splits it (collective).
+    """
+    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}
+        return c.ip0 + _linalg.matmul(c.gram, P)
     if cfg.span:
-        return _linalg.matmul(P, c.gram)  # (L, n): (K G)_{ri}
-    return _linalg.inner(P, c.X)  # (L, n)
+        ipT = ax.psum_scatter(_linalg.matmul(P, c.gram), 1)  # (L, n): sum over j of K_rj G_ji
+        return c.ip0 + ipT.T
+    return _linalg.inner(c.X, P)  # (n, L)
+
+
+def _mask_points(c: CompactConsts, ip, fill):
+    """``ip`` (n, L) with padding points (mesh only) set to ``fill``."""
+    return ip if c.valid is None else jnp.where(c.valid[:, None], ip, fill)
 
 
 def _mask_rows(ip, row_axis, n_real):
@@ -198,28 +188,25 @@ def fire_coefficients(fr, a_f, e_scaled, num_rows: int, dtype):
     return C, cols
 
 
-def _dtree_step(cfg: Config, c: CompactConsts, carry):
-    levels, P, state = carry
+def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
+    """One step of Algorithm 8 (Theorem 4.1) on the active rows, for this block's points."""
+    P, state, levels = carry
     nl = c.a.shape[0]
-    fr, a_f, u = fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)  # lines 12-13
-    e = u - c.y
-    loss = 0.5 * jnp.sum(e * e)
-    C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23
-    union = jnp.sum(jnp.zeros((nl,), bool).at[cols].set(True, mode="drop"))
+    fr, a_f, u = fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)  # lines 12-13, local
+    e = u - c.y if c.valid is None else jnp.where(c.valid, u - c.y, 0)
+    C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23, (n, L)
+    hit = jnp.zeros((nl,), jnp.int32).at[cols].set(1, mode="drop")
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is, leaves IP0 + G K^T; no transposes
+    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is; no transposes
         P, state, moved = _kt_update(cfg, P, state, C)
-        ip = c.ip0 + _linalg.matmul(c.gram, P)
     else:
-        P, state, moved = _optimizer_step(cfg, c, P, state, C.T)
-        ipT = new_leaves(cfg, c, P)
-        ip = ipT.T if c.ip0 is None else c.ip0 + ipT.T
+        P, state, moved = _optimizer_step(cfg, ax, c, P, state, C.T)
+    ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
-    stats = _stats(loss, fr.count, union, jnp.any(fr.overflow), moved)
-    return (levels, P, state), stats
+    return (P, state, levels), _stats(ax, c, e, fr.count, hit, fr.overflow, moved)
 
 
-def _kt_update(cfg: Config, P, state, coef):
+def _kt_update(cfg: StepConfig, P, state, coef):
     """The span-path optimizer on ``P = K^T`` (n, L) with K's gradient ``coef`` (n, L), and no guard:
     :func:`jaxcorr.train.sgd` (SGD / momentum / Nesterov) acts coordinate-wise, so the transposed
     layout changes nothing, and it is linear, so a zero coefficient column stays zero."""
@@ -227,8 +214,9 @@ def _kt_update(cfg: Config, P, state, coef):
     return optax.apply_updates(P, updates), keep_dtypes(new_state, state), jnp.zeros((), bool)
 
 
-def _wtree_step(cfg: Config, c: CompactConsts, carry):
-    levels, P, state = carry
+def _wtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
+    """One step of Algorithm 9 (Theorem 4.2) on the active rows (one device)."""
+    P, state, levels = carry
     n = c.X.shape[0]
     tree = maxtree.MaxTree(levels=levels, num_leaves=n)
     # Algorithm 9 lines 13 / 42: S~_{r,fire} <- CWT.QUERY(r, b) (Lemma D.8); capacity n never overflows.
@@ -239,17 +227,15 @@ def _wtree_step(cfg: Config, c: CompactConsts, carry):
     # lines 21-23: forward pass over the fire sets
     u = _linalg.matmul(c.a, jnp.where(member, ipT - c.b, 0)) * c.scale
     e = u - c.y
-    loss = 0.5 * jnp.sum(e * e)
     coef_t = jnp.where(member, c.a[:, None] * (e * c.scale)[None, :], 0)  # lines 25-32, (L, n)
-    counts = jnp.sum(member, axis=0)
-    union = jnp.sum(jnp.any(member, axis=1))
+    hit = jnp.any(member, axis=1).astype(jnp.int32)
     # line 33 (optimizer) and line 41 (CWT.UPDATE for every changed row: rebuild its tree)
-    P, state, moved = _optimizer_step(cfg, c, P, state, coef_t)
-    ipT_new = new_leaves(cfg, c, P)
+    P, state, moved = _optimizer_step(cfg, ax, c, P, state, coef_t)
+    ipT_new = _linalg.matmul(P, c.gram) if cfg.span else _linalg.inner(P, c.X)
     ipT_new = ipT_new if c.ip0 is None else c.ip0 + ipT_new
     levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
-    stats = _stats(loss, counts, union, jnp.zeros((), bool), moved)
-    return (levels, P, state), stats
+    no = jnp.zeros((n,), bool)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved)
 
 
 def active_forward(ip, a, b, y, scale, n_real):
@@ -277,75 +263,74 @@ def active_forward(ip, a, b, y, scale, n_real):
     return e, coef, fire
 
 
-def _active_step(cfg: Config, c: CompactConsts, carry):
+def _active_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     """Exact GD on the active rows with masked fire sets (``method="active"``): no trees, no scatter."""
-    P, state = carry
-    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}, and the coefficients are K's gradient
-        ip = c.ip0 + _linalg.matmul(c.gram, P)
-    elif cfg.span:
-        ip = c.ip0 + _linalg.inner(c.gram, P)
-    else:
-        ip = _linalg.inner(c.X, P)  # (n, L)
+    P, state, levels = carry
+    ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)  # padding points never fire
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
+    if c.valid is not None:
+        e, coef = jnp.where(c.valid, e, 0), jnp.where(c.valid[:, None], coef, 0)
     if cfg.kt:
         P, state, moved = _kt_update(cfg, P, state, coef)
     else:
-        P, state, moved = _optimizer_step(cfg, c, P, state, coef.T)
-    stats = _stats(0.5 * jnp.sum(e * e), jnp.sum(fire, axis=1), jnp.sum(jnp.any(fire, axis=0)),
-                   jnp.zeros((), bool), moved)
-    return (P, state), stats
+        P, state, moved = _optimizer_step(cfg, ax, c, P, state, coef.T)
+    hit = jnp.any(fire, axis=0).astype(jnp.int32)
+    no = jnp.zeros(e.shape, bool)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(fire, axis=1), hit, no, moved)
 
 
 _STEPS = {"dense": _dense_step, "active": _active_step, "dtree": _dtree_step, "wtree": _wtree_step}
 
 
-def _run_chunk(cfg: Config, carry, consts):
-    TRACE_COUNTS[cfg.method] += 1
+# ---------------------------------------------------------------------------------- the chunk
+def _specs(cfg: StepConfig, carry, consts):
+    """``shard_map`` specs of the carry and the constants: point axis split, the rest replicated."""
+    lay = cfg.layout
+    pt, rep, col = lay.spec(None), P(), P(None, lay.axis)
+    P_, state, levels = carry
+    rows_spec = col if cfg.span else rep
+    s_leaves, s_def = jax.tree_util.tree_flatten(state)
+    s_specs = [(col if cfg.span and ax is not None else rep) for ax in cfg.row_axes]
+    assert len(s_specs) == len(s_leaves)
+    carry_specs = (rows_spec, jax.tree_util.tree_unflatten(s_def, s_specs), tuple(pt for _ in levels))
+    span = consts.gram is not None
+    consts_specs = CompactConsts(X=pt, y=lay.spec(), a=rep, b=rep, scale=rep, n_real=rep,
+                                 gram=pt if span else None, ip0=pt if span else None,
+                                 ref=tuple(rep for _ in consts.ref), valid=lay.spec(), n_points=rep)
+    return carry_specs, consts_specs
+
+
+def _chunk(cfg: StepConfig, steps: int, carry, consts):
+    """``steps`` steps of ``cfg.method`` as one ``lax.scan``; under ``shard_map`` on a mesh."""
     step = _STEPS[cfg.method]
+    ax = Axis(None if cfg.layout is None else cfg.layout.axis)
 
-    def body(carry, _):
-        return step(cfg, consts, carry)
+    def scan(carry, consts):
+        return lax.scan(lambda cr, _: step(cfg, ax, consts, cr), carry, None, length=steps)
 
-    return lax.scan(body, carry, None, length=cfg.chunk_len)
-
-
-_EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
-_MAX_EXECUTABLES = 64
-
-
-def signature(tree):
-    """The static part of a pytree of arrays: its structure and each leaf's shape and dtype."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves)
+    if cfg.layout is None:
+        return scan(carry, consts)
+    specs = _specs(cfg, carry, consts)
+    stats_specs = StepStats(*(P(),) * len(StepStats._fields))
+    return jax.shard_map(scan, mesh=cfg.layout.mesh, in_specs=specs, out_specs=(specs[0], stats_specs))(
+        carry, consts)
 
 
-#: Problems with fewer leaf values than this compile with LLVM optimisation off: compiling then
-#: costs about half as long and dominates the run time anyway (this keeps the test suite fast).
-FAST_COMPILE_BELOW = 1 << 12
-_FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0}
+_run_donated = jax.jit(_chunk, static_argnums=(0, 1), donate_argnums=(2,))
+_run_kept = jax.jit(_chunk, static_argnums=(0, 1))
 
 
-def compiled_runner(cfg: Config, carry, consts, size: int | None = None):
-    """The compiled chunk runner for ``cfg`` and these argument shapes (cached at module level).
+def run(cfg: StepConfig, steps: int, carry, consts, *, donate: bool = True):
+    """The compiled chunk: ``(carry, stats)`` after ``steps`` steps; ``jax.jit``'s cache keeps it.
 
-    Compiling happens once per (config, shapes, dtypes); later ``fit`` calls with the same static
-    configuration reuse the executable without tracing (see ``TRACE_COUNTS``). ``size`` (number of
-    stored inner products, n x rows) below :data:`FAST_COMPILE_BELOW` selects a quicker compile.
+    With ``donate`` the carry's buffers are given to the output (the input carry is then invalid).
     """
-    fast = size is not None and size < FAST_COMPILE_BELOW
-    key = (cfg, fast, signature(carry), signature(consts))
-    return cached_compile(_EXECUTABLES, key, lambda: functools.partial(_run_chunk, cfg), (carry, consts), fast)
+    fn = _run_donated if donate else _run_kept
+    return fn(cfg, int(steps), carry, consts)
 
 
-def cached_compile(cache, key, make_fn, args, fast: bool, max_entries: int = _MAX_EXECUTABLES):
-    """``jit(make_fn())`` lowered for ``args`` and compiled, kept in the LRU dict ``cache`` by ``key``
-    (at most ``max_entries`` entries); ``fast`` selects the quicker compile options."""
-    ex = cache.get(key)
-    if ex is None:
-        ex = jax.jit(make_fn()).lower(*args).compile(_FAST_COMPILE_OPTIONS if fast else None)
-        cache[key] = ex
-        while len(cache) > max_entries:
-            cache.popitem(last=False)
-    else:
-        cache.move_to_end(key)
-    return ex
+def compile(cfg: StepConfig, steps: int, carry, consts, *, donate: bool = True) -> None:
+    """Compile the chunk :func:`run` will call (a no-op when ``jax.jit``'s cache has it), so that
+    the caller can time the run apart from the compilation."""
+    fn = _run_donated if donate else _run_kept
+    fn.lower(cfg, int(steps), carry, consts).compile()

@@ -738,13 +738,16 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
                lr=1.0, idle_phase="setup"):
     """``steps`` gradient steps as :func:`jaxcorr.train.fit` calls, with progress, stops and saves.
 
-    A fit call runs one segment: the whole run, or ``save_every`` steps between checkpoints
-    (``save(params, opt_state, step)`` after each segment but the last). Within a call, the jitted
-    chunks are sized to about 0.5 s (:func:`jaxcorr._cli_run.initial_chunk`), so a signal stops the
-    run within a chunk; if the first measured chunks are far off that size, the call ends there and
-    the run goes on in a new call with a better length (once per run, early; the new call's set-up
-    compiles the new length). A non-finite loss stops the run at the first chunk
-    that has one. Splitting a run into calls changes nothing for dense and the trajectory only by
+    One fit call (one set-up) runs the whole run; a checkpoint every ``save_every`` steps is written
+    from fit's callback, from the state after the chunk that ends there (``info["snapshot"]()``,
+    no new set-up): the chunk length is then a divisor of ``save_every``
+    (:func:`jaxcorr._cli_run.choose_chunk`). Only when no divisor near the wanted length exists
+    does the run fall back to one call per segment. Within a call, the jitted chunks are sized to
+    about 0.5 s (:func:`jaxcorr._cli_run.initial_chunk`), so a signal stops the run within a chunk;
+    if the first measured chunks are far off that size, the call ends there and the run goes on in
+    a new call with a better length (once per run, early; the new call's set-up compiles the new
+    length). A non-finite loss stops the run at the first chunk that has one (nothing is saved from
+    that chunk on). Splitting a run into calls changes nothing for dense and the trajectory only by
     float rounding for the sparse methods (fit's resume guarantee).
 
     Returns:
@@ -753,70 +756,103 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
       ``saved_at`` (the step of the last checkpoint this call or the resumed run wrote, or None).
     """
     n, d = X.shape
-    m = params.W.shape[0]
-    cmax = _cli_run.initial_chunk(n, m, d, steps, platform)
-    label = f"{method}" if step0 == 0 else f"{method} (resumed)"
-    prog = _cli_run.Progress(mode, _report, label)
+    cmax = _cli_run.initial_chunk(n, d=d, m=params.W.shape[0], steps=steps, platform=platform)
+    prog = _cli_run.Progress(mode, _report, f"{method}" if step0 == 0 else f"{method} (resumed)")
     if signals is not None:
         signals.on_exit = prog.close
-    hists, done, resized, saved_at, started = [], 0, False, (step0 if step0 else None), False
-    diverged, t_run = None, time.perf_counter()
+    st = {"hists": [], "done": 0, "resized": False, "saved_at": step0 if step0 else None, "started": False,
+          "t_run": time.perf_counter(), "steps": steps}
+    diverged = None
     if steps > 0:
         what = "compiling the training step" if method == "dense" else "finding the active rows and compiling the step"
         prog.setup(f"setting up: {what} (once per run; the compiled programs are cached for the next run)...")
     try:
-        while done < steps and not (signals is not None and signals.requested):
-            seg = (min(save_every - done % save_every, steps - done) if save_every else steps - done)
-            chunk = _cli_run.choose_chunk(cmax, seg)
+        while st["done"] < steps and not (signals is not None and signals.requested):
+            seg, chunk = _segment(cmax, st["done"], steps, save_every)
             timer = _cli_run.ChunkTimer(chunk, seg)
-            state = {"resize": None}
-
-            def callback(info, seg_done=done, timer=timer, state=state):
-                nonlocal started
-                abs_step = step0 + seg_done + int(info["step"])
-                if not started:
-                    started = True
-                    prog.start(step0 + seg_done, step0 + steps, time.perf_counter() - t_run)
-                if signals is not None:
-                    signals.phase = "train"
-                prog.update(abs_step, float(info["loss"]), info["ms_per_step"],
-                            _progress_line(method, abs_step, step0 + steps, info))
-                if not math.isfinite(float(info["loss"])):
-                    return True
-                if not resized and timer.calls < 3:  # decide early, once per run
-                    state["resize"] = timer.observe(int(info["step"]), info["ms_per_step"])
-                    if state["resize"] is not None:
-                        return True  # go on with chunks of the better length (a new fit call)
-                return bool(signals is not None and signals.requested)
-
+            resize = {"to": None}
+            callback = _steps_callback(st, timer, resize, method, step0, prog, signals, save, save_every,
+                                       mode, idle_phase)
             if signals is not None:  # "setup": from a saved or reproducible state; a signal ends it
-                signals.phase = idle_phase if saved_at == step0 + done or done == 0 else "resetup"
+                signals.phase = idle_phase if st["saved_at"] == step0 + st["done"] or st["done"] == 0 else "resetup"
             try:
                 params, hist = fit(params, X, y, steps=seg, method=method, optimizer=optimizer, b=b,
                                    opt_state=opt_state, callback=callback, chunk_size=chunk, fallback=fallback)
             except ValueError as e:
                 raise ValueError(_cap_error(str(e), method, norms, lr)) from None
             opt_state = hist["opt_state"]
-            hists.append(hist)
-            diverged = _divergence(hist["loss"], step0 + done, saved_at)
-            done += len(hist["loss"])
+            st["hists"].append(hist)
+            diverged = _divergence(hist["loss"], step0 + st["done"], st["saved_at"])
+            st["done"] += len(hist["loss"])
             if diverged is not None:
                 break
-            if state["resize"] is not None:
-                resized, cmax = True, state["resize"]
+            if resize["to"] is not None:
+                st["resized"], cmax = True, resize["to"]
                 continue
-            if save is not None and done < steps and not (signals is not None and signals.requested):
-                save(params, opt_state, step0 + done)  # the caller saves the last state
-                saved_at = step0 + done
-                if mode == "lines":
-                    _report(f"saved checkpoint at step {step0 + done}")
+            if (save is not None and st["done"] < steps and st["saved_at"] != step0 + st["done"]
+                    and not (signals is not None and signals.requested)):
+                _save_now(save, params, opt_state, step0 + st["done"], st, mode)  # a segment's end
     finally:
         prog.close()
+    done = st["done"]
     interrupted = bool(signals is not None and signals.requested) and done < steps and diverged is None
     if opt_state is None:
         opt_state = optimizer.init(params.W)
-    return {"params": params, "opt_state": opt_state, "history": _merge(hists), "interrupted": interrupted,
-            "diverged": diverged, "wall_s": time.perf_counter() - t_run, "saved_at": saved_at}
+    return {"params": params, "opt_state": opt_state, "history": _merge(st["hists"]), "interrupted": interrupted,
+            "diverged": diverged, "wall_s": time.perf_counter() - st["t_run"], "saved_at": st["saved_at"]}
+
+
+def _segment(cmax: int, done: int, steps: int, save_every):
+    """``(steps of the next fit call, chunk length)``: the rest of the run, saving from the callback,
+    when the chunk divides ``save_every``; else up to the next save (one call per segment)."""
+    rest = steps - done
+    if not save_every:
+        return rest, _cli_run.choose_chunk(cmax, rest)
+    chunk = _cli_run.choose_chunk(cmax, save_every)
+    if save_every % chunk == 0:
+        return rest, chunk
+    seg = min(save_every - done % save_every, rest)
+    return seg, _cli_run.choose_chunk(cmax, seg)
+
+
+def _save_now(save, params, opt_state, step: int, st: dict, mode: str) -> None:
+    save(params, opt_state, step)
+    st["saved_at"] = step
+    if mode == "lines":
+        _report(f"saved checkpoint at step {step}")
+
+
+def _steps_callback(st, timer, resize, method, step0, prog, signals, save, save_every, mode, idle_phase):
+    """fit's callback for :func:`_run_steps`: progress, stop on a signal or a non-finite loss, the
+    early chunk-length check, and the checkpoints at multiples of ``save_every`` (no new set-up)."""
+    seg_done = st["done"]
+
+    def callback(info):
+        rel = seg_done + int(info["step"])  # steps done in this _run_steps call
+        abs_step = step0 + rel
+        if not st["started"]:
+            st["started"] = True
+            prog.start(step0 + seg_done, step0 + st["steps"], time.perf_counter() - st["t_run"])
+        if signals is not None:
+            signals.phase = "train"
+        prog.update(abs_step, float(info["loss"]), info["ms_per_step"],
+                    _progress_line(method, abs_step, step0 + st["steps"], info))
+        if not math.isfinite(float(info["loss"])):
+            return True
+        stop = bool(signals is not None and signals.requested)
+        if (save is not None and save_every and rel % save_every == 0 and rel < st["steps"] and not stop
+                and "snapshot" in info):
+            p, s = info["snapshot"]()
+            _save_now(save, p, s, abs_step, st, mode)
+            if signals is not None:
+                signals.phase = idle_phase  # a durable state: a signal may end the run at once
+        if not st["resized"] and timer.calls < 3:  # decide early, once per run
+            resize["to"] = timer.observe(int(info["step"]), info["ms_per_step"])
+            if resize["to"] is not None:
+                return True  # go on with chunks of the better length (a new fit call)
+        return stop
+
+    return callback
 
 
 def _nonfinite(loss) -> np.ndarray:

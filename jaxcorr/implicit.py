@@ -350,7 +350,10 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
 
     Returns:
       ``(model, history)``: the model with trained rows, and ``train.fit``'s history (its
-      ``opt_state`` covers the active rows, ready to resume or :func:`save`).
+      ``opt_state`` covers the active rows, ready to resume or :func:`save`). The held rows are
+      trained in place of a gathered copy when they are the whole active set (the usual case), so
+      the memory is one copy of the rows plus the optimizer state; a callback's ``snapshot()``
+      returns ``(model, opt_state)``.
 
     Raises:
       ValueError: ``model`` is not an :class:`ImplicitParams`, ``X`` is not the data of its set-up,
@@ -363,8 +366,22 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
     if _digest(X) != model.data_sha256:
         raise ValueError("X is not the data this model's active set was computed for (other rows may fire "
                          "for it); run implicit.setup(key, m, d, X) for this data")
+
+    def _rows_into(model, params, opt_state):
+        return dataclasses.replace(model, W=params.W), opt_state
+
+    callback = kwargs.pop("callback", None)
+    if callback is not None and callable(callback):  # its snapshot gives the model, not the held rows
+        user = callback
+
+        def callback(info):
+            if "snapshot" in info:
+                snap = info["snapshot"]
+                info = {**info, "snapshot": lambda: _rows_into(model, *snap())}
+            return user(info)
+
     params, hist = train.fit(model.to_params(), X, y, steps=steps, method=method, b=model.b,
-                             width=model.m, **kwargs)
+                             width=model.m, callback=callback, **kwargs)
     return dataclasses.replace(model, W=params.W), hist
 
 

@@ -2,11 +2,15 @@ r"""Correlation trees across a device mesh: Section 5's parallel tree updates on
 
 Section 5 of the paper observes that the ``n`` trees of the Correlation DTree (one per data point,
 Theorem 3.1) are updated independently, so with enough processors a training step of Algorithm 8
-costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module lays the ``n`` trees out across the
-devices of a :class:`jax.sharding.Mesh` and runs :func:`jaxcorr.train.fit` (``method="dtree"``, and
+costs O(m^{4/5} n d) instead of O(m^{4/5} n^2 d). This module says how the ``n`` trees are laid
+out across the devices of a :class:`jax.sharding.Mesh` (:class:`Layout`) and what the sums over
+points become there (:class:`Axis`: ``psum``/``pmax``/``psum_scatter`` over the mesh axis, the
+identity on one device). Training (:func:`jaxcorr.train.fit` with ``mesh=``, ``method="dtree"`` and
 ``method="active"``, which splits the same point axis of its (n, |A|) masked passes with no trees)
-on that layout with :func:`jax.shard_map`; across hosts the same code runs after
-:func:`jax.distributed.initialize` on a global mesh. There is no scheduler of our own.
+runs the one step function of :mod:`jaxcorr._train_steps` under :func:`jax.shard_map` with that
+layout: a sharding is a layout of the same step, not another step. This module imports nothing of
+the training floor. Across hosts the same code runs after :func:`jax.distributed.initialize` on a
+global mesh. There is no scheduler of our own.
 
 **The axis: data points.** The DTree is indexed by (point ``i``, neuron ``r``). We shard ``i``:
 
@@ -39,7 +43,7 @@ it keeps every tree whole on one device. (Both axes at once would compose the tw
 count, so the point axis is padded to ``n_pad = D * ceil(n / D)`` with points that can never fire
 and never contribute:
 
-- in :func:`fit`'s sharded runner, padding points have zero rows in ``X``, target 0 and a ``valid``
+- in ``fit``'s sharded steps, padding points have zero rows in ``X``, target 0 and a ``valid``
   flag that is False; their leaves are forced to ``-inf`` after every step, so their fire sets are
   empty, their residual is 0 and they add nothing to the loss, the gradient or the statistics;
 - in :func:`shard_dtree` / :func:`shard_ddfn`, which return a plain :class:`~jaxcorr.dtree.DTree`
@@ -94,18 +98,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import _linalg
-from jaxcorr import _train_steps as _ts
 from jaxcorr import ddfn, maxtree
-from jaxcorr import train as _train
 from jaxcorr.dtree import DTree
 
 __all__ = [
+    "Axis",
     "data_mesh",
     "Layout",
     "layout",
@@ -114,6 +115,11 @@ __all__ = [
     "unshard_dtree",
     "shard_ddfn",
     "bytes_per_device",
+    "fit_layout",
+    "place",
+    "pad_rows",
+    "pad_cols",
+    "replicate",
 ]
 
 DEFAULT_AXIS = "data"
@@ -134,6 +140,36 @@ def data_mesh(devices=None, axis_name: str = DEFAULT_AXIS) -> Mesh:
     if not devs:
         raise ValueError("data_mesh needs at least one device")
     return Mesh(np.asarray(devs, dtype=object), (axis_name,))
+
+
+class Axis(NamedTuple):
+    """The collectives of a step over the point axis: identities on one device.
+
+    The step functions of :mod:`jaxcorr._train_steps` sum over data points in a few places (the
+    gradient of a neuron, the loss, the statistics). They call these methods, which are the
+    ``lax`` collectives over the mesh axis ``name`` inside ``shard_map``, and the identity when
+    ``name`` is None (one device holds every point). One step function thus serves both.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxcorr import sharding
+      >>> sharding.Axis(None).psum(jnp.ones(3)).tolist()
+      [1.0, 1.0, 1.0]
+    """
+
+    name: Any = None  # mesh axis name(s) of the point axis, or None (one device)
+
+    def psum(self, x):
+        """Sum over the point blocks."""
+        return x if self.name is None else lax.psum(x, self.name)
+
+    def pmax(self, x):
+        """Maximum over the point blocks."""
+        return x if self.name is None else lax.pmax(x, self.name)
+
+    def psum_scatter(self, x, dim: int):
+        """Sum over the point blocks, each keeping its own block of dimension ``dim`` (tiled)."""
+        return x if self.name is None else lax.psum_scatter(x, self.name, scatter_dimension=dim, tiled=True)
 
 
 class Layout(NamedTuple):
@@ -203,13 +239,14 @@ def padded_count(n: int, shards: int) -> int:
     return -(-int(n) // int(shards)) * int(shards)
 
 
-def _place(host, sharding: NamedSharding) -> jax.Array:
+def place(host, sharding: NamedSharding) -> jax.Array:
     """Place a host array (same value in every process) with a global sharding; multi-process safe."""
     host = np.asarray(host)
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def _pad_rows(x, n_pad: int, fill):
+def pad_rows(x, n_pad: int, fill):
+    """``x`` (host) with rows of ``fill`` appended up to ``n_pad`` rows."""
     x = np.asarray(x)
     if x.shape[0] == n_pad:
         return x
@@ -217,7 +254,8 @@ def _pad_rows(x, n_pad: int, fill):
     return np.concatenate([x, pad], axis=0)
 
 
-def _pad_cols(x, n_pad: int, fill):
+def pad_cols(x, n_pad: int, fill):
+    """``x`` (host) with columns of ``fill`` appended up to ``n_pad`` columns."""
     x = np.asarray(x)
     if x.shape[1] == n_pad:
         return x
@@ -265,9 +303,9 @@ def shard_dtree(tree: DTree, mesh, axis=None) -> DTree:
     lay = layout(mesh, axis)
     n_pad = padded_count(tree.n, lay.shards)
     nan = np.nan
-    levels = tuple(_place(_pad_rows(lvl, n_pad, nan), lay.sharding(None)) for lvl in tree.tree.levels)
-    X = _place(_pad_rows(tree.X, n_pad, nan), lay.sharding(None))
-    W = _place(tree.W, lay.replicated)
+    levels = tuple(place(pad_rows(lvl, n_pad, nan), lay.sharding(None)) for lvl in tree.tree.levels)
+    X = place(pad_rows(tree.X, n_pad, nan), lay.sharding(None))
+    W = place(tree.W, lay.replicated)
     return DTree(W=W, X=X, tree=maxtree.MaxTree(levels=levels, num_leaves=tree.tree.num_leaves))
 
 
@@ -289,270 +327,21 @@ def shard_ddfn(state: ddfn.DDFNState, mesh, axis=None) -> ddfn.DDFNState:
     """
     lay = layout(mesh, axis)
     return dataclasses.replace(state, dtree=shard_dtree(state.dtree, lay.mesh, lay.axis),
-                               b=_place(state.b, lay.replicated))
-
-
-# --------------------------------------------------------------------------------- fit: state
-class ShardedConsts(NamedTuple):
-    """Constants of the sharded dtree runner; ``(axis)`` marks arrays split along the point axis."""
-
-    X: jax.Array  # shape=(n_pad, d) (axis): padding rows are zero
-    y: jax.Array  # shape=(n_pad,) (axis): padding targets are zero
-    valid: jax.Array  # shape=(n_pad,) bool (axis): False on padding points
-    a: jax.Array  # shape=(L,) replicated: a_r on the active rows, 0 on padding rows
-    b: jax.Array  # shape=() replicated
-    scale: jax.Array  # shape=() replicated: 1/sqrt(m) with the full width m
-    n_real: jax.Array  # shape=() int32 replicated: |A|
-    n_points: jax.Array  # shape=() float32 replicated: n (real points), for the mean fire count
-    gram: Any  # span path: shape=(n_pad, n_pad) (axis, rows), zero padding; else None
-    ip0: Any  # span path: shape=(n_pad, L) (axis): initial leaves, zero padding; else None
-    ref: Any  # generic path: reference rows of the row state leaves (idle-row guard), replicated
+                               b=place(state.b, lay.replicated))
 
 
 SHARDED_METHODS = ("active", "dtree")
 
 
 def fit_layout(mesh, method: str) -> Layout:
-    """Validate ``fit``'s ``mesh`` argument (called by :func:`jaxcorr.train.fit`)."""
+    """Validate ``fit``'s ``mesh`` argument for ``method`` and return its :class:`Layout`."""
     if method not in SHARDED_METHODS:
         raise ValueError(f"mesh is supported for method in {SHARDED_METHODS} (the n points, and the n "
                          f"trees, are what Section 5 parallelises), got method={method!r}")
     return layout(mesh)
 
 
-class ShardedCompact(_train.Compact):
-    """The compacted dtree problem over ``A``, laid out along the point axis of a mesh.
-
-    The set-up is ``jaxcorr.train.Compact.__init__`` with the INIT over all ``m`` neurons and
-    the fire sets at ``t = 0`` run sharded by points (:meth:`dtree_fire_sets`); then the carry
-    and constants are padded to ``n_pad`` points and placed with :class:`ShardedConsts`'s layout.
-    """
-
-    transposed_span = False  # K (L, n_pad) with its point columns split across the devices
-
-    def __init__(self, *args, layout: Layout, **kwargs):
-        self.layout = lay = layout
-        super().__init__(*args, **kwargs)
-        n, L = self.n, self.L
-        n_pad = self.n_pad
-        P0, state_A = self.carry[-2], self.carry[-1]
-        c = self.consts
-        rows, rep = lay.sharding(None), lay.replicated
-        valid = _place(np.arange(n_pad) < n, lay.sharding())
-        self.carry_specs, self.consts_specs = self._specs()
-        lv, ip0 = _prepare(self.carry[0][0] if self.method == "dtree" else None, c.ip0, valid, L, lay)
-        s_leaves, s_def = jax.tree_util.tree_flatten(state_A)
-        if self.span:
-            cols = NamedSharding(lay.mesh, P(None, lay.axis))
-            P0 = _place(_pad_cols(P0, n_pad, 0), cols)
-            s_leaves = [_place(_pad_cols(x, n_pad, 0), cols) if i in self.rows else _place(x, rep)
-                        for i, x in enumerate(s_leaves)]
-            gram = _place(_pad_cols(_pad_rows(c.gram, n_pad, 0), n_pad, 0), rows)
-        else:
-            P0 = _place(P0, rep)
-            s_leaves = [_place(x, rep) for x in s_leaves]
-            gram = None
-        state_A = jax.tree_util.tree_unflatten(s_def, s_leaves)
-        self.carry = (P0, state_A) if self.method == "active" else (lv, P0, state_A)
-        self.consts = ShardedConsts(
-            X=_place(_pad_rows(c.X, n_pad, 0), rows), y=_place(_pad_rows(c.y, n_pad, 0), lay.sharding()),
-            valid=valid, a=_place(c.a, rep), b=_place(c.b, rep),
-            scale=_place(c.scale, rep), n_real=_place(c.n_real, rep),
-            n_points=_place(np.float32(n), rep), gram=gram, ip0=ip0,
-            ref=tuple(_place(r, rep) for r in c.ref))
-        # memory of the training state (trees, rows, optimizer state, constants) per device
-        self.bytes_per_device = max(bytes_per_device((self.carry, self.consts)).values())
-
-    def dtree_fire_sets(self, W, X, b):
-        """INIT over all ``m`` neurons (Lemma D.2) and ``S_{i,fire}(0)``, sharded by points.
-
-        Padding points are NaN rows of ``X``: their inner products are NaN, which never
-        exceed ``b``, so they fire nothing. Returns the (n_pad, m) inner products, sharded.
-        """
-        lay = self.layout
-        m = W.shape[0]
-        self.n_pad = n_pad = padded_count(X.shape[0], lay.shards)
-        rows, rep = lay.sharding(None), lay.replicated
-        Xp = _place(_pad_rows(np.asarray(X), n_pad, np.nan), rows)
-        Wr = _place(np.asarray(W), rep)
-        bb = _place(np.asarray(b, W.dtype), rep)
-        ip, kmax = _sharded_init(Xp, Wr, bb)
-        kmax = int(kmax)
-        cap = maxtree.allocate(kmax, 1, 0, ceiling=m)
-        fire_rows = np.flatnonzero(np.asarray(_sharded_fire_rows(ip, bb, cap, lay)))
-        return ip, kmax, fire_rows
-
-    def _specs(self):
-        lay = self.layout
-        pt, rep = lay.spec(None), P()
-        col = P(None, lay.axis)
-        n_levels = maxtree.padded_size(self.L).bit_length()
-        s_leaves, s_def = jax.tree_util.tree_flatten(self.carry[-1])
-        s_specs = [(col if (self.span and i in self.rows) else rep) for i in range(len(s_leaves))]
-        rows_state = (col if self.span else rep, jax.tree_util.tree_unflatten(s_def, s_specs))
-        carry = rows_state if self.method == "active" else ((pt,) * n_levels,) + rows_state
-        consts = ShardedConsts(X=pt, y=lay.spec(), valid=lay.spec(), a=rep, b=rep, scale=rep,
-                               n_real=rep, n_points=rep, gram=pt if self.span else None,
-                               ip0=pt if self.span else None, ref=tuple(rep for _ in self.consts.ref))
-        return carry, consts
-
-    def runner(self, cfg, carry):
-        return compiled_sharded_runner(cfg, self.layout, carry, self.consts, self.carry_specs,
-                                       self.consts_specs, size=self.n_pad * self.L // self.layout.shards)
-
-    def gathered(self, carry):
-        """The trained rows, state and (zero-padded) ``X``, replicated first (works across processes)."""
-        gather = functools.partial(_replicate, lay=self.layout)
-        P_, state_A, X = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(gather(x))),
-                                                (carry[-2], carry[-1], self.consts.X))
-        return P_, state_A, X  # K's padding columns meet X's zero padding rows
-
-
-@jax.jit
-def _sharded_init(X, W, b):
-    """DTree INIT (Lemma D.2) on points sharded across the mesh: the leaves and ``max_i k_{i,0}``.
-
-    Placement follows the inputs (rows of ``X`` sharded, ``W`` replicated); only the max is reduced.
-    """
-    ip = _linalg.inner(X, W)  # (n_pad, m), sharded by rows
-    return ip, jnp.max(jnp.sum(ip > b, axis=1))
-
-
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _prepare(level0, ip0, valid, num_leaves: int, lay: Layout):
-    """The sharded carry's levels (None for ``active``) and ``ip0``: padding points get ``-inf``
-    leaves and ``ip0 = 0``."""
-    rows = lay.sharding(None)
-    levels = None
-    if level0 is not None:
-        lv = jnp.where(valid[:, None], level0[:, :num_leaves], -jnp.inf)
-        levels = tuple(lax.with_sharding_constraint(x, rows) for x in maxtree.build(lv).levels)
-    if ip0 is not None:
-        ip0 = lax.with_sharding_constraint(jnp.where(valid[:, None], ip0, 0), rows)
-    return levels, ip0
-
-
 @functools.partial(jax.jit, static_argnames=("lay",))
-def _replicate(x, lay: Layout):
+def replicate(x, lay: Layout):
     """``x`` replicated on every device of the mesh (so every process can read it)."""
     return lax.with_sharding_constraint(x, lay.replicated)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _sharded_fire_rows(ip, b, capacity: int, lay: Layout):
-    """Algorithm 8 line 12 at t = 0 on the sharded full tree; returns the (m,) union mask, replicated."""
-    m = ip.shape[1]
-    fr = maxtree.query_all(maxtree.build(ip), b, capacity=capacity)
-    hit = jnp.zeros((m,), bool).at[jnp.where(fr.valid, fr.indices, m)].set(True, mode="drop")
-    return jax.lax.with_sharding_constraint(hit, lay.replicated)
-
-
-def history_info(lay: Layout, comp) -> dict:
-    """Entries ``fit`` adds to its history when it runs sharded."""
-    return {"shards": lay.shards, "bytes_per_device": getattr(comp, "bytes_per_device", None)}
-
-
-# --------------------------------------------------------------------------------- fit: step
-def _local_update(cfg: _ts.Config, axis, c: ShardedConsts, Pm, state, C):
-    """Line 24 (the optimizer) from this device's coefficients ``C`` (n_loc, L); returns
-    ``(Pm, state, moved)``. The one collective of the step sits here: the gradient of a neuron sums
-    over points (``psum`` of the (L, d) rows), or, on the span path, nothing (``K``'s columns are
-    this device's points)."""
-    if cfg.span:
-        updates, new_state = cfg.optimizer.update(C.T, state, Pm)
-        return optax.apply_updates(Pm, updates), _ts.keep_dtypes(new_state, state), jnp.zeros((), bool)
-    grad = lax.psum(_linalg.matmul(C.T, c.X), axis)  # collective: sum over points
-    consts = _ts.CompactConsts(X=c.X, y=c.y, a=c.a, b=c.b, scale=c.scale, n_real=c.n_real, gram=None,
-                               ip0=None, ref=c.ref)
-    return _ts.apply_rows(cfg, consts, Pm, state, grad)  # replicated, identical everywhere
-
-
-def _local_leaves(cfg: _ts.Config, axis, c: ShardedConsts, Pm):
-    """This device's leaves ``<w_r, x_i>`` (n_loc, L), padding points and rows at ``-inf``."""
-    if cfg.span:
-        part = _linalg.matmul(Pm, c.gram)  # (L, n_pad): sum over local j of K_rj G_ji
-        ipT = lax.psum_scatter(part, axis, scatter_dimension=1, tiled=True)  # collective: sum over j
-        ip = c.ip0 + ipT.T
-    else:
-        ip = _linalg.inner(c.X, Pm)  # (n_loc, L): local leaves
-    col = lax.broadcasted_iota(jnp.int32, ip.shape, 1)
-    return jnp.where(c.valid[:, None] & (col < c.n_real), ip, -jnp.inf)
-
-
-def _local_stats(axis, c: ShardedConsts, e, counts, hit, overflow, moved):
-    """Step statistics summed / maxed over the devices (scalar collectives)."""
-    counts = jnp.where(c.valid, counts, 0)
-    return _ts.StepStats(
-        loss=lax.psum(0.5 * jnp.sum(e * e), axis),  # collective: the loss sums over points
-        fire_mean=(lax.psum(jnp.sum(counts), axis).astype(jnp.float32) / c.n_points),
-        fire_max=lax.pmax(jnp.max(counts), axis).astype(jnp.int32),
-        fire_union=jnp.sum(lax.pmax(hit, axis)).astype(jnp.int32),  # |U_i S_{i,fire}|
-        overflow=lax.pmax(jnp.any(overflow & c.valid).astype(jnp.int32), axis) > 0,
-        moved=moved,
-    )
-
-
-def _local_dtree_step(cfg: _ts.Config, axis, c: ShardedConsts, carry):
-    """One step of Algorithm 8 on one device's points (inside ``shard_map``).
-
-    Shares the fire-set query, forward pass and coefficient scatter with
-    :func:`jaxcorr._train_steps._dtree_step`; the differences are the collectives and the padding
-    mask. tests/test_sharding.py checks the two agree.
-    """
-    levels, Pm, state = carry
-    nl = c.a.shape[0]
-    # lines 12-13: fire sets and forward pass for this device's points only; local.
-    fr, a_f, u = _ts.fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)
-    e = jnp.where(c.valid, u - c.y, 0)
-    C, cols = _ts.fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23, (n_loc, L)
-    hit = jnp.zeros((nl,), jnp.int32).at[cols].set(1, mode="drop")
-    Pm, state, moved = _local_update(cfg, axis, c, Pm, state, C)  # line 24
-    levels = maxtree.build(_local_leaves(cfg, axis, c, Pm)).levels  # lines 26-29: UPDATE, local
-    return (levels, Pm, state), _local_stats(axis, c, e, fr.count, hit, fr.overflow, moved)
-
-
-def _local_active_step(cfg: _ts.Config, axis, c: ShardedConsts, carry):
-    """One step of ``method="active"`` on one device's points: masked fire sets, no trees."""
-    Pm, state = carry
-    ip = _local_leaves(cfg, axis, c, Pm)  # -inf on padding points and rows: they never fire
-    e, C, fire = _ts.active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
-    e = jnp.where(c.valid, e, 0)
-    C = jnp.where(c.valid[:, None], C, 0)
-    Pm, state, moved = _local_update(cfg, axis, c, Pm, state, C)
-    hit = jnp.any(fire, axis=0).astype(jnp.int32)
-    no = jnp.zeros(e.shape, bool)
-    return (Pm, state), _local_stats(axis, c, e, jnp.sum(fire, axis=1), hit, no, moved)
-
-
-_LOCAL_STEPS = {"dtree": _local_dtree_step, "active": _local_active_step}
-
-
-#: Number of times the sharded chunk runner has been traced (for no-recompilation checks).
-TRACE_COUNTS: collections.Counter = collections.Counter()
-#: Compiled sharded chunk runners, keyed by their static configuration (tests read their HLO).
-EXECUTABLES: "collections.OrderedDict" = collections.OrderedDict()
-_MAX_EXECUTABLES = 32
-
-
-def _sharded_chunk_fn(cfg: _ts.Config, lay: Layout, carry_specs, consts_specs):
-    stats_specs = _ts.StepStats(*(P(),) * len(_ts.StepStats._fields))
-
-    def run(carry, consts):
-        TRACE_COUNTS[cfg.method] += 1
-        step = _LOCAL_STEPS[cfg.method]
-
-        def body(carry, _):
-            return step(cfg, lay.axis, consts, carry)
-
-        return lax.scan(body, carry, None, length=cfg.chunk_len)
-
-    return jax.shard_map(run, mesh=lay.mesh, in_specs=(carry_specs, consts_specs),
-                         out_specs=(carry_specs, stats_specs))
-
-
-def compiled_sharded_runner(cfg, lay: Layout, carry, consts, carry_specs, consts_specs, size=None):
-    """The compiled sharded chunk runner for ``cfg`` on layout ``lay`` (cached like the single one)."""
-    fast = size is not None and size < _ts.FAST_COMPILE_BELOW
-    key = (cfg, lay, fast, _ts.signature(carry), _ts.signature(consts))
-    return _ts.cached_compile(EXECUTABLES, key, lambda: _sharded_chunk_fn(cfg, lay, carry_specs, consts_specs),
-                              (carry, consts), fast, _MAX_EXECUTABLES)

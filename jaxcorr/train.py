@@ -5,16 +5,19 @@ r"""Gradient-descent training of 2NN(m, b): dense, on the active rows, or on the
 - ``"dense"``: plain XLA on all ``m`` neurons, O(nmd) per step (the reference);
 - ``"active"`` (the default): the same GD on the active rows ``A`` only (below), with the fire
   sets from the masked comparison :math:`\langle w_r, x_i\rangle > b` over (n, |A|) every step and
-  no trees in the loop; the trees find ``A`` at set-up (an output-sensitive DTree query over all
-  ``m`` leaves). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
+  no trees in the loop; ``A`` comes from the same comparison on the leaves of INIT at set-up
+  (dtree and wtree find it by QUERY on their trees). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
   as the masked pass it replaces: this is the fastest exact method on one device and on a mesh;
 - ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
   forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
 - ``"wtree"``: Algorithm 9 / Theorem 4.2 -- :math:`\tilde S_{r,fire}` from Correlation WTree queries
   (Theorem 3.2) and :math:`S_{i,fire}` derived from them.
 
-All follow the same trajectory (up to float rounding), and the loop runs under ``jit`` as
-``lax.scan`` over chunks of steps, with the host between chunks (callbacks, capacity checks).
+All follow the same trajectory (up to float rounding). Training is three pure pieces over one
+:class:`TrainState` pytree: :func:`setup` (host: INIT, the active set, capacities),
+:func:`run_chunk` (jitted: a ``lax.scan`` over steps, the state donated) and :func:`finalize` (back
+to the caller's shapes); :func:`fit` is the host loop over chunks between them (callbacks,
+capacity checks, fallbacks).
 
 **The active-set invariant** (what makes the sparse methods cost O(|A| n d), Theorem 4.1's
 O(m^{4/5} n^2 d), instead of O(m n d)). At set-up, ``fit`` builds the full tree over all ``m``
@@ -37,7 +40,8 @@ the compacted tensor (the idle-row guard, O(d)): if it would move, the step is n
 raises ``ValueError`` naming the step (or, with ``fallback="dense"``, continues dense from the last
 exact state, the start of that chunk). So ``w_r(t+1) = w_r(0)`` and ``r`` still fires for no point.
 Hence training runs on the ``|A|`` rows only, trees included, and the result is scattered back at
-the end. A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
+the end (when ``A`` is every held row, as for the implicit wide models, the held rows are used as
+they are and sliced back, with no gathered copy and no scatter). A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
 the (|A|, n) coefficients of the data instead of (|A|, d) rows, is taken only for :func:`sgd`
 (linear by construction).
 
@@ -62,8 +66,6 @@ Examples:
 
 from __future__ import annotations
 
-import functools
-import math
 import time
 from typing import Any, Callable
 
@@ -72,11 +74,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcorr import _checks, _linalg, _optim, ddfn, dtree, maxtree, wtree
+from jaxcorr import _checks, _setup, maxtree, sharding
 from jaxcorr import _train_steps as _ts
+from jaxcorr._history import CapacityGrown, FellBackToDense, History, InitialCapacity, Recorder
+from jaxcorr._state import Config, StepConfig, StepStats, TrainState
 from jaxcorr.nn import Params, default_threshold
 
-__all__ = ["fit", "sgd", "LinearOptimizer", "METHODS", "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
+__all__ = ["fit", "setup", "run_chunk", "finalize", "TrainState", "Config", "StepConfig", "StepStats", "History",
+           "InitialCapacity", "CapacityGrown", "FellBackToDense", "sgd", "LinearOptimizer", "METHODS",
+           "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
 
 METHODS = ("dense", "active", "dtree", "wtree")
 DEFAULT_METHOD = "active"
@@ -88,9 +94,7 @@ DEFAULT_LEARNING_RATE = 1.0
 DEFAULT_CHUNK = 100
 
 
-def ddfn_cap(m: int) -> int:
-    r"""The per-point DDFN cap :math:`\lceil m^{4/5} \rceil` (Definition 1.3, Theorem 4.1)."""
-    return ddfn.default_cap(1, int(m))
+ddfn_cap = _setup.ddfn_cap
 
 
 class LinearOptimizer(optax.GradientTransformation):
@@ -135,7 +139,6 @@ def sgd(learning_rate, momentum: float | None = None, nesterov: bool = False) ->
 
 
 _DEFAULT_OPTIMIZERS: dict = {}
-_ANALYSES: dict = {}
 
 
 def _default_optimizer(learning_rate: float):
@@ -144,22 +147,6 @@ def _default_optimizer(learning_rate: float):
     if opt is None:
         opt = _DEFAULT_OPTIMIZERS[learning_rate] = sgd(learning_rate)
     return opt
-
-
-def _cached(fn, *key):
-    """``fn(*key)``, cached per key (the optimizer object, sizes, dtype); unhashable: not cached."""
-    try:
-        hit = _ANALYSES.get((fn,) + key)
-    except TypeError:  # unhashable optimizer
-        return fn(*key)
-    if hit is None:
-        hit = _ANALYSES[(fn,) + key] = fn(*key)
-    return hit
-
-
-def _analysis(optimizer, m: int, d: int, dt):
-    """:func:`jaxcorr._optim.analyze`, cached per (optimizer object, m, d, dtype)."""
-    return _cached(_optim.analyze, optimizer, m, d, np.dtype(dt))
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -186,8 +173,9 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     if not jnp.issubdtype(dt, jnp.floating):
         dt = jnp.result_type(float)
     W, a, X, y = (jnp.asarray(v, dt) for v in (W, a, X, y))
-    for name, arr in (("params.W", W), ("params.a", a), ("X", X), ("y", y)):
-        if not bool(_all_finite(arr)):
+    finite = np.asarray(_all_finite((W, a, X, y)))  # one compiled check for the four
+    for name, ok in zip(("params.W", "params.a", "X", "y"), finite):
+        if not ok:
             raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
     if isinstance(steps, (bool, np.bool_)):
         raise ValueError(f"steps must be an int, got {steps!r}")
@@ -228,283 +216,137 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
 
 
 @jax.jit
-def _all_finite(x):
-    return jnp.all(jnp.isfinite(x))
+def _all_finite(arrays):
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
 
 
-# ------------------------------------------------------------------------------------- recorder
-class _Recorder:
-    """Collects per-chunk history on the host, times the chunk executions, runs the callback."""
-
-    def __init__(self, steps: int, callback):
-        self.steps, self.callback = steps, callback
-        self.done, self.run_s, self.stopped = 0, 0.0, False
-        self.parts: list = []
-        self.events: list = []
-
-    def add(self, stats, n_steps: int, seconds: float) -> None:
-        host = jax.tree_util.tree_map(lambda v: np.asarray(v)[:n_steps], stats)
-        self.parts.append(host)
-        self.done += n_steps
-        self.run_s += seconds
-        if self.callback is not None:
-            info = {"step": self.done, "steps": self.steps, "loss": float(host.loss[-1]),
-                    "ms_per_step": 1e3 * self.run_s / max(self.done, 1)}
-            ret = self.callback(info)
-            if ret is not None and bool(np.asarray(ret)):  # any truthy value (np.True_, a 0-d jax bool)
-                self.stopped = True
-
-    @property
-    def remaining(self) -> int:
-        return 0 if self.stopped else self.steps - self.done
-
-    def history(self, dtype) -> dict:
-        def cat(field, dt):
-            vals = [getattr(p, field) for p in self.parts]
-            return np.concatenate(vals).astype(dt) if vals else np.zeros((0,), dt)
-
-        return {
-            "loss": cat("loss", np.dtype(dtype)),
-            "fire_mean": cat("fire_mean", np.float64),
-            "fire_max": cat("fire_max", np.int64),
-            "fire_union": cat("fire_union", np.int64),
-            "capacity_events": self.events,
-            "ms_per_step": 1e3 * self.run_s / self.done if self.done else float("nan"),
-        }
+# ----------------------------------------------------------------- setup -> run_chunk -> finalize
+def _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay):
+    """:func:`setup` on validated arguments; raises ``_setup.Refused`` for an optimizer the compacted
+    methods cannot run."""
+    if method == "dense":
+        return _setup.dense(W, a, X, y, b, optimizer, state, width)
+    verdict = _setup.analysis(optimizer, W.shape[0], W.shape[1], W.dtype)
+    if not verdict.ok:
+        raise _setup.Refused(verdict.reason)
+    return _setup.compact(method, W, a, X, y, b, optimizer, state, verdict, width=width,
+                          linear=isinstance(optimizer, LinearOptimizer), lay=lay)
 
 
-def _nbytes(tree) -> int:
-    """Bytes of the arrays the training loop carries and reads (its state memory).
+def _refused_message(method, reason) -> str:
+    return (f"method={method!r} runs the optimizer on the active rows only, which is exact only for "
+            f"an optimizer that keeps rows apart and leaves idle rows alone, but this one does not: "
+            f"{reason}. Use method='dense' or fallback='dense'.")
 
-    Typed PRNG keys (in the state of e.g. ``optax.noisy_sgd``) count as their key data.
+
+def setup(params: Params, X, y, *, method: str = DEFAULT_METHOD, optimizer=None,
+          learning_rate: float = DEFAULT_LEARNING_RATE, b: float | None = None, opt_state: Any = None,
+          mesh=None, width: int | None = None) -> tuple[Config, TrainState]:
+    r"""Set up training (host side): INIT, the active set A, the capacities, one :class:`TrainState`.
+
+    For the compacted methods this is the set-up of Algorithm 8 (DTree INIT, Lemma D.2, and
+    ``S_{i,fire}(0)`` by QUERY) or Algorithm 9 (WTree INIT, Lemma D.6, and
+    :math:`\tilde S_{r,fire}(0)`), restricted to the rows A that can move (module docstring), with
+    the DTree frontier capacity sized from the measured ``max_i k_{i,0}`` by
+    :func:`jaxcorr.maxtree.allocate`. Every array-valued piece is computed by a few jitted calls.
+
+    Args:
+      params, X, y, method, optimizer, learning_rate, b, opt_state, mesh, width: as for :func:`fit`.
+
+    Returns:
+      ``(cfg, state)``: the static :class:`Config` (hashable: sizes, capacity, method, optimizer,
+      layout) and the :class:`TrainState` pytree to pass to :func:`run_chunk`.
+
+    Raises:
+      ValueError: as :func:`fit` for bad arguments, or an optimizer the compacted methods refuse.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> params = nn.init(jax.random.key(0), m=256, d=8)
+      >>> cfg, state = train.setup(params, X, y, method="dtree", b=1.0)
+      >>> state, stats = train.run_chunk(cfg, state, 5)       # Algorithm 8, five steps
+      >>> bool(stats.overflow.any())                          # else: re-allocate and rerun
+      False
+      >>> p1, opt_state = train.finalize(cfg, state)
+      >>> p2, h = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
+      >>> bool(abs(p1.W - p2.W).max() < 1e-5)
+      True
     """
-    def size(x):
-        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x)))
-
-    return int(sum(size(x) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _timed(ex, carry, consts):
-    # Wait for the inputs first: set-up work dispatched asynchronously (gathers, INIT) must count as
-    # set-up, not as steps (without this, plain sgd, whose set-up never syncs, timed it as steps).
-    jax.block_until_ready((carry, consts))
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(ex(carry, consts))
-    return out, time.perf_counter() - t0
+    W, a, X, y, _, b, optimizer, state, _, _, width = _validate(
+        params, X, y, 0, method, optimizer, learning_rate, b, opt_state, None, None, "error", width)
+    lay = None if mesh is None else sharding.fit_layout(mesh, method)
+    try:
+        return _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay)
+    except _setup.Refused as err:
+        raise ValueError(_refused_message(method, str(err))) from None
 
 
-# ------------------------------------------------------------------------------------- dense
-def _run_dense(W, a, X, y, b, optimizer, state, rec: _Recorder, chunk: int, width: int):
-    m = W.shape[0]
-    dt = W.dtype
-    consts = _ts.DenseConsts(X=X, y=y, a=a, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt))
-    carry = (W, state)
-    while rec.remaining > 0:
-        clen = min(chunk, rec.remaining)
-        ex = _ts.compiled_runner(_ts.Config("dense", optimizer, clen), carry, consts, size=X.shape[0] * m)
-        (carry, stats), secs = _timed(ex, carry, consts)
-        rec.add(stats, clen, secs)
-    return carry
+def run_chunk(cfg: Config, state: TrainState, steps: int, *, donate: bool = True):
+    r"""Run ``steps`` training steps: ``TrainState -> (TrainState, StepStats)``, pure and jitted.
 
+    One ``lax.scan`` over the step of ``cfg.step.method`` (Algorithm 8 for ``"dtree"``, Theorem
+    4.1; Algorithm 9 for ``"wtree"``, Theorem 4.2; masked fire sets for ``"active"``; all rows for
+    ``"dense"``), under ``jax.shard_map`` when ``cfg`` has a mesh layout. Compiled once per
+    ``(cfg.step, steps, shapes)`` by ``jax.jit``'s own cache.
 
-# ----------------------------------------------------------------------------------- compact
-def _gather_rows(x, idx, fill):
-    return x.at[idx].get(mode="fill", fill_value=fill)
+    Args:
+      cfg: from :func:`setup` (a new capacity: ``cfg._replace(step=cfg.step._replace(capacity=c))``).
+      state: the :class:`TrainState`.
+      steps: number of steps (static).
+      donate: give ``state``'s changing buffers to the result (``state`` is invalid afterwards);
+        pass False to keep ``state`` for a rerun (the overflow loop of :func:`fit`).
 
+    Returns:
+      ``(state, stats)`` with :class:`StepStats` stacked over the steps. ``stats.overflow`` (dtree)
+      flags a step whose fire set outgrew the capacity: that chunk is not exact and must be rerun
+      from the old state with a larger capacity; ``stats.moved`` flags the idle-row guard.
 
-def _row_first(x, ax):
-    return jnp.moveaxis(x, ax, 0)
-
-
-def _reference_rows(optimizer, d: int, dt, axes) -> tuple:
-    """Per row state leaf, the state of a fresh ``init`` on one row (the idle rows' state)."""
-    leaves = jax.tree_util.tree_leaves(optimizer.init(jnp.zeros((1, d), dt)))
-    return tuple(jnp.take(x, 0, axis=ax) for x, ax in zip(leaves, axes) if ax is not None)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _rows_off_reference(leaves, refs, axes):
-    """(m,) bool: rows whose state differs from the reference row in some row leaf (they move)."""
-    rows = None
-    for x, r, ax in zip(leaves, refs, axes):
-        x = _row_first(x, ax)
-        nz = jnp.any((x != r[None]).reshape(x.shape[0], -1), axis=1)
-        rows = nz if rows is None else rows | nz
-    return rows
-
-
-def _restrict(leaf, idx, ax, ref):
-    """The rows ``idx`` of a row leaf along its row axis; padding indices (>= m) get ``ref``."""
-    x = _row_first(leaf, ax)
-    g = x.at[idx].get(mode="fill", fill_value=0)
-    pad = (idx >= x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
-    return jnp.moveaxis(jnp.where(pad, ref[None].astype(x.dtype), g), 0, ax)
-
-
-def _scatter_rows(full, part, idx, ax):
-    x = _row_first(full, ax).at[idx].set(_row_first(part, ax).astype(full.dtype), mode="drop")
-    return jnp.moveaxis(x, 0, ax)
-
-
-class Compact:
-    """Set-up, state and tear-down of the compacted problem over the active rows A.
-
-    Package-internal (not in ``__all__``): used by :func:`fit` and subclassed by
-    :class:`jaxcorr.sharding.ShardedCompact`.
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> cfg, state = train.setup(nn.init(jax.random.key(0), 256, 8), X, y, b=1.0)
+      >>> state, stats = train.run_chunk(cfg, state, 3)
+      >>> stats.loss.shape
+      (3,)
     """
-
-    #: method="active" / "dtree" on the span path hold K transposed, (n, L), the layout of their
-    #: leaves and coefficients (no transposes per step; one device only).
-    transposed_span = True
-
-    def __init__(self, method, W, a, X, y, b, optimizer, state, verdict, width=None):
-        self.method, self.optimizer = method, optimizer
-        m, d = W.shape
-        dt = W.dtype
-        self.m, self.d, self.n, self.dt = m, d, X.shape[0], dt
-        self.width = width = m if width is None else width  # the network's width (scale, DDFN cap)
-        self.cap_ddfn = ddfn_cap(width)
-        # --- Theorem 3.1 / 3.2 INIT over all m neurons, then the fire sets at t = 0.
-        if method == "wtree":
-            ip, kmax, fire_rows = self.wtree_fire_sets(W, X, b)
-        else:
-            ip, kmax, fire_rows = self.dtree_fire_sets(W, X, b)
-        self.kmax0 = kmax
-        # --- rows whose optimizer state is not the idle reference (resuming) also move: active.
-        s_leaves, self.s_def = jax.tree_util.tree_flatten(state)
-        self.row_axes = axes = verdict.row_axes
-        self.rows = [i for i, ax in enumerate(axes) if ax is not None]
-        refs = _reference_rows(optimizer, d, dt, axes)
-        state_rows = np.zeros((0,), np.int64)
-        if self.rows:
-            off = _rows_off_reference([s_leaves[i] for i in self.rows], refs, tuple(axes[i] for i in self.rows))
-            state_rows = np.flatnonzero(np.asarray(off))
-        A = np.union1d(fire_rows, state_rows).astype(np.int64)
-        self.n_active = L = int(A.size)
-        self.L = Lp = maxtree.bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
-        if not _cached(_optim.same_program, optimizer, (Lp,), d, np.dtype(dt)):
-            raise _Refused(f"its computation on {Lp} rows differs from that on {m} rows beyond shapes")
-        idx = np.full((Lp,), m, np.int32)
-        idx[:L] = A
-        self.idx = idx = jnp.asarray(idx)
-        W_A = _gather_rows(W, idx, 0)
-        ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)  # (n, Lp), the restricted leaves
-        it = iter(refs)
-        s_A = [(_restrict(x, idx, ax, next(it)) if ax is not None else x) for x, ax in zip(s_leaves, axes)]
-        self.W_A0, self.full_state = W_A, state
-        self.span = isinstance(optimizer, LinearOptimizer) and all(axes[i] == 0 for i in self.rows)
-        coef = self._span_state(s_A, X, dt) if self.span else None
-        self.span = coef is not None
-        gram = _linalg.inner(X, X) if self.span else None
-        self.kt = self.span and method in ("active", "dtree") and self.transposed_span
-        P0 = jnp.zeros((Lp, self.n), dt) if self.span else W_A
-        if self.kt:
-            P0, coef = P0.T, [(x.T if i in self.rows else x) for i, x in enumerate(coef)]
-        state_A = jax.tree_util.tree_unflatten(self.s_def, coef if self.span else s_A)
-        leaves0 = ip_A if method != "wtree" else ip_A.T
-        if method == "active":
-            self.carry = (P0, state_A)
-        else:
-            self.carry = (maxtree.build(leaves0).levels, P0, state_A)
-        self.consts = _ts.CompactConsts(
-            X=X, y=y, a=_gather_rows(a, idx, 0), b=jnp.asarray(b, dt),
-            scale=jnp.asarray(1.0 / math.sqrt(width), dt), n_real=jnp.asarray(L, jnp.int32), gram=gram,
-            ip0=leaves0 if self.span else None, ref=() if self.span else refs)
-        self.capacity = None
-        if method == "dtree":
-            self.capacity_ceiling = min(Lp, self.cap_ddfn)
-            self.capacity = maxtree.allocate(kmax, ceiling=max(self.capacity_ceiling, kmax, 1))
-
-    def _span_state(self, s_A, X, dt):
-        """The optimizer state in coefficient form (rows (L, n) with ``state = coef X``), or None
-        if a resumed state does not lie in the span of the data (then the generic path runs)."""
-        Lp, n = self.L, self.n
-        tmpl_leaves, tmpl_def = jax.tree_util.tree_flatten(self.optimizer.init(jnp.zeros((Lp, n), dt)))
-        if tmpl_def != self.s_def:
-            return None
-        pinv = jnp.linalg.pinv(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X)
-        tol = 1e-5 if np.dtype(dt).itemsize <= 4 else 1e-12
-        out = []
-        for i, (leaf, tl) in enumerate(zip(s_A, tmpl_leaves)):
-            if i not in self.rows:
-                if np.shape(leaf) != np.shape(tl):
-                    return None
-                out.append(leaf)
-            elif not bool(jnp.any(leaf != 0)):
-                out.append(jnp.zeros((Lp, n), tl.dtype))
-            else:
-                coef = _linalg.matmul(leaf.astype(pinv.dtype), pinv)
-                resid = jnp.abs(_linalg.matmul(coef, X.astype(pinv.dtype)) - leaf).max()
-                if not bool(resid <= tol * (jnp.abs(leaf).max() + 1e-30)):
-                    return None  # the resumed state is not in span(X): use the generic path
-                out.append(coef.astype(tl.dtype))
-        return out
-
-    def dtree_fire_sets(self, W, X, b):
-        """DTree INIT over all m neurons and the fire sets at t = 0: ``(ip (n, m), max_i k_i, rows)``.
-
-        The sharded subclass in :mod:`jaxcorr.sharding` overrides it to run sharded by points.
-        """
-        m = W.shape[0]
-        full = dtree.init(W, X)  # Lemma D.2, O(nmd)
-        ip = dtree.inner_products(full)  # (n, m)
-        counts0 = np.asarray(jnp.sum(ip > b, axis=1))
-        kmax = int(counts0.max())
-        # Algorithm 8 line 12 at t = 0: S_{i,fire}(0) <- CDT.QUERY(i, b).
-        fr = maxtree.query_all(full.tree, b, capacity=maxtree.allocate(kmax, 1, 0, ceiling=m))
-        fire_rows = np.unique(np.asarray(fr.indices)[np.asarray(fr.valid)])
-        return ip, kmax, fire_rows
-
-    def wtree_fire_sets(self, W, X, b):
-        """WTree INIT (Lemma D.6) and Algorithm 9 lines 12-17 at t = 0 (capacity n per row)."""
-        full = wtree.init(W, X)  # Lemma D.6, O(nmd)
-        ipT = wtree.inner_products(full)  # (m, n)
-        fr = maxtree.query_all(full.tree, b, capacity=self.n)
-        fire_rows = np.flatnonzero(np.asarray(jnp.any(fr.valid, axis=1)))
-        kmax = int(np.asarray(jnp.sum(ipT > b, axis=0)).max())
-        return ipT.T, kmax, fire_rows
-
-    def config(self, chunk_len: int):
-        return _ts.Config(self.method, self.optimizer, chunk_len, self.capacity or 0, self.span,
-                          tuple(self.row_axes), self.kt)
-
-    def runner(self, cfg, carry):
-        """The compiled chunk runner for ``cfg`` (the sharded subclass in jaxcorr.sharding overrides it)."""
-        return _ts.compiled_runner(cfg, carry, self.consts, size=self.n * self.L)
-
-    def gathered(self, carry):
-        """``(P, state_A, X)`` of ``carry`` on the default device (the sharded subclass gathers)."""
-        P, state_A = carry[-2], carry[-1]
-        if self.kt:
-            P = P.T
-            leaves = [(x.T if i in self.rows else x) for i, x in enumerate(jax.tree_util.tree_leaves(state_A))]
-            state_A = jax.tree_util.tree_unflatten(self.s_def, leaves)
-        return P, state_A, self.consts.X
-
-    def to_full(self, W, carry):
-        """Scatter the compacted rows and optimizer state back to full (m, d) shape (step (c))."""
-        P, state_A, X = self.gathered(carry)
-        W_A = self.W_A0 + _linalg.matmul(P, X) if self.span else P
-        W_new = W.at[self.idx].set(W_A.astype(W.dtype), mode="drop")
-        full_leaves = jax.tree_util.tree_leaves(self.full_state)
-        out = []
-        for i, (fl, leaf) in enumerate(zip(full_leaves, jax.tree_util.tree_leaves(state_A))):
-            if i in self.rows:
-                rows = _linalg.matmul(leaf, X) if self.span else leaf
-                out.append(_scatter_rows(fl, rows, self.idx, self.row_axes[i]))
-            else:
-                out.append(leaf)
-        return W_new, jax.tree_util.tree_unflatten(self.s_def, out)
+    carry, stats = _ts.run(cfg.step, steps, state.carry, state.consts, donate=donate)
+    rows, opt_state, levels = carry
+    return state._replace(rows=rows, opt_state=opt_state, levels=levels), stats
 
 
-class _Refused(Exception):
-    """The optimizer cannot run on the compacted rows (raised at set-up, before any step)."""
+def finalize(cfg: Config, state: TrainState) -> tuple[Params, Any]:
+    """The trained :class:`~jaxcorr.nn.Params` and optimizer state in the caller's full shapes.
+
+    For the compacted methods the rows of A (and their optimizer state) go back into the held rows;
+    rows outside A never moved (the active-set invariant). The result shares no buffer with
+    ``state``, so ``state`` may go on training (:func:`run_chunk`) after a checkpoint.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> params = nn.init(jax.random.key(0), 256, 8)
+      >>> cfg, state = train.setup(params, X, y, b=1.0)
+      >>> p, opt_state = train.finalize(cfg, state)            # no steps: the same weights
+      >>> bool((p.W == params.W).all())
+      True
+    """
+    W, opt_state = _setup.finalize(cfg, state)
+    a = state.consts.a if cfg.step.method == "dense" else state.base.a
+    return Params(W=W, a=a), opt_state
 
 
+# --------------------------------------------------------------------------------- the host loop
 class _Stop(Exception):
-    """The compacted run cannot go on exactly (DDFN cap, or the idle-row guard fired)."""
+    """The compacted run cannot go on exactly (DDFN cap, or the idle-row guard fired); carries the
+    exact state at the start of the chunk (valid only when that chunk was not donated)."""
+
+    def __init__(self, msg, cfg=None, state=None):
+        super().__init__(msg)
+        self.cfg, self.state = cfg, state
 
 
 def _cap_message(m, cap, k, step):
@@ -520,43 +362,93 @@ def _moved_message(step):
             "or fallback='dense'.")
 
 
-def _run_compact(comp: Compact, rec: _Recorder, chunk: int):
-    """Host loop over jitted chunks; overflow -> rerun the chunk with a larger capacity.
+def _timed_chunk(cfg, state, steps, donate):
+    """:func:`run_chunk`, compiled first so that the seconds returned are the run's alone."""
+    _ts.compile(cfg.step, steps, state.carry, state.consts, donate=donate)
+    # Wait for the inputs first: set-up work dispatched asynchronously (gathers, INIT) counts as
+    # set-up, not as steps (without this, plain sgd, whose set-up never syncs, timed it as steps).
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(run_chunk(cfg, state, steps, donate=donate))
+    return out, time.perf_counter() - t0
 
-    On the DDFN cap or the idle-row guard, ``comp.carry`` is left at the start of the chunk (an
-    exact state, ``rec.done`` steps in) and :class:`_Stop` is raised.
-    """
-    carry = comp.carry
+
+def _check_chunk(cfg: Config, stats, done: int):
+    """``None`` if the chunk is exact; else the new capacity after an overflow; raises :class:`_Stop`
+    (without state) past the DDFN cap or when the idle-row guard fired. The dense method has none."""
+    if cfg.step.method == "dense":
+        return None
+    overflow, kmax, moved = (np.asarray(v) for v in (stats.overflow, stats.fire_max, stats.moved))
+    bad = np.flatnonzero(overflow | (kmax > cfg.cap_ddfn) | moved)
+    if not bad.size:
+        return None
+    j = int(bad[0])
+    if moved[j] and not overflow[j] and kmax[j] <= cfg.cap_ddfn:
+        raise _Stop(_moved_message(done + j))
+    old = cfg.step.capacity
+    if kmax[j] > cfg.cap_ddfn or old >= cfg.capacity_ceiling:  # the second cannot happen below the cap
+        raise _Stop(_cap_message(cfg.width, cfg.cap_ddfn, int(kmax[j]), done + j))
+    return maxtree.allocate(int(kmax[j]), ceiling=cfg.capacity_ceiling, previous=old)
+
+
+def _loop(cfg: Config, state: TrainState, rec: Recorder, chunk: int, donate: bool):
+    """The host loop over chunks, as jax-md's neighbour-list loop: run a chunk; if a fire set
+    overflowed its capacity (``did_buffer_overflow``), re-allocate (:func:`jaxcorr.maxtree.allocate`)
+    and rerun the chunk from its starting state; else keep it. Returns ``(cfg, state)``; raises
+    :class:`_Stop` with the exact state at the start of the failing chunk."""
     while rec.remaining > 0:
         clen = min(chunk, rec.remaining)
-        ex = comp.runner(comp.config(clen), carry)
-        (new_carry, stats), secs = _timed(ex, carry, comp.consts)
-        overflow = np.asarray(stats.overflow)
-        kmax = np.asarray(stats.fire_max)
-        moved = np.asarray(stats.moved)
-        bad = np.flatnonzero(overflow | (kmax > comp.cap_ddfn) | moved)
-        if bad.size:
-            j = int(bad[0])
-            step = rec.done + j
-            if moved[j] and not overflow[j] and kmax[j] <= comp.cap_ddfn:
-                comp.carry = carry
-                raise _Stop(_moved_message(step))
-            if kmax[j] > comp.cap_ddfn:
-                comp.carry = carry
-                raise _Stop(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
-            old = comp.capacity
-            if old >= comp.capacity_ceiling:  # cannot happen below the cap; defensive
-                comp.carry = carry
-                raise _Stop(_cap_message(comp.width, comp.cap_ddfn, int(kmax[j]), step))
-            new = maxtree.allocate(int(kmax[j]), ceiling=comp.capacity_ceiling, previous=old)
-            rec.events.append({"step": step, "old_capacity": old, "new_capacity": new,
-                               "reason": f"overflow: a fire set exceeded the capacity {old}; chunk rerun"})
-            comp.capacity = new
+        (new, stats), secs = _timed_chunk(cfg, state, clen, donate)
+        try:
+            capacity = _check_chunk(cfg, stats, rec.done)
+        except _Stop as err:
+            raise _Stop(str(err), cfg, state) from None
+        if capacity is not None:
+            rec.events.append(CapacityGrown(step=rec.done + int(np.argmax(np.asarray(stats.overflow))),
+                                            old=cfg.step.capacity, new=capacity))
+            cfg = cfg._replace(step=cfg.step._replace(capacity=capacity))
             continue
-        carry = new_carry
-        rec.add(stats, clen, secs)
-    comp.carry = carry
-    return carry
+        state = new
+        rec.add(stats, clen, secs, snapshot=lambda cfg=cfg, state=state: _setup.finalize(cfg, state))
+    return cfg, state
+
+
+def _dense(W, a, X, y, b, optimizer, state, width, rec, chunk):
+    cfg, ts = _setup.dense(W, a, X, y, b, optimizer, state, width)
+    cfg, ts = _loop(cfg, ts, rec, chunk, donate=True)
+    return _setup.finalize(cfg, ts, copy=False)
+
+
+def _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec, chunk, info):
+    """The compacted run with its DDFN cap, refused-optimizer and idle-row fallbacks."""
+    try:
+        cfg, ts = _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay)
+    except _setup.Refused as err:
+        msg = _refused_message(method, str(err))
+        if fallback == "error":
+            raise ValueError(msg) from None
+        rec.events.append(FellBackToDense(step=0, reason=msg))
+        info["fallback_step"] = 0
+        return _dense(W, a, X, y, b, optimizer, state, width, rec, chunk)
+    info.update(n_active=cfg.n_active, span=cfg.step.span, state_bytes=_setup.nbytes((ts.carry, ts.consts)))
+    if lay is not None:
+        info.update(shards=lay.shards, bytes_per_device=max(sharding.bytes_per_device((ts.carry, ts.consts)).values()))
+    if method == "dtree":
+        rec.events.append(InitialCapacity(capacity=cfg.step.capacity, kmax=cfg.kmax0))
+    try:
+        if cfg.kmax0 > cfg.cap_ddfn:
+            raise _Stop(_cap_message(cfg.width, cfg.cap_ddfn, cfg.kmax0, 0), cfg, ts)
+        # keep each chunk's input when it may be rerun (overflow) or continued dense (fallback)
+        cfg, ts = _loop(cfg, ts, rec, chunk, donate=method != "dtree" and fallback == "error")
+        return _setup.finalize(cfg, ts)
+    except _Stop as err:
+        if fallback == "error":
+            raise ValueError(str(err)) from None
+        W_out, s_out = _setup.finalize(err.cfg, err.state)
+        rec.events.append(FellBackToDense(step=rec.done, reason=str(err),
+                                          capacity=err.cfg.step.capacity if method == "dtree" else None))
+        info["fallback_step"] = rec.done
+        return _dense(W_out, a, X, y, b, optimizer, s_out, width, rec, chunk)
 
 
 # ----------------------------------------------------------------------------------------- fit
@@ -601,8 +493,10 @@ def fit(
       opt_state: optimizer state to resume from, as produced by ``optimizer.init(params.W)`` (full
         (m, d) leaves); default a fresh ``optimizer.init(params.W)``.
       callback: called on the host after every chunk with a dict with keys ``"step"`` (steps done so
-        far in this call), ``"steps"``, ``"loss"`` (latest loss) and ``"ms_per_step"``; a truthy
-        return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
+        far in this call), ``"steps"``, ``"loss"`` (latest loss), ``"ms_per_step"`` and
+        ``"snapshot"`` (a function returning ``(params, opt_state)`` after that chunk, as ``fit``
+        would return them: a checkpoint without a new set-up; call it during the callback only); a
+        truthy return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
       chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
       fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
         :math:`\lceil m^{4/5}\rceil`, the optimizer is refused, or the idle-row guard fires;
@@ -619,11 +513,14 @@ def fit(
         as for the implicit wide models built from a key. Must be >= ``params.W.shape[0]``.
 
     Returns:
-      ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a dict of host
-      values: ``"loss"`` (steps,) with ``loss[t] = L(W(t))``; ``"fire_mean"``, ``"fire_max"``
+      ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a
+      :class:`History` of host values (dict-style reads ``history["loss"]`` still work, for one
+      release): ``"loss"`` (steps,) with ``loss[t] = L(W(t))``; ``"fire_mean"``, ``"fire_max"``
       (mean / max over i of ``k_{i,t}``, Definition 2.4) and ``"fire_union"``
-      (:math:`|\bigcup_i S_{i,fire}(t)|`), each (steps,); ``"capacity_events"`` (list of dicts with
-      ``step``, ``old_capacity``, ``new_capacity``, ``reason``); ``"opt_state"`` (the final state,
+      (:math:`|\bigcup_i S_{i,fire}(t)|`), each (steps,); ``events`` (typed:
+      :class:`InitialCapacity`, :class:`CapacityGrown`, :class:`FellBackToDense`; ``"capacity_events"``
+      gives them as the dicts of earlier releases, with ``step``, ``old_capacity``, ``new_capacity``,
+      ``reason``); ``"opt_state"`` (the final state,
       full shape); ``"ms_per_step"`` (wall time of the jitted chunks per step, set-up and
       compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
       ``"n_active"`` (|A|), ``"span"`` (Gram path used), ``"fallback_step"`` (None, or the step
@@ -640,67 +537,35 @@ def fit(
     path, ``W_A(0) + K X`` instead of a running sum). Resuming (``steps=A`` then ``steps=B`` with
     the returned ``params`` and ``history["opt_state"]``) reproduces ``steps=A+B`` bitwise for
     ``"dense"`` and to rounding (about 1e-6 relative in float32) for ``"dtree"``/``"wtree"``.
+
+    The loop, as jax-md runs its neighbour lists::
+
+        cfg, state = setup(params, X, y, ...)                  # INIT, A, capacity from the counts
+        while steps remain:
+            new, stats = run_chunk(cfg, state, chunk)          # jitted lax.scan, capacity static
+            if stats.overflow.any():                           # did_buffer_overflow
+                cfg = cfg with maxtree.allocate(stats.fire_max, previous=capacity)
+                continue                                       # rerun the chunk from `state`
+            state = new                                        # (DDFN cap, idle-row guard: stop or
+        params, opt_state = finalize(cfg, state)               #  continue dense from `state`)
     """
     t_start = time.perf_counter()
     W, a, X, y, steps, b, optimizer, state, chunk_size, dt, width = _validate(
         params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback,
         width)
-    layout = None
-    if mesh is not None:
-        from jaxcorr import sharding as _sharding  # noqa: PLC0415 (sharding imports this module)
-
-        layout = _sharding.fit_layout(mesh, method)
-    rec = _Recorder(steps, callback)
+    lay = None if mesh is None else sharding.fit_layout(mesh, method)
+    rec = Recorder(steps, callback, wrap=lambda W_, s_: (Params(W=W_.astype(dt), a=params.a), s_))
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
-    extra = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
-             "state_bytes": _nbytes((W, state, a, X, y))}
+    info = {"n_active": int(W.shape[0]), "span": False, "fallback_step": None,
+            "state_bytes": _setup.nbytes((W, state, a, X, y))}
+    if lay is not None:
+        info.update(shards=lay.shards, bytes_per_device=None)
     W_out, state_out = W, state
     if steps > 0 and method == "dense":
-        W_out, state_out = _run_dense(W, a, X, y, b, optimizer, state, rec, chunk, width)
+        W_out, state_out = _dense(W, a, X, y, b, optimizer, state, width, rec, chunk)
     elif steps > 0:
-        verdict = _analysis(optimizer, W.shape[0], W.shape[1], dt)
-        comp, reason = None, verdict.reason
-        if verdict.ok:
-            args = (method, W, a, X, y, b, optimizer, state, verdict)
-            try:
-                if layout is None:
-                    comp = Compact(*args, width=width)
-                else:
-                    comp = _sharding.ShardedCompact(*args, width=width, layout=layout)
-            except _Refused as err:
-                reason = str(err)
-        if comp is None:
-            msg = (f"method={method!r} runs the optimizer on the active rows only, which is exact only for "
-                   f"an optimizer that keeps rows apart and leaves idle rows alone, but this one does not: "
-                   f"{reason}. Use method='dense' or fallback='dense'.")
-            if fallback == "error":
-                raise ValueError(msg)
-            rec.events.append({"step": 0, "old_capacity": None, "new_capacity": None,
-                               "reason": "fallback to dense: " + msg})
-        else:
-            extra.update(n_active=comp.n_active, span=comp.span, state_bytes=_nbytes((comp.carry, comp.consts)))
-            if comp.capacity is not None:
-                rec.events.append({"step": 0, "old_capacity": None, "new_capacity": comp.capacity,
-                                   "reason": f"initial: max_i k_i(0) = {comp.kmax0} with headroom"})
-        try:
-            if comp is not None:
-                if comp.kmax0 > comp.cap_ddfn:
-                    raise _Stop(_cap_message(comp.width, comp.cap_ddfn, comp.kmax0, 0))
-                _run_compact(comp, rec, chunk)
-                W_out, state_out = comp.to_full(W, comp.carry)
-        except _Stop as err:
-            if fallback == "error":
-                raise ValueError(str(err)) from None
-            W_out, state_out = comp.to_full(W, comp.carry)
-            rec.events.append({"step": rec.done, "old_capacity": comp.capacity, "new_capacity": None,
-                               "reason": "fallback to dense: " + str(err)})
-        if rec.events and rec.events[-1]["reason"].startswith("fallback to dense"):
-            extra["fallback_step"] = rec.done
-            W_out, state_out = _run_dense(W_out, a, X, y, b, optimizer, state_out, rec, chunk, width)
+        W_out, state_out = _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec, chunk, info)
     W_out = jax.block_until_ready(W_out)
-    if layout is not None:
-        extra.update(_sharding.history_info(layout, comp))
-    hist = rec.history(dt)
-    hist.update(opt_state=state_out, method=method, b=float(b),
-                setup_s=time.perf_counter() - t_start - rec.run_s, **extra)
+    hist = History(**rec.arrays(dt), events=rec.events, opt_state=state_out, method=method, b=float(b),
+                   setup_s=time.perf_counter() - t_start - rec.run_s, **info)
     return Params(W=W_out.astype(dt), a=params.a), hist

@@ -21,19 +21,7 @@ LIMIT = 80
 
 #: Files whose owners are rewriting them on other branches: until the redesign merges, their long
 #: functions are theirs to split. The coordinator empties this set when the branches merge.
-ALLOWED = {  # until the redesign merges
-    "jaxcorr/train.py",
-    "jaxcorr/_train_steps.py",
-    "jaxcorr/sharding.py",
-    "jaxcorr/implicit.py",
-    "jaxcorr/cli.py",
-    "jaxcorr/_cli_run.py",
-    "jaxcorr/checkpoint.py",
-    "jaxcorr/memory.py",
-    "jaxcorr/io.py",
-    "scripts/bench_train.py",
-    "scripts/bench_width.py",
-}
+ALLOWED: set[str] = set()  # files exempt from the limit (none)
 
 
 def _load_checker():

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import _train_steps, data, nn, train
+from jaxcorr import data, nn, train
 
 M, N, D, B = 512, 6, 5, 1.2
 STEPS, CHUNK = 25, 5
@@ -126,9 +126,13 @@ def test_overflow_grows_capacity_and_stays_exact():
     _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 12, ref_opt)
     assert fire_ref.max() > 1.5 * fire_ref[0].max()  # the fire sets really grow
     params, h = train.fit(p, X, y, steps=12, method="dtree", optimizer=opt, b=b, chunk_size=6)
-    over = [e for e in h["capacity_events"] if e["reason"].startswith("overflow")]
-    assert over, h["capacity_events"]
-    assert all(e["new_capacity"] > e["old_capacity"] for e in over)
+    over = [e for e in h.events if isinstance(e, train.CapacityGrown)]
+    assert over, h.events
+    assert isinstance(h.events[0], train.InitialCapacity) and h.events[0].capacity == over[0].old
+    assert all(e.new > e.old for e in over)
+    # the dict view of earlier releases
+    assert [d["new_capacity"] for d in h["capacity_events"]] == [h.events[0].capacity] + [e.new for e in over]
+    assert all(d["reason"].startswith("overflow") for d in h["capacity_events"][1:])
     assert rel(h["loss"], loss_ref) <= 2e-4
     np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
 
@@ -141,7 +145,7 @@ def test_active_fire_sets_grow_mid_run():
     assert fire_ref.max() > 1.5 * fire_ref[0].max()
     for opt in (train.sgd(100.0), optax.sgd(100.0)):  # span path and generic path
         params, h = train.fit(p, X, y, steps=12, method="active", optimizer=opt, b=b, chunk_size=6)
-        assert h["capacity_events"] == []
+        assert h.events == [] and h["capacity_events"] == []
         assert rel(h["loss"], loss_ref) <= 2e-4
         np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
 
@@ -158,7 +162,9 @@ def test_ddfn_cap_error_and_dense_fallback():
     params_d, h_d = train.fit(p, X, y, steps=3, method="dense", b=b)
     np.testing.assert_array_equal(h["loss"], h_d["loss"])
     np.testing.assert_array_equal(params.W, params_d.W)
-    assert h["fallback_step"] == 0 and "fallback to dense" in h["capacity_events"][-1]["reason"]
+    assert h.fallback_step == 0 and isinstance(h.events[-1], train.FellBackToDense)
+    assert h.events[-1].step == 0 and "DDFN cap" in h.events[-1].reason
+    assert h["capacity_events"][-1]["reason"].startswith("fallback to dense")
 
 
 def test_cap_exceeded_mid_run():
@@ -235,20 +241,90 @@ def test_callback_stops_and_reports():
     assert seen[-1]["loss"] == pytest.approx(float(h["loss"][-1]))
 
 
-def test_second_call_does_not_recompile():
+class CompileCounter:
+    """Counts XLA backend compilations (``jax.monitoring``) inside a ``with`` block."""
+
+    active = None
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        CompileCounter.active = self
+        return self
+
+    def __exit__(self, *exc):
+        CompileCounter.active = None
+
+    @classmethod
+    def listener(cls, name, _dur, **_kw):
+        if cls.active is not None and name == "/jax/core/compile/backend_compile_duration":
+            cls.active.count += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(CompileCounter.listener)
+
+
+def test_second_call_compiles_nothing():
+    """jax.jit's own cache: a second fit with the same shapes compiles no program, set-up included."""
     p, X, y = problem()
     opt = OPTIMIZERS["sgd"][0]
     for method in train.METHODS:
         train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
-        before = dict(_train_steps.TRACE_COUNTS)
-        _, h = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
-        assert dict(_train_steps.TRACE_COUNTS) == before, method
-        assert h["ms_per_step"] > 0 and h["setup_s"] >= 0
-    # the default optimizer is cached per learning rate, so it does not recompile either
+        with CompileCounter() as cc:
+            _, h = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
+        assert cc.count == 0, f"{method}: the second call compiled {cc.count} programs"
+        assert h.ms_per_step > 0 and h.setup_s >= 0
+    # new values of the same shapes compile nothing either (for the sparse methods |A|, hence the
+    # compacted shapes, depends on the data; bucketed by maxtree.bucket)
+    X2, y2 = data.synthetic(SEED + 1, N, D)
+    with CompileCounter() as cc:
+        train.fit(p, X2, y2, steps=STEPS, method="dense", optimizer=opt, b=B, chunk_size=CHUNK)
+    assert cc.count == 0, cc.count
+    # the default optimizer is one object per learning rate, so it does not recompile either
     train.fit(p, X, y, steps=CHUNK, b=B, learning_rate=0.3)
-    before = dict(_train_steps.TRACE_COUNTS)
-    train.fit(p, X, y, steps=CHUNK, b=B, learning_rate=0.3)
-    assert dict(_train_steps.TRACE_COUNTS) == before
+    with CompileCounter() as cc:
+        train.fit(p, X, y, steps=CHUNK, b=B, learning_rate=0.3)
+    assert cc.count == 0, cc.count
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_setup_run_chunk_finalize_equals_fit(f32_runs, method):
+    """The three public pieces, driven by hand, give fit's trajectory bitwise; the input survives."""
+    p, X, y, runs = f32_runs
+    opt = OPTIMIZERS["adam"][0]
+    cfg, state = train.setup(p, X, y, method=method, optimizer=opt, b=B)
+    assert isinstance(state, train.TrainState) and cfg.step.method == method
+    assert cfg.n_active == (M if method == "dense" else runs["adam", method][1].n_active)
+    hash(cfg)  # static: usable as a jit static argument
+    losses = []
+    for _ in range(STEPS // CHUNK):
+        state, stats = train.run_chunk(cfg, state, CHUNK)
+        assert isinstance(stats, train.StepStats) and not np.asarray(stats.overflow).any()
+        losses.append(np.asarray(stats.loss))
+    params, opt_state = train.finalize(cfg, state)
+    p_fit, h_fit = runs["adam", method]
+    np.testing.assert_array_equal(np.concatenate(losses), h_fit.loss)
+    np.testing.assert_array_equal(params.W, p_fit.W)
+    for s, t in zip(jax.tree_util.tree_leaves(opt_state), jax.tree_util.tree_leaves(h_fit.opt_state)):
+        np.testing.assert_array_equal(s, t)
+    # donation consumed the state, never the caller's arrays; finalize shares no buffer with state
+    assert np.isfinite(np.asarray(p.W)).all() and np.isfinite(np.asarray(X)).all()
+    train.run_chunk(cfg, state, 1)  # donates state's buffers
+    np.testing.assert_array_equal(params.W, p_fit.W)  # finalize's result does not share them
+
+
+def test_setup_errors_and_history_type():
+    p, X, y = problem()
+    with pytest.raises(ValueError, match="method='dense'"):
+        train.setup(p, X, y, method="dtree", optimizer=ADAMW, b=B)
+    with pytest.raises(ValueError, match="unknown method"):
+        train.setup(p, X, y, method="sparse")
+    _, h = train.fit(p, X, y, steps=3, method="dtree", b=B)
+    assert isinstance(h, train.History) and h.method == "dtree" and h["method"] == "dtree"
+    assert h.get("shards") is None and "loss" in h and h.get("nope", 7) == 7
+    with pytest.raises(KeyError):
+        h["nope"]
 
 
 def test_defaults_and_zero_steps():
