@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from jaxcorr import _cli_run
+from jaxcorr import _cli_run, optimizers
 from jaxcorr import train as _train_mod
 
 __all__ = ["main", "build_parser", "DEFAULTS", "OPTIMIZERS", "METHODS", "DEFAULT_METHOD", "cache_dir"]
@@ -69,12 +69,10 @@ DEFAULTS = {
     "optimizer": "sgd",
 }
 
-#: ``--optimizer`` names and the optax transformation over ``W`` each stands for.
-OPTIMIZERS = {
-    "sgd": "jaxcorr.train.sgd(lr) (optax.sgd, span path)",
-    "momentum": "jaxcorr.train.sgd(lr, momentum=0.9)",
-    "adam": "optax.adam(lr)",
-}
+#: ``--optimizer`` names and the optax transformation over ``W`` each stands for
+#: (from :data:`jaxcorr.optimizers.TABLE`, the table the scripts share).
+OPTIMIZERS = {k: optimizers.describe(k, "lr") + (" (span path)" if optimizers.spec(k).span else "")
+              for k in optimizers.NAMES}
 
 _METHOD_HELP = {
     "dense": "plain GD on all m neurons",
@@ -82,7 +80,6 @@ _METHOD_HELP = {
     "dtree": "GD with the Correlation DTree, Algorithm 8",
     "wtree": "GD with the Correlation WTree, Algorithm 9",
 }
-_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # optimizer state arrays per parameter (memory estimates)
 _CONFIG_KEYS = ("n", "m", "d", "b", "lr", "optimizer", "seed")  # fixed for a run, checked on --resume
 _SEED_MAX = 2**32 - 1  # jax.random.key folds larger seeds onto smaller ones
 EXIT_DIVERGED = 1
@@ -440,11 +437,11 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed=None):
         except (MemoryError, ValueError) as e:
             if method == "dense" and isinstance(e, MemoryError) and not args.compare:
                 fits = implicit.largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype, b=None,
-                                              optimizer_slots=_SLOTS[cfg["optimizer"]])
+                                              optimizer_slots=optimizers.spec(cfg["optimizer"]).state_slots)
                 raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (implicit) fits up to --m {fits}") from None
             if args.implicit == "off" or method == "dense" or args.compare or resumed == "full":
                 raise  # (a resumed full checkpoint stays full width)
-    slots = _SLOTS[cfg["optimizer"]]
+    slots = optimizers.spec(cfg["optimizer"]).state_slots
     est = implicit.check_fits(method, n, d, m, dtype, available=available[0] if available[0] is not None else None,
                               b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=slots)
     return {"estimate": est["total"], "available": available[0], "source": available[1]}, True
@@ -690,8 +687,6 @@ def _make_optimizer(name: str, lr: float):
     """The optimizer for ``--optimizer name --lr lr``: :func:`jaxcorr.optimizers.make` (the table
     shared with the scripts). One object per (name, lr), so that repeated runs in one process reuse
     :func:`jaxcorr.train.fit`'s compiled code."""
-    from jaxcorr import optimizers  # noqa: PLC0415  (this function is the CLI's one use of the table)
-
     return optimizers.make(name, lr)
 
 

@@ -75,7 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcorr import _checks, checkpoint, nn, train
+from jaxcorr import _checks, _linalg, checkpoint, nn, train
 
 __all__ = [
     "ImplicitParams", "setup", "fit", "predict", "materialize", "save", "load", "FORMAT",
@@ -85,7 +85,6 @@ __all__ = [
 ]
 
 FORMAT = "jaxcorr-implicit/1"
-_HIGHEST = lax.Precision.HIGHEST
 #: Chunk working set: bytes per row of a chunk beyond W's own row (inner products, masks, hash words).
 _CHUNK_BUDGET = 256 << 20
 
@@ -179,7 +178,7 @@ def expected_active(m: int, n: int, b: float | None = None, x_norm: float = 1.0)
 def _scan_chunk(key, block, remaining, X, b, tol, *, rows: int, cap: int, d: int, dtype):
     """One chunk of W(0): its active rows (compacted to ``cap``), true count, and k_i per point."""
     p = nn.init_rows(key, rows, d, block=block, dtype=dtype)
-    ip = jnp.matmul(X, p.W.T, precision=_HIGHEST)  # (n, rows): INIT of this chunk (Lemma D.2)
+    ip = _linalg.inner(X, p.W)  # (n, rows): INIT of this chunk (Lemma D.2)
     live = jnp.arange(rows) < remaining  # rows past m belong to no network
     fire = (ip > b) & live  # S_{i,fire}(0) restricted to the chunk (Definition 2.4)
     keep = jnp.any(ip > b - tol[:, None], axis=0) & live
@@ -392,8 +391,8 @@ def _predict_chunk(key, block, remaining, X, b, local, W_sw, *, rows: int, d: in
     p = nn.init_rows(key, rows, d, block=block, dtype=W_sw.dtype)
     W = p.W.at[local].set(W_sw, mode="drop")  # local == rows marks padding: dropped
     a = jnp.where(jnp.arange(rows) < remaining, p.a, 0)
-    ip = jnp.matmul(X, W.T, precision=_HIGHEST)
-    return jnp.matmul(nn.relu_b(ip, b), a, precision=_HIGHEST)
+    ip = _linalg.inner(X, W)
+    return _linalg.matmul(nn.relu_b(ip, b), a)
 
 
 def _chunk_slices(idx: np.ndarray, m: int, C: int):
@@ -543,7 +542,7 @@ def load(path, *, X=None, y=None, optimizer=None) -> dict:
 @jax.jit
 def _near_firing(W, X, b, tol):
     """Rows of W that fire, or come within the rounding margin tau_i of firing, for some x_i."""
-    ip = jnp.matmul(X, W.T, precision=_HIGHEST)
+    ip = _linalg.inner(X, W)
     return jnp.any(ip > b - tol[:, None], axis=0)
 
 

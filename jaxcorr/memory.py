@@ -53,7 +53,11 @@ SAFETY = 1.25
 #: power-of-two padded levels of up to 2 m leaves.
 MAX_WIDTH = 2**30
 
-_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+def _slots(optimizer: str) -> int:
+    """Optimizer-state arrays the size of W for a :mod:`jaxcorr.optimizers` name (2 if unknown)."""
+    from jaxcorr import optimizers  # imports jax: only when an estimate is asked for
+
+    return optimizers.spec(optimizer).state_slots if optimizer in optimizers.NAMES else 2
 
 
 def _pow2(x: int) -> int:
@@ -62,7 +66,7 @@ def _pow2(x: int) -> int:
 
 def _row_elems(method: str, n: int, m: int, d: int, optimizer: str) -> float:
     """Elements per neuron at the peak (times the element size gives bytes per row)."""
-    k = _SLOTS.get(optimizer, 2)
+    k = _slots(optimizer)
     if method == "dense":
         # W0, W, the gradient and the update; the optimizer state and its temporaries; (n, m)
         # pre-activations, mask and back-propagated coefficients.

@@ -29,13 +29,6 @@ import time
 
 import numpy as np
 
-OPTIMIZERS = {
-    # name: (builder, default learning rate, label); the label names what runs
-    "sgd": (lambda lr: __import__("jaxcorr.train").train.sgd(lr), 1.0, "jaxcorr.train.sgd({lr})"),
-    "momentum": (lambda lr: __import__("jaxcorr.train").train.sgd(lr, momentum=0.9), 0.1,
-                 "jaxcorr.train.sgd({lr}, momentum=0.9)"),
-    "adam": (lambda lr: __import__("optax").adam(lr), 0.01, "optax.adam({lr})"),
-}
 
 
 def _parse_lrs(text: str) -> dict:
@@ -107,12 +100,12 @@ def main(argv=None) -> int:
 
     import jax
 
-    from jaxcorr import benchmarking, data, nn
+    from jaxcorr import benchmarking, data, nn, optimizers
 
-    lrs = {k: v[1] for k, v in OPTIMIZERS.items()}
+    lrs = {k: optimizers.spec(k).learning_rate for k in optimizers.NAMES}
     lrs.update(_parse_lrs(args.lrs))
     opts = [s for s in args.optimizers.split(",") if s]
-    built = {o: (OPTIMIZERS[o][0](lrs[o]), OPTIMIZERS[o][2].format(lr=lrs[o])) for o in opts}
+    built = {o: (optimizers.make(o, lrs[o]), optimizers.describe(o, lrs[o])) for o in opts}
     methods = [s for s in args.methods.split(",") if s]
     X, y = data.synthetic(args.seed, args.n, args.d)
     rows = []
