@@ -52,8 +52,10 @@ def active_problem(logm: int, n: int, d: int, seed: int = 0):
     return X, y, jnp.asarray(ip0), jnp.asarray(a), L, b, 1.0 / math.sqrt(m), Lp
 
 
-def build(opt, problem, steps: int, step_fn=None):
-    """The compiled chunk runner (span path, K held transposed) and its ``(carry, consts)``."""
+def build(opt, problem, steps: int):
+    """The compiled chunk of :mod:`jaxcorr._train_steps` (span path, K held transposed) and its
+    ``(carry, consts)``: a callable ``ex(carry, consts)`` that runs ``steps`` steps, kept (not donated)
+    so that it can be timed repeatedly on the same input."""
     import jax
     import jax.numpy as jnp
 
@@ -66,15 +68,15 @@ def build(opt, problem, steps: int, step_fn=None):
     P0 = jnp.zeros((n, Lp), jnp.float32)
     state = opt.init(P0)
     consts = ts.CompactConsts(X=X, y=y, a=a, b=jnp.asarray(b, jnp.float32), scale=jnp.asarray(scale, jnp.float32),
-                              n_real=jnp.asarray(L, jnp.int32), gram=_linalg.inner(X, X), ip0=ip0, ref=())
-    cfg = ts.Config("active", opt, steps, 0, True, tuple(verdict.row_axes), True)
-    carry = (P0, state)
-    if step_fn is None:
-        fn = lambda c, k: ts._run_chunk(cfg, c, k)  # noqa: E731
-    else:
-        def fn(c, k):
-            return jax.lax.scan(lambda cc, _: step_fn(cfg, k, cc), c, None, length=steps)
-    ex = jax.jit(fn).lower(carry, consts).compile()
+                              n_real=jnp.asarray(L, jnp.int32), gram=_linalg.inner(X, X), ip0=ip0, ref=(),
+                              valid=None, n_points=None)
+    cfg = ts.StepConfig("active", opt, 0, True, tuple(verdict.row_axes), True, None)
+    carry = (P0, state, ())
+    ts.compile(cfg, steps, carry, consts, donate=False)
+
+    def ex(carry, consts):
+        return ts.run(cfg, steps, carry, consts, donate=False)
+
     return ex, carry, consts
 
 
@@ -87,9 +89,9 @@ def _one_width(logm, args, variants):
         ex, carry, consts = build(opt, problem, args.steps)
         built[name] = (ex, carry, consts)
         if args.hlo:
-            os.makedirs(args.hlo, exist_ok=True)
+            os.makedirs(args.hlo, exist_ok=True)  # the optimized HLO of the same chunk
             with open(os.path.join(args.hlo, f"2^{logm}_{name}.hlo.txt"), "w") as f:
-                f.write(ex.as_text())
+                f.write(jax.jit(ex).lower(carry, consts).compile().as_text())
         jax.block_until_ready(ex(carry, consts))
     wall = {k: [] for k in built}
     cpu = {k: [] for k in built}
