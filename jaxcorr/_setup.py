@@ -171,6 +171,10 @@ def _restrict(leaf, idx, ax, ref):
     return jnp.moveaxis(jnp.where(pad, ref[None].astype(x.dtype), g), 0, ax)
 
 
+#: A takes every held row when at most 1/NEARLY_ALL of them are outside it (see :func:`compact`).
+NEARLY_ALL = 16
+
+
 def _active_rows(fire_rows, s_leaves, axes, refs):
     """A: the rows that fire at ``t = 0`` and the rows whose optimizer state is not the idle one."""
     rows = [i for i, ax in enumerate(axes) if ax is not None]
@@ -258,6 +262,12 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
     rows = [i for i, ax in enumerate(axes) if ax is not None]
     refs = _reference_rows(optimizer, d, dt, axes)
     A, fresh = _active_rows(fire_rows, s_leaves, axes, refs)
+    if lay is None and 0 < m - A.size <= m // NEARLY_ALL:
+        # Nearly every held row is in A (a held-rows model: jaxcorr.implicit keeps the rows within
+        # float error of b too): take them all, so that the rows are trained in place of a gathered
+        # copy and sliced, not scattered, at the end. Exact: a row of A that does not fire has a zero
+        # gradient and a fresh state, so it stays put like every idle row (the run-time guard).
+        A = np.arange(m, dtype=np.int64)
     L = int(A.size)
     Lp = maxtree.bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
     if not analysis(optimizer, m, d, dt, L=Lp):

@@ -382,3 +382,26 @@ def test_width_subnetwork_matches_full(method):
     np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[rows], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="width"):
         train.fit(sub, X, y, steps=1, method=method, b=b, width=len(rows) - 1)
+
+
+@pytest.mark.parametrize("method", ["active", "dtree"])
+def test_held_rows_nearly_all_active_are_trained_in_place(method):
+    """Held rows of which a few do not fire at t = 0 (as jaxcorr.implicit keeps rows within float
+    error of b): set-up takes every held row into A (no gathered copy, a slice at the end), and the
+    run still equals training all m rows; the rows that never fire stay bit for bit W(0)."""
+    X, y = data.synthetic(seed=3, n=4, d=8, dtype=jnp.float32)
+    params = nn.init(jax.random.key(5), m=512, d=8)
+    b = 1.0
+    fires = np.asarray(nn.fire_mask(params, X, b)).any(axis=0)
+    rows, idle = np.flatnonzero(fires), np.flatnonzero(~fires)
+    assert idle.size >= 1
+    held = np.sort(np.concatenate([rows, idle[:1]]))  # one held row that does not fire
+    sub = nn.Params(W=params.W[held], a=params.a[held])
+    cfg, _ = train.setup(sub, X, y, method=method, b=b, width=512)
+    assert cfg.identity, "nearly every held row is active: A should be all of them"
+    p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b)
+    p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512)
+    np.testing.assert_allclose(h_sub["loss"], h_full["loss"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[held], rtol=1e-5, atol=1e-6)
+    k = int(np.searchsorted(held, idle[0]))
+    np.testing.assert_array_equal(np.asarray(p_sub.W)[k], np.asarray(params.W)[idle[0]])
