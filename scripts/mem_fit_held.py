@@ -4,10 +4,13 @@
 
 Prints one JSON line (n = 8, d = 64, 20 steps; Linux /proc/self/status VmHWM reset via clear_refs).
 """
-import json, sys, time
+import json
+import sys
+import time
+
 import jax
-from jaxcorr import data, implicit, train
-import optax
+
+from jaxcorr import data, implicit, optimizers
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -19,7 +22,7 @@ m, n, d = 2**int(sys.argv[3]) if len(sys.argv) > 3 else 2**22, 8, 64
 X, y = data.synthetic(0, n, d)
 model, _ = implicit.setup(jax.random.key(0), m, d, X)
 jax.block_until_ready(model.W)
-optimizer = {"sgd": train.sgd(1.0), "adam": optax.adam(0.01)}[opt]
+optimizer = optimizers.make(opt)  # the shared table: sgd -> train.sgd(1.0), adam -> optax.adam(0.01)
 # warm the compiled programs with a 1-step run, so the peak is the data's, not the compiler's
 implicit.fit(model, X, y, steps=20, method=method, optimizer=optimizer)
 implicit.release_host_memory()

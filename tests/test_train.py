@@ -384,8 +384,9 @@ def test_width_subnetwork_matches_full(method):
         train.fit(sub, X, y, steps=1, method=method, b=b, width=len(rows) - 1)
 
 
-@pytest.mark.parametrize("method", ["active", "dtree"])
-def test_held_rows_nearly_all_active_are_trained_in_place(method):
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("method", ["active", "dtree", "wtree"])
+def test_held_rows_nearly_all_active_are_trained_in_place(method, opt_name):
     """Held rows of which a few do not fire at t = 0 (as jaxcorr.implicit keeps rows within float
     error of b): set-up takes every held row into A (no gathered copy, a slice at the end), and the
     run still equals training all m rows; the rows that never fire stay bit for bit W(0)."""
@@ -397,10 +398,11 @@ def test_held_rows_nearly_all_active_are_trained_in_place(method):
     assert idle.size >= 1
     held = np.sort(np.concatenate([rows, idle[:1]]))  # one held row that does not fire
     sub = nn.Params(W=params.W[held], a=params.a[held])
-    cfg, _ = train.setup(sub, X, y, method=method, b=b, width=512)
+    opt = train.sgd(1.0) if opt_name == "sgd" else optax.adam(0.01)  # span path, generic path
+    cfg, _ = train.setup(sub, X, y, method=method, b=b, width=512, optimizer=opt)
     assert cfg.identity, "nearly every held row is active: A should be all of them"
-    p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b)
-    p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512)
+    p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b, optimizer=opt)
+    p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512, optimizer=opt)
     np.testing.assert_allclose(h_sub["loss"], h_full["loss"], rtol=1e-5)
     np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[held], rtol=1e-5, atol=1e-6)
     k = int(np.searchsorted(held, idle[0]))
