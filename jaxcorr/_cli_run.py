@@ -35,16 +35,27 @@ _AT_ONCE = {
 }
 
 
-def initial_chunk(n: int, m: int, d: int, steps: int, platform: str = "cpu") -> int:
-    """A first chunk length from an upper bound on the time per step (a dense step, O(n m d)).
+def initial_chunk(n: int, m: int, d: int, steps: int, platform: str = "cpu", *, rows: float | None = None,
+                  span: bool = False, trees: bool = False) -> int:
+    """A first chunk length from an upper bound on the time per step.
 
-    The bound is 1 ns per multiply-add of the dense step on a CPU (measured: 0.7 ns on the 2-core
-    reference machine) and 20 ps on an accelerator, and at least 0.2 ms per step (the fixed cost of
-    a step: measured 0.05-0.12 ms at n=4, m=256, d=4); the sparse methods are faster, so their first
-    chunks are shorter than :data:`TARGET_CHUNK_S`, not longer. :class:`ChunkTimer` corrects it.
+    Dense (``rows=None``): 1 ns per multiply-add of the dense step, O(n m d), on a CPU (measured: 0.7
+    ns on the 2-core reference machine). Sparse (``rows``: the active rows the step works on, |A| or
+    its estimate): per row and point 4 ns on the span path (``span``, no ``d``: measured 2 ns at
+    m = 2^26) or 0.6 ns per dimension otherwise (measured 0.3 ns for adam at m = 2^22), three times
+    that for the tree methods (``trees``: frontier and rebuild, measured 10 ns per row and point).
+    An accelerator is counted 50 times faster. At least 0.2 ms per step (the fixed cost of a step:
+    measured 0.05-0.12 ms at n=4, m=256, d=4). A chunk too short pays a per-chunk cost (page faults
+    of the temporaries, measured 16 ms at |A| = 2^19.3) on every chunk; :class:`ChunkTimer` corrects
+    the estimate once the first chunks are measured.
     """
-    per = 1e-9 if platform == "cpu" else 2e-11
-    t_step = max(n * m * d * per, 2e-4)
+    scale = 1.0 if platform == "cpu" else 0.02
+    if rows is None:
+        t_step = n * m * d * 1e-9
+    else:
+        per = 4e-9 if span else 0.6e-9 * d
+        t_step = rows * n * per * (3 if trees else 1)
+    t_step = max(t_step * scale, 2e-4)
     return max(1, min(int(TARGET_CHUNK_S / t_step), max(int(steps), 1)))
 
 

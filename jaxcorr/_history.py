@@ -84,6 +84,8 @@ class History:
         dense method ran from; state_bytes: bytes of the arrays the loop carries and reads.
       shards, bytes_per_device: with a mesh, the number of point blocks and the training state's
         bytes on the most loaded device (else None).
+      coefficients: a span-path run on one device: the result as :class:`jaxcorr.train.Coefficients`
+        relative to the params it started from (else None).
     """
 
     loss: np.ndarray
@@ -102,6 +104,7 @@ class History:
     state_bytes: int
     shards: int | None = None
     bytes_per_device: int | None = None
+    coefficients: Any = None
 
     @property
     def capacity_events(self) -> list:
@@ -111,7 +114,7 @@ class History:
     # -- dict-style reads, kept for one release ------------------------------------------------
     def _keys(self) -> list:
         keys = [f.name for f in dataclasses.fields(self) if f.name != "events"] + ["capacity_events"]
-        return [k for k in keys if k not in ("shards", "bytes_per_device") or getattr(self, k) is not None]
+        return [k for k in keys if k not in ("shards", "bytes_per_device", "coefficients") or getattr(self, k) is not None]
 
     def __getitem__(self, key: str):
         if key not in self._keys():
@@ -138,9 +141,11 @@ class Recorder:
         self.parts: list = []
         self.events: list = []
 
-    def add(self, stats, n_steps: int, seconds: float, snapshot: Callable | None = None) -> None:
+    def add(self, stats, n_steps: int, seconds: float, snapshot: Callable | None = None,
+            coefficients: Callable | None = None) -> None:
         """Record one accepted chunk of ``n_steps`` steps (``stats`` stacked by ``lax.scan``);
-        ``snapshot()`` gives ``(W, opt_state)`` after it (valid during the callback only)."""
+        ``snapshot()`` gives ``(W, opt_state)`` after it and ``coefficients()`` the run's
+        coefficients or None (both valid during the callback only)."""
         host = type(stats)(*(np.asarray(v)[:n_steps] for v in stats))
         self.parts.append(host)
         self.done += n_steps
@@ -151,6 +156,8 @@ class Recorder:
             if snapshot is not None:
                 wrap = self.wrap or (lambda *x: x)
                 info["snapshot"] = lambda: wrap(*snapshot())
+            if coefficients is not None:
+                info["coefficients"] = coefficients
             ret = self.callback(info)
             if ret is not None and bool(np.asarray(ret)):  # any truthy value (np.True_, a 0-d jax bool)
                 self.stopped = True

@@ -33,9 +33,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, _optim, ddfn, maxtree, sharding
-from jaxcorr._state import Base, CompactConsts, Config, DenseConsts, StepConfig, TrainState
+from jaxcorr._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
 
-__all__ = ["Refused", "dense", "compact", "finalize", "analysis", "ddfn_cap", "nbytes"]
+__all__ = ["Refused", "dense", "compact", "finalize", "coefficients", "analysis", "ddfn_cap", "nbytes"]
 
 
 class Refused(Exception):
@@ -197,12 +197,16 @@ def _compact(W, a, idx, row_leaves, refs, X, *, span, gather_W, row_axes):
 
 
 @functools.partial(jax.jit, static_argnames=("method", "span", "lay"))
-def _trees(ip, idx, valid, *, method, span, lay=None):
+def _trees(ip, idx, valid, P0=None, gram=None, *, method, span, lay=None):
     """The step's trees over the leaves ``ip[:, idx]`` (``-inf`` on padding rows; dtree: n trees over
     the L rows, wtree: L trees over the n points) and ``ip0`` (span path). On a mesh, padding points
-    get ``-inf`` leaves and ``ip0 = 0``, and both stay split by points."""
+    get ``-inf`` leaves and ``ip0 = 0``, and both stay split by points. A run continued from
+    coefficients (``P0`` = K, transposed (n, L) for dtree, and ``gram``; one device) has its trees
+    over the current leaves ``ip0 + (K G)^T``, as the step computes them."""
     ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)
     lv = ip_A if valid is None else jnp.where(valid[:, None], ip_A, -jnp.inf)
+    if P0 is not None:  # in the step's own layout and order of operations: the same bits
+        lv = lv + _linalg.matmul(gram, P0) if method != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
     levels = ()
     if method == "dtree":
         levels = maxtree.build(lv).levels
@@ -216,7 +220,7 @@ def _trees(ip, idx, valid, *, method, span, lay=None):
         pin = functools.partial(lax.with_sharding_constraint, shardings=lay.sharding(None))
         levels = tuple(pin(x) for x in levels)
         ip0 = None if ip0 is None else pin(ip0)
-    return levels, ip0
+    return levels, ip0, (lv if P0 is not None else None)
 
 
 def _span_state(optimizer, s_def, s_leaves, s_A, rows, X, L, fresh):
@@ -248,11 +252,32 @@ def _span_state(optimizer, s_def, s_leaves, s_A, rows, X, L, fresh):
     return out
 
 
-def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, linear: bool, lay=None):
+def _start_rows(c0, A, Lp, axes, kt):
+    """``(P0, state leaves)``: the coefficients ``c0`` (:class:`Coefficients` over held rows) placed at
+    their rows of A in a (Lp, n) buffer, transposed to (n, Lp) when ``kt``; padding rows are zero
+    (a fresh span state: :func:`jaxcorr.train.sgd`'s traces start at zero)."""
+    pos = jnp.asarray(np.searchsorted(A, c0.rows))
+
+    def place(x):
+        full = jnp.zeros((Lp,) + x.shape[1:], x.dtype).at[pos].set(x)
+        return full.T if kt else full
+
+    leaves = jax.tree_util.tree_leaves(c0.opt_state)
+    return place(c0.K), [place(x) if ax is not None else _copy(x) for x, ax in zip(leaves, axes)]
+
+
+def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, linear: bool, lay=None,
+            coefficients: Coefficients | None = None):
     """``(Config, TrainState)`` of a compacted method (``active``, ``dtree``, ``wtree``) over A.
+
+    With ``coefficients`` (one device, span path), ``W`` holds the base rows and the run starts from
+    ``W[rows] + K X`` with the optimizer's state over ``K``: A also holds ``rows``, the carry starts
+    at ``K`` and the trees at the current leaves, so the run goes on exactly as the one that
+    returned them (:class:`jaxcorr.train.Coefficients`).
 
     Raises:
       Refused: the optimizer's program on the compacted rows differs from that on all rows.
+      ValueError: ``coefficients`` where the span path does not run (a mesh, another optimizer).
     """
     m, d = W.shape
     n, dt = X.shape[0], W.dtype
@@ -262,6 +287,12 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
     rows = [i for i, ax in enumerate(axes) if ax is not None]
     refs = _reference_rows(optimizer, d, dt, axes)
     A, fresh = _active_rows(fire_rows, s_leaves, axes, refs)
+    span = linear and all(axes[i] == 0 for i in rows)
+    if coefficients is not None:
+        if not span or lay is not None:
+            raise ValueError("coefficients= continues a run of the span path (train.sgd, one device); "
+                             "this run does not take it (another optimizer, or a mesh)")
+        A = np.union1d(A, coefficients.rows)  # rows that moved stay in A (their K is not zero)
     if lay is None and 0 < m - A.size <= m // NEARLY_ALL:
         # Nearly every held row is in A (a held-rows model: jaxcorr.implicit keeps the rows within
         # float error of b too): take them all, so that the rows are trained in place of a gathered
@@ -276,44 +307,55 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
     idx_host = np.full((Lp,), m, np.int32)
     idx_host[:L] = A
     idx = jnp.asarray(idx_host)
-    span = linear and all(axes[i] == 0 for i in rows)
     coef = None
     for attempt_span in ((True, False) if span else (False,)):
-        restrict = not (attempt_span and fresh)
+        restrict = not (attempt_span and (fresh or coefficients is not None))
         W_A, s_A, a_A, gram = _compact(
             W, a, idx, [s_leaves[i] for i in rows] if restrict else [], refs if restrict else (), X,
             span=attempt_span, gather_W=not (attempt_span and identity),
             row_axes=tuple(axes[i] for i in rows) if restrict else ())
-        if not attempt_span:
+        if not attempt_span or coefficients is not None:
             break
         coef = _span_state(optimizer, s_def, s_leaves, s_A, rows, X, Lp, fresh)
         if coef is not None:
             break
-    span = coef is not None
+    span = coef is not None or coefficients is not None
     step = StepConfig(method, optimizer, 0, span, axes, span and method in ("active", "dtree") and lay is None, lay)
-    if not span:
-        it = iter(s_A)
-        coef = [next(it) if i in rows else s_leaves[i] for i in range(len(s_leaves))]
-    coef = [x if i in rows else _copy(x) for i, x in enumerate(coef)]  # the carry owns its buffers
-    P0 = (jnp.zeros((n, Lp), dt) if step.kt else jnp.zeros((Lp, n), dt)) if span else W_A
-    if step.kt:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
-        coef = [(x if i not in rows else jnp.zeros(x.shape[::-1], x.dtype) if fresh else x.T)
-                for i, x in enumerate(coef)]
+    if coefficients is not None:
+        P0, coef = _start_rows(coefficients, A, Lp, axes, step.kt)
+    else:
+        if not span:
+            it = iter(s_A)
+            coef = [next(it) if i in rows else s_leaves[i] for i in range(len(s_leaves))]
+        coef = [x if i in rows else _copy(x) for i, x in enumerate(coef)]  # the carry owns its buffers
+        P0 = (jnp.zeros((n, Lp), dt) if step.kt else jnp.zeros((Lp, n), dt)) if span else W_A
+        if step.kt:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
+            coef = [(x if i not in rows else jnp.zeros(x.shape[::-1], x.dtype) if fresh else x.T)
+                    for i, x in enumerate(coef)]
     state_A = jax.tree_util.tree_unflatten(s_def, coef)
     base = Base(W=W, a=a, W0=(W if identity else W_A) if span else None, idx=idx, opt_state=state)
     consts = CompactConsts(X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt),
                            n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=None,
                            ref=() if span else refs, valid=None, n_points=None)
+    if lay is not None:
+        cfg = _config(method, step, m, n, d, width, L, Lp, kmax, identity)
+        return cfg, _placed(cfg, P0, state_A, ip, idx_host, consts, base, lay)
+    start = P0 if coefficients is not None else None
+    levels, ip0, current = _trees(ip, idx, None, start, gram if start is not None else None, method=method, span=span)
+    if current is not None:  # the fire sets of the state continued from, not of the base rows
+        kmax = int(jnp.max(jnp.sum(current > consts.b, axis=1)))
+    cfg = _config(method, step, m, n, d, width, L, Lp, kmax, identity)
+    return cfg, TrainState(rows=P0, opt_state=state_A, levels=levels, consts=consts._replace(ip0=ip0), base=base)
+
+
+def _config(method, step, m, n, d, width, L, Lp, kmax, identity) -> Config:
+    """The :class:`Config` of a compacted run (the DTree capacity from ``max_i k_i``)."""
     cap_ddfn = ddfn_cap(width)
     ceiling = min(Lp, cap_ddfn)
     if method == "dtree":
         step = step._replace(capacity=maxtree.allocate(kmax, ceiling=max(ceiling, kmax, 1)))
-    cfg = Config(step=step, m=m, n=n, d=d, width=width, n_active=L, L=Lp, kmax0=kmax, cap_ddfn=cap_ddfn,
-                 capacity_ceiling=ceiling, identity=identity)
-    if lay is not None:
-        return cfg, _placed(cfg, P0, state_A, ip, idx_host, consts, base, lay)
-    levels, ip0 = _trees(ip, idx, None, method=method, span=span)
-    return cfg, TrainState(rows=P0, opt_state=state_A, levels=levels, consts=consts._replace(ip0=ip0), base=base)
+    return Config(step=step, m=m, n=n, d=d, width=width, n_active=L, L=Lp, kmax0=kmax, cap_ddfn=cap_ddfn,
+                  capacity_ceiling=ceiling, identity=identity)
 
 
 def _placed(cfg, P0, state_A, ip, idx, c, base, lay):
@@ -323,7 +365,7 @@ def _placed(cfg, P0, state_A, ip, idx, c, base, lay):
     rows, rep = lay.sharding(None), lay.replicated
     cols = NamedSharding(lay.mesh, P(None, lay.axis))
     valid = sharding.place(np.arange(n_pad) < n, lay.sharding())
-    levels, ip0 = _trees(ip, idx, valid, method=cfg.step.method, span=span, lay=lay)
+    levels, ip0, _ = _trees(ip, idx, valid, method=cfg.step.method, span=span, lay=lay)
     s_leaves, s_def = jax.tree_util.tree_flatten(state_A)
     if span:
         P0 = sharding.place(sharding.pad_cols(P0, n_pad, 0), cols)
@@ -394,3 +436,22 @@ def finalize(cfg: Config, state: TrainState, *, copy: bool = True):
                                             (P_, s_A, X))
     return _to_full(P_, s_A, X, state.base, span=cfg.step.span, kt=cfg.step.kt, identity=cfg.identity,
                     row_axes=cfg.step.row_axes)
+
+
+@functools.partial(jax.jit, static_argnames=("L", "kt", "row_axes"))
+def _coefficient_rows(P_, s_A, *, L, kt, row_axes):
+    """K (L, n) and its state's per-row arrays (L, n) from the carry (new buffers)."""
+    leaves, s_def = jax.tree_util.tree_flatten(s_A)
+    K = (P_.T if kt else P_)[:L]
+    out = [((x.T if kt else x)[:L] if ax is not None else jnp.copy(x)) for x, ax in zip(leaves, row_axes)]
+    return K, jax.tree_util.tree_unflatten(s_def, out)
+
+
+def coefficients(cfg: Config, state: TrainState) -> Coefficients | None:
+    """The run as :class:`Coefficients` over the held rows (span path on one device; else None)."""
+    if cfg.step.method == "dense" or not cfg.step.span or cfg.step.layout is not None:
+        return None
+    K, s = _coefficient_rows(state.rows, state.opt_state, L=cfg.n_active, kt=cfg.step.kt,
+                             row_axes=cfg.step.row_axes)
+    rows = np.arange(cfg.m, dtype=np.int64) if cfg.identity else np.asarray(state.base.idx[:cfg.n_active], np.int64)
+    return Coefficients(rows=rows, K=K, opt_state=s)

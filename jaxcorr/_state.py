@@ -20,7 +20,25 @@ from typing import Any, NamedTuple
 
 import jax
 
-__all__ = ["StepStats", "DenseConsts", "CompactConsts", "Base", "TrainState", "StepConfig", "Config"]
+__all__ = ["Coefficients", "StepStats", "DenseConsts", "CompactConsts", "Base", "TrainState", "StepConfig", "Config"]
+
+
+class Coefficients(NamedTuple):
+    r"""A span-path run as coefficients: rows ``rows`` of the held ``W`` are ``W_base[rows] + K X``.
+
+    For :func:`jaxcorr.train.sgd` (SGD, momentum, Nesterov) every update of a row is a combination
+    of the data points (the gradient row is :math:`\sum_i c_{ir} x_i`, Section 2), so the trained
+    rows are their starting rows plus ``K X`` with ``K`` (k, n), and the optimizer's state is a
+    state over ``K``. ``n`` numbers per moved row instead of ``d`` (and the same for momentum):
+    :func:`jaxcorr.train.fit` returns them as ``history.coefficients`` and continues from them
+    exactly (``coefficients=``); :func:`jaxcorr.implicit.save` checkpoints a wide model with them.
+
+    Every held row outside ``rows`` is its base row, bit for bit.
+    """
+
+    rows: Any  # (k,) int64 numpy array: sorted positions in the held rows (params.W) of the rows that may move
+    K: jax.Array  # (k, n): the coefficients, in the rows' dtype
+    opt_state: Any  # the optimizer's state over K (its per-row arrays (k, n)), the pytree of optimizer.init(K)
 
 
 class StepStats(NamedTuple):

@@ -436,14 +436,16 @@ def _memory_plan(args, cfg: dict, dtype, available, norms, resumed=None):
                                 compare=args.compare, available=available), False
         except (MemoryError, ValueError) as e:
             if method == "dense" and isinstance(e, MemoryError) and not args.compare:
+                spec = optimizers.spec(cfg["optimizer"])
                 fits = implicit.largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype, b=None,
-                                              optimizer_slots=optimizers.spec(cfg["optimizer"]).state_slots)
+                                              optimizer_slots=spec.state_slots, span=spec.span)
                 raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (implicit) fits up to --m {fits}") from None
             if args.implicit == "off" or method == "dense" or args.compare or resumed == "full":
                 raise  # (a resumed full checkpoint stays full width)
-    slots = optimizers.spec(cfg["optimizer"]).state_slots
+    spec = optimizers.spec(cfg["optimizer"])
     est = implicit.check_fits(method, n, d, m, dtype, available=available[0] if available[0] is not None else None,
-                              b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=slots)
+                              b=cfg["b"], x_norm=float(np.max(norms)), optimizer_slots=spec.state_slots,
+                              span=spec.span)
     return {"estimate": est["total"], "available": available[0], "source": available[1]}, True
 
 
@@ -564,13 +566,20 @@ def _saver(args, run: dict, sig):
 
 def _implicit_fit(mesh):
     """A :func:`jaxcorr.train.fit`-like callable over an :class:`jaxcorr.implicit.ImplicitParams`
-    (the model fixes ``b`` and the width, so ``b`` is dropped)."""
+    (the model fixes ``b`` and the width, so ``b`` is dropped). A model carrying coefficients (a
+    ``train.sgd`` run, or a checkpoint of one) goes on from them and their state, and ``opt_state``
+    (the same state in row form) is not passed; on a mesh, which trains rows, it goes on from its rows."""
+    import dataclasses
+
     from jaxcorr import implicit
 
     def fit(model, X, y, *, b, **kwargs):
         del b  # model.b
         if mesh is not None:
             kwargs["mesh"] = mesh
+            model = dataclasses.replace(model, coefficients=None)
+        elif model.coefficients is not None:
+            kwargs["opt_state"] = None
         return implicit.fit(model, X, y, **kwargs)
 
     return fit
@@ -751,7 +760,8 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
       ``saved_at`` (the step of the last checkpoint this call or the resumed run wrote, or None).
     """
     n, d = X.shape
-    cmax = _cli_run.initial_chunk(n, d=d, m=params.W.shape[0], steps=steps, platform=platform)
+    cmax = _cli_run.initial_chunk(n, d=d, m=params.W.shape[0], steps=steps, platform=platform,
+                                  **_step_size(params, method, optimizer, n, b))
     prog = _cli_run.Progress(mode, _report, f"{method}" if step0 == 0 else f"{method} (resumed)")
     if signals is not None:
         signals.on_exit = prog.close
@@ -795,6 +805,18 @@ def _run_steps(fit, params, opt_state, *, X, y, b, method, optimizer, step0, ste
         opt_state = optimizer.init(params.W)
     return {"params": params, "opt_state": opt_state, "history": _merge(st["hists"]), "interrupted": interrupted,
             "diverged": diverged, "wall_s": time.perf_counter() - st["t_run"], "saved_at": st["saved_at"]}
+
+
+def _step_size(params, method: str, optimizer, n: int, b: float) -> dict:
+    """What a step of ``method`` works on, for :func:`jaxcorr._cli_run.initial_chunk`: the active rows
+    (the held rows of an implicit model, else the expected |A| of the width), the span path, trees."""
+    if method == "dense":
+        return {}
+    from jaxcorr import implicit
+
+    held = params.W.shape[0]
+    rows = held if hasattr(params, "coefficients") else min(held, implicit.expected_active(held, n, b))
+    return {"rows": rows, "span": isinstance(optimizer, _train_mod.LinearOptimizer), "trees": method != "active"}
 
 
 def _segment(cmax: int, done: int, steps: int, save_every):

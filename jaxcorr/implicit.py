@@ -16,8 +16,13 @@ pure function of the PRNG key (:func:`jaxcorr.nn.init_rows`). Only the active ro
   :math:`1/\sqrt m` (``width=m``), any method of ``train.METHODS``; exactly the trajectory of the
   full network.
 - :func:`predict`: streams the rows of W(0) chunk by chunk and swaps in the trained ones.
-- :func:`save` / :func:`load`: compact checkpoints (key, indices, rows, optimizer state of the
-  active rows: |A| (d + 2) floats plus the state's rows, 0.5 GB at m = 2^26, d = 64 instead of 16 GiB).
+- :func:`save` / :func:`load`: compact checkpoints. A :func:`jaxcorr.train.sgd` run (SGD, momentum:
+  the span path) from its set-up saves its coefficients: the key, the indices and ``K`` (|A|, n)
+  with the rows' trained values ``W(0) + K X`` (:class:`jaxcorr.train.Coefficients`), |A| (n + 2)
+  numbers plus K's state: 76 MB at m = 2^26, n = 8, d = 64 instead of 16 GiB for W; load redraws
+  the rows of W(0) from the key (:func:`jaxcorr.nn.rows_at`, |A| rows, not m) and training goes on
+  from K step for step. Other optimizers save the rows: |A| (d + 2) floats plus the state's rows
+  (0.5 GB there).
 - :func:`save_trained` / :func:`expand` (with :func:`from_params`, :func:`active_rows`): the same
   compact checkpoint for a full-width run trained from ``nn.init(key, m, d)``, restored bit for bit
   (58 MB instead of 1.09 GB at m = 2^22, d = 64).
@@ -89,14 +94,21 @@ FORMAT = "jaxcorr-implicit/1"
 _CHUNK_BUDGET = 256 << 20
 
 
-@partial(jax.tree_util.register_dataclass, data_fields=["key", "idx", "W", "a"],
-         meta_fields=["m", "b", "data_sha256"])
+@partial(jax.tree_util.register_dataclass, data_fields=["key", "idx", "W", "a", "coefficients"],
+         meta_fields=["m", "b", "data_sha256", "initial"])
 @dataclasses.dataclass(frozen=True)
 class ImplicitParams:
     """2NN(m, b) held as its key plus the rows that can move (the active set A of its data).
 
     Row ``r`` of the network is ``W[j]`` if ``idx[j] == r``, else row ``r`` of
     :func:`jaxcorr.nn.init` ``(key, m, d)``; ``a`` likewise (``a`` is never trained).
+
+    A model trained from its set-up by :func:`jaxcorr.train.sgd` (SGD, momentum, Nesterov: the span
+    path) also carries ``coefficients`` (:class:`jaxcorr.train.Coefficients`): its held rows
+    ``coefficients.rows`` are ``W(0)`` rows plus ``K X`` on the training data, and
+    ``coefficients.opt_state`` is the optimizer's state over ``K``. :func:`fit` goes on from them
+    exactly and :func:`save` checkpoints them: ``n`` numbers per row instead of ``d`` (and the rows
+    of W(0) are redrawn from the key, :func:`jaxcorr.nn.rows_at`).
     """
 
     key: jax.Array  # typed PRNG key given to nn.init
@@ -106,6 +118,8 @@ class ImplicitParams:
     m: int  # the width
     b: float  # the threshold A was computed for
     data_sha256: str  # digest of the X that A was computed for
+    coefficients: Any = None  # train.Coefficients over the held rows relative to W(0) (span-path runs), or None
+    initial: bool = False  # W holds W(0)'s rows bit for bit (a model fresh from setup)
 
     @property
     def d(self) -> int:
@@ -317,7 +331,7 @@ def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> ImplicitParams:
     W_parts.clear()
     a = jnp.concatenate(a_parts)
     a_parts.clear()
-    return ImplicitParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha)
+    return ImplicitParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha, initial=True)
 
 
 # ----------------------------------------------------------------------------------------- fit
@@ -352,11 +366,17 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
       ``opt_state`` covers the active rows, ready to resume or :func:`save`). The held rows are
       trained in place of a gathered copy when they are the whole active set (the usual case), so
       the memory is one copy of the rows plus the optimizer state; a callback's ``snapshot()``
-      returns ``(model, opt_state)``.
+      returns ``(model, opt_state)``. A span-path run (:func:`jaxcorr.train.sgd`, one device) from a
+      model fresh from :func:`setup` or carrying ``coefficients`` returns a model carrying its
+      coefficients relative to W(0); a model carrying them is trained on from them (its rows of W(0)
+      redrawn from the key, the optimizer's state taken from them: pass no ``opt_state``), step
+      for step the run that produced them.
 
     Raises:
       ValueError: ``model`` is not an :class:`ImplicitParams`, ``X`` is not the data of its set-up,
-        ``b`` or ``width`` given, or anything ``train.fit`` refuses.
+        ``b`` or ``width`` given, ``opt_state`` given for a model carrying coefficients (or another
+        optimizer than ``train.sgd`` for it: drop them with ``dataclasses.replace(model,
+        coefficients=None)`` and pass its ``opt_state``), or anything ``train.fit`` refuses.
     """
     _check_model(model, X)
     for name in ("b", "width"):
@@ -365,9 +385,16 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
     if _digest(X) != model.data_sha256:
         raise ValueError("X is not the data this model's active set was computed for (other rows may fire "
                          "for it); run implicit.setup(key, m, d, X) for this data")
+    params, c0 = model.to_params(), model.coefficients
+    if c0 is not None:
+        if kwargs.get("opt_state") is not None:
+            raise ValueError("this model carries its optimizer state in model.coefficients (a span-path run); "
+                             "pass opt_state=None, or drop them: dataclasses.replace(model, coefficients=None)")
+        params = nn.Params(W=_initial_rows(model), a=model.a)  # the base the coefficients add to
+    from_init = c0 is not None or model.initial
 
-    def _rows_into(model, params, opt_state):
-        return dataclasses.replace(model, W=params.W), opt_state
+    def _into(W, coef):
+        return dataclasses.replace(model, W=W, coefficients=coef if from_init else None, initial=False)
 
     callback = kwargs.pop("callback", None)
     if callback is not None and callable(callback):  # its snapshot gives the model, not the held rows
@@ -375,13 +402,23 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
 
         def callback(info):
             if "snapshot" in info:
-                snap = info["snapshot"]
-                info = {**info, "snapshot": lambda: _rows_into(model, *snap())}
+                snap, coef = info["snapshot"], info.get("coefficients", lambda: None)
+
+                def snapshot():
+                    p, s = snap()
+                    return _into(p.W, coef()), s
+
+                info = {**info, "snapshot": snapshot}
             return user(info)
 
-    params, hist = train.fit(model.to_params(), X, y, steps=steps, method=method, b=model.b,
-                             width=model.m, callback=callback, **kwargs)
-    return dataclasses.replace(model, W=params.W), hist
+    params, hist = train.fit(params, X, y, steps=steps, method=method, b=model.b, width=model.m,
+                             callback=callback, coefficients=c0, **kwargs)
+    return _into(params.W, hist.coefficients), hist
+
+
+def _initial_rows(model: ImplicitParams) -> jax.Array:
+    """The held rows of W(0), redrawn from the key (:func:`jaxcorr.nn.rows_at`: |A| rows, not m)."""
+    return nn.rows_at(model.key, np.asarray(model.idx), model.d, dtype=model.W.dtype).W
 
 
 # ------------------------------------------------------------------------------------- predict
@@ -462,13 +499,24 @@ def materialize(model: ImplicitParams) -> nn.Params:
 
 # ---------------------------------------------------------------------------------- checkpoints
 def save(path, model: ImplicitParams, X, y, *, opt_state: Any = (), step: int = 0, config: dict | None = None,
-         full_width: bool = False, timings: dict | None = None):
+         full_width: bool = False, timings: dict | None = None, form: str = "auto"):
     """Write a compact checkpoint of ``model`` with :func:`jaxcorr.checkpoint.save` (atomic, checksummed).
 
-    It holds the key, the active indices, their rows and ``a``, the optimizer state of the active
-    rows (rows outside A have zero state forever), the step, ``config`` and the data fingerprint:
-    O(|A| d) bytes, not O(m d). In :mod:`jaxcorr.checkpoint`'s layout ``W``/``a`` are the held rows
-    and the state pytree is ``(idx, key_data, opt_state)``; ``config["implicit"]`` names the format.
+    Two forms, both O(|A|) bytes, not O(m d):
+
+    - ``"rows"``: the key, the active indices, their rows and ``a``, the optimizer state of the
+      active rows (rows outside A have zero state forever): |A| (d + 2) floats plus the state.
+      In :mod:`jaxcorr.checkpoint`'s layout ``W``/``a`` are the held rows and the state pytree is
+      ``(idx, key_data, opt_state)``.
+    - ``"coefficients"`` (a model carrying ``coefficients``: a :func:`jaxcorr.train.sgd` run from its
+      set-up): the key, the indices, ``K`` (|A|, n) with the optimizer's state over ``K``, and ``X``
+      itself (n d numbers, so that the file stands alone): about |A| (n + 2) numbers plus the state
+      (77 MB instead of 0.5 GB at m = 2^26, n = 8, d = 64); :func:`load` redraws the rows of W(0)
+      from the key and adds ``K X``. ``W``/``a`` are then empty and the state pytree is
+      ``(idx, key_data, rows, K, X, coefficient state)``. ``opt_state`` is not stored: it is the
+      coefficients' state in row form (``state_K X``), which :func:`load` gives back.
+
+    ``config["implicit"]`` names the format and the form.
 
     Args:
       path: target file (its directory must exist).
@@ -482,17 +530,90 @@ def save(path, model: ImplicitParams, X, y, *, opt_state: Any = (), step: int = 
       full_width: recorded as ``config["implicit"]["full_width"]``: the run held all m rows
         (:func:`save_trained`), so a resumed run may hold them again (:func:`expand`).
       timings: as :func:`jaxcorr.checkpoint.save`'s.
+      form: ``"auto"`` (default: coefficients when the model carries them and they are the smaller
+        file, i.e. ``n < d`` about; else rows), ``"rows"`` or ``"coefficients"``.
+
+    Raises:
+      ValueError: a bad ``model``, ``X``, or ``form`` (``"coefficients"`` for a model without them).
     """
     _check_model(model, X)
+    if form not in ("auto", "rows", "coefficients"):
+        raise ValueError(f"form must be 'auto', 'rows' or 'coefficients', got {form!r}")
+    c = model.coefficients
+    if form == "coefficients" and c is None:
+        raise ValueError("form='coefficients' needs a model carrying coefficients (trained from its set-up "
+                         "by train.sgd on one device); this one has none")
+    use_coef = c is not None and (form == "coefficients" or (form == "auto" and _coefficients_smaller(model, X)))
     key_data = np.asarray(jax.random.key_data(model.key))
     meta = {"format": FORMAT, "width": model.m, "d": model.d, "b": model.b, "n_active": model.n_active,
             "key_impl": str(jax.random.key_impl(model.key)), "data_sha256": model.data_sha256,
-            "full_width": bool(full_width)}
+            "full_width": bool(full_width), "form": "coefficients" if use_coef else "rows"}
     cfg = dict(config or {})
     cfg.pop("m", None)
     cfg["implicit"] = meta
-    checkpoint.save(path, model.to_params(), (np.asarray(model.idx), key_data, opt_state), step, cfg, X, y,
-                    timings=timings)
+    idx = np.asarray(model.idx)
+    if use_coef:
+        rows = np.asarray(c.rows)
+        rows = rows.astype(np.int32 if rows.size == 0 or rows[-1] <= np.iinfo(np.int32).max else np.int64)
+        empty = nn.Params(W=np.zeros((0, model.d), model.W.dtype), a=np.zeros((0,), model.W.dtype))
+        Xs = np.asarray(X, model.W.dtype)
+        checkpoint.save(path, empty, (idx, key_data, rows, c.K, Xs, c.opt_state), step, cfg, X, y, timings=timings)
+        return
+    checkpoint.save(path, model.to_params(), (idx, key_data, opt_state), step, cfg, X, y, timings=timings)
+
+
+def _coefficients_smaller(model: ImplicitParams, X) -> bool:
+    """The coefficients form is the smaller file: (rows, K, X and K's state) against (W and W's state)."""
+    c, (n, d), k = model.coefficients, np.shape(X), model.n_active
+    per_row = sum(int(np.prod(np.shape(x)[1:])) for x in jax.tree_util.tree_leaves(c.opt_state)
+                  if np.ndim(x) == 2 and np.shape(x)[0] == len(c.rows))  # K's state: n per row leaf
+    slots = per_row // max(n, 1)
+    coef = len(c.rows) * (2 + n * (1 + slots)) + n * d
+    rows = k * (1 + d * (1 + slots))
+    return coef < rows
+
+
+@jax.jit
+def _add_span(W0, rows, K, X):
+    """``W0`` with rows ``rows`` plus ``K X`` (the trained rows of a span-path run, as train.finalize adds them)."""
+    return W0.at[rows].set(W0[rows] + _linalg.matmul(K, X))
+
+
+def _from_coefficients(path, key, idx, leaves, meta, optimizer):
+    """(model, opt_state) of a coefficients checkpoint: W(0)'s held rows redrawn, plus ``K X``."""
+    rows, K, X, state_leaves = leaves[0], jnp.asarray(leaves[1]), leaves[2], leaves[3:]
+    k = idx.shape[0]
+    if K.ndim != 2 or K.shape != (rows.shape[0], np.shape(X)[0]) or (rows.size and (rows.min() < 0 or rows.max() >= k)):
+        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is inconsistent: coefficients {K.shape} "
+                                         f"for rows {rows.shape} of {k} held rows and {np.shape(X)[0]} points")
+    Xj = jnp.asarray(X, K.dtype)
+    p0 = nn.rows_at(key, np.asarray(idx), int(meta["d"]), dtype=K.dtype)
+    W = _add_span(p0.W, jnp.asarray(rows), K, Xj)
+    state_K, opt_state = list(state_leaves), list(state_leaves)
+    if optimizer is not None:
+        ref_leaves, treedef = jax.tree_util.tree_flatten(optimizer.init(K))
+        _check_state(path, ref_leaves, state_leaves)
+        state_K = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state_leaves])
+        row_ids = _row_leaves(optimizer, k, int(meta["d"]), K.dtype)
+        full = jax.tree_util.tree_leaves(optimizer.init(W))
+        opt_state = jax.tree_util.tree_unflatten(treedef, [
+            _add_span(full[i], jnp.asarray(rows), jnp.asarray(x), Xj) if i in row_ids else jnp.asarray(x)
+            for i, x in enumerate(state_leaves)])
+    coef = train.Coefficients(rows=np.asarray(rows, np.int64), K=K, opt_state=state_K)
+    model = ImplicitParams(key=key, idx=jnp.asarray(idx), W=W, a=p0.a, m=int(meta["width"]), b=float(meta["b"]),
+                           data_sha256=meta["data_sha256"], coefficients=coef)
+    return model, opt_state
+
+
+def _check_state(path, ref_leaves, leaves):
+    """CheckpointError unless the stored state arrays have the shapes and dtypes of ``ref_leaves``."""
+    if len(ref_leaves) != len(leaves) or any(
+            np.shape(r) != np.shape(h) or np.asarray(r).dtype != np.asarray(h).dtype
+            for r, h in zip(ref_leaves, leaves)):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {os.fspath(path)!r} holds an optimizer state of {len(leaves)} arrays "
+            f"{[tuple(np.shape(h)) for h in leaves]}, this optimizer expects "
+            f"{[tuple(np.shape(r)) for r in ref_leaves]}")
 
 
 def load(path, *, X=None, y=None, optimizer=None) -> dict:
@@ -502,14 +623,29 @@ def load(path, *, X=None, y=None, optimizer=None) -> dict:
       path: the checkpoint file.
       X, y: if given, checked to be the data it was trained on.
       optimizer: if given, the stored state is checked against ``optimizer.init(model.W)`` and
-        returned in that structure; otherwise ``opt_state`` is the flat list of stored leaves.
+        returned in that structure; otherwise ``opt_state`` is the flat list of stored leaves (the
+        coefficients form: the leaves of the state over ``K``; ``model.coefficients.opt_state`` too).
 
     Returns:
-      dict with ``model`` (:class:`ImplicitParams`), ``opt_state``, ``step`` and ``config``.
+      dict with ``model`` (:class:`ImplicitParams`, carrying its ``coefficients`` for that form),
+      ``opt_state`` (over ``model.W``), ``step`` and ``config``.
 
     Raises:
       jaxcorr.checkpoint.CheckpointError: missing, corrupted, not an implicit checkpoint, other data,
         or another optimizer's state.
+
+    Examples:
+      >>> import jax, os, tempfile
+      >>> from jaxcorr import data, implicit, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> model, _ = implicit.setup(jax.random.key(0), 4096, 8, X)
+      >>> opt = train.sgd(0.5, momentum=0.9)
+      >>> model, h = implicit.fit(model, X, y, steps=3, optimizer=opt)
+      >>> path = os.path.join(tempfile.mkdtemp(), "wide.ckpt")
+      >>> implicit.save(path, model, X, y, step=3)                  # K (|A|, n), not the rows
+      >>> ck = implicit.load(path, X=X, y=y, optimizer=opt)
+      >>> bool((ck["model"].W == model.W).all()), ck["config"]["implicit"]["form"]
+      (True, 'coefficients')
     """
     ck = checkpoint.load(path, X=X, y=y)
     meta = ck["config"].get("implicit")
@@ -517,23 +653,20 @@ def load(path, *, X=None, y=None, optimizer=None) -> dict:
         raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is not an implicit model ({FORMAT})")
     leaves = ck["opt_state"]
     idx, key_data, opt_leaves = leaves[0], leaves[1], leaves[2:]
+    key = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32), impl=meta["key_impl"])
+    if meta.get("form") == "coefficients":
+        model, opt_state = _from_coefficients(path, key, idx, opt_leaves, meta, optimizer)
+        return {"model": model, "opt_state": opt_state, "step": ck["step"], "config": ck["config"]}
     W, a = ck["params"]
     if idx.shape != (W.shape[0],) or meta.get("n_active") != W.shape[0]:
         raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is inconsistent: {idx.shape[0]} "
                                          f"indices for {W.shape[0]} rows")
-    key = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32), impl=meta["key_impl"])
     model = ImplicitParams(key=key, idx=idx, W=W, a=a, m=int(meta["width"]), b=float(meta["b"]),
                            data_sha256=meta["data_sha256"])
     opt_state = list(opt_leaves)
     if optimizer is not None:
         ref_leaves, treedef = jax.tree_util.tree_flatten(optimizer.init(W))
-        if len(ref_leaves) != len(opt_leaves) or any(
-                np.shape(r) != np.shape(h) or np.asarray(r).dtype != np.asarray(h).dtype
-                for r, h in zip(ref_leaves, opt_leaves)):
-            raise checkpoint.CheckpointError(
-                f"checkpoint {os.fspath(path)!r} holds an optimizer state of {len(opt_leaves)} arrays "
-                f"{[tuple(np.shape(h)) for h in opt_leaves]}, this optimizer expects "
-                f"{[tuple(np.shape(r)) for r in ref_leaves]}")
+        _check_state(path, ref_leaves, opt_leaves)
         opt_state = jax.tree_util.tree_unflatten(treedef, opt_leaves)
     return {"model": model, "opt_state": opt_state, "step": ck["step"], "config": ck["config"]}
 
@@ -767,10 +900,18 @@ class InsufficientMemoryError(ValueError):
 _BASE_BYTES = 640 << 20
 
 
-def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int) -> float:
+def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int, span: bool = False) -> float:
     """Peak bytes of train.fit over ``rows`` rows: W and its copies, inner products, trees, state."""
     if method == "dense":  # W, gradient, new W; (n, rows) inner products, fire mask, coefficients
         return rows * (s * (3 * d + slots * d) + n * (3 * s + 1))
+    if span:
+        # The span path holds no copy of the rows in the loop: finalize's W_A(0) + K X and, going on
+        # from coefficients, W_A(0) redrawn; the state in row form that fit returns (slots d); (n, rows)
+        # arrays: INIT's inner products, ip0, K and its state, the step's temporaries (leaves, relu,
+        # coefficients, fire sets), the trees' levels. Measured at m = 2^26, n = 8, d = 64 (active, the
+        # CLI with --save): 2.49 GiB peak for sgd (estimate 2.58), 3.02 GiB for momentum (3.2).
+        trees = 2 if method in ("dtree", "wtree") else 0
+        return rows * s * (2 * d + slots * d + n * (8 + slots + trees))
     # sparse (train.fit's compact path; the caller's W is counted apart): gathered W_A(0), W_A(0) + K X
     # and the scatter back; (n, rows) inner products, max-tree levels (<= 2x padded leaves), Gram
     # coefficients, fire sets; optimizer state rows (compacted, full, and the one scattered back).
@@ -778,7 +919,8 @@ def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int) -> 
 
 
 def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, implicit: bool = True,
-                   b: float | None = None, x_norm: float = 1.0, optimizer_slots: int = 0) -> dict:
+                   b: float | None = None, x_norm: float = 1.0, optimizer_slots: int = 0,
+                   span: bool = False) -> dict:
     r"""Estimated peak memory of training 2NN(m, b) on n points in R^d, before allocating anything.
 
     Implicit runs (:func:`setup` + :func:`fit`) hold one chunk of W(0) (256 MiB working set) and
@@ -796,6 +938,9 @@ def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, impl
       b: threshold (default :func:`jaxcorr.nn.default_threshold` ``(m)``).
       x_norm: the largest :math:`\|x_i\|` (1 for :func:`jaxcorr.data.synthetic`).
       optimizer_slots: per-parameter arrays of the optimizer state (sgd 0, momentum 1, adam 2).
+      span: the optimizer takes the span path (:func:`jaxcorr.train.sgd`): the sparse methods then
+        hold ``n`` numbers per row and state slot instead of ``d`` (about 1 KiB per active row at
+        n = 8, d = 64 instead of 1.6 KiB).
 
     Returns:
       dict: ``total`` (bytes), ``parts`` (bytes per phase), ``n_active`` (estimated |A|), and the inputs.
@@ -808,13 +953,13 @@ def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, impl
         per_row = s * (2 * d + 3 * n) + 16  # XLA's temporaries (hash words, W, ip) hold ~3x this
         chunk = 3 * min(m, _CHUNK_BUDGET // per_row) * per_row
         parts["setup"] = chunk + 2 * k * ((d + 1) * s + 8)
-        parts["train"] = k * (d + 1) * s + _fit_bytes(method, n, d, k, s, optimizer_slots)
+        parts["train"] = k * (d + 1) * s + _fit_bytes(method, n, d, k, s, optimizer_slots, span)
     else:
         parts["init"] = m * (d + 1) * s * 2
         if method == "dense":
             parts["train"] = m * (d + 1) * s + _fit_bytes("dense", n, d, m, s, optimizer_slots)
         else:  # trees over all m neurons, then the compacted problem on A
-            parts["train"] = m * (d + 1) * s * 2 + m * n * s * 6 + _fit_bytes(method, n, d, k, s, optimizer_slots)
+            parts["train"] = m * (d + 1) * s * 2 + m * n * s * 6 + _fit_bytes(method, n, d, k, s, optimizer_slots, span)
     total = int(parts["runtime"] + max(v for kk, v in parts.items() if kk != "runtime"))
     return {"total": total, "parts": {kk: int(v) for kk, v in parts.items()}, "n_active": int(k),
             "method": method, "n": n, "d": d, "m": m, "dtype": str(jnp.dtype(dtype)), "implicit": implicit}

@@ -42,12 +42,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.extend.random import threefry2x32_p
 
 from jaxcorr import _checks, _linalg
 
-__all__ = ["Params", "init", "init_rows", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
+__all__ = ["Params", "init", "init_rows", "rows_at", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 
 class Params(NamedTuple):
@@ -163,11 +164,21 @@ def _row_counters(block, offset, num: int):
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _init_rows(key, first_block, offset, num: int, d: int, dtype) -> Params:
+    lo, hi = _row_counters(first_block, offset, num)
+    return _rows_from_counters(key, lo, hi, d, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _rows_at(key, lo, hi, d: int, dtype) -> Params:
+    return _rows_from_counters(key, lo, hi, d, dtype)
+
+
+def _rows_from_counters(key, lo, hi, d: int, dtype) -> Params:
+    """The rows whose indices have low 32 bits ``lo`` and high 16 bits ``hi`` (uint32 vectors)."""
     kw, ka = jax.random.split(key)
     wide = jnp.dtype(dtype).itemsize > 4
     cols = d if wide else (d + 1) // 2
-    lo, hi = _row_counters(first_block, offset, num)
-    shape = (num, cols)
+    shape = (lo.shape[0], cols)
     sw = _seed(kw)
     c0 = jnp.broadcast_to(lo[:, None], shape)
     c1 = (hi[:, None] << 16) | lax.broadcasted_iota(jnp.uint32, shape, 1)
@@ -181,6 +192,45 @@ def _init_rows(key, first_block, offset, num: int, d: int, dtype) -> Params:
     s1, _ = threefry2x32_p.bind(sa[0], sa[1], lo, hi << 16)
     a = jnp.where((s1 & 1) == 1, 1, -1).astype(dtype)
     return Params(W=W, a=a)
+
+
+def rows_at(key: jax.Array, idx, d: int, *, dtype=None) -> Params:
+    r"""Rows ``idx`` of :func:`init` ``(key, m, d)`` (any ``m > max(idx)``), in the order given.
+
+    The generator of :func:`init_rows` hashes each row's own counter, so rows can be drawn one by
+    one: ``len(idx) * ceil(d / 2)`` hashes, whatever the width (a compact model's rows of W(0)
+    without a pass over all ``m``, :func:`jaxcorr.implicit.load`).
+
+    Args:
+      key: a JAX PRNG key.
+      idx: (k,) integer row indices in ``[0, MAX_WIDTH)`` (host array or list; any order, repeats allowed).
+      d: input dimension.
+      dtype: floating dtype; default float32 (float64 when x64 is enabled).
+
+    Returns:
+      :class:`Params` with ``W`` (k, d) and ``a`` (k,), bit for bit rows ``idx`` of ``init``.
+
+    Examples:
+      >>> import jax, numpy as np
+      >>> from jaxcorr import nn
+      >>> p = nn.init(jax.random.key(0), 300, 4)
+      >>> rows = np.array([299, 7, 120])
+      >>> q = nn.rows_at(jax.random.key(0), rows, 4)
+      >>> bool((p.W[rows] == q.W).all() and (p.a[rows] == q.a).all())
+      True
+    """
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise ValueError(f"idx must be a 1-D integer array of row indices, got {idx.dtype} {idx.shape}")
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= MAX_WIDTH):
+        raise ValueError(f"idx must lie in [0, {MAX_WIDTH}), got rows {int(idx.min())} .. {int(idx.max())}")
+    d = int(d)
+    if not 1 <= d <= MAX_DIM:
+        raise ValueError(f"d must satisfy 1 <= d <= {MAX_DIM}, got {d}")
+    idx = idx.astype(np.uint64)
+    lo = jnp.asarray((idx & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    hi = jnp.asarray((idx >> np.uint64(32)).astype(np.uint32))
+    return _rows_at(key, lo, hi, d, _checks.floating_dtype(dtype))
 
 
 def normal_bound(dtype=None) -> float:

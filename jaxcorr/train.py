@@ -77,10 +77,10 @@ import optax
 from jaxcorr import _checks, _setup, maxtree, sharding
 from jaxcorr import _train_steps as _ts
 from jaxcorr._history import CapacityGrown, FellBackToDense, History, InitialCapacity, Recorder
-from jaxcorr._state import Config, StepConfig, StepStats, TrainState
+from jaxcorr._state import Coefficients, Config, StepConfig, StepStats, TrainState
 from jaxcorr.nn import Params, default_threshold
 
-__all__ = ["fit", "setup", "run_chunk", "finalize", "TrainState", "Config", "StepConfig", "StepStats", "History",
+__all__ = ["fit", "setup", "run_chunk", "finalize", "coefficients", "Coefficients", "TrainState", "Config", "StepConfig", "StepStats", "History",
            "InitialCapacity", "CapacityGrown", "FellBackToDense", "sgd", "LinearOptimizer", "METHODS",
            "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "ddfn_cap"]
 
@@ -215,13 +215,44 @@ def _validate(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     return W, a, X, y, steps, b, optimizer, opt_state, chunk_size, dt, width
 
 
+def _check_coefficients(c, method, optimizer, opt_state, mesh, m: int, n: int, dt):
+    """``c`` as a validated :class:`Coefficients` (K and its state in ``dt``), or None."""
+    if c is None:
+        return None
+    if not isinstance(c, Coefficients):
+        raise ValueError(f"coefficients must be a jaxcorr.train.Coefficients (history.coefficients), got {type(c).__name__}")
+    if method == "dense" or mesh is not None or not isinstance(optimizer, LinearOptimizer):
+        raise ValueError("coefficients= continues a span-path run: method 'active', 'dtree' or 'wtree' with "
+                         f"optimizer=train.sgd(...) on one device (got method={method!r}, "
+                         f"optimizer {type(optimizer).__name__}, mesh={'given' if mesh is not None else None})")
+    if opt_state is not None:
+        raise ValueError("pass the optimizer's state inside coefficients (coefficients.opt_state), not as opt_state")
+    rows = np.asarray(c.rows)
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"coefficients.rows must be a 1-D integer array, got {rows.dtype} {rows.shape}")
+    if rows.size and (rows[0] < 0 or rows[-1] >= m or np.any(np.diff(rows) <= 0)):
+        raise ValueError(f"coefficients.rows must be sorted distinct rows of params.W in [0, {m})")
+    if np.shape(c.K) != (rows.size, n):
+        raise ValueError(f"coefficients.K must have shape (len(rows), n)=({rows.size}, {n}), got {np.shape(c.K)}")
+    K = jnp.asarray(c.K, dt)
+    exp_leaves, exp_def = jax.tree_util.tree_flatten(jax.eval_shape(optimizer.init, K))
+    got_leaves, got_def = jax.tree_util.tree_flatten(c.opt_state)
+    if got_def != exp_def or any(np.shape(g) != e.shape for g, e in zip(got_leaves, exp_leaves)):
+        raise ValueError("coefficients.opt_state does not match optimizer.init(coefficients.K): expected "
+                         f"{exp_def} with shapes {[e.shape for e in exp_leaves]}")
+    state = jax.tree_util.tree_unflatten(exp_def, [jnp.asarray(g, e.dtype) for g, e in zip(got_leaves, exp_leaves)])
+    if not bool(np.all(np.asarray(_all_finite((K, *jax.tree_util.tree_leaves(state)))))):
+        raise ValueError("coefficients must be finite, but K or its state holds NaN or infinite values")
+    return Coefficients(rows=rows.astype(np.int64), K=K, opt_state=state)
+
+
 @jax.jit
 def _all_finite(arrays):
     return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
 
 
 # ----------------------------------------------------------------- setup -> run_chunk -> finalize
-def _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay):
+def _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay, coefficients=None):
     """:func:`setup` on validated arguments; raises ``_setup.Refused`` for an optimizer the compacted
     methods cannot run."""
     if method == "dense":
@@ -230,7 +261,7 @@ def _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay):
     if not verdict.ok:
         raise _setup.Refused(verdict.reason)
     return _setup.compact(method, W, a, X, y, b, optimizer, state, verdict, width=width,
-                          linear=isinstance(optimizer, LinearOptimizer), lay=lay)
+                          linear=isinstance(optimizer, LinearOptimizer), lay=lay, coefficients=coefficients)
 
 
 def _refused_message(method, reason) -> str:
@@ -241,7 +272,7 @@ def _refused_message(method, reason) -> str:
 
 def setup(params: Params, X, y, *, method: str = DEFAULT_METHOD, optimizer=None,
           learning_rate: float = DEFAULT_LEARNING_RATE, b: float | None = None, opt_state: Any = None,
-          mesh=None, width: int | None = None) -> tuple[Config, TrainState]:
+          mesh=None, width: int | None = None, coefficients: Coefficients | None = None) -> tuple[Config, TrainState]:
     r"""Set up training (host side): INIT, the active set A, the capacities, one :class:`TrainState`.
 
     For the compacted methods this is the set-up of Algorithm 8 (DTree INIT, Lemma D.2, and
@@ -251,7 +282,8 @@ def setup(params: Params, X, y, *, method: str = DEFAULT_METHOD, optimizer=None,
     :func:`jaxcorr.maxtree.allocate`. Every array-valued piece is computed by a few jitted calls.
 
     Args:
-      params, X, y, method, optimizer, learning_rate, b, opt_state, mesh, width: as for :func:`fit`.
+      params, X, y, method, optimizer, learning_rate, b, opt_state, mesh, width, coefficients: as for
+        :func:`fit`.
 
     Returns:
       ``(cfg, state)``: the static :class:`Config` (hashable: sizes, capacity, method, optimizer,
@@ -276,9 +308,10 @@ def setup(params: Params, X, y, *, method: str = DEFAULT_METHOD, optimizer=None,
     """
     W, a, X, y, _, b, optimizer, state, _, _, width = _validate(
         params, X, y, 0, method, optimizer, learning_rate, b, opt_state, None, None, "error", width)
+    c0 = _check_coefficients(coefficients, method, optimizer, opt_state, mesh, W.shape[0], X.shape[0], W.dtype)
     lay = None if mesh is None else sharding.fit_layout(mesh, method)
     try:
-        return _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay)
+        return _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay, c0)
     except _setup.Refused as err:
         raise ValueError(_refused_message(method, str(err))) from None
 
@@ -337,6 +370,28 @@ def finalize(cfg: Config, state: TrainState) -> tuple[Params, Any]:
     W, opt_state = _setup.finalize(cfg, state)
     a = state.consts.a if cfg.step.method == "dense" else state.base.a
     return Params(W=W, a=a), opt_state
+
+
+def coefficients(cfg: Config, state: TrainState) -> Coefficients | None:
+    """The trained rows of a span-path run as :class:`Coefficients` (None for other runs).
+
+    Rows ``rows`` of the held ``W`` are ``W_base[rows] + K X`` where ``W_base`` is what
+    :func:`setup` was given, and ``opt_state`` is the optimizer's state over ``K``: ``n`` numbers
+    per moved row. The result shares no buffer with ``state``. :func:`fit` returns it as
+    ``history.coefficients`` and takes it back as ``coefficients=`` to go on exactly.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> start = nn.init(jax.random.key(0), 256, 8)
+      >>> cfg, st = train.setup(start, X, y, b=1.0)
+      >>> c = train.coefficients(cfg, train.run_chunk(cfg, st, 3)[0])   # history.coefficients of fit
+      >>> trained, _ = train.fit(start, X, y, steps=3, b=1.0)
+      >>> bool(abs(trained.W[c.rows] - (start.W[c.rows] + c.K @ X)).max() < 1e-6)
+      True
+    """
+    return _setup.coefficients(cfg, state)
 
 
 # --------------------------------------------------------------------------------- the host loop
@@ -409,23 +464,25 @@ def _loop(cfg: Config, state: TrainState, rec: Recorder, chunk: int, donate: boo
             cfg = cfg._replace(step=cfg.step._replace(capacity=capacity))
             continue
         state = new
-        rec.add(stats, clen, secs, snapshot=lambda cfg=cfg, state=state: _setup.finalize(cfg, state))
+        rec.add(stats, clen, secs, snapshot=lambda cfg=cfg, state=state: _setup.finalize(cfg, state),
+                coefficients=lambda cfg=cfg, state=state: _setup.coefficients(cfg, state))
     return cfg, state
 
 
 def _dense(W, a, X, y, b, optimizer, state, width, rec, chunk):
     cfg, ts = _setup.dense(W, a, X, y, b, optimizer, state, width)
     cfg, ts = _loop(cfg, ts, rec, chunk, donate=True)
-    return _setup.finalize(cfg, ts, copy=False)
+    return (*_setup.finalize(cfg, ts, copy=False), None)
 
 
-def _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec, chunk, info):
-    """The compacted run with its DDFN cap, refused-optimizer and idle-row fallbacks."""
+def _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec, chunk, info, c0):
+    """The compacted run with its DDFN cap, refused-optimizer and idle-row fallbacks; returns
+    ``(W, opt_state, coefficients)``."""
     try:
-        cfg, ts = _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay)
+        cfg, ts = _setup_checked(method, W, a, X, y, b, optimizer, state, width, lay, c0)
     except _setup.Refused as err:
         msg = _refused_message(method, str(err))
-        if fallback == "error":
+        if fallback == "error" or c0 is not None:  # W holds base rows: nothing dense could start from
             raise ValueError(msg) from None
         rec.events.append(FellBackToDense(step=0, reason=msg))
         info["fallback_step"] = 0
@@ -440,7 +497,7 @@ def _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec,
             raise _Stop(_cap_message(cfg.width, cfg.cap_ddfn, cfg.kmax0, 0), cfg, ts)
         # keep each chunk's input when it may be rerun (overflow) or continued dense (fallback)
         cfg, ts = _loop(cfg, ts, rec, chunk, donate=method != "dtree" and fallback == "error")
-        return _setup.finalize(cfg, ts)
+        return (*_setup.finalize(cfg, ts), _setup.coefficients(cfg, ts))
     except _Stop as err:
         if fallback == "error":
             raise ValueError(str(err)) from None
@@ -468,6 +525,7 @@ def fit(
     fallback: str = "error",
     mesh=None,
     width: int | None = None,
+    coefficients: Coefficients | None = None,
 ):
     r"""Train ``W`` of 2NN(m, b) (Definition 2.1) by gradient descent for ``steps`` steps.
 
@@ -511,6 +569,11 @@ def fit(
         ``params.W.shape[0]``). The scale :math:`1/\sqrt{m}`, the default ``b`` and the DDFN cap use
         ``width``; the rows left out must be rows that never fire (the active-set invariant below),
         as for the implicit wide models built from a key. Must be >= ``params.W.shape[0]``.
+      coefficients: continue a span-path run (:func:`sgd` on one device) exactly where it stopped:
+        ``params`` holds the rows it started from (its base) and ``coefficients`` its
+        ``history.coefficients``, so training starts from ``W[rows] + K X`` with the optimizer's state
+        over ``K`` (``opt_state`` must then be None). The run is the one that was stopped, step for step
+        (bit for bit for ``"active"`` on one backend), and its result is again relative to that base.
 
     Returns:
       ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a
@@ -525,7 +588,11 @@ def fit(
       compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
       ``"n_active"`` (|A|), ``"span"`` (Gram path used), ``"fallback_step"`` (None, or the step
       from which the dense method ran) and ``"state_bytes"`` (bytes of the arrays the training loop
-      carries and reads: rows, optimizer state, trees, data; all devices together).
+      carries and reads: rows, optimizer state, trees, data; all devices together). For a span-path run
+      on one device ``history.coefficients`` is the result as :class:`Coefficients` relative to
+      ``params`` (the rows that moved are ``params.W[rows] + K X``; ``n`` numbers per row instead of
+      ``d``); None otherwise. The callback's dict then also has ``"coefficients"`` (a function, as
+      ``"snapshot"``).
 
     Raises:
       ValueError: bad shapes, non-finite values, ``steps < 0``, unknown ``method`` or ``fallback``,
@@ -553,6 +620,7 @@ def fit(
     W, a, X, y, steps, b, optimizer, state, chunk_size, dt, width = _validate(
         params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback,
         width)
+    c0 = _check_coefficients(coefficients, method, optimizer, opt_state, mesh, W.shape[0], X.shape[0], dt)
     lay = None if mesh is None else sharding.fit_layout(mesh, method)
     rec = Recorder(steps, callback, wrap=lambda W_, s_: (Params(W=W_.astype(dt), a=params.a), s_))
     chunk = min(max(steps, 1), chunk_size or DEFAULT_CHUNK)
@@ -560,12 +628,13 @@ def fit(
             "state_bytes": _setup.nbytes((W, state, a, X, y))}
     if lay is not None:
         info.update(shards=lay.shards, bytes_per_device=None)
-    W_out, state_out = W, state
+    W_out, state_out, coef = W, state, c0
     if steps > 0 and method == "dense":
-        W_out, state_out = _dense(W, a, X, y, b, optimizer, state, width, rec, chunk)
-    elif steps > 0:
-        W_out, state_out = _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec, chunk, info)
+        W_out, state_out, coef = _dense(W, a, X, y, b, optimizer, state, width, rec, chunk)
+    elif steps > 0 or c0 is not None:
+        W_out, state_out, coef = _compact(method, W, a, X, y, b, optimizer, state, width, lay, fallback, rec,
+                                          chunk, info, c0)
     W_out = jax.block_until_ready(W_out)
     hist = History(**rec.arrays(dt), events=rec.events, opt_state=state_out, method=method, b=float(b),
-                   setup_s=time.perf_counter() - t_start - rec.run_s, **info)
+                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info)
     return Params(W=W_out.astype(dt), a=params.a), hist

@@ -47,7 +47,8 @@ def _one(args) -> dict:
     out = {"logm": args.logm, "m": m, "mode": args.mode, "steps": args.steps, "n": args.n, "d": args.d}
     t0 = time.perf_counter()
     if args.mode == "implicit":
-        out["estimate_bytes"] = implicit.estimate_bytes(args.method, args.n, args.d, m)["total"]
+        # implicit.fit's default optimizer is train.sgd: the span path
+        out["estimate_bytes"] = implicit.estimate_bytes(args.method, args.n, args.d, m, span=True)["total"]
         last = [0.0]
 
         def progress(p):

@@ -529,6 +529,11 @@ def test_chunks_are_sized_by_time():
     assert cr.initial_chunk(8, 2**22, 64, 10**6) == 1  # a dense step there takes ~0.5 s
     assert cr.initial_chunk(4, 256, 4, 10**6) == 2500  # tiny: bounded by the fixed cost of a step
     assert cr.initial_chunk(8, 2**17, 32, 10**6, platform="gpu") > cr.initial_chunk(8, 2**17, 32, 10**6)
+    # Sparse steps are bounded by their active rows, not m: at m = 2^26 (|A| = 1.9M, span path, 30 ms
+    # measured) chunks of 8 steps, not 1; adam (no span) at m = 2^22 (|A| = 219K, 33 ms) 7; dtree 3x.
+    assert cr.initial_chunk(8, 2**26, 64, 10**6, rows=1.9e6, span=True) == 8
+    assert cr.initial_chunk(8, 2**22, 64, 10**6, rows=2.19e5) == 7
+    assert cr.initial_chunk(8, 2**22, 64, 10**6, rows=2.19e5, span=True, trees=True) == 23
     t = cr.ChunkTimer(chunk=1000, seg=10**6)
     assert t.observe(1000, ms_per_step=5.0) == 100  # 5 s chunks: far over the stop latency
     t = cr.ChunkTimer(chunk=10, seg=10**6)

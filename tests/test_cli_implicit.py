@@ -116,3 +116,27 @@ def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path)
     np.testing.assert_allclose(c["loss_final"], a["loss_final"], rtol=1e-5)
     np.testing.assert_allclose(np.asarray(load_state(lazy)["params"].W), np.asarray(ref["params"].W),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_run_checkpoints_its_coefficients_and_resumes(capsys, tmp_path):
+    """An implicit momentum run (n < d) checkpoints K (|A|, n) and its state instead of the rows
+    (form "coefficients", smaller than the rows form); 3 + 3 steps through it equal 6 at once, and a
+    checkpoint written from the callback mid-run (--save-every) holds the same rows as the end state."""
+    args = ["--n", "4", "--m", "4096", "--d", "16", "--quiet", "--optimizer", "momentum", "--implicit", "on"]
+    full, part, every = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "every.ckpt"
+    a = run_json(capsys, *args, "--steps", "6", "--save", str(full))
+    run_json(capsys, *args, "--steps", "3", "--save", str(part))
+    meta = checkpoint.read_meta(part)["config"]["implicit"]
+    assert meta["form"] == "coefficients"
+    k = meta["n_active"]
+    assert part.stat().st_size < k * (2 * 16 + 2) * 4 * 0.6  # rows form: W, a, momentum (|A| (2d + 2))
+    b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--quiet")
+    assert b["implicit"] is True and b["step_end"] == 6
+    np.testing.assert_allclose(b["loss_final"], a["loss_final"], rtol=1e-6)
+    x, y = implicit.load(full), implicit.load(part)
+    assert x["model"].coefficients is not None and y["step"] == 6
+    np.testing.assert_allclose(np.asarray(y["model"].W), np.asarray(x["model"].W), rtol=1e-6, atol=1e-7)
+    run_json(capsys, *args, "--steps", "6", "--save-every", "3", "--save", str(every))
+    z = implicit.load(every)
+    assert z["step"] == 6 and checkpoint.read_meta(every)["config"]["implicit"]["form"] == "coefficients"
+    np.testing.assert_allclose(np.asarray(z["model"].W), np.asarray(x["model"].W), rtol=1e-6, atol=1e-7)

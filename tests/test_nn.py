@@ -136,6 +136,30 @@ def test_init_rows_any_block_any_start():
         nn.init_rows(key, 2, d, start=nn.MAX_WIDTH - 1)
 
 
+def test_rows_at_draws_any_rows_bit_for_bit():
+    # nn.rows_at(key, idx) is rows idx of nn.init, in the order given, across blocks and past 2^32
+    # (against init_rows at that block), in float32 and float64.
+    key = jax.random.key(5)
+    B = nn.BLOCK_ROWS
+    full = nn.init(key, B + 300, 3)
+    idx = np.array([B + 299, 0, B - 1, B, 17, 17, 5])
+    got = nn.rows_at(key, idx, 3)
+    np.testing.assert_array_equal(got.W, np.asarray(full.W)[idx])
+    np.testing.assert_array_equal(got.a, np.asarray(full.a)[idx])
+    far = (1 << 33) + 12345
+    ref = nn.init_rows(key, 1, 3, block=far // B, start=far % B)
+    np.testing.assert_array_equal(nn.rows_at(key, [far], 3).W, ref.W)
+    with jax.enable_x64(True):
+        w64 = nn.init(key, 50, 3, dtype=jnp.float64).W
+        got64 = nn.rows_at(key, [49, 3], 3, dtype=jnp.float64).W
+        assert got64.dtype == jnp.float64
+        np.testing.assert_array_equal(got64, np.asarray(w64)[[49, 3]])
+    assert nn.rows_at(key, np.zeros(0, np.int64), 3).W.shape == (0, 3)
+    for bad in ([-1], [nn.MAX_WIDTH], [[1, 2]], [0.5]):
+        with pytest.raises(ValueError, match="idx"):
+            nn.rows_at(key, bad, 3)
+
+
 def test_init_rows_are_standard_normal_and_independent_of_blocks():
     # Two-sample checks against numpy: moments, tail mass, and no correlation between columns or
     # between the rows at the same offset of two blocks (different block keys).

@@ -407,3 +407,50 @@ def test_held_rows_nearly_all_active_are_trained_in_place(method, opt_name):
     np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[held], rtol=1e-5, atol=1e-6)
     k = int(np.searchsorted(held, idle[0]))
     np.testing.assert_array_equal(np.asarray(p_sub.W)[k], np.asarray(params.W)[idle[0]])
+
+
+@pytest.mark.parametrize("method", ["active", "dtree", "wtree"])
+def test_coefficients_continue_the_run_bit_for_bit(method):
+    # history.coefficients (W[rows] = W_base[rows] + K X, the optimizer's state over K) carry a span-path
+    # run on exactly: 4 + 4 steps through coefficients= equal 8 steps at once bit for bit (same chunk
+    # lengths), for sgd and momentum; the rows outside `rows` are the base's; an oracle in float64
+    # numpy rebuilds W from K. dtree: to rounding in general (the frontier capacity, re-allocated at
+    # set-up from the current fire sets, sets the order of the forward sum), bit for bit here.
+    X, y = data.synthetic(seed=0, n=6, d=8)
+    p0 = nn.init(jax.random.key(1), 3000, 8)
+    for opt in (train.sgd(1.0), train.sgd(0.3, momentum=0.9)):
+        whole, hw = train.fit(p0, X, y, steps=8, method=method, optimizer=opt, chunk_size=4)
+        part, h1 = train.fit(p0, X, y, steps=4, method=method, optimizer=opt, chunk_size=4)
+        c = h1.coefficients
+        assert c.K.shape == (len(c.rows), 6) and len(c.rows) == h1.n_active < 3000
+        K64, X64 = np.asarray(c.K, np.float64), np.asarray(X, np.float64)
+        W64 = np.asarray(p0.W, np.float64).copy()
+        W64[c.rows] += K64 @ X64
+        np.testing.assert_allclose(np.asarray(part.W), W64, rtol=1e-6, atol=1e-6)
+        outside = np.setdiff1d(np.arange(3000), c.rows)
+        np.testing.assert_array_equal(np.asarray(part.W)[outside], np.asarray(p0.W)[outside])
+        rest, h2 = train.fit(p0, X, y, steps=4, method=method, optimizer=opt, coefficients=c, chunk_size=4)
+        np.testing.assert_array_equal(np.asarray(rest.W), np.asarray(whole.W))
+        np.testing.assert_array_equal(h2.loss, hw.loss[4:])
+        np.testing.assert_array_equal(np.asarray(h2.coefficients.K), np.asarray(hw.coefficients.K))
+        again, h0 = train.fit(p0, X, y, steps=0, method=method, optimizer=opt, coefficients=c)
+        np.testing.assert_array_equal(np.asarray(again.W), np.asarray(part.W))
+
+
+def test_coefficients_are_refused_where_they_do_not_apply():
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p0 = nn.init(jax.random.key(1), 512, 8)
+    opt = train.sgd(0.5)
+    _, h = train.fit(p0, X, y, steps=2, optimizer=opt)
+    c = h.coefficients
+    assert train.fit(p0, X, y, steps=2, optimizer=optax.adam(1e-2))[1].coefficients is None
+    assert train.fit(p0, X, y, steps=2, optimizer=opt, method="dense")[1].coefficients is None
+    for kwargs, match in (({"method": "dense"}, "span-path"), ({"optimizer": optax.sgd(0.5)}, "span-path"),
+                          ({"opt_state": opt.init(p0.W)}, "inside coefficients")):
+        with pytest.raises(ValueError, match=match):
+            train.fit(p0, X, y, steps=1, **{"optimizer": opt, **kwargs}, coefficients=c)
+    bad = (c._replace(K=c.K[:, :3]), c._replace(rows=c.rows[::-1]), c._replace(opt_state=(optax.EmptyState(),)),
+           c._replace(K=c.K.at[0, 0].set(jnp.nan)), (c.rows, c.K))
+    for b_, match in zip(bad, ("shape", "sorted", "opt_state", "finite", "Coefficients")):
+        with pytest.raises(ValueError, match=match):
+            train.fit(p0, X, y, steps=1, optimizer=opt, coefficients=b_)
