@@ -399,8 +399,9 @@ def _start_state(args, cfg: dict, kind, lazy: bool, X, y, optimizer, dtype, one_
         W0 = nn.init(jax.random.key(cfg["seed"]), cfg["m"], cfg["d"], dtype=dtype) if again else None
         return ck["params"], ck["opt_state"], ck["step"], W0
     ck = implicit.load(args.resume, X=X, y=y, optimizer=optimizer)
-    if lazy:
-        return ck["model"], ck["opt_state"], ck["step"], None
+    if lazy:  # a model carrying coefficients goes on from their state: the row form is not kept
+        state = None if one_process and ck["model"].coefficients is not None else ck["opt_state"]
+        return ck["model"], state, ck["step"], None
     params, state, W0 = implicit.expand(ck["model"], ck["opt_state"], optimizer)
     return params, state, ck["step"], W0
 
