@@ -188,14 +188,37 @@ def fire_coefficients(fr, a_f, e_scaled, num_rows: int, dtype):
     return C, cols
 
 
-def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
-    """One step of Algorithm 8 (Theorem 4.1) on the active rows, for this block's points."""
-    P, state, levels = carry
+def _fire_sets_from_ids(cfg: StepConfig, c: CompactConsts, levels):
+    """Lines 12-23 with the fire sets as FIND's leaf ids: ``(e, C (n, L), hit, count, overflow)``."""
     nl = c.a.shape[0]
     fr, a_f, u = fire_forward(levels, c.a, c.b, c.scale, cfg.capacity)  # lines 12-13, local
     e = u - c.y if c.valid is None else jnp.where(c.valid, u - c.y, 0)
     C, cols = fire_coefficients(fr, a_f, e * c.scale, nl, c.X.dtype)  # lines 16-23, (n, L)
     hit = jnp.zeros((nl,), jnp.int32).at[cols].set(1, mode="drop")
+    return e, C, hit, fr.count, fr.overflow
+
+
+def _fire_sets_as_mask(cfg: StepConfig, c: CompactConsts, levels):
+    """Lines 12-23 with the fire sets as a mask (:func:`jaxcorr.maxtree.query_all_mask`: FIND at this
+    capacity tests every leaf), the forward pass from the stored leaves: no gather, no scatter."""
+    tree = maxtree.MaxTree(levels=levels, num_leaves=c.a.shape[0])
+    fire, count, overflow = maxtree.query_all_mask(tree, c.b, cfg.capacity)  # line 12
+    ip = maxtree.leaves(tree)  # the stored <w_r, x_i>
+    u = _linalg.matmul(jnp.where(fire, ip - c.b, 0), c.a) * c.scale  # line 13
+    e = u - c.y if c.valid is None else jnp.where(c.valid, u - c.y, 0)
+    C = jnp.where(fire, c.a[None, :] * (e * c.scale)[:, None], 0)  # lines 16-23
+    return e, C, jnp.any(fire, axis=0).astype(jnp.int32), count, overflow
+
+
+def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
+    """One step of Algorithm 8 (Theorem 4.1) on the active rows, for this block's points.
+
+    FIND's fire sets come as a mask where its search tests every leaf at this capacity (the usual
+    case inside A, :func:`jaxcorr.maxtree.searches_every_leaf`), else as leaf ids."""
+    P, state, levels = carry
+    nl = c.a.shape[0]
+    as_mask = maxtree.searches_every_leaf(nl, cfg.capacity)
+    e, C, hit, count, overflow = (_fire_sets_as_mask if as_mask else _fire_sets_from_ids)(cfg, c, levels)
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
     if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is; no transposes
         P, state, moved = _kt_update(cfg, P, state, C)
@@ -203,7 +226,7 @@ def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, C.T)
     ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
-    return (P, state, levels), _stats(ax, c, e, fr.count, hit, fr.overflow, moved)
+    return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved)
 
 
 def _kt_update(cfg: StepConfig, P, state, coef):
@@ -222,7 +245,7 @@ def _wtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     # Algorithm 9 lines 13 / 42: S~_{r,fire} <- CWT.QUERY(r, b) (Lemma D.8); capacity n never overflows.
     fr = maxtree.query_all(tree, c.b, capacity=n)
     # lines 14-15 / 43-44: S_{i,fire}.ADD(r) for i in S~_r, as an (L, n) membership matrix.
-    member = jnp.any(fr.indices[:, :, None] == jnp.arange(n, dtype=jnp.int32)[None, None, :], axis=1)
+    member = _members(fr, n)
     ipT = levels[0][:, :n]
     # lines 21-23: forward pass over the fire sets
     u = _linalg.matmul(c.a, jnp.where(member, ipT - c.b, 0)) * c.scale
@@ -236,6 +259,19 @@ def _wtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
     no = jnp.zeros((n,), bool)
     return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved)
+
+
+def _members(fr, n: int):
+    """(L, n) bool: point ``i`` is in tree ``r``'s frontier ``fr`` (ids ``< n``, sentinel ``n``).
+
+    For ``n <= 32`` the ids of a tree become one uint32 bit mask, read back bit by bit: two passes
+    over (L, n) instead of comparing every slot with every point, (L, n, n)."""
+    if n > 32:
+        return jnp.any(fr.indices[:, :, None] == jnp.arange(n, dtype=jnp.int32)[None, None, :], axis=1)
+    one = jnp.uint32(1)
+    ids = jnp.minimum(fr.indices, n - 1).astype(jnp.uint32)
+    bits = jnp.sum(jnp.where(fr.valid, one << ids, 0), axis=1, dtype=jnp.uint32)
+    return ((bits[:, None] >> jnp.arange(n, dtype=jnp.uint32)[None, :]) & one) == one
 
 
 def active_forward(ip, a, b, y, scale, n_real):

@@ -58,6 +58,8 @@ __all__ = [
     "set_rows",
     "query",
     "query_all",
+    "query_all_mask",
+    "searches_every_leaf",
     "query_forest",
     "query_reference",
     "query_forest_reference",
@@ -294,13 +296,68 @@ def _descend(frontier, level, tau, jump: int, cap: int, t=None):
     passed = incl[-1]
     # ``first`` is nondecreasing; among the slots sharing a value p < passed the last one is the
     # slot whose passing descendants start at output p, so a scatter-max of slot ids marks it.
-    slots = jnp.arange(frontier.shape[0], dtype=_I32)
-    mark = jnp.full((cap,), -1, _I32).at[first].max(slots, mode="drop", indices_are_sorted=True)
-    slot = jnp.maximum(lax.cummax(mark), 0)
+    if frontier.shape[0] == 1:  # one node (a small tree from its root): every output is its descendant
+        slot = jnp.zeros((cap,), _I32)
+    else:
+        slots = jnp.arange(frontier.shape[0], dtype=_I32)
+        mark = jnp.full((cap,), -1, _I32).at[first].max(slots, mode="drop", indices_are_sorted=True)
+        slot = jnp.maximum(lax.cummax(mark), 0)
     k = jnp.arange(cap, dtype=_I32)
     pos = _select_bit(bits[slot], k - first[slot], branch)
     out = jnp.where(k < passed, branch * frontier[slot] + pos, size)
     return out, passed
+
+
+def _start_level(sizes, capacity: int) -> int:
+    """The level FIND's breadth-first search starts at (static): the largest level with at most
+    ``capacity`` nodes, all of them in the frontier. When every leaf fits the capacity it starts up
+    to JUMP levels higher instead and reaches the leaves in one step (their comparisons packed into
+    bit masks), rather than compacting all leaves by a prefix sum and a scatter."""
+    n_lv = len(sizes)
+    start = next((lv for lv in range(n_lv) if sizes[lv] <= capacity), n_lv - 1)
+    if start == 0 and n_lv > 1:
+        start = min(n_lv - 1, JUMP)
+    return start
+
+
+def searches_every_leaf(num_leaves: int, capacity: int) -> bool:
+    """Whether FIND on one tree of ``num_leaves`` leaves with this ``capacity`` tests every leaf.
+
+    It does when the level it starts at (:func:`_start_level`: all of that level's nodes in the
+    frontier, as they fit the capacity) is at most :data:`JUMP` levels above the leaves: one frontier
+    step then reads every leaf under every node. Its result is then exactly the leaves ``> tau``,
+    which :func:`query_all_mask` returns as a mask. Inside the active rows of training, where about
+    one leaf in n fires, this is the usual case (capacity ~ 1.25 |A| / n >= |A| / 32).
+    """
+    p = padded_size(int(num_leaves))
+    sizes = [p >> lv for lv in range(p.bit_length())]
+    start = _start_level(sizes, int(capacity))
+    return start <= JUMP and (start == 0 or sizes[start] <= capacity)
+
+
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def query_all_mask(tree: MaxTree, tau, capacity: int):
+    """FIND (Algorithm 2) in every tree where it tests every leaf (:func:`searches_every_leaf`), its
+    result held as a (T, num_leaves) bool mask instead of compacted leaf ids.
+
+    The same sets, count and overflow flag as :func:`query_all`'s frontier: the frontier starts
+    with every node of a level at most JUMP levels above the leaves, so its one step tests every
+    leaf, and what passes is ``leaves > tau``. Held as a mask, the fire sets need no compaction and
+    their consumers (Algorithm 8 lines 13-23) no gather or scatter.
+
+    Returns:
+      ``(mask, count, overflow)``: (T, num_leaves) bool; (T,) int32 number of leaves ``> tau``; (T,)
+      bool ``count > capacity`` (the frontier's overflow: the DDFN cap of the caller still applies).
+
+    Raises:
+      ValueError: FIND would not test every leaf at this capacity (use :func:`query_all`).
+    """
+    if not searches_every_leaf(tree.num_leaves, capacity):
+        raise ValueError(f"FIND at capacity {capacity} does not test every one of {tree.num_leaves} leaves; "
+                         "use query_all")
+    mask = leaves(tree) > jnp.asarray(tau, tree.dtype)
+    count = jnp.sum(mask, axis=1, dtype=_I32)
+    return mask, count, count > min(capacity, tree.padded)
 
 
 def _frontier(levels, tau, capacity: int, t=None):
@@ -314,7 +371,7 @@ def _frontier(levels, tau, capacity: int, t=None):
     ids (min(capacity, s_0),) with sentinel s_0, the count lower bound and the overflow flag.
     """
     n_lv = len(levels)
-    start = next((lv for lv in range(n_lv) if levels[lv].shape[-1] <= capacity), n_lv - 1)
+    start = _start_level([lv.shape[-1] for lv in levels], capacity)
     size = levels[start].shape[-1]
     count, overflow = jnp.zeros((), _I32), jnp.zeros((), bool)
     if size <= capacity and start > 0:

@@ -92,11 +92,13 @@ def _assert_same(fast, ref):
     assert np.all(np.where(over, fast.count, cap + 1) > cap) and np.all(np.where(over, ref.count, cap + 1) > cap)
 
 
-@pytest.mark.parametrize("leaves, cap", [(1, 1), (100, 3), (2500, 33)])
+@pytest.mark.parametrize("leaves, cap", [(1, 1), (100, 3), (2500, 33), (8, 8), (300, 400)])
 def test_fast_query_equals_reference(leaves, cap):
     """The bit-mask frontier (``_descend``, up to five levels per step) equals the plain
     one-level-per-step reference on random trees, at, below and above capacity (overflow), for one
-    tree, every tree and the forest; and the reference itself matches the oracle."""
+    tree, every tree and the forest; and the reference itself matches the oracle. (8, 8): a WTree's
+    trees, every leaf within capacity, searched from the root in one step; (300, 400): the same
+    for a deep tree, from five levels above the leaves."""
     rng = np.random.default_rng(leaves + cap)
     for _ in range(2):
         vals = rng.integers(-60, 60, size=(3, leaves)).astype(np.float32)
@@ -114,6 +116,32 @@ def test_fast_query_equals_reference(leaves, cap):
             ref_forest = maxtree.query_forest_reference(t, tau, cap)
             check_forest(jax.device_get(ref_forest), vals, tau, cap)
             _assert_same(maxtree.query_forest(t, tau, cap), ref_forest)
+
+
+@pytest.mark.parametrize("leaves, cap", [(8, 8), (300, 40), (3000, 100), (3000, 2000), (1, 1)])
+def test_query_all_mask_is_find_where_it_tests_every_leaf(leaves, cap):
+    """Where FIND's search starts within JUMP levels of the leaves (every node of that level in the
+    frontier), it tests every leaf: its result as a mask equals the reference FIND's ids, count and
+    overflow (at, below and above capacity); elsewhere query_all_mask refuses."""
+    rng = np.random.default_rng(leaves + cap)
+    vals = rng.integers(-60, 60, size=(3, leaves)).astype(np.float32)
+    t = maxtree.build(jnp.asarray(vals))
+    every = maxtree.searches_every_leaf(leaves, cap)
+    assert every == (maxtree.padded_size(leaves) <= 32 * cap)
+    if not every:
+        with pytest.raises(ValueError, match="every"):
+            maxtree.query_all_mask(t, 0.0, cap)
+        return
+    flat = np.sort(vals.ravel())
+    for tau in thresholds(vals, rng, k=2) + [float(flat[-min(k, flat.size)]) for k in (cap, cap + 1, 4 * cap)]:
+        mask, count, over = jax.device_get(maxtree.query_all_mask(t, tau, cap))
+        for row in range(3):
+            ref = jax.device_get(maxtree.query_reference(t, row, tau, cap))
+            np.testing.assert_array_equal(mask[row], vals[row] > tau)
+            assert bool(over[row]) == bool(ref.overflow)
+            if not ref.overflow:
+                assert count[row] == ref.count
+                np.testing.assert_array_equal(np.flatnonzero(mask[row]), np.asarray(ref.indices)[ref.valid])
 
 
 def test_reference_can_fail_to_match():

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import data, nn, train
+from jaxcorr import data, maxtree, nn, train
 
 M, N, D, B = 512, 6, 5, 1.2
 STEPS, CHUNK = 25, 5
@@ -454,3 +454,22 @@ def test_coefficients_are_refused_where_they_do_not_apply():
     for b_, match in zip(bad, ("shape", "sorted", "opt_state", "finite", "Coefficients")):
         with pytest.raises(ValueError, match=match):
             train.fit(p0, X, y, steps=1, optimizer=opt, coefficients=b_)
+
+
+@pytest.mark.parametrize("n", [4, 128])
+def test_dtree_fire_sets_as_mask_and_as_ids(n):
+    # Algorithm 8's FIND gives the fire sets as a mask where its search tests every leaf at the
+    # capacity (n = 4: about one active row in n fires, capacity >= |A| / 32) and as compacted leaf
+    # ids where it prunes (n = 128, b = 2.9: capacity < |A| / 32); both against the float64 oracle.
+    X, y = data.synthetic(SEED, n, 16)
+    p = nn.init(jax.random.key(SEED), 16384, 16)
+    b = float(nn.default_threshold(16384)) if n == 4 else 2.9
+    cfg, _ = train.setup(p, X, y, method="dtree", b=b)
+    assert maxtree.searches_every_leaf(cfg.L, cfg.step.capacity) == (n == 4)
+    for opt_name in ("sgd", "adam"):
+        opt, ref = OPTIMIZERS[opt_name]
+        params, h = train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b)
+        W_ref, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ref)
+        assert rel(h["loss"], loss_ref) <= 2e-4 and fire_ref.max() > 0
+        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+        np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
