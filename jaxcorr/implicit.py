@@ -390,6 +390,11 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
         if kwargs.get("opt_state") is not None:
             raise ValueError("this model carries its optimizer state in model.coefficients (a span-path run); "
                              "pass opt_state=None, or drop them: dataclasses.replace(model, coefficients=None)")
+        if (method == "dense" or kwargs.get("mesh") is not None
+                or not isinstance(kwargs.get("optimizer", train.sgd(1.0)), train.LinearOptimizer)):
+            raise ValueError("this model carries coefficients of a train.sgd run, which go on only with "
+                             "train.sgd on one device and a sparse method; to train it otherwise, drop them "
+                             "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from load")
         params = nn.Params(W=_initial_rows(model), a=model.a)  # the base the coefficients add to
     from_init = c0 is not None or model.initial
 

@@ -1,6 +1,7 @@
 """Implicit wide models (jaxcorr.implicit): streamed set-up, training, predict and compact checkpoints
 against the eager network nn.init + train.fit, a numpy float64 oracle and the DTree's own query."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -208,6 +209,12 @@ def test_coefficient_checkpoint_is_smaller_and_resumes_bit_for_bit(tmp_path, sma
     np.testing.assert_array_equal(implicit.predict(rest, X), implicit.predict(whole, X))
     with pytest.raises(ValueError, match="opt_state=None"):
         implicit.fit(got, X, y, steps=1, optimizer=opt, opt_state=ck["opt_state"])
+    for kwargs in ({"optimizer": optax.adam(1e-2)}, {"optimizer": opt, "method": "dense"}):
+        with pytest.raises(ValueError, match="drop them"):
+            implicit.fit(got, X, y, steps=1, **kwargs)
+    plain = dataclasses.replace(got, coefficients=None)  # dropped: trains from its rows and row-form state
+    _, h_plain = implicit.fit(plain, X, y, steps=3, optimizer=opt, opt_state=ck["opt_state"], method="active")
+    np.testing.assert_allclose(h_plain["loss"], h2["loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="coefficients"):
         implicit.save(tmp_path / "x.ckpt", model, X, y, form="coefficients")
     with pytest.raises(checkpoint.CheckpointError, match="other data"):
