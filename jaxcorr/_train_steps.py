@@ -14,9 +14,11 @@ traced.
   the forward pass and coefficients, one matrix product for the gradient, one for the new leaves).
 - :func:`_dtree_step`: Algorithm 8 (Theorem 4.1) on the compacted active rows ``A``: ``n`` max-trees
   over the ``|A|`` leaves ``<w_r, x_i>``; fire sets ``S_{i,fire}`` from FIND (DTree QUERY, Lemma D.4)
-  with a static per-point capacity and a sticky overflow flag; forward pass from the stored leaves
-  (line 13); sparse gradient (lines 16-23); the optimizer step; the leaves of the changed rows are
-  recomputed and the levels rebuilt (line 28, UPDATE for every changed neuron at once).
+  with a static per-point capacity and a sticky overflow flag, held as a mask where FIND at that
+  capacity tests every leaf (the usual case inside A: :func:`jaxcorr.maxtree.query_all_mask`), else
+  as leaf ids; forward pass from the stored leaves (line 13); the gradient over the fire sets (lines
+  16-23); the optimizer step; the leaves of the changed rows are recomputed and the levels rebuilt
+  (line 28, UPDATE for every changed neuron at once).
 - :func:`_wtree_step`: Algorithm 9 (Theorem 4.2) on the same rows: ``|A|`` max-trees over ``n``
   leaves; each step queries :math:`\tilde S_{r,fire}` (WTree QUERY, Lemma D.8) and derives
   ``S_{i,fire} = {r : i in S~_r}`` (lines 12-17 / 37-46), then updates the trees of the changed rows.
