@@ -47,8 +47,9 @@ products, so it never fires there either; the few extra rows kept near the bound
 
 **Cost.** Set-up draws all ``m d`` normals once; the Threefry hash dominates (20 rounds per two
 words, :func:`jaxcorr.nn.init_rows`: 8.6e7 words/s on 2 CPU cores, 1.7x ``jax.random.normal``).
-Measured (``docs/bench/bench_width.json``, n = 8, d = 64, shared 2-core CPU): m = 2^26 sets up in
-150 s and trains at 0.25 s/step in 3.5 GiB; m = 2^28 in 320 s and 0.67 s/step. Set-up is
+Measured (``docs/bench/bench_width.json``, n = 8, d = 64, method ``active``, shared 2-core CPU):
+m = 2^26 sets up in 83 s and trains at 31 ms/step with a peak of 2.06 GiB; m = 2^28 in 479 s
+(beside another job) and 229 ms/step, peak 4.93 GiB. Set-up is
 embarrassingly parallel over chunks (``devices=``): each device generates and filters its own
 chunks and only |A| rows move. Not measured here: a GPU hashes at well over 1e10 words/s, which
 would put the 2^34 words of m = 2^28 at about a second, and ``D`` devices divide that by ``D``.

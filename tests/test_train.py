@@ -413,12 +413,12 @@ def test_held_rows_nearly_all_active_are_trained_in_place(method, opt_name):
 def test_coefficients_continue_the_run_bit_for_bit(method):
     # history.coefficients (W[rows] = W_base[rows] + K X, the optimizer's state over K) carry a span-path
     # run on exactly: 4 + 4 steps through coefficients= equal 8 steps at once bit for bit (same chunk
-    # lengths), for sgd and momentum; the rows outside `rows` are the base's; an oracle in float64
+    # lengths), for sgd, momentum and Nesterov; the rows outside `rows` are the base's; an oracle in float64
     # numpy rebuilds W from K. dtree: to rounding in general (the frontier capacity, re-allocated at
     # set-up from the current fire sets, sets the order of the forward sum), bit for bit here.
     X, y = data.synthetic(seed=0, n=6, d=8)
     p0 = nn.init(jax.random.key(1), 3000, 8)
-    for opt in (train.sgd(1.0), train.sgd(0.3, momentum=0.9)):
+    for opt in (train.sgd(1.0), train.sgd(0.3, momentum=0.9), train.sgd(0.3, momentum=0.9, nesterov=True)):
         whole, hw = train.fit(p0, X, y, steps=8, method=method, optimizer=opt, chunk_size=4)
         part, h1 = train.fit(p0, X, y, steps=4, method=method, optimizer=opt, chunk_size=4)
         c = h1.coefficients
