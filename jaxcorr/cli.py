@@ -816,7 +816,7 @@ def _step_size(params, method: str, optimizer, n: int, b: float) -> dict:
     from jaxcorr import implicit
 
     held = params.W.shape[0]
-    rows = held if hasattr(params, "coefficients") else min(held, implicit.expected_active(held, n, b))
+    rows = held if isinstance(params, implicit.ImplicitParams) else min(held, implicit.expected_active(held, n, b))
     return {"rows": rows, "span": isinstance(optimizer, _train_mod.LinearOptimizer), "trees": method != "active"}
 
 

@@ -391,8 +391,8 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
         if kwargs.get("opt_state") is not None:
             raise ValueError("this model carries its optimizer state in model.coefficients (a span-path run); "
                              "pass opt_state=None, or drop them: dataclasses.replace(model, coefficients=None)")
-        if (method == "dense" or kwargs.get("mesh") is not None
-                or not isinstance(kwargs.get("optimizer", train.sgd(1.0)), train.LinearOptimizer)):
+        opt = kwargs.get("optimizer")  # None: train.fit's default, train.sgd
+        if method == "dense" or kwargs.get("mesh") is not None or not (opt is None or isinstance(opt, train.LinearOptimizer)):
             raise ValueError("this model carries coefficients of a train.sgd run, which go on only with "
                              "train.sgd on one device and a sparse method; to train it otherwise, drop them "
                              "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from load")

@@ -473,3 +473,18 @@ def test_dtree_fire_sets_as_mask_and_as_ids(n):
         assert rel(h["loss"], loss_ref) <= 2e-4 and fire_ref.max() > 0
         np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
         np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("n", [8, 40])
+def test_wtree_members_as_bit_mask_and_by_comparison(n):
+    # Algorithm 9 derives S_{i,fire} from the WTree queries: for n <= 32 through one uint32 bit mask per
+    # tree, for n > 32 by comparing slots with points; both against the float64 oracle.
+    X, y = data.synthetic(SEED, n, 16)
+    p = nn.init(jax.random.key(SEED), 8192, 16)
+    b = float(nn.default_threshold(8192))
+    params, h = train.fit(p, X, y, steps=5, method="wtree", optimizer=OPTIMIZERS["sgd"][0], b=b)
+    W_ref, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 5, OPTIMIZERS["sgd"][1])
+    assert rel(h["loss"], loss_ref) <= 2e-4 and fire_ref.max() > 0
+    np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+    np.testing.assert_allclose(h["fire_mean"], fire_ref.mean(1))
+    np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
