@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+r"""One command for a machine with an accelerator: a correctness subset and the speed table, one JSON.
+
+On whatever backend JAX finds (CPU, GPU, TPU) this runs
+
+- **correctness** (every row ``{name, ok, detail}``; the script exits 1 if any row fails):
+  max-trees, Correlation DTree / WTree (Theorems 3.1, 3.2) and DDFN (Definition 1.3) against numpy
+  brute force on integer data (exact in float32); the sparse methods ``active``/``dtree``/``wtree``
+  (Algorithms 8, 9) against ``dense`` on a small problem with ``train.sgd`` and ``optax.adam`` in
+  float32, and with ``train.sgd`` in float64 (x64); the wide model's law (its set-up holds every row
+  that fires at t = 0, brute force over all ``m`` rows, and its streamed predict equals the
+  materialized network's, before and after training); ``train.setup -> run_chunk -> finalize`` and
+  the tree UPDATE / QUERY under ``jax.transfer_guard("disallow")`` (on an accelerator this also
+  catches device-to-host reads, which the CPU backend does not flag);
+- **speed**: ``dense``/``active``/``dtree``/``wtree`` at m = 2^18, 2^22, 2^24 and the wide model
+  (``jaxcorr.implicit``, method ``active``) at m = 2^26, 2^28 (n = 8, d = 64, ``train.sgd``):
+  ``setup_s`` (``train.setup``, or the wide model's streamed set-up) and ``ms_per_step``: the steps
+  of one jitted ``lax.scan`` chunk (:func:`jaxcorr.train.run_chunk`, compiled first), the median
+  of several chained chunks (:func:`jaxcorr.benchmarking.chained_times`). A size whose estimated
+  memory exceeds the device's, or that would start past the time budget, is recorded as skipped
+  with the reason, never silently dropped.
+
+Sizes: the default is the full table (within about 8 minutes on one GPU); ``--quick`` keeps
+m = 2^18 (wide model 2^22); ``--tiny`` (or ``JAXCORR_DEVICE_CHECK=tiny``) is the test suite's size
+(m = 2^10, wide 2^14), seconds on a CPU.
+
+Usage (on a machine with a GPU: ``pip install -U "jax[cuda12]"`` first, see docs/accelerators.md):
+  python scripts/device_check.py --out device_check.json
+  python scripts/device_check.py --quick --out device_check_quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+SIZES = {
+    "tiny": {"ms": [2**10], "wide": [2**14], "steps": 4, "repeats": 2, "n": 8, "d": 16},
+    "quick": {"ms": [2**18], "wide": [2**22], "steps": 20, "repeats": 3, "n": 8, "d": 64},
+    "full": {"ms": [2**18, 2**22, 2**24], "wide": [2**26, 2**28], "steps": 20, "repeats": 5, "n": 8, "d": 64},
+}
+METHODS = ("dense", "active", "dtree", "wtree")
+#: Losses of the sparse methods within this relative distance of dense (the tests' tolerances).
+LOSS_RTOL = {"float32": 2e-4, "float64": 1e-9}
+
+
+def _wide():
+    """The wide model's module (the one place this script names it)."""
+    from jaxcorr import implicit as w
+
+    return w
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def _int_data(rng, rows, d, lo=-3, hi=4):
+    """Small integers as float32: inner products are exact in float32, so brute force is exact."""
+    return rng.integers(lo, hi, size=(rows, d)).astype(np.float32)
+
+
+def _sets_from_frontier(indices, valid):
+    idx, val = np.asarray(indices), np.asarray(valid)
+    return [sorted(int(j) for j in row[v]) for row, v in zip(idx, val)]
+
+
+def _brute_sets(ip, tau):
+    return [sorted(np.flatnonzero(row > tau).tolist()) for row in ip]
+
+
+# --------------------------------------------------------------------------------- correctness
+def check_maxtree(rng):
+    import jax
+    from jaxcorr import maxtree
+
+    vals = rng.integers(-50, 50, size=(6, 1000)).astype(np.float32)
+    tree = maxtree.build(jax.device_put(vals))
+    tau = 30.5
+    got = maxtree.query_all(tree, tau, 256)
+    want = _brute_sets(vals, tau)
+    over = maxtree.query_all(tree, tau, 4)  # every tree holds more than 4: all overflow
+    forest = maxtree.query_forest(tree, tau, 2048)
+    pairs = sorted(zip(*(np.asarray(v)[np.asarray(forest.valid)].tolist() for v in (forest.tree, forest.leaf))))
+    ok = (_sets_from_frontier(got.indices, got.valid) == want and not np.asarray(got.overflow).any()
+          and bool(np.asarray(over.overflow).all()) and maxtree.check_invariant(tree)
+          and pairs == [(t, j) for t, s in enumerate(want) for j in s])
+    return ok, f"6 trees x 1000 leaves, tau={tau}: {sum(map(len, want))} leaves above, overflow flagged at capacity 4"
+
+
+def check_dtree_wtree(rng):
+    import jax
+    from jaxcorr import dtree, wtree
+
+    m, n, d, tau = 300, 7, 5, 4.5
+    W, X = _int_data(rng, m, d), _int_data(rng, n, d)
+    r = np.array([3, 17, 3, 299], np.int32)  # 3 twice: the last write wins
+    Z = _int_data(rng, 4, d)
+    W2 = W.copy()
+    for j, row in zip(r, Z):
+        W2[j] = row
+    ip = X.astype(np.float64) @ W2.T.astype(np.float64)  # (n, m)
+    dt = dtree.update(dtree.init(jax.device_put(W), jax.device_put(X)), jax.device_put(r), jax.device_put(Z))
+    wt = wtree.update(wtree.init(jax.device_put(W), jax.device_put(X)), jax.device_put(r), jax.device_put(Z))
+    qd, qw = dtree.query_all(dt, tau, m), wtree.query_all(wt, tau, n)
+    ok_d = _sets_from_frontier(qd.indices, qd.valid) == _brute_sets(ip, tau)
+    ok_w = _sets_from_frontier(qw.indices, qw.valid) == _brute_sets(ip.T, tau)
+    return ok_d and ok_w, f"m={m}, n={n}, d={d} after a batch UPDATE with a repeated index: dtree {ok_d}, wtree {ok_w}"
+
+
+def check_ddfn(rng):
+    import jax
+    from jaxcorr import ddfn
+
+    n, m, d, b = 9, 200, 4, 5.5
+    X, Y = _int_data(rng, n, d), _int_data(rng, m, d)
+    s = ddfn.init(jax.device_put(X), jax.device_put(Y), b)
+    j, Z = np.array([0, 150], np.int32), _int_data(rng, 2, d)
+    s = ddfn.update(s, jax.device_put(j), jax.device_put(Z))
+    Y[j] = Z
+    q = ddfn.query(s)
+    v = np.asarray(q.valid)
+    got = list(zip(np.asarray(q.i)[v].tolist(), np.asarray(q.j)[v].tolist()))
+    want = [tuple(p) for p in np.argwhere(X.astype(np.float64) @ Y.T.astype(np.float64) > b).tolist()]
+    return got == want and not bool(q.overflow), f"n={n}, m={m}: {len(want)} pairs, sorted by (i, j)"
+
+
+def _fit_all(X, y, params, optimizer, steps):
+    from jaxcorr import train
+
+    return {meth: train.fit(params, X, y, steps=steps, method=meth, optimizer=optimizer, b=1.0)
+            for meth in METHODS}
+
+
+def check_methods_agree(m, n, d, *, x64: bool, optimizers=("sgd", "adam")):
+    """The sparse methods follow dense: losses within LOSS_RTOL, W to rounding."""
+    import jax
+    import optax
+    from jaxcorr import data, nn, train
+
+    rows = []
+    with jax.enable_x64(x64):
+        dt = np.float64 if x64 else np.float32
+        X, y = data.synthetic(seed=1, n=n, d=d, dtype=dt)
+        params = nn.init(jax.random.key(1), m, d, dtype=dt)
+        built = {"sgd": train.sgd(0.5), "adam": optax.adam(0.01)}
+        for oname in optimizers:
+            out = _fit_all(X, y, params, built[oname], steps=8)
+            ref_p, ref_h = out["dense"]
+            tol = LOSS_RTOL[np.dtype(dt).name]
+            for meth in METHODS[1:]:
+                p, h = out[meth]
+                rl, rw = _rel(h["loss"], ref_h["loss"]), _rel(p.W, ref_p.W)
+                ok = (rl <= tol and rw <= (1e-9 if x64 else 2e-3) and str(p.W.dtype) == np.dtype(dt).name
+                      and max(h["fire_max"]) > 0)
+                rows.append((f"{meth}_vs_dense_{oname}_{np.dtype(dt).name}", ok,
+                             f"m={m}, n={n}, d={d}, 8 steps: loss rel diff {rl:.2e} (tol {tol:g}), W rel diff {rw:.2e}"))
+    return rows
+
+
+def check_wide_law(m, n, d):
+    """The wide model holds every row that fires at t = 0; predict equals the materialized network."""
+    import jax
+    from jaxcorr import data, nn
+
+    w = _wide()
+    X, y = data.synthetic(seed=2, n=n, d=d)
+    key = jax.random.key(2)
+    model, info = w.setup(key, m, d, X)
+    full = nn.init(key, m, d)
+    b = model.b
+    fires = np.flatnonzero(np.asarray(nn.fire_mask(full, X, b)).any(axis=0))
+    held = np.asarray(model.idx)
+    law = bool(np.isin(fires, held).all()) and info["n_fire_union"] == fires.size
+    p0 = _rel(w.predict(model, X), nn.predict(full, X, b))
+    trained, _ = w.fit(model, X, y, steps=3, method="active")
+    p1 = _rel(w.predict(trained, X), nn.predict(w.materialize(trained), X, b))
+    ok = law and p0 <= 1e-5 and p1 <= 1e-5
+    return ok, (f"m={m}, n={n}, d={d}: {fires.size} rows fire, {held.size} held (all firing held: {law}); "
+                f"predict vs materialized rel diff {p0:.1e} at t=0, {p1:.1e} after 3 steps")
+
+
+def check_transfer_guard(m, n, d):
+    """setup -> run_chunk -> finalize, and the tree UPDATE/QUERY, with no implicit transfer."""
+    import jax
+    from jaxcorr import data, dtree, nn, train, wtree
+
+    X, y = data.synthetic(seed=3, n=n, d=d)
+    params = nn.init(jax.random.key(3), m, d)
+    failed = []
+    for meth in METHODS:
+        cfg, state = train.setup(params, X, y, method=meth, b=1.0)
+        jax.block_until_ready(state)
+        try:
+            with jax.transfer_guard("disallow"):
+                state, stats = train.run_chunk(cfg, state, 3)
+                out = jax.device_get(train.finalize(cfg, state))
+                loss = jax.device_get(stats.loss)
+        except Exception as err:  # noqa: BLE001 - reported, not raised
+            failed.append(f"{meth}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            continue
+        if not (np.isfinite(loss).all() and out[0].W.shape == (m, d)):
+            failed.append(f"{meth}: bad result")
+    W, Xd = jax.device_put(params.W), jax.device_put(X)
+    r, Z = jax.device_put(np.array([1, 5], np.int32)), jax.device_put(np.ones((2, d), np.float32))
+    i, tau = jax.device_put(np.int32(0)), jax.device_put(np.float32(0.5))
+    for mod in (dtree, wtree):
+        t = mod.init(W, Xd)
+        try:
+            with jax.transfer_guard("disallow"):
+                t = mod.update(t, r, Z)
+                f = mod.query(t, i, tau, 16)
+                jax.device_get((f, mod.query_all(t, tau, 16)))
+        except Exception as err:  # noqa: BLE001
+            failed.append(f"{mod.__name__}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+    return not failed, "; ".join(failed) or f"train (4 methods) and dtree/wtree UPDATE/QUERY under the guard, m={m}"
+
+
+def correctness(size: dict) -> list:
+    rng = np.random.default_rng(0)
+    n, d = 8, 16
+    m = 2**12
+    checks = [
+        ("maxtree_vs_brute_force", lambda: check_maxtree(rng)),
+        ("dtree_wtree_vs_brute_force", lambda: check_dtree_wtree(rng)),
+        ("ddfn_vs_brute_force", lambda: check_ddfn(rng)),
+        ("transfer_guard", lambda: check_transfer_guard(2**10, n, d)),
+        ("wide_law", lambda: check_wide_law(size["wide"][0] if size is SIZES["tiny"] else 2**16, n, d)),
+    ]
+    multi = [
+        ("methods_vs_dense_float32", lambda: check_methods_agree(m, n, d, x64=False)),
+        ("methods_vs_dense_float64", lambda: check_methods_agree(m, n, d, x64=True, optimizers=("sgd",))),
+    ]
+    rows = []
+    for name, fn in checks:
+        rows.append(_run_check(name, fn))
+    for name, fn in multi:
+        try:
+            rows.extend({"name": nm, "ok": bool(ok), "detail": det} for nm, ok, det in fn())
+        except Exception:  # noqa: BLE001 - a crash is a failed row with its traceback
+            rows.append({"name": name, "ok": False, "detail": traceback.format_exc(limit=4)[-1500:]})
+    return rows
+
+
+def _run_check(name, fn) -> dict:
+    t0 = time.perf_counter()
+    try:
+        ok, detail = fn()
+    except Exception:  # noqa: BLE001
+        ok, detail = False, traceback.format_exc(limit=4)[-1500:]
+    return {"name": name, "ok": bool(ok), "detail": f"{detail} ({time.perf_counter() - t0:.1f} s)"}
+
+
+# --------------------------------------------------------------------------------------- speed
+def _available(device) -> int:
+    return int(_wide().available_bytes(device))
+
+
+def _estimate(method: str, n: int, d: int, m: int, *, wide: bool) -> int:
+    meth = "active" if wide else method
+    return int(_wide().estimate_bytes(meth, n, d, m, implicit=wide, span=True)["total"])
+
+
+def _time_chunks(cfg, state, steps: int, repeats: int) -> float:
+    """Median ms per step of chained jitted chunks (compiled by the warm-up call)."""
+    from jaxcorr import benchmarking, train
+
+    secs, state = benchmarking.chained_times(lambda s: train.run_chunk(cfg, s, steps)[0], state,
+                                             repeats=repeats, warmup=1)
+    del state
+    return 1e3 * sorted(secs)[len(secs) // 2] / steps
+
+
+def speed_row(method: str, m: int, size: dict, *, wide: bool) -> dict:
+    import jax
+    from jaxcorr import data, nn, train
+
+    n, d, steps = size["n"], size["d"], size["steps"]
+    X, y = data.synthetic(seed=0, n=n, d=d)
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    if wide:
+        model, info = _wide().setup(key, m, d, X)
+        jax.block_until_ready(model.W)
+        setup_s = time.perf_counter() - t0
+        cfg, state = train.setup(model.to_params(), X, y, method="active", b=model.b, width=m)
+        extra = {"n_active": int(info["n_active"]), "train_setup_s": None}
+    else:
+        params = jax.block_until_ready(nn.init(key, m, d))
+        t0 = time.perf_counter()
+        cfg, state = train.setup(params, X, y, method=method)
+        jax.block_until_ready(state)
+        setup_s = time.perf_counter() - t0
+        extra = {"n_active": int(getattr(cfg, "n_active", m) or m)}
+        del params
+    ms = _time_chunks(cfg, state, steps, size["repeats"])
+    row = {"method": "wide-active" if wide else method, "m": m, "ms_per_step": ms, "setup_s": setup_s,
+           "n": n, "d": d, "steps": steps, "repeats": size["repeats"], "optimizer": "train.sgd(1.0)"}
+    row.update({k: v for k, v in extra.items() if v is not None})
+    return row
+
+
+def speed(size: dict, budget_s: float, t_start: float) -> list:
+    import jax
+
+    dev = jax.devices()[0]
+    plan = [(meth, m, False) for m in size["ms"] for meth in METHODS] + [("active", m, True) for m in size["wide"]]
+    rows = []
+    for meth, m, wide in plan:
+        name = "wide-active" if wide else meth
+        base = {"method": name, "m": m, "ms_per_step": None, "setup_s": None}
+        need, have = _estimate(meth, size["n"], size["d"], m, wide=wide), _available(dev)
+        if need > 0.8 * have:
+            rows.append({**base, "skipped": f"needs about {need / 2**30:.1f} GiB, the device has {have / 2**30:.1f} GiB free"})
+            continue
+        if time.perf_counter() - t_start > budget_s:
+            rows.append({**base, "skipped": f"time budget of {budget_s:.0f} s spent"})
+            continue
+        try:
+            rows.append(speed_row(meth, m, size, wide=wide))
+        except Exception:  # noqa: BLE001 - an out-of-memory or a crash is recorded with its reason
+            rows.append({**base, "skipped": "failed: " + traceback.format_exc(limit=3)[-800:]})
+        gc.collect()
+        print(f"  {name:12s} m=2^{int(math.log2(m))}: {rows[-1].get('ms_per_step')} ms/step", file=sys.stderr, flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="the JSON file to write")
+    ap.add_argument("--quick", action="store_true", help="m = 2^18 and a wide model at 2^22 only")
+    ap.add_argument("--tiny", action="store_true", help="the test suite's sizes (also JAXCORR_DEVICE_CHECK=tiny)")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="no speed row starts after this many seconds")
+    ap.add_argument("--no-speed", action="store_true", help="correctness only")
+    args = ap.parse_args(argv)
+    label = "tiny" if args.tiny or os.environ.get("JAXCORR_DEVICE_CHECK") == "tiny" else ("quick" if args.quick else "full")
+    size = SIZES[label]
+    t_start = time.perf_counter()
+
+    import jax
+
+    from jaxcorr import benchmarking
+
+    dev = jax.devices()[0]
+    result = {
+        "device": f"{dev.platform}: {getattr(dev, 'device_kind', str(dev))}",
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+        "size": label,
+        "machine": benchmarking.machine_info(),
+    }
+    result["correctness"] = correctness(size)
+    for row in result["correctness"]:
+        print(f"{'ok  ' if row['ok'] else 'FAIL'} {row['name']}: {row['detail']}", file=sys.stderr, flush=True)
+    result["speed"] = [] if args.no_speed else speed(size, args.budget_s, t_start)
+    result["elapsed_s"] = time.perf_counter() - t_start
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=1, default=str)
+    bad = [r["name"] for r in result["correctness"] if not r["ok"]]
+    print(f"wrote {args.out}: {len(result['correctness']) - len(bad)}/{len(result['correctness'])} checks ok, "
+          f"{sum(r['ms_per_step'] is not None for r in result['speed'])} speed rows, {result['elapsed_s']:.0f} s",
+          file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _jaxlib_version():
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
