@@ -226,6 +226,25 @@ def check_transfer_guard(m, n, d):
     return not failed, "; ".join(failed) or f"train (4 methods) and dtree/wtree UPDATE/QUERY under the guard, m={m}"
 
 
+def check_audit():
+    """On this backend, no program holds a scatter that docs/scatter_audit.json does not name."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", AUDIT_JSON)
+    with open(path) as fh:
+        documented = json.load(fh)
+
+    def scatters(entries):
+        out = {}
+        for e in entries:
+            if e.get("primitive") in SCATTER_FAMILY:
+                key = (e["program"], e["config"], e["primitive"], e["function"])
+                out[key] = out.get(key, 0) + e["count"]
+        return out
+
+    have, known = scatters(audit()["entries"]), scatters(documented["entries"])
+    new = {" / ".join(k): v for k, v in have.items() if v > known.get(k, 0)}
+    return not new, f"{len(have)} scatter sites, all documented" if not new else f"not documented: {new}"
+
+
 def correctness(size: dict) -> list:
     rng = np.random.default_rng(0)
     n, d = 8, 16
@@ -241,6 +260,8 @@ def correctness(size: dict) -> list:
         ("methods_vs_dense_float32", lambda: check_methods_agree(m, n, d, x64=False)),
         ("methods_vs_dense_float64", lambda: check_methods_agree(m, n, d, x64=True, optimizers=("sgd",))),
     ]
+    if size is not SIZES["tiny"]:  # the suite runs the audit in tests/test_scatter_audit.py
+        checks.append(("scatter_audit", check_audit))
     rows = []
     for name, fn in checks:
         rows.append(_run_check(name, fn))
@@ -275,8 +296,10 @@ def _time_chunks(cfg, state, steps: int, repeats: int) -> float:
     """Median ms per step of chained jitted chunks (compiled by the warm-up call)."""
     from jaxcorr import benchmarking, train
 
+    # two warm-up chunks: a state fresh from set-up may hold uncommitted arrays, and the chunk's
+    # output (committed) then compiles a second time
     secs, state = benchmarking.chained_times(lambda s: train.run_chunk(cfg, s, steps)[0], state,
-                                             repeats=repeats, warmup=1)
+                                             repeats=repeats, warmup=2)
     del state
     return 1e3 * sorted(secs)[len(secs) // 2] / steps
 
@@ -335,6 +358,194 @@ def speed(size: dict, budget_s: float, t_start: float) -> list:
     return rows
 
 
+# ------------------------------------------------------------------------ scatter / gather audit
+#: The audit's sizes: "A" holds the fire sets as masks (n = 8), "B" makes the DTree step search by
+#: frontier (n = 64, b = 2.5: a point fires under 1/32 of the active rows).
+AUDIT_CONFIGS = {"A": {"n": 8, "m": 4096, "d": 16, "b": 1.0}, "B": {"n": 64, "m": 16384, "d": 16, "b": 2.5}}
+AUDIT_JSON = "docs/scatter_audit.json"
+#: What the audit says about each indexed primitive, by (primitive, function): verdict and reason.
+#: A scatter-family primitive found in a program must have an entry here (tests/test_scatter_audit.py).
+REASONS = {
+    ("scatter", "_compact"): ("kept", "stable compaction into the frontier: each kept id is written once "
+                              "(positions from a prefix sum), the rest go to one dropped out-of-range slot; a "
+                              "set, not an add, so no atomics and no compare-and-swap loop"),
+    ("scatter-max", "_descend"): ("kept", "marks each slot's first output position: int32 max (a native atomic on "
+                                  "GPUs, no compare-and-swap loop), indices declared sorted (a nondecreasing prefix "
+                                  "sum); contention only among runs of slots with no passing descendant, which share "
+                                  "a position"),
+    ("scatter", "last_occurrence"): ("kept", "writes a permutation (argsort order): indices unique, declared "
+                                     "unique_indices=True"),
+    ("scatter", "_set_path_one"): ("kept", "DTree UPDATE of the k changed leaves and their paths (Lemma D.3): "
+                                   "k entries per level; repeated parents receive identical values (computed from the "
+                                   "final child level), superseded entries are out of range and dropped; a set"),
+    ("scatter", "set_rows"): ("kept", "WTree UPDATE: replaces k whole trees (rows), distinct by last_occurrence; "
+                              "a set of k rows per level"),
+    ("scatter", "_update_impl"): ("kept", "the k new rows of W in the Correlation tree's state: a set of k rows, "
+                                  "distinct (last_occurrence)"),
+    ("scatter", "fire_coefficients"): ("kept (owner: training floor)", "Algorithm 8 lines 16-23 on the frontier "
+                                       "path: (i, r) pairs are unique per point, unused slots out of range and dropped; "
+                                       "a set. Only where FIND does not test every leaf (config B)"),
+    ("scatter", "_fire_sets_from_ids"): ("kept (owner: training floor)", "marks the rows hit by any point "
+                                         "(frontier path only): every writer stores the same 1, int32 set, contention "
+                                         "up to n writers per row; a candidate for a masked pass"),
+    ("gather", "_descend"): ("kept", "the frontier reads the 2^JUMP descendants of each slot as one contiguous row"),
+    ("gather", "_set_path_one"): ("kept", "the two children of each recomputed parent"),
+    ("gather", "_frontier_reference"): ("kept", "the plain reference search (tests only)"),
+    ("gather", "fire_forward"): ("kept (owner: training floor)", "stored inner products and a_r at the frontier "
+                                 "slots (frontier path only)"),
+    ("gather", "apply_rows"): ("kept (owner: training floor)", "the idle-row guard reads one padding row of each "
+                               "optimizer-state leaf (jnp.take of a Python int lowers to a gather; a static slice "
+                               "would do)"),
+    ("gather", "last_occurrence"): ("kept", "the k batch indices in sorted order (k = batch size)"),
+}
+SCATTER_FAMILY = ("scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter-min", "scatter-max")
+
+
+def _jaxcorr_frame(eqn):
+    """``(module, function)`` of the innermost jaxcorr frame that traced ``eqn``, or None."""
+    tb = eqn.source_info.traceback
+    for fr in (tb.frames if tb is not None else []):
+        path = fr.file_name.replace(os.sep, "/")
+        if "/jaxcorr/" in path and not fr.function_name.split(".")[-1].startswith("<"):  # a genexpr: its function names it
+            mod = path.split("/jaxcorr/", 1)[1][:-3].replace("/", ".")
+            return mod, fr.function_name.split(".")[-1]
+    return None
+
+
+def indexed_ops(closed_jaxpr) -> list:
+    """Every gather / scatter-family primitive of a jaxpr, sub-jaxprs (scan, jit, cond, ...) included.
+
+    Each is a dict: primitive, module and function of the jaxcorr code that traced it (an op traced
+    inside a library function, e.g. ``jnp.take``, is named by the jaxcorr call around it), operand /
+    indices / updates shapes, ``indices_are_sorted``, ``unique_indices`` and the index mode."""
+    out = []
+
+    def walk(jaxpr, outer):
+        for eqn in jaxpr.eqns:
+            here = _jaxcorr_frame(eqn) or outer
+            name = eqn.primitive.name
+            if name == "gather" or name in SCATTER_FAMILY or "segment" in name:
+                shapes = [list(v.aval.shape) for v in eqn.invars]
+                out.append({"primitive": name, "module": here[0] if here else "?", "function": here[1] if here else "?",
+                            "operand": shapes[0], "indices": shapes[1] if len(shapes) > 1 else None,
+                            "updates": shapes[2] if len(shapes) > 2 else None,
+                            "indices_are_sorted": bool(eqn.params.get("indices_are_sorted", False)),
+                            "unique_indices": bool(eqn.params.get("unique_indices", False)),
+                            "mode": str(eqn.params.get("mode", "")).rsplit(".", 1)[-1]})
+            for v in eqn.params.values():
+                for sub in (v if isinstance(v, (list, tuple)) else [v]):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner, here)
+
+    walk(closed_jaxpr.jaxpr, None)
+    return out
+
+
+def _step_programs():
+    """``(name, config, jaxpr, note)`` of one training step (``train.run_chunk``) per method and optimizer."""
+    import jax
+    import optax
+    from jaxcorr import data, maxtree, nn, train
+
+    plan = [("A", meth) for meth in METHODS] + [("B", "dtree"), ("B", "wtree")]
+    for cname, meth in plan:
+        c = AUDIT_CONFIGS[cname]
+        X, y = data.synthetic(seed=0, n=c["n"], d=c["d"])
+        params = nn.init(jax.random.key(0), c["m"], c["d"])
+        for oname, opt in (("sgd", train.sgd(1.0)), ("adam", optax.adam(0.01))):
+            cfg, state = train.setup(params, X, y, method=meth, b=c["b"], optimizer=opt)
+            jp = jax.make_jaxpr(lambda s, cfg=cfg: train.run_chunk(cfg, s, 1, donate=False))(state)
+            note = f"|A|={cfg.n_active}"
+            if meth == "dtree":
+                mask = maxtree.searches_every_leaf(cfg.n_active, cfg.step.capacity)
+                note += f", capacity {cfg.step.capacity}: fire sets {'as masks' if mask else 'by frontier'}"
+            yield f"step {meth} {oname}", cname, jp, note
+
+
+def _tree_programs():
+    """``(name, config, jaxpr, note)`` of the tree UPDATE and QUERY programs at config A (k = 16)."""
+    import jax
+    import numpy as np
+    from jaxcorr import ddfn, dtree, maxtree, wtree
+
+    c = AUDIT_CONFIGS["A"]
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((c["m"], c["d"])).astype(np.float32)
+    X = rng.standard_normal((c["n"], c["d"])).astype(np.float32)
+    r, Z = np.arange(16, dtype=np.int32) * 7, np.ones((16, c["d"]), np.float32)
+    dt, wt = dtree.init(W, X), wtree.init(W, X)
+    s = ddfn.init(X, W, 2.0)
+    yield "dtree.update (k=16)", "A", jax.make_jaxpr(dtree.update_unchecked)(dt, r, Z), "Lemma D.3"
+    yield "wtree.update (k=16)", "A", jax.make_jaxpr(wtree.update_unchecked)(wt, r, Z), "Lemma D.7"
+    yield ("dtree.query_all (capacity 64)", "A",
+           jax.make_jaxpr(lambda t, tau: dtree.query_all(t, tau, 64))(dt, np.float32(2.0)), "frontier")
+    yield ("maxtree.query_all_mask", "A",
+           jax.make_jaxpr(lambda t, tau: maxtree.query_all_mask(t, tau, 2048))(dt.tree, np.float32(2.0)), "mask")
+    yield ("wtree.query (capacity 8)", "A",
+           jax.make_jaxpr(lambda t, i, tau: wtree.query(t, i, tau, 8))(wt, np.int32(3), np.float32(2.0)), "frontier")
+    yield "ddfn.query (forest)", "A", jax.make_jaxpr(ddfn.query)(s), f"cap {s.cap}"
+
+
+def audit() -> dict:
+    """The audit table: every indexed primitive of every program, grouped, with its verdict."""
+    import jax
+
+    entries = {}
+    for gen in (_step_programs, _tree_programs):
+        for prog, cname, jp, note in gen():
+            for op in indexed_ops(jp):
+                key = (prog, op["primitive"], op["function"])
+                if key in entries:
+                    entries[key]["count"] += 1
+                    continue
+                verdict, reason = REASONS.get((op["primitive"], op["function"]), (None, None))
+                entries[key] = {"program": prog, "config": cname, "note": note, **op, "count": 1,
+                                "verdict": verdict, "reason": reason}
+            if not any(k[0] == prog for k in entries):
+                entries[(prog, "-", "-")] = {"program": prog, "config": cname, "note": note, "primitive": None,
+                                             "count": 0}
+    return {"jax_version": jax.__version__, "configs": AUDIT_CONFIGS, "entries": list(entries.values())}
+
+
+def audit_markdown(table: dict) -> str:
+    """The audit as the markdown table docs/accelerators.md carries (generated, never edited by hand)."""
+    lines = ["| program | config | primitive | where | operand / indices / updates | sorted / unique / mode | count | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in table["entries"]:
+        if e.get("primitive") is None:
+            lines.append(f"| {e['program']} | {e['config']} | none | ({e['note']}) | | | 0 | nothing to audit |")
+            continue
+        shapes = " / ".join("x".join(map(str, s)) if s is not None else "-" for s in (e["operand"], e["indices"], e["updates"]))
+        flags = f"{'yes' if e['indices_are_sorted'] else 'no'} / {'yes' if e['unique_indices'] else 'no'} / {e['mode']}"
+        lines.append(f"| {e['program']} | {e['config']} | {e['primitive']} | `{e['module']}.{e['function']}` | {shapes} "
+                     f"| {flags} | {e['count']} | {e['verdict'] or 'unreviewed'} |")
+    lines += ["", "### Verdicts", ""]
+    seen = {(e.get("primitive"), e.get("function")) for e in table["entries"]}
+    lines += [f"- `{p}` in `{f}`: **{v}**. {r}." for (p, f), (v, r) in REASONS.items() if (p, f) in seen]
+    return "\n".join(lines) + "\n"
+
+
+DOC_BEGIN = "<!-- audit table: generated from docs/scatter_audit.json by scripts/device_check.py; do not edit -->\n"
+DOC_END = "<!-- end of the generated audit -->\n"
+
+
+def write_audit(path: str, doc: str = "docs/accelerators.md") -> dict:
+    """Write the audit JSON and regenerate its section of ``doc`` (between DOC_BEGIN and DOC_END)."""
+    table = audit()
+    with open(path, "w") as fh:
+        json.dump(table, fh, indent=1)
+        fh.write("\n")
+    if os.path.exists(doc):
+        with open(doc) as fh:
+            text = fh.read()
+        head, _, rest = text.partition(DOC_BEGIN)
+        _, _, tail = rest.partition(DOC_END)
+        with open(doc, "w") as fh:
+            fh.write(head + DOC_BEGIN + audit_markdown(table) + DOC_END + tail)
+    return table
+
+
 # ---------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,7 +554,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="the test suite's sizes (also JAXCORR_DEVICE_CHECK=tiny)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="no speed row starts after this many seconds")
     ap.add_argument("--no-speed", action="store_true", help="correctness only")
+    ap.add_argument("--audit", metavar="JSON", help="write the scatter/gather audit (docs/scatter_audit.json) and exit")
     args = ap.parse_args(argv)
+    if args.audit:
+        print(audit_markdown(write_audit(args.audit)))
+        return 0
     label = "tiny" if args.tiny or os.environ.get("JAXCORR_DEVICE_CHECK") == "tiny" else ("quick" if args.quick else "full")
     size = SIZES[label]
     t_start = time.perf_counter()
@@ -373,7 +588,13 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}: {len(result['correctness']) - len(bad)}/{len(result['correctness'])} checks ok, "
           f"{sum(r['ms_per_step'] is not None for r in result['speed'])} speed rows, {result['elapsed_s']:.0f} s",
           file=sys.stderr)
-    return 1 if bad else 0
+    return exit_status(result)
+
+
+def exit_status(result: dict) -> int:
+    """0 when every correctness row is ok (and there is at least one), else 1."""
+    rows = result.get("correctness") or []
+    return 0 if rows and all(r.get("ok") is True for r in rows) else 1
 
 
 def _jaxlib_version():
