@@ -265,12 +265,14 @@ def relu_b(x: jax.Array, b) -> jax.Array:
     return jnp.maximum(x - jnp.asarray(b, x.dtype), 0)
 
 
-def _check_inputs(params, X, y=None) -> None:
-    """Eager dtype checks of the network's inputs (static: no values read, nothing under jit)."""
+def _check_inputs(params, X, y=None):
+    """Eager dtype checks of the network's inputs (static: no values read, nothing under jit);
+    returns ``X`` and ``y`` as arrays (JAX arrays and tracers as they are)."""
     _checks.check_dtype("params.W", params.W)
     _checks.check_dtype("X", X)
     if y is not None:
         _checks.check_dtype("y", y)
+    return tuple(None if v is None else v if isinstance(v, jax.Array) else jnp.asarray(v) for v in (X, y))
 
 
 @jax.jit
@@ -281,7 +283,7 @@ def _fire_mask(params: Params, X, b):
 
 def fire_mask(params: Params, X: jax.Array, b) -> jax.Array:
     r"""(n, m) boolean matrix of :math:`\langle w_r, x_i \rangle > b`: row i is S_{i,fire} (Def. 2.4)."""
-    _check_inputs(params, X)
+    X, _ = _check_inputs(params, X)
     return _fire_mask(params, X, b)
 
 
@@ -301,8 +303,8 @@ def predict(params: Params, X: jax.Array, b) -> jax.Array:
     :func:`jaxcorr._checks.check_dtype`). One jitted program: with ``params``, ``X`` and ``b`` on
     the device it makes no host transfer.
     """
-    _check_inputs(params, X)
-    return _predict(params, X if isinstance(X, jax.Array) else jnp.asarray(X), b)
+    X, _ = _check_inputs(params, X)
+    return _predict(params, X, b)
 
 
 @jax.jit
@@ -313,7 +315,7 @@ def _loss(params: Params, X, y, b):
 
 def loss(params: Params, X: jax.Array, y: jax.Array, b) -> jax.Array:
     r""":math:`L(W) = \frac12 \sum_i (f(W, x_i, a) - y_i)^2` (Definition 2.1)."""
-    _check_inputs(params, X, y)
+    X, y = _check_inputs(params, X, y)
     return _loss(params, X, y, b)
 
 
@@ -343,7 +345,7 @@ def grad_W(params: Params, X: jax.Array, y: jax.Array, b) -> jax.Array:
     Returns:
       (m, d) array, rows :math:`\frac{a_r}{\sqrt m}\sum_i (f(x_i) - y_i) x_i 1[\langle w_r, x_i\rangle > b]`.
     """
-    _check_inputs(params, X, y)
+    X, y = _check_inputs(params, X, y)
     return _grad_W(params, X, y, b)
 
 

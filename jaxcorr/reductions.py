@@ -78,12 +78,14 @@ def _as_integer_matrix(name: str, a) -> np.ndarray:
     if arr.dtype == bool:
         raise ValueError(f"{name} must hold integers, got a boolean array")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+        raise ValueError(f"{name} must hold integers (an integer dtype, or float16/32/64 holding integer values), "
+                         f"got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (points as rows), got shape {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one column, got shape {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)  # exact for every float16/32/64 value; integer values are checked below
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} must be finite")
         if not np.array_equal(arr, np.round(arr)):
