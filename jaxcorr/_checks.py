@@ -5,9 +5,11 @@ implementation. Shape and rank checks only look at static shapes, so they cost n
 outer ``jax.jit``; value checks (finiteness, index ranges) run only when the value is concrete,
 i.e. not a tracer, so they never add work or host round trips to a jitted call.
 
-Value checks of an array already on a device reduce it there and read back one scalar with an
+Value checks of an array on an accelerator reduce it there and read back one scalar with an
 explicit ``jax.device_get`` (never the whole array, and never an implicit transfer: they pass
-under ``jax.transfer_guard("disallow")`` on every backend); host (numpy) values are checked by numpy.
+under ``jax.transfer_guard("disallow")``); host values, and arrays on the CPU backend (where
+reading them is free), are checked by numpy. The choice is by the array's platform
+(:data:`HOST_PLATFORMS`).
 
 Dtypes (:func:`check_dtype`): data and weights are float32 (the default on every backend) or
 float64 (x64 mode), and keep their dtype. Integer inputs are converted to the default float dtype,
@@ -59,6 +61,16 @@ def _min_max(x):
     return jnp.min(x), jnp.max(x)
 
 
+#: Platforms whose arrays the checks read directly with numpy (zero-copy); others are reduced on
+#: their device first.
+HOST_PLATFORMS = frozenset({"cpu"})
+
+
+def _on_device(x) -> bool:
+    """True for a JAX array to reduce on its device before reading (not on a host platform)."""
+    return isinstance(x, jax.Array) and not all(d.platform in HOST_PLATFORMS for d in x.devices())
+
+
 def _is_inexact(x) -> bool:
     return jnp.issubdtype(_dtype_of(x), jnp.inexact)
 
@@ -74,7 +86,7 @@ def check_finite(name: str, x) -> None:
     its device and one count read back explicitly)."""
     if not is_concrete(x) or not _is_inexact(x):
         return
-    if isinstance(x, jax.Array):
+    if _on_device(x):
         bad = int(jax.device_get(_nonfinite_count(x))) if x.size else 0
     else:
         arr = np.asarray(x)
@@ -159,7 +171,7 @@ def check_index(name: str, idx, bound: int, *, bound_name: str) -> None:
         raise ValueError(f"{name} must be an integer index, got dtype {dt}")
     if not is_concrete(idx) or not np.size(idx):
         return
-    if isinstance(idx, jax.Array):  # reduced on its device; one explicit read of two scalars
+    if _on_device(idx):  # reduced on its device; one explicit read of two scalars
         lo, hi = (int(v) for v in jax.device_get(_min_max(idx)))
     else:
         arr = np.asarray(idx)
@@ -192,7 +204,7 @@ def check_update_args(r, z, d: int, m: int, *, r_name: str = "r", m_name: str = 
 def check_not_nan(name: str, x) -> None:
     """Raise ``ValueError`` if a concrete ``x`` holds NaN (infinities are allowed)."""
     if is_concrete(x) and _is_inexact(x):
-        nan = bool(jax.device_get(_nan_any(x))) if isinstance(x, jax.Array) else bool(np.isnan(np.asarray(x)).any())
+        nan = bool(jax.device_get(_nan_any(x))) if _on_device(x) else bool(np.isnan(np.asarray(x)).any())
         if nan:
             raise ValueError(f"{name} must not be NaN (no value is > NaN: the answer would be silently empty)")
 

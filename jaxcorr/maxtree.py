@@ -1,3 +1,4 @@
+# Over 500 lines: one concept (the batched max-tree: build, update, FIND and its reference, capacity policy).
 r"""Batched max-trees (Algorithm 7, MAKEMAXTREE) and the fixed-capacity threshold frontier (FIND).
 
 A :class:`MaxTree` holds ``T`` independent binary max-trees over ``L`` leaves each, stored as one

@@ -1,4 +1,5 @@
 #!/usr/bin/env python
+# Over 500 lines: one command a user copies to a device machine, its three parts (correctness, speed, audit) in one file.
 r"""One command for a machine with an accelerator: a correctness subset and the speed table, one JSON.
 
 On whatever backend JAX finds (CPU, GPU, TPU) this runs

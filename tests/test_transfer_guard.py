@@ -185,3 +185,23 @@ def test_wide_predict_makes_no_implicit_transfer():
     model, _ = _wide().setup(jax.random.key(0), 4096, 8, X, b=1.0)
     with guard():
         jax.device_get(_wide().predict(model, X))
+
+
+def test_value_checks_on_an_accelerator_read_one_scalar_explicitly(monkeypatch):
+    """The accelerator path of the eager checks (reduce on the device, jax.device_get one scalar),
+    forced on the CPU: it passes the guard and still finds a NaN, an infinity and a bad index."""
+    from jaxcorr import _checks
+
+    monkeypatch.setattr(_checks, "HOST_PLATFORMS", frozenset())
+    W, X = put(np.ones((8, 3), np.float32), np.ones((4, 3), np.float32))
+    bad_X = put(np.array([[1.0, np.nan, 2.0], [np.inf, 0.0, 0.0]], np.float32))
+    with guard():
+        t = dtree.init(W, X)
+        with pytest.raises(ValueError, match="X must be finite, but it holds 2 NaN or infinite"):
+            dtree.init(W, bad_X)
+        with pytest.raises(IndexError, match=r"r must be in \[0, m=8\), got 9"):
+            dtree.update(t, put(np.array([1, 9], np.int32)), put(np.ones((2, 3), np.float32)))
+        with pytest.raises(ValueError, match="tau must not be NaN"):
+            maxtree.query(t.tree, put(np.int32(0)), put(np.float32(np.nan)), 4)
+        ok = jax.device_get(dtree.query(t, put(np.int32(1)), put(np.float32(2.5)), 8))
+    assert sorted(ok.indices[ok.valid].tolist()) == list(range(8))
