@@ -435,7 +435,8 @@ def indexed_ops(closed_jaxpr) -> list:
 
 
 def _step_programs():
-    """``(name, config, jaxpr, note)`` of one training step (``train.run_chunk``) per method and optimizer."""
+    """``(name, config, jaxpr, note)`` of one training step (``train.run_chunk``) per method and optimizer
+    (config B with ``train.sgd`` only: it is there for the DTree step's frontier path)."""
     import jax
     import optax
     from jaxcorr import data, maxtree, nn, train
@@ -445,7 +446,8 @@ def _step_programs():
         c = AUDIT_CONFIGS[cname]
         X, y = data.synthetic(seed=0, n=c["n"], d=c["d"])
         params = nn.init(jax.random.key(0), c["m"], c["d"])
-        for oname, opt in (("sgd", train.sgd(1.0)), ("adam", optax.adam(0.01))):
+        opts = (("sgd", train.sgd(1.0)), ("adam", optax.adam(0.01)))[: 2 if cname == "A" else 1]  # B: the fire sets
+        for oname, opt in opts:
             cfg, state = train.setup(params, X, y, method=meth, b=c["b"], optimizer=opt)
             jp = jax.make_jaxpr(lambda s, cfg=cfg: train.run_chunk(cfg, s, 1, donate=False))(state)
             note = f"|A|={cfg.n_active}"
