@@ -490,12 +490,13 @@ def _query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
 
 
 def _cast(x, dtype):
-    """``x`` in ``dtype``, strongly typed: numpy for host values (no device op), a conversion for JAX
-    arrays and tracers of another or a weak dtype. Python scalars, numpy scalars and arrays of other
-    dtypes then share one compiled query instead of one per (weak) type."""
+    """``x`` in ``dtype``, strongly typed: host values converted by numpy and placed by an explicit
+    ``jax.device_put`` (no implicit transfer), a conversion for JAX arrays and tracers of another or
+    a weak dtype. Python scalars, numpy scalars and arrays of other dtypes then share one compiled
+    query instead of one per (weak) type."""
     if isinstance(x, jax.Array):
         return x if x.dtype == dtype and not x.weak_type else lax.convert_element_type(x, dtype)
-    return np.asarray(x, dtype)
+    return jax.device_put(np.asarray(x, dtype))
 
 
 def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:

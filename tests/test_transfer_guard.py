@@ -205,3 +205,29 @@ def test_value_checks_on_an_accelerator_read_one_scalar_explicitly(monkeypatch):
             maxtree.query(t.tree, put(np.int32(0)), put(np.float32(np.nan)), 4)
         ok = jax.device_get(dtree.query(t, put(np.int32(1)), put(np.float32(2.5)), 8))
     assert sorted(ok.indices[ok.valid].tolist()) == list(range(8))
+
+
+def test_host_scalars_and_arrays_are_placed_explicitly(small):
+    """Python scalars, lists and numpy arrays given to the tree, DDFN and reduction entry points are
+    placed by an explicit device_put at the boundary: no implicit transfer either."""
+    from jaxcorr import reductions
+
+    W, X = small
+    with guard():
+        t = dtree.init(W, X)  # numpy in
+        t = dtree.update(t, 3, [1.0, 0.0, 0.0, 0.0, 0.0])
+        t = dtree.update(t, np.array([4, 5]), np.zeros((2, 5), np.float32))
+        q = jax.device_get(dtree.query(t, 1, 0.5, 80))
+        s = ddfn.init(X, W, 4.5)
+        s = ddfn.update(s, 0, np.full(5, 3.0, np.float32))
+        pairs = jax.device_get(ddfn.query(s))
+        f = jax.device_get(maxtree.query(t.tree, 2, 1.5, 80))
+        best = reductions.max_inner_product(X.astype(np.int64), W.astype(np.int64))
+    W2 = W.copy()
+    W2[3], W2[[4, 5]] = [1, 0, 0, 0, 0], 0
+    ip = X @ W2.T
+    assert sorted(q.indices[q.valid].tolist()) == np.flatnonzero(ip[1] > 0.5).tolist()
+    assert sorted(f.indices[f.valid].tolist()) == np.flatnonzero(ip[2] > 1.5).tolist()
+    Y = W.copy()
+    Y[0] = 3.0
+    assert int(pairs.count) == int((X @ Y.T > 4.5).sum()) and best == int((X @ W.T).max())
