@@ -4,6 +4,19 @@ Every public entry point of jaxcorr calls these helpers before it hands its argu
 implementation. Shape and rank checks only look at static shapes, so they cost nothing under an
 outer ``jax.jit``; value checks (finiteness, index ranges) run only when the value is concrete,
 i.e. not a tracer, so they never add work or host round trips to a jitted call.
+
+Value checks of an array on an accelerator reduce it there and read back one scalar with an
+explicit ``jax.device_get`` (never the whole array, and never an implicit transfer: they pass
+under ``jax.transfer_guard("disallow")``); host values, and arrays on the CPU backend (where
+reading them is free), are checked by numpy. The choice is by the array's platform
+(:data:`HOST_PLATFORMS`).
+
+Dtypes (:func:`check_dtype`): data and weights are float32 (the default on every backend) or
+float64 (x64 mode), and keep their dtype. Integer inputs are converted to the default float dtype,
+an exact conversion for integers up to 2^24 (2^53 under x64). Half-precision floats (bfloat16,
+float16, float8) are refused with an error naming the argument: the max-trees compare inner
+products against a threshold, and at 8 or 11 mantissa bits the fire sets would differ from the
+float32 network's; widening them silently in one place and not another would hide that.
 """
 
 from __future__ import annotations
@@ -33,13 +46,53 @@ def float_dtype(*arrays):
     return dt
 
 
+@jax.jit
+def _nonfinite_count(x):
+    return jnp.sum(~jnp.isfinite(x), dtype=jnp.int32)
+
+
+@jax.jit
+def _nan_any(x):
+    return jnp.any(jnp.isnan(x))
+
+
+@jax.jit
+def _min_max(x):
+    return jnp.min(x), jnp.max(x)
+
+
+#: Platforms whose arrays the checks read directly with numpy (zero-copy); others are reduced on
+#: their device first.
+HOST_PLATFORMS = frozenset({"cpu"})
+
+
+def _on_device(x) -> bool:
+    """True for a JAX array to reduce on its device before reading (not on a host platform)."""
+    return isinstance(x, jax.Array) and not all(d.platform in HOST_PLATFORMS for d in x.devices())
+
+
+def _is_inexact(x) -> bool:
+    return jnp.issubdtype(_dtype_of(x), jnp.inexact)
+
+
+def _dtype_of(x):
+    """The dtype of ``x`` without reading its values (no device-to-host copy of a JAX array)."""
+    dt = getattr(x, "dtype", None)
+    return np.asarray(x).dtype if dt is None else np.dtype(dt)
+
+
 def check_finite(name: str, x) -> None:
-    """Raise ``ValueError`` if a concrete ``x`` holds NaN or infinity."""
-    if is_concrete(x):
+    """Raise ``ValueError`` if a concrete ``x`` holds NaN or infinity (a device array is reduced on
+    its device and one count read back explicitly)."""
+    if not is_concrete(x) or not _is_inexact(x):
+        return
+    if _on_device(x):
+        bad = int(jax.device_get(_nonfinite_count(x))) if x.size else 0
+    else:
         arr = np.asarray(x)
-        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
-            bad = int(np.size(arr) - np.isfinite(arr).sum())
-            raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite value(s)")
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
+    if bad:
+        raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite value(s)")
 
 
 def check_matrix(name: str, x, *, cols: int | None = None, cols_name: str = "d") -> None:
@@ -57,10 +110,25 @@ def check_matrix(name: str, x, *, cols: int | None = None, cols_name: str = "d")
     check_finite(name, x)
 
 
+#: The floating dtypes jaxcorr computes in (float64 needs x64 mode); integers are converted.
+ACCEPTED_FLOATS = ("float32", "float64")
+
+
 def check_dtype(name: str, x) -> None:
-    dt = np.asarray(x).dtype if is_concrete(x) else x.dtype
-    if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
-        raise ValueError(f"{name} must have a real numeric dtype, got {dt}")
+    """``x`` must be float32, float64 or an integer dtype (static: reads no values).
+
+    Raises:
+      ValueError: a half-precision float (bfloat16, float16, float8), a complex, boolean or other
+        non-numeric dtype; the message names ``name`` and the accepted dtypes.
+    """
+    dt = _dtype_of(x)
+    if jnp.issubdtype(dt, jnp.integer) or dt.name in ACCEPTED_FLOATS:
+        return
+    if jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"{name} has dtype {dt.name}, which jaxcorr does not compute in: pass float32 "
+                         f"(or float64 with x64 enabled) or integers, e.g. {name}.astype(jnp.float32); "
+                         "half precision would change which neurons fire")
+    raise ValueError(f"{name} must have a real numeric dtype (float32, float64 or an integer dtype), got {dt}")
 
 
 def floating_dtype(dtype):
@@ -68,6 +136,8 @@ def floating_dtype(dtype):
     dt = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
     if not jnp.issubdtype(dt, jnp.floating):
         raise ValueError(f"dtype must be floating, got {dt}")
+    if dt.name not in ACCEPTED_FLOATS:
+        raise ValueError(f"dtype must be one of {ACCEPTED_FLOATS} (float64 with x64 enabled), got {dt.name}")
     return dt
 
 
@@ -96,14 +166,20 @@ def check_capacity(name: str, capacity) -> int:
 
 def check_index(name: str, idx, bound: int, *, bound_name: str) -> None:
     """Integer index (scalar or 1-D) in ``[0, bound)``; range checked only when concrete."""
-    dt = np.asarray(idx).dtype if is_concrete(idx) else idx.dtype
+    dt = _dtype_of(idx)
     if not jnp.issubdtype(dt, jnp.integer):
         raise ValueError(f"{name} must be an integer index, got dtype {dt}")
-    if is_concrete(idx):
+    if not is_concrete(idx) or not np.size(idx):
+        return
+    if _on_device(idx):  # reduced on its device; one explicit read of two scalars
+        lo, hi = (int(v) for v in jax.device_get(_min_max(idx)))
+    else:
         arr = np.asarray(idx)
-        if arr.size and (arr.min() < 0 or arr.max() >= bound):
-            bad = arr[(arr < 0) | (arr >= bound)].ravel()[0]
-            raise IndexError(f"{name} must be in [0, {bound_name}={bound}), got {int(bad)}")
+        lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= bound:
+        arr = np.asarray(jax.device_get(idx))  # the error path only
+        bad = arr[(arr < 0) | (arr >= bound)].ravel()[0]
+        raise IndexError(f"{name} must be in [0, {bound_name}={bound}), got {int(bad)}")
 
 
 def check_update_args(r, z, d: int, m: int, *, r_name: str = "r", m_name: str = "m") -> None:
@@ -127,9 +203,9 @@ def check_update_args(r, z, d: int, m: int, *, r_name: str = "r", m_name: str = 
 
 def check_not_nan(name: str, x) -> None:
     """Raise ``ValueError`` if a concrete ``x`` holds NaN (infinities are allowed)."""
-    if is_concrete(x):
-        arr = np.asarray(x)
-        if arr.dtype.kind in "fc" and np.isnan(arr).any():
+    if is_concrete(x) and _is_inexact(x):
+        nan = bool(jax.device_get(_nan_any(x))) if _on_device(x) else bool(np.isnan(np.asarray(x)).any())
+        if nan:
             raise ValueError(f"{name} must not be NaN (no value is > NaN: the answer would be silently empty)")
 
 

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcorr import _checks, maxtree
 from jaxcorr.maxtree import MaxTree
@@ -52,8 +53,10 @@ class Correlation(NamedTuple):
 
 
 def as_arrays(*xs):
-    """Each argument as an array: JAX arrays (and tracers) as they are, anything else via ``jnp.asarray``."""
-    return tuple(x if isinstance(x, jax.Array) else jnp.asarray(x) for x in xs)
+    """Each argument as an array: JAX arrays (and tracers) as they are; host values (Python scalars,
+    lists, numpy arrays) placed on the default device by an explicit ``jax.device_put``, so the
+    jitted calls after it make no implicit transfer."""
+    return tuple(x if isinstance(x, jax.Array) else jax.device_put(np.asarray(x)) for x in xs)
 
 
 def check_init_args(W, X, *, w_name: str = "W", x_name: str = "X") -> None:

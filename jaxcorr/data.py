@@ -13,7 +13,7 @@ Examples:
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from jaxcorr import _checks
@@ -33,7 +33,8 @@ def synthetic(seed: int, n: int, d: int, dtype=None):
       dtype: floating dtype of the result; default float32 (float64 when x64 is enabled).
 
     Returns:
-      ``X`` (n, d) with unit-norm rows and ``y`` (n,) with ``|y_i| < 1``, as JAX arrays.
+      ``X`` (n, d) with unit-norm rows and ``y`` (n,) with ``|y_i| < 1``, as JAX arrays on the
+      default device (placed by an explicit ``jax.device_put``: no implicit transfer).
     """
     n, d = int(n), int(d)
     if n < 1 or d < 1:
@@ -45,4 +46,4 @@ def synthetic(seed: int, n: int, d: int, dtype=None):
     v = rng.standard_normal(d)
     v /= max(np.linalg.norm(v), 1e-300)
     y = np.tanh(2.0 * X @ v)
-    return jnp.asarray(X, dtype), jnp.asarray(y, dtype)
+    return jax.device_put((X.astype(dtype), y.astype(dtype)))

@@ -30,7 +30,7 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxcorr import _checks, _correlation, dtree, maxtree
 
@@ -82,7 +82,8 @@ def init(X, Y, b, cap: int | None = None) -> DDFNState:
     _checks.check_scalar("b", b)
     cap = default_cap(X.shape[0], Y.shape[0]) if cap is None else _checks.check_capacity("cap", cap)
     t = dtree.init_unchecked(Y, X)  # Y as the neurons, X as the data; checked above
-    return DDFNState(dtree=t, b=jnp.asarray(b, t.W.dtype), cap=cap)
+    b = b.astype(t.W.dtype) if isinstance(b, jax.Array) else jax.device_put(np.asarray(b, t.W.dtype))
+    return DDFNState(dtree=t, b=b, cap=cap)
 
 
 def update(state: DDFNState, j, z, *, donate: bool = False) -> DDFNState:
@@ -92,6 +93,7 @@ def update(state: DDFNState, j, z, *, donate: bool = False) -> DDFNState:
     resolves to its last occurrence. ``donate=True`` updates ``state``'s buffers in place (the
     ``state`` passed in must not be used afterwards), see :func:`jaxcorr.dtree.update`.
     """
+    j, z = _correlation.as_arrays(j, z)
     _checks.check_update_args(j, z, state.dtree.d, state.dtree.m, r_name="j", m_name="m")
     return dataclasses.replace(state, dtree=dtree.update_unchecked(state.dtree, j, z, donate=donate))
 

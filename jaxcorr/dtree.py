@@ -116,6 +116,7 @@ def update(tree: DTree, r, z, *, donate: bool = False) -> DTree:
     Returns:
       The updated :class:`DTree`.
     """
+    r, z = _correlation.as_arrays(r, z)
     _checks.check_update_args(r, z, tree.d, tree.m)
     return update_unchecked(tree, r, z, donate=donate)
 

@@ -1,3 +1,4 @@
+# Over 500 lines: one concept (the batched max-tree: build, update, FIND and its reference, capacity policy).
 r"""Batched max-trees (Algorithm 7, MAKEMAXTREE) and the fixed-capacity threshold frontier (FIND).
 
 A :class:`MaxTree` holds ``T`` independent binary max-trees over ``L`` leaves each, stored as one
@@ -141,24 +142,43 @@ def _parent_levels(level0: jax.Array) -> list:
     return levels
 
 
+def _pad_leaves(values: jax.Array, p: int) -> jax.Array:
+    """``values`` (k, L) padded with ``-inf`` to (k, p) columns: a concatenation, no scatter."""
+    extra = p - values.shape[1]
+    if extra == 0:
+        return values
+    return jnp.concatenate([values, jnp.full((values.shape[0], extra), -jnp.inf, values.dtype)], axis=1)
+
+
 @jax.jit
+def _build(values: jax.Array) -> MaxTree:
+    n_leaves = values.shape[1]
+    return MaxTree(levels=tuple(_parent_levels(_pad_leaves(values, padded_size(n_leaves)))), num_leaves=n_leaves)
+
+
 def build(values: jax.Array) -> MaxTree:
     """MAKEMAXTREE (Algorithm 7) for a batch of trees: ``values`` (T, L) -> :class:`MaxTree`.
 
-    Costs O(T * L). Leaves are padded to a power of two with ``-inf``.
+    Costs O(T * L). Leaves are padded to a power of two with ``-inf`` (no scatter: the padding is
+    concatenated). ``values`` must be float32 or float64 (:func:`jaxcorr._checks.check_dtype`:
+    half precision is refused, integers become the default float dtype).
     """
-    values = jnp.asarray(values)
-    t, n_leaves = values.shape
-    p = padded_size(n_leaves)
-    level0 = jnp.full((t, p), -jnp.inf, values.dtype).at[:, :n_leaves].set(values)
-    return MaxTree(levels=tuple(_parent_levels(level0)), num_leaves=n_leaves)
+    if not isinstance(values, jax.Array):
+        values = jnp.asarray(values)
+    _checks.check_dtype("values", values)
+    if np.ndim(values) != 2:
+        raise ValueError(f"values must be a 2-D array (trees, leaves), got shape {np.shape(values)}")
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        values = values.astype(_checks.float_dtype(values))
+    return _build(values)
 
 
 def leaves(tree: MaxTree) -> jax.Array:
     """The ``(T, num_leaves)`` leaf values (padding removed)."""
-    return tree.levels[0][:, : tree.num_leaves]
+    return lax.slice_in_dim(tree.levels[0], 0, tree.num_leaves, axis=1)  # static: no index constants
 
 
+@jax.jit
 def last_occurrence(idx: jax.Array) -> jax.Array:
     """Boolean mask, True where ``idx[j]`` does not occur again later in ``idx``.
 
@@ -169,7 +189,8 @@ def last_occurrence(idx: jax.Array) -> jax.Array:
     order = jnp.argsort(idx, stable=True)
     s = idx[order]
     last_sorted = jnp.concatenate([s[1:] != s[:-1], jnp.ones((1,), bool)])
-    return jnp.zeros((k,), bool).at[order].set(last_sorted)
+    # ``order`` is a permutation: its indices are unique (declared, so no scatter serialises them)
+    return jnp.zeros((k,), bool).at[order].set(last_sorted, unique_indices=True)
 
 
 def _set_path_one(levels, cols, vals):
@@ -190,6 +211,7 @@ def _set_path_one(levels, cols, vals):
     return tuple(levels)
 
 
+@jax.jit
 def set_leaves(tree: MaxTree, cols: jax.Array, vals: jax.Array) -> MaxTree:
     """Set leaf ``cols[j]`` of every tree ``t`` to ``vals[t, j]`` and recompute the paths (DTree UPDATE).
 
@@ -202,6 +224,7 @@ def set_leaves(tree: MaxTree, cols: jax.Array, vals: jax.Array) -> MaxTree:
     return MaxTree(levels=levels, num_leaves=tree.num_leaves)
 
 
+@jax.jit
 def set_rows(tree: MaxTree, rows: jax.Array, vals: jax.Array) -> MaxTree:
     """Replace whole trees ``rows[j]`` by MAKEMAXTREE(``vals[j]``) (WTree UPDATE, Algorithm 14).
 
@@ -209,10 +232,7 @@ def set_rows(tree: MaxTree, rows: jax.Array, vals: jax.Array) -> MaxTree:
     < T; entries >= T are ignored.
     """
     rows = jnp.asarray(rows, _I32)
-    k = rows.shape[0]
-    p = tree.padded
-    level0 = jnp.full((k, p), -jnp.inf, tree.dtype).at[:, : tree.num_leaves].set(vals.astype(tree.dtype))
-    new = _parent_levels(level0)
+    new = _parent_levels(_pad_leaves(vals.astype(tree.dtype), tree.padded))
     levels = tuple(old.at[rows].set(nw, mode="drop") for old, nw in zip(tree.levels, new))
     return MaxTree(levels=levels, num_leaves=tree.num_leaves)
 
@@ -470,12 +490,13 @@ def _query_forest(tree: MaxTree, tau, capacity: int) -> ForestFrontier:
 
 
 def _cast(x, dtype):
-    """``x`` in ``dtype``, strongly typed: numpy for host values (no device op), a conversion for JAX
-    arrays and tracers of another or a weak dtype. Python scalars, numpy scalars and arrays of other
-    dtypes then share one compiled query instead of one per (weak) type."""
+    """``x`` in ``dtype``, strongly typed: host values converted by numpy and placed by an explicit
+    ``jax.device_put`` (no implicit transfer), a conversion for JAX arrays and tracers of another or
+    a weak dtype. Python scalars, numpy scalars and arrays of other dtypes then share one compiled
+    query instead of one per (weak) type."""
     if isinstance(x, jax.Array):
         return x if x.dtype == dtype and not x.weak_type else lax.convert_element_type(x, dtype)
-    return np.asarray(x, dtype)
+    return jax.device_put(np.asarray(x, dtype))
 
 
 def query(tree: MaxTree, t, tau, capacity: int) -> Frontier:

@@ -143,7 +143,8 @@ def init_rows(key: jax.Array, num: int, d: int, *, start=0, block=0, dtype=None)
         first = block * BLOCK_ROWS + start
         if first < 0 or first + num > MAX_WIDTH:
             raise ValueError(f"rows [start, start + num) must lie in [0, {MAX_WIDTH}), got row {first}, num={num}")
-        block, offset = divmod(first, BLOCK_ROWS)
+        block, offset = divmod(first, BLOCK_ROWS)  # host values: placed explicitly (no implicit transfer)
+        block, offset = jax.device_put((np.uint32(block), np.int32(offset)))
     else:
         block, offset = block + start // BLOCK_ROWS, start % BLOCK_ROWS
     return _init_rows(key, jnp.asarray(block, jnp.uint32), jnp.asarray(offset, jnp.int32), num, d, dtype)
@@ -228,19 +229,23 @@ def rows_at(key: jax.Array, idx, d: int, *, dtype=None) -> Params:
     if not 1 <= d <= MAX_DIM:
         raise ValueError(f"d must satisfy 1 <= d <= {MAX_DIM}, got {d}")
     idx = idx.astype(np.uint64)
-    lo = jnp.asarray((idx & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-    hi = jnp.asarray((idx >> np.uint64(32)).astype(np.uint32))
+    lo, hi = jax.device_put(((idx & np.uint64(0xFFFFFFFF)).astype(np.uint32), (idx >> np.uint64(32)).astype(np.uint32)))
     return _rows_at(key, lo, hi, d, _checks.floating_dtype(dtype))
 
 
 def normal_bound(dtype=None) -> float:
     """The largest ``|W[r, j]|`` that :func:`init` can draw in ``dtype``: its normals come from
     uniforms on a finite grid, so they are bounded (about 5.4 in float32, 8.3 in float64)."""
-    dtype = _checks.floating_dtype(dtype)
+    return _normal_bound(_checks.floating_dtype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _normal_bound(dtype) -> float:
     wide = jnp.dtype(dtype).itemsize > 4
-    udt, fdt = (jnp.uint64, jnp.float64) if wide else (jnp.uint32, jnp.float32)
-    extremes = jnp.array([0, jnp.iinfo(udt).max], udt)
-    return float(jnp.max(jnp.abs(_normal_from_bits(extremes, fdt)).astype(dtype)))
+    udt, fdt = (np.uint64, jnp.float64) if wide else (np.uint32, jnp.float32)
+    extremes = jax.device_put(np.array([0, np.iinfo(udt).max], udt))
+    top = jax.jit(lambda e: jnp.max(jnp.abs(_normal_from_bits(e, fdt)).astype(dtype)))(extremes)
+    return float(jax.device_get(top))
 
 
 def _normal_from_bits(bits, dtype):
@@ -260,15 +265,30 @@ def relu_b(x: jax.Array, b) -> jax.Array:
     return jnp.maximum(x - jnp.asarray(b, x.dtype), 0)
 
 
-def fire_mask(params: Params, X: jax.Array, b) -> jax.Array:
-    r"""(n, m) boolean matrix of :math:`\langle w_r, x_i \rangle > b`: row i is S_{i,fire} (Def. 2.4)."""
+def _check_inputs(params, X, y=None):
+    """Eager dtype checks of the network's inputs (static: no values read, nothing under jit);
+    returns ``X`` and ``y`` as arrays (JAX arrays and tracers as they are)."""
+    _checks.check_dtype("params.W", params.W)
+    _checks.check_dtype("X", X)
+    if y is not None:
+        _checks.check_dtype("y", y)
+    return tuple(None if v is None else v if isinstance(v, jax.Array) else jnp.asarray(v) for v in (X, y))
+
+
+@jax.jit
+def _fire_mask(params: Params, X, b):
     ip = _linalg.inner(jnp.atleast_2d(X), params.W)  # (n, m): <w_r, x_i>
     return ip > jnp.asarray(b, ip.dtype)
 
 
-def predict(params: Params, X: jax.Array, b) -> jax.Array:
-    r"""2NN(m, b) output :math:`f(W, x, a)` (Definition 2.1) for ``X`` (n, d) -> (n,), or (d,) -> ()."""
-    X = jnp.asarray(X)
+def fire_mask(params: Params, X: jax.Array, b) -> jax.Array:
+    r"""(n, m) boolean matrix of :math:`\langle w_r, x_i \rangle > b`: row i is S_{i,fire} (Def. 2.4)."""
+    X, _ = _check_inputs(params, X)
+    return _fire_mask(params, X, b)
+
+
+@jax.jit
+def _predict(params: Params, X, b):
     single = X.ndim == 1
     ip = _linalg.inner(jnp.atleast_2d(X), params.W)
     out = _linalg.matmul(relu_b(ip, b), params.a.astype(ip.dtype))
@@ -276,10 +296,27 @@ def predict(params: Params, X: jax.Array, b) -> jax.Array:
     return out[0] if single else out
 
 
+def predict(params: Params, X: jax.Array, b) -> jax.Array:
+    r"""2NN(m, b) output :math:`f(W, x, a)` (Definition 2.1) for ``X`` (n, d) -> (n,), or (d,) -> ().
+
+    ``params.W`` and ``X`` must be float32, float64 or integers (half precision is refused,
+    :func:`jaxcorr._checks.check_dtype`). One jitted program: with ``params``, ``X`` and ``b`` on
+    the device it makes no host transfer.
+    """
+    X, _ = _check_inputs(params, X)
+    return _predict(params, X, b)
+
+
+@jax.jit
+def _loss(params: Params, X, y, b):
+    e = _predict(params, X, b) - y
+    return 0.5 * jnp.sum(e * e)
+
+
 def loss(params: Params, X: jax.Array, y: jax.Array, b) -> jax.Array:
     r""":math:`L(W) = \frac12 \sum_i (f(W, x_i, a) - y_i)^2` (Definition 2.1)."""
-    e = predict(params, X, b) - jnp.asarray(y)
-    return 0.5 * jnp.sum(e * e)
+    X, y = _check_inputs(params, X, y)
+    return _loss(params, X, y, b)
 
 
 def loss_and_grad(W, a, X, y, b, scale=None):
@@ -308,7 +345,13 @@ def grad_W(params: Params, X: jax.Array, y: jax.Array, b) -> jax.Array:
     Returns:
       (m, d) array, rows :math:`\frac{a_r}{\sqrt m}\sum_i (f(x_i) - y_i) x_i 1[\langle w_r, x_i\rangle > b]`.
     """
-    X = jnp.atleast_2d(jnp.asarray(X))
-    y = jnp.atleast_1d(jnp.asarray(y))
+    X, y = _check_inputs(params, X, y)
+    return _grad_W(params, X, y, b)
+
+
+@jax.jit
+def _grad_W(params: Params, X, y, b):
+    X = jnp.atleast_2d(X)
+    y = jnp.atleast_1d(y)
     W = params.W
     return loss_and_grad(W, params.a.astype(W.dtype), X.astype(W.dtype), y.astype(W.dtype), b)[1]

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -78,12 +79,14 @@ def _as_integer_matrix(name: str, a) -> np.ndarray:
     if arr.dtype == bool:
         raise ValueError(f"{name} must hold integers, got a boolean array")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+        raise ValueError(f"{name} must hold integers (an integer dtype, or float16/32/64 holding integer values), "
+                         f"got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (points as rows), got shape {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one column, got shape {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)  # exact for every float16/32/64 value; integer values are checked below
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} must be finite")
         if not np.array_equal(arr, np.round(arr)):
@@ -138,6 +141,18 @@ def _mantissa_bits(dtype) -> int:
     return int(np.finfo(np.dtype(dtype)).nmant) + 1
 
 
+@jax.jit
+def _lift(Yt, t):
+    """The lifted points (y_j, t): the last column of ``Yt`` set to ``t``."""
+    return Yt.at[:, -1].set(t)
+
+
+@jax.jit
+def _witness(q):
+    """A query's count and first pair (the witness when the count is positive)."""
+    return q.count, q.i[0], q.j[0]
+
+
 def max_inner_product(X, Y, *, return_stats: bool = False, cap: int | None = 1, group_size: int | None = None):
     r"""Exact :math:`\max_{i,j} \langle x_i, y_j \rangle` over integer points, by Theorem F.4's reduction.
 
@@ -186,25 +201,25 @@ def max_inner_product(X, Y, *, return_stats: bool = False, cap: int | None = 1, 
     Yt = np.concatenate([Y, np.full((m, 1), lo, np.int64)], axis=1).astype(dtype)
     g = n if group_size is None else group_size
     starts = list(range(0, n, g))
-    states = [ddfn.init(jnp.asarray(Xt[s : s + g]), jnp.asarray(Yt), THRESHOLD, cap=cap) for s in starts]
-    rows = jnp.arange(m, dtype=jnp.int32)
-    Yt = jnp.asarray(Yt)
+    states = [ddfn.init(jax.device_put(Xt[s : s + g]), jax.device_put(Yt), THRESHOLD, cap=cap) for s in starts]
+    rows = jax.device_put(np.arange(m, dtype=np.int32))
+    Yt = jax.device_put(Yt)
 
     pair = (0, 0)
     iterations = updates = batch_updates = queries = 0
     a, b = lo, hi  # invariant: some <x_i, y_j> >= a, and none >= b + 1
-    while a < b:
+    while a < b:  # the host binary search: every transfer explicit (t placed, one count read back)
         t = (a + b + 1) // 2
-        Z = Yt.at[:, d].set(jnp.asarray(t, dtype))
+        Z = _lift(Yt, jax.device_put(np.asarray(t, dtype)))
         found = None
         for k, s in enumerate(starts):
             states[k] = ddfn.update(states[k], rows, Z, donate=True)  # UPDATE every (y~_j)_{d+1} to t
-            q = ddfn.query(states[k])
+            count, qi, qj = jax.device_get(_witness(ddfn.query(states[k])))
             batch_updates += 1
             updates += m
             queries += 1
-            if found is None and int(q.count) > 0:  # overflow implies count > cap >= 1
-                found = (s + int(q.i[0]), int(q.j[0]))
+            if found is None and int(count) > 0:  # overflow implies count > cap >= 1
+                found = (s + int(qi), int(qj))
         iterations += 1
         if found is not None:
             a, pair = t, found

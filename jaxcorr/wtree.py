@@ -98,6 +98,7 @@ def update(tree: WTree, r, z, *, donate: bool = False) -> WTree:
       z: (d,) or (k, d) new weights.
       donate: donate ``tree``'s buffers so the update runs in place (see :func:`jaxcorr.dtree.update`).
     """
+    r, z = _correlation.as_arrays(r, z)
     _checks.check_update_args(r, z, tree.d, tree.m)
     return update_unchecked(tree, r, z, donate=donate)
 

@@ -91,3 +91,14 @@ def test_bad_input():
 
 def test_docstring_examples():
     assert doctest.testmod(ddfn).failed == 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_points_are_refused_by_name(dtype):
+    X, Y = jnp.ones((4, 3)), jnp.ones((8, 3))
+    with pytest.raises(ValueError, match=r"^X has dtype .*float32"):
+        ddfn.init(X.astype(dtype), Y, 0.5)
+    with pytest.raises(ValueError, match=r"^Y has dtype .*float32"):
+        ddfn.init(X, Y.astype(dtype), 0.5)
+    with pytest.raises(ValueError, match=r"^z has dtype .*float32"):
+        ddfn.update(ddfn.init(X, Y, 0.5), 1, jnp.ones(3, dtype))

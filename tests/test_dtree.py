@@ -216,3 +216,21 @@ def test_checks_add_nothing_under_jit():
 
 def test_docstring_examples():
     assert doctest.testmod(dtree).failed == 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_data_and_weights_are_refused_by_name(dtype):
+    W, X = jnp.ones((8, 3)), jnp.ones((4, 3))
+    with pytest.raises(ValueError, match=r"^W has dtype .*float32"):
+        dtree.init(W.astype(dtype), X)
+    with pytest.raises(ValueError, match=r"^X has dtype .*float32"):
+        dtree.init(W, X.astype(dtype))
+    t = dtree.init(W, X)
+    with pytest.raises(ValueError, match=r"^z has dtype .*float32"):
+        dtree.update(t, 1, jnp.ones(3, dtype))
+
+
+def test_integer_inputs_become_the_default_float_exactly():
+    t = dtree.init(jnp.array([[2, 1], [0, 3]], jnp.int32), np.array([[1, -1]], np.int64))
+    assert t.W.dtype == t.X.dtype == jnp.result_type(float)
+    assert dtree.inner_products(t).tolist() == [[1.0, -3.0]]

@@ -366,3 +366,15 @@ def test_allocate_refuses_traced_counts():
 
 def test_docstring_examples():
     assert doctest.testmod(maxtree).failed == 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_values_are_refused_by_name(dtype):
+    with pytest.raises(ValueError, match=r"values has dtype (bfloat16|float16).*float32.*float64"):
+        maxtree.build(jnp.ones((2, 5), dtype))
+
+
+def test_integer_values_build_a_default_float_tree():
+    t = maxtree.build(jnp.array([[3, -1, 7]], jnp.int32))
+    assert t.dtype == jnp.result_type(float) and maxtree.leaves(t).tolist() == [[3.0, -1.0, 7.0]]
+    assert maxtree.check_invariant(t)

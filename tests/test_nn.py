@@ -176,3 +176,33 @@ def test_init_rows_are_standard_normal_and_independent_of_blocks():
         assert W64.dtype == jnp.float64
         assert abs(float(np.asarray(W64).std()) - 1) < 0.05
         np.testing.assert_array_equal(W64[100:200], nn.init_rows(key, 100, 3, start=100, dtype=jnp.float64).W)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_is_refused_at_every_entry_point(dtype):
+    """bf16 / f16 data or weights: a ValueError naming the argument, in nn, data and train alike."""
+    from jaxcorr import train
+
+    p = nn.init(jax.random.key(0), 16, 3)
+    X, y = data.synthetic(seed=0, n=4, d=3)
+    low = nn.Params(W=p.W.astype(dtype), a=p.a.astype(dtype))
+    for fn in (lambda P, X_: nn.predict(P, X_, 0.5), lambda P, X_: nn.fire_mask(P, X_, 0.5),
+               lambda P, X_: nn.loss(P, X_, y, 0.5), lambda P, X_: nn.grad_W(P, X_, y, 0.5),
+               lambda P, X_: train.fit(P, X_, y, steps=1, b=0.5), lambda P, X_: train.setup(P, X_, y, b=0.5)):
+        with pytest.raises(ValueError, match=r"^params\.W has dtype .*float32"):
+            fn(low, X)
+        with pytest.raises(ValueError, match=r"^X has dtype .*float32"):
+            fn(p, X.astype(dtype))
+    for make in (lambda: nn.init(jax.random.key(0), 4, 3, dtype=dtype), lambda: data.synthetic(0, 4, 3, dtype=dtype),
+                 lambda: nn.init_rows(jax.random.key(0), 4, 3, dtype=dtype),
+                 lambda: nn.rows_at(jax.random.key(0), np.array([1]), 3, dtype=dtype)):
+        with pytest.raises(ValueError, match=r"dtype must be one of \('float32', 'float64'\)"):
+            make()
+
+
+def test_float32_is_the_default_and_integer_data_predict_as_floats():
+    p = nn.init(jax.random.key(0), 16, 3)
+    X, y = data.synthetic(seed=0, n=4, d=3)
+    assert p.W.dtype == X.dtype == jnp.result_type(float)
+    Xi = jnp.array([[1, 0, -1], [2, 1, 0]], jnp.int32)
+    np.testing.assert_allclose(nn.predict(p, Xi, 0.1), nn.predict(p, Xi.astype(p.W.dtype), 0.1), rtol=0, atol=0)

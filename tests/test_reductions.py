@@ -96,3 +96,13 @@ def test_search_bounds_are_valid_and_cheap():
     lo, hi, B = reductions.search_bounds(X, Y)
     best = reductions.max_inner_product_brute(X, Y)
     assert lo == int(X[0] @ Y[0]) and lo <= best <= hi <= B
+
+
+def test_half_precision_integers_are_exact_and_bfloat16_is_refused_by_name():
+    import jax.numpy as jnp
+
+    X = np.array([[3, -2], [1, 4]], np.float16)
+    Y = np.array([[2, 1], [-1, 5]], np.int32)
+    assert reductions.max_inner_product(X, Y) == reductions.max_inner_product_brute(X.astype(np.int64), Y) == 19
+    with pytest.raises(ValueError, match=r"^X must hold integers \(an integer dtype, or float16/32/64"):
+        reductions.max_inner_product(X.astype(jnp.bfloat16), Y)

@@ -104,3 +104,16 @@ def test_update_and_query_bad_input():
 
 def test_docstring_examples():
     assert doctest.testmod(wtree).failed == 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_data_and_weights_are_refused_by_name(dtype):
+    W, X = jnp.ones((8, 3)), jnp.ones((4, 3))
+    with pytest.raises(ValueError, match=r"^W has dtype .*float32"):
+        wtree.init(W.astype(dtype), X)
+    with pytest.raises(ValueError, match=r"^X has dtype .*float32"):
+        wtree.init(W, X.astype(dtype))
+    with pytest.raises(ValueError, match=r"^z has dtype .*float32"):
+        wtree.update(wtree.init(W, X), jnp.array([0, 2]), jnp.ones((2, 3), dtype))
+    t = wtree.init(jnp.array([[2, 1]], jnp.int32), jnp.array([[1, -1], [0, 2]], jnp.int32))
+    assert t.W.dtype == jnp.result_type(float) and wtree.inner_products(t).tolist() == [[1.0, 2.0]]
