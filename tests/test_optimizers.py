@@ -7,7 +7,7 @@ is fixed per optimizer below (a test that accepted either would accept anything)
 that move a row whose gradient and state are zero (weight decay, also switched on late by a
 schedule), or that couple rows (sm3's max over rows, adafactor's means over rows and parameter
 scale, LAMB's per-tensor norms) are refused; everything else must be exact. ``fallback="dense"``
-then equals dense. The idle-row guard (:mod:`jaxcorr._optim`) is checked with an optimizer that
+then equals dense. The idle-row guard (:mod:`jaxcorr.train._linearity`) is checked with an optimizer that
 starts moving idle rows at step 3: the error names step 3; with the fallback the result equals
 dense. Sizes are tiny (m = 128) and one chunk per run, so the matrix compiles little.
 """
@@ -18,7 +18,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import _optim, data, nn, train
+from jaxcorr import data, nn, train
+from jaxcorr.train import _linearity
 
 M, N, D, B, STEPS = 128, 5, 4, 1.4, 8
 SPARSE = tuple(m for m in train.METHODS if m != "dense")
@@ -121,7 +122,7 @@ def test_idle_row_guard_catches_the_step(f64, method):
     p, X, y = f64
     with jax.enable_x64(True):
         opt = _moves_idle_rows_from(3)
-        assert _optim.analyze(opt, M, D, jnp.float64).ok  # uniform on idle rows: only the guard can tell
+        assert _linearity.analyze(opt, M, D, jnp.float64).ok  # uniform on idle rows: only the guard can tell
         kw = dict(steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=2)
         with pytest.raises(ValueError, match="at step 3"):
             train.fit(p, X, y, **kw)
@@ -139,20 +140,20 @@ def test_analysis_verdicts():
           optax.novograd(0.1), optax.chain(optax.adam(0.1), optax.clip_by_global_norm(1.0)),
           optax.adamw(0.1, weight_decay=0.0)]
     for opt in ok:
-        v = _optim.analyze(opt, M, D, dt)
+        v = _linearity.analyze(opt, M, D, dt)
         assert v.ok, v.reason
     bad = {"weight decay": optax.lion(0.1), "couples rows": optax.lars(0.1),
            "couples rows: random": optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(0.1)),
            "changes with the number of rows": optax.adafactor(0.1)}
     for why, opt in bad.items():
-        v = _optim.analyze(opt, M, D, dt)
+        v = _linearity.analyze(opt, M, D, dt)
         assert not v.ok and why.split(":")[0] in v.reason or why == "weight decay", (why, v.reason)
-    assert _optim.analyze(optax.sm3(0.1), M, D, dt).row_axes == (0, None, 0)  # (m,), (d,), (m, d) leaves
-    assert "reduce_max" in _optim.analyze(optax.sm3(0.1), M, D, dt).reason
+    assert _linearity.analyze(optax.sm3(0.1), M, D, dt).row_axes == (0, None, 0)  # (m,), (d,), (m, d) leaves
+    assert "reduce_max" in _linearity.analyze(optax.sm3(0.1), M, D, dt).reason
     # adafactor factors its second moment only for dimensions >= 128: a different program on the
     # m = 256 rows of the dense run than on a few compacted rows, so it is refused for that too
-    assert "number of rows" in _optim.analyze(optax.adafactor(0.1, min_dim_size_to_factor=128), 256, 130, dt).reason
-    assert _optim.same_program(optax.adam(0.1), (7, 4096), D, dt)
+    assert "number of rows" in _linearity.analyze(optax.adafactor(0.1, min_dim_size_to_factor=128), 256, 130, dt).reason
+    assert _linearity.same_program(optax.adam(0.1), (7, 4096), D, dt)
 
 
 def test_yogi_moves_idle_rows_and_is_caught():

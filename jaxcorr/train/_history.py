@@ -14,7 +14,7 @@ of dicts with ``step``, ``old_capacity``, ``new_capacity``, ``reason``), which t
 still use.
 
 Examples:
-  >>> from jaxcorr._history import CapacityGrown
+  >>> from jaxcorr.train._history import CapacityGrown
   >>> e = CapacityGrown(step=3, old=16, new=32)
   >>> e.as_dict()["reason"].startswith("overflow")
   True

@@ -46,7 +46,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, maxtree
-from jaxcorr._state import CompactConsts, DenseConsts, StepConfig, StepStats
+from jaxcorr.train._state import CompactConsts, DenseConsts, StepConfig, StepStats
 from jaxcorr.sharding import Axis
 
 __all__ = ["run", "compile", "keep_dtypes", "active_forward", "fire_forward", "fire_coefficients"]
@@ -142,7 +142,7 @@ def _point_leaves(cfg: StepConfig, ax: Axis, c: CompactConsts, P):
     Span path: ``IP0 + (K G)^T``; the product sums over all points ``j``, so on a mesh each block
     forms its partial (L, n_pad) product and one ``psum_scatter`` sums and splits it (collective).
     """
-    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}
+    if cfg.transposed:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}
         return c.ip0 + _linalg.matmul(c.gram, P)
     if cfg.span:
         ipT = ax.psum_scatter(_linalg.matmul(P, c.gram), 1)  # (L, n): sum over j of K_rj G_ji
@@ -178,7 +178,7 @@ def fire_forward(levels, a, b, scale, capacity: int):
 
 
 def fire_coefficients(fr, a_f, e_scaled, num_rows: int, dtype):
-    """Algorithm 8 lines 16-23: P_{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L).
+    """Algorithm 8 lines 16-23: trained{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L).
 
     ``e_scaled`` is ``(u - y) / sqrt(m)``. Returns the (n, L) matrix and the fire columns
     (``num_rows`` in unused slots).
@@ -222,8 +222,8 @@ def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     as_mask = maxtree.searches_every_leaf(nl, cfg.capacity)
     e, C, hit, count, overflow = (_fire_sets_as_mask if as_mask else _fire_sets_from_ids)(cfg, c, levels)
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is; no transposes
-        P, state, moved = _kt_update(cfg, P, state, C)
+    if cfg.transposed:  # span path with K^T (n, L): C is K's gradient as is; no transposes
+        P, state, moved = _transposed_update(cfg, P, state, C)
     else:
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, C.T)
     ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)
@@ -231,7 +231,7 @@ def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved)
 
 
-def _kt_update(cfg: StepConfig, P, state, coef):
+def _transposed_update(cfg: StepConfig, P, state, coef):
     """The span-path optimizer on ``P = K^T`` (n, L) with K's gradient ``coef`` (n, L), and no guard:
     :func:`jaxcorr.train.sgd` (SGD / momentum / Nesterov) acts coordinate-wise, so the transposed
     layout changes nothing, and it is linear, so a zero coefficient column stays zero."""
@@ -280,7 +280,7 @@ def active_forward(ip, a, b, y, scale, n_real):
     """Fire sets, forward pass and coefficients from the leaves ``ip`` (n, L) by masked comparison.
 
     ``S_{i,fire} = {r < n_real : <w_r, x_i> > b}`` (Definition 2.4, strict); ``u_i`` as in Algorithm 8
-    line 13 and the coefficients ``P_{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
+    line 13 and the coefficients ``trained{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
     elementwise passes over (n, L) (padding rows ``r >= n_real`` never fire). Returns
     ``(e, coef (n, L), fire (n, L) bool)`` with ``e = u - y``.
 
@@ -308,8 +308,8 @@ def _active_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
     if c.valid is not None:
         e, coef = jnp.where(c.valid, e, 0), jnp.where(c.valid[:, None], coef, 0)
-    if cfg.kt:
-        P, state, moved = _kt_update(cfg, P, state, coef)
+    if cfg.transposed:
+        P, state, moved = _transposed_update(cfg, P, state, coef)
     else:
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, coef.T)
     hit = jnp.any(fire, axis=0).astype(jnp.int32)
@@ -325,7 +325,7 @@ def _specs(cfg: StepConfig, carry, consts):
     """``shard_map`` specs of the carry and the constants: point axis split, the rest replicated."""
     lay = cfg.layout
     pt, rep, col = lay.spec(None), P(), P(None, lay.axis)
-    P_, state, levels = carry
+    trained, state, levels = carry
     rows_spec = col if cfg.span else rep
     s_leaves, s_def = jax.tree_util.tree_flatten(state)
     s_specs = [(col if cfg.span and ax is not None else rep) for ax in cfg.row_axes]
