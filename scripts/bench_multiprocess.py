@@ -171,7 +171,7 @@ def compacted_rows(n_active: int) -> int:
 
 
 def derived_bytes(n_pad: int, L: int, d: int, span: bool, itemsize: int = 4) -> dict:
-    """The step's collectives (the dtree step of :mod:`jaxcorr._train_steps` on a mesh, through ``sharding.Axis``), in bytes.
+    """The step's collectives (the dtree step of :mod:`jaxcorr.train._steps` on a mesh, through ``sharding.Axis``), in bytes.
 
     ``L`` is the padded number of active rows (:func:`compacted_rows`), ``n_pad`` the padded points.
 

@@ -5,7 +5,7 @@ Builds the compacted active-row problem of :func:`jaxcorr.train.fit` at width m 
 d = 64, b = sqrt(0.4 ln m)) WITHOUT the O(nmd) set-up: the initial leaves of the active rows are
 drawn directly from their law (``<w_r, x_i>`` ~ N(0, X X^T) for w_r ~ N(0, I_d), the rows kept
 where some leaf exceeds b, as the set-up keeps the rows of A), so only (n, |A|) arrays exist. Then
-compiles the chunk runner of :mod:`jaxcorr._train_steps` (``lax.scan`` of ``--steps`` steps) for
+compiles the chunk runner of :mod:`jaxcorr.train._steps` (``lax.scan`` of ``--steps`` steps) for
 each optimizer and times the runs interleaved (medians after compilation), optionally dumping the
 optimized HLO of each (``--hlo DIR``).
 

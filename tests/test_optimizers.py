@@ -12,13 +12,15 @@ starts moving idle rows at step 3: the error names step 3; with the fallback the
 dense. Sizes are tiny (m = 128) and one chunk per run, so the matrix compiles little.
 """
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxcorr import data, nn, train
+from jaxcorr import data, errors, nn, train
 from jaxcorr.train import _linearity
 
 M, N, D, B, STEPS = 128, 5, 4, 1.4, 8
@@ -52,7 +54,43 @@ def _build():
         "adafactor": (lambda: optax.adafactor(0.05), "refused"),
         "sm3": (lambda: optax.sm3(0.1), "refused"),
         "lamb": (lambda: optax.lamb(0.05), "refused"),
+        # a non-zero constant inside a sum over rows: dense sums it over m rows, the compacted
+        # methods over |A| + padding, so each is coupled (refused); outside the sum it is exact
+        "norm_eps_in_max": (lambda: _scaled(lambda g: jnp.sum(jnp.maximum(g * g, 1e-6)), root=True), "refused"),
+        "norm_eps_in_add": (lambda: _scaled(lambda g: jnp.sum(g * g + 1e-6), root=True), "refused"),
+        "norm_eps_in_clip": (lambda: _scaled(lambda g: jnp.sum(jnp.clip(g * g, 1e-6, 1e6)), root=True), "refused"),
+        "abs_sum_minus_const": (lambda: _scaled(lambda g: 1.0 + jnp.sum(jnp.abs(g) - 1e-3) ** 2), "refused"),
+        "const_array_in_sum": (lambda: _scaled(lambda g: jnp.sum(g * g + jnp.full(g.shape[1:], 1e-6, g.dtype)),
+                                               root=True), "refused"),
+        "row_sums_max_const": (lambda: _scaled(lambda g: jnp.sum(jnp.maximum(jnp.sum(g * g, axis=1), 1e-6)),
+                                               root=True), "refused"),
+        "norm_eps_outside": (lambda: _scaled(lambda g: jnp.sqrt(jnp.sum(g * g)) + 1e-6), "exact"),
+        "hand_global_norm_clip": (lambda: _hand_clip(0.05), "exact"),
     }
+
+
+def _scaled(denominator, root=False, lr=0.05):
+    """``-lr * g / denominator(g)`` (``sqrt`` of it with ``root``): a hand-written normalised step."""
+    def init(params):
+        return optax.EmptyState()
+
+    def update(g, state, params=None):
+        den = denominator(g)
+        return -lr * g / (jnp.sqrt(den) if root else den), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def _hand_clip(max_norm, lr=1.0):
+    """clip_by_global_norm written by hand, the eps outside the sum: exact on the compacted rows."""
+    def init(params):
+        return optax.EmptyState()
+
+    def update(g, state, params=None):
+        norm = jnp.sqrt(jnp.sum(g * g))
+        return -lr * g * jnp.minimum(1.0, max_norm / (norm + 1e-12)), state
+
+    return optax.GradientTransformation(init, update)
 
 
 OPTS = _build()
@@ -84,8 +122,9 @@ def test_matrix_exact_or_refused(f64, name):
         for method in SPARSE:
             kw = dict(steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=STEPS)
             if expected == "refused":
-                with pytest.raises(ValueError, match="method='dense' or fallback='dense'"):
+                with pytest.raises(errors.OptimizerRefused, match="method='dense' or fallback='dense'") as err:
                     train.fit(p, X, y, **kw)
+                assert err.value.method == method and err.value.reason
                 pf, hf = train.fit(p, X, y, fallback="dense", **kw)
                 assert hf["fallback_step"] == 0
                 np.testing.assert_array_equal(hf["loss"], hd["loss"])
@@ -124,8 +163,9 @@ def test_idle_row_guard_catches_the_step(f64, method):
         opt = _moves_idle_rows_from(3)
         assert _linearity.analyze(opt, M, D, jnp.float64).ok  # uniform on idle rows: only the guard can tell
         kw = dict(steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=2)
-        with pytest.raises(ValueError, match="at step 3"):
+        with pytest.raises(errors.IdleRowMoved, match="at step 3") as err:
             train.fit(p, X, y, **kw)
+        assert err.value.step == 3
         pd, hd = train.fit(p, X, y, steps=STEPS, method="dense", optimizer=opt, b=B, chunk_size=2)
         pf, hf = train.fit(p, X, y, fallback="dense", **kw)
         assert hf["fallback_step"] == 2  # the start of the chunk holding step 3: an exact state
@@ -185,3 +225,68 @@ def test_prng_key_state_dense_runs_and_sparse_refused():
     for method in SPARSE:
         with pytest.raises(ValueError, match=method):
             train.fit(p, X, y, steps=2, method=method, optimizer=opt, b=B)
+
+
+def test_linear_optimizer_is_built_not_asserted(f64):
+    """Only train.sgd makes a LinearOptimizer; one holding another optimizer's functions (made by
+    _replace or tuple.__new__) is refused, so adam never takes the span path."""
+    p, X, y = f64
+    adam = optax.adam(0.05)
+    with pytest.raises(TypeError, match="train.sgd"):
+        train.LinearOptimizer(adam.init, adam.update)
+    forged = [train.sgd(0.05)._replace(init=adam.init, update=adam.update),
+              tuple.__new__(train.LinearOptimizer, (adam.init, adam.update)),
+              train.sgd(0.05)._replace(update=adam.update)]
+    with jax.enable_x64(True):
+        for opt in forged:
+            assert isinstance(opt, train.LinearOptimizer)
+            with pytest.raises(ValueError, match="did not build"):
+                train.fit(p, X, y, steps=2, method="active", optimizer=opt, b=B)
+        real = train.sgd(0.05, momentum=0.9)
+        assert copy.deepcopy(real) is real
+        _, h = train.fit(p, X, y, steps=2, method="active", optimizer=real, b=B)
+        assert h.span
+
+
+@pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}])
+def test_sgd_refuses_non_scalar_rates(kw):
+    bad = [np.ones(1), np.full(D, 0.1), jnp.full(N, 0.1), lambda t: 0.1 * jnp.ones(D), lambda t: jnp.full((N,), 0.1),
+           lambda t: jnp.full((1,), 0.1)]
+    for lr in bad:
+        with pytest.raises(ValueError, match="learning_rate must be a scalar"):
+            train.sgd(lr, **kw)
+    assert isinstance(train.sgd(optax.exponential_decay(0.3, 3, 0.5), **kw), train.LinearOptimizer)
+    X, y = data.synthetic(1, N, D)
+    p = nn.init(jax.random.key(1), M, D)
+    with pytest.raises(ValueError, match="learning_rate must be a scalar"):
+        train.fit(p, X, y, steps=2, learning_rate=np.full(D, 0.1), b=B)
+
+
+def test_rates_overflowing_the_dtype_are_refused():
+    X, y = data.synthetic(1, N, D, dtype=jnp.float32)
+    p = nn.init(jax.random.key(1), M, D, dtype=jnp.float32)
+    for kw in ({"learning_rate": 1e39}, {"learning_rate": 1e308}, {"optimizer": train.sgd(1e39)},
+               {"optimizer": train.sgd(0.1, momentum=1e39)}):
+        with pytest.raises(ValueError, match=r"overflows the parameters' dtype float32 \(its largest finite value is 3.40282e\+38\)"):
+            train.fit(p, X, y, steps=2, b=B, **kw)
+    with jax.enable_x64(True):
+        p64 = nn.init(jax.random.key(1), M, D, dtype=jnp.float64)
+        X64, y64 = data.synthetic(1, N, D, dtype=jnp.float64)
+        with pytest.warns(UserWarning, match="loss rose"):
+            _, h = train.fit(p64, X64, y64, steps=2, b=B, learning_rate=1e308)  # representable in float64
+        assert h.loss.dtype == np.float64 and h.loss_rose
+
+
+@pytest.mark.parametrize("method", SPARSE)
+def test_non_finite_rows_show_in_the_loss(method):
+    """A step size that overflows the rows (finite in the dtype): the sparse loss goes non-finite at
+    the step the dense one does, and stays so (a NaN row never fires, so without the check the loss
+    of the rows still firing would look finite)."""
+    X, y = data.synthetic(0, 4, 8, dtype=jnp.float32)
+    p = nn.init(jax.random.key(0), 256, 8, dtype=jnp.float32)
+    with pytest.warns(UserWarning, match="loss rose"):
+        _, hd = train.fit(p, X, y, steps=6, method="dense", b=1.0, learning_rate=1e37)
+        _, hs = train.fit(p, X, y, steps=6, method=method, b=1.0, learning_rate=1e37)
+    first = int(np.argmin(np.isfinite(hd.loss)))
+    assert first > 0 and not np.isfinite(hd.loss[first])
+    assert np.isfinite(hs.loss[:first]).all() and not np.isfinite(hs.loss[first:]).any(), hs.loss

@@ -6,6 +6,7 @@ Sizes are small and shared between tests so the compiled chunk runners are reuse
 """
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import data, maxtree, nn, train
+from jaxcorr import data, errors, maxtree, nn, optimizers, train
 
 M, N, D, B = 512, 6, 5, 1.2
 STEPS, CHUNK = 25, 5
@@ -156,8 +157,9 @@ def test_ddfn_cap_error_and_dense_fallback():
     assert cap == math.ceil(M**0.8) == 148
     b = -0.5  # about 69% of the neurons fire per point: beyond ceil(m^{4/5}) at once
     for method in ("active", "dtree", "wtree"):
-        with pytest.raises(ValueError, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148"):
+        with pytest.raises(errors.DDFNCapExceeded, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148") as err:
             train.fit(p, X, y, steps=3, method=method, b=b)
+        assert (err.value.step, err.value.cap, err.value.m) == (0, 148, M) and err.value.k > 148
     params, h = train.fit(p, X, y, steps=3, method="dtree", b=b, fallback="dense")
     params_d, h_d = train.fit(p, X, y, steps=3, method="dense", b=b)
     np.testing.assert_array_equal(h["loss"], h_d["loss"])
@@ -174,8 +176,9 @@ def test_cap_exceeded_mid_run():
     _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ("sgd", 50.0))
     assert fire_ref[:2].max() <= 148 < fire_ref[2].max()
     for method in ("dtree", "active"):
-        with pytest.raises(ValueError, match="148"):
+        with pytest.raises(errors.DDFNCapExceeded, match="148") as err:
             train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2)
+        assert err.value.step == 2 and err.value.k == fire_ref[2].max()
         _, h = train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2, fallback="dense")
         assert h["fallback_step"] == 2
         assert rel(h["loss"], loss_ref) <= 2e-4
@@ -184,8 +187,9 @@ def test_cap_exceeded_mid_run():
 def test_optimizer_that_moves_idle_rows_is_rejected():
     p, X, y = problem()
     opt = ADAMW  # weight decay moves rows with zero gradient
-    with pytest.raises(ValueError, match="method='dense'"):
+    with pytest.raises(errors.OptimizerRefused, match="method='dense'") as err:
         train.fit(p, X, y, steps=2, method="dtree", optimizer=opt, b=B)
+    assert err.value.method == "dtree" and "weight decay" in err.value.reason
     _, h = train.fit(p, X, y, steps=2, method="wtree", optimizer=opt, b=B, fallback="dense")
     _, h_d = train.fit(p, X, y, steps=2, method="dense", optimizer=opt, b=B)
     np.testing.assert_array_equal(h["loss"], h_d["loss"])
@@ -488,3 +492,49 @@ def test_wtree_members_as_bit_mask_and_by_comparison(n):
     np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
     np.testing.assert_allclose(h["fire_mean"], fire_ref.mean(1))
     np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("method", ["active", "wtree"])
+def test_coefficients_refuse_params_that_are_not_their_base(method):
+    """fit(trained, coefficients=h.coefficients) would add K X twice: refused by the base's
+    fingerprint; the starting params continue exactly (sgd and momentum)."""
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p0 = nn.init(jax.random.key(1), 512, 8)
+    for opt in (train.sgd(0.5), train.sgd(0.3, momentum=0.9)):
+        trained, h = train.fit(p0, X, y, steps=3, method=method, optimizer=opt)
+        c = h.coefficients
+        assert c.base_digest is not None and c.base_digest.shape == (2,)
+        with pytest.raises(ValueError, match="relative to the rows the run started from"):
+            train.fit(trained, X, y, steps=3, method=method, optimizer=opt, coefficients=c)
+        one_row = p0._replace(W=p0.W.at[int(c.rows[-1]), 0].add(1e-3))  # one base row off
+        with pytest.raises(ValueError, match="K X twice"):
+            train.fit(one_row, X, y, steps=3, method=method, optimizer=opt, coefficients=c)
+        whole, hw = train.fit(p0, X, y, steps=6, method=method, optimizer=opt, chunk_size=3)
+        rest, h2 = train.fit(p0, X, y, steps=3, method=method, optimizer=opt, coefficients=c, chunk_size=3)
+        np.testing.assert_allclose(np.asarray(rest.W), np.asarray(whole.W), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(h2.coefficients.base_digest, c.base_digest)
+
+
+def test_loss_rising_warns_and_is_recorded():
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p = nn.init(jax.random.key(0), 256, 8)
+    with pytest.warns(UserWarning, match="loss rose"):
+        _, h = train.fit(p, X, y, steps=4, b=1.0, optimizer=optax.sgd(-0.5))  # ascent
+    assert h.loss_rose and h.loss[-1] > h.loss[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, h = train.fit(p, X, y, steps=4, b=1.0)
+    assert not h.loss_rose
+
+
+@pytest.mark.parametrize("name", optimizers.NAMES)
+def test_each_optimizer_default_rate_decreases_the_loss(name):
+    """The optimizer table's own default rate (what the CLI uses for --optimizer NAME without --lr)
+    trains the default synthetic problem downwards, without the loss-rose warning."""
+    X, y = data.synthetic(seed=0, n=8, d=64)
+    p = nn.init(jax.random.key(0), 4096, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _, h = train.fit(p, X, y, steps=100, optimizer=optimizers.make(name))
+    assert h.loss[-1] < 0.5 * h.loss[0] and not h.loss_rose
+    assert optimizers.default_learning_rate(name) == optimizers.spec(name).learning_rate

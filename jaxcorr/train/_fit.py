@@ -9,6 +9,7 @@ state.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, Callable
@@ -144,7 +145,8 @@ def fit(
         sparse methods run it only when it is exact on the active rows by construction (see the
         module docstring: sgd, momentum, nesterov, adam, radam, rmsprop, adagrad, MultiSteps,
         clipping, schedules, any accumulator dtype, ...), and guard every step; otherwise (weight
-        decay, LARS/LAMB, adafactor, sm3, ...) they raise ``ValueError`` before any step, or run
+        decay, LARS/LAMB, adafactor, sm3, a constant inside a sum over rows, ...) they raise
+        :class:`jaxcorr.errors.OptimizerRefused` before any step, or run
         dense with ``fallback="dense"``. Use :func:`sgd` (not ``optax.sgd``) for the faster span
         path. Reuse the same optimizer object across calls to reuse compiled code.
       learning_rate: step size of the default optimizer (default 1.0, finite, >= 0); ignored if
@@ -159,8 +161,9 @@ def fit(
         would return them: a checkpoint without a new set-up; call it during the callback only); a
         truthy return (``True``, ``np.True_``, a 0-d JAX bool, 1) stops training after that chunk.
       chunk_size: steps per jitted ``lax.scan`` chunk (default ``min(steps, 100)``).
-      fallback: ``"error"`` (default) raises ``ValueError`` when a fire set exceeds the DDFN cap
-        :math:`\lceil m^{4/5}\rceil`, the optimizer is refused, or the idle-row guard fires;
+      fallback: ``"error"`` (default) raises :class:`jaxcorr.errors.DDFNCapExceeded` when a fire
+        set exceeds the DDFN cap :math:`\lceil m^{4/5}\rceil`, :class:`jaxcorr.errors.OptimizerRefused`
+        when the optimizer is refused, :class:`jaxcorr.errors.IdleRowMoved` when the idle-row guard fires;
         ``"dense"`` continues with the dense method instead from the last exact state (recorded in
         ``capacity_events``).
       mesh: ``None`` (default: one device), or a :class:`jax.sharding.Mesh` / ``NamedSharding`` to run
@@ -199,8 +202,17 @@ def fit(
 
     Raises:
       ValueError: bad shapes, non-finite values, ``steps < 0``, unknown ``method`` or ``fallback``,
-        non-finite ``b``, an ``opt_state`` that does not match, and (with ``fallback="error"``) a
-        fire set beyond the DDFN cap or an optimizer the sparse methods cannot use.
+        non-finite ``b``, an ``opt_state`` that does not match, a non-scalar learning rate or one the
+        dtype cannot hold, a :class:`LinearOptimizer` not built by :func:`sgd`, ``coefficients``
+        whose base rows are not ``params.W[rows]``.
+      jaxcorr.errors.DDFNCapExceeded: (``fallback="error"``) a fire set beyond the DDFN cap, with
+        ``step``, ``k``, ``cap``, ``m``.
+      jaxcorr.errors.OptimizerRefused: (``fallback="error"``) an optimizer the sparse methods cannot
+        run exactly, with ``method`` and ``reason``.
+      jaxcorr.errors.IdleRowMoved: (``fallback="error"``) the idle-row guard fired, with ``step``.
+
+    Warns:
+      UserWarning: the last loss is above the first or not finite (also ``history.loss_rose``).
 
     Exactness: dense, active, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
     the same gradients; they differ only by float rounding in the order of sums (and, for the Gram
@@ -240,4 +252,17 @@ def fit(
     W_out = jax.block_until_ready(W_out)
     hist = History(**rec.arrays(dt), events=rec.events, opt_state=state_out, method=method, b=float(b),
                    setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info)
+    hist.loss_rose = _loss_rose(hist.loss)
+    if hist.loss_rose:
+        warnings.warn(f"train.fit: the loss rose from {float(hist.loss[0]):.6g} to {float(hist.loss[-1]):.6g} over "
+                      f"{len(hist.loss)} steps (method={method!r}); the learning rate may be too large for this "
+                      "optimizer (see jaxcorr.optimizers.TABLE for each one's default)", UserWarning, stacklevel=2)
     return Params(W=W_out.astype(dt), a=params.a), hist
+
+
+def _loss_rose(loss) -> bool:
+    """The last loss is above the first, or not finite (a run of at least two steps)."""
+    if len(loss) < 2:
+        return False
+    first, last = float(loss[0]), float(loss[-1])
+    return not math.isfinite(last) or last > first

@@ -87,7 +87,7 @@ def _timed_chunk(cfg, state, steps, donate):
     """:func:`run_chunk`, compiled first so that the seconds returned are the run's alone."""
     _steps.compile(cfg.step, steps, state.carry, state.consts, donate=donate)
     # Wait for the inputs first: set-up work dispatched asynchronously (gathers, INIT) counts as
-    # set-up, not as steps (without this, plain sgd, whose set-up never syncs, timed it as steps).
+    # set-up, not as steps.
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     out = jax.block_until_ready(run_chunk(cfg, state, steps, donate=donate))

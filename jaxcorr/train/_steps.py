@@ -45,18 +45,21 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import _linalg, maxtree
+from jaxcorr import _linalg, maxtree, methods
 from jaxcorr.train._state import CompactConsts, DenseConsts, StepConfig, StepStats
 from jaxcorr.sharding import Axis
 
 __all__ = ["run", "compile", "keep_dtypes", "active_forward", "fire_forward", "fire_coefficients"]
 
 
-def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None):
+def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None, rows=None):
     """Step statistics, summed / maxed over the point blocks (scalar collectives; none on one device).
 
     ``e`` are the residuals (0 on padding points), ``counts`` the fire-set sizes, ``hit`` an int
-    vector marking the rows that fire for some point, ``overflow`` per point.
+    vector marking the rows that fire for some point, ``overflow`` per point. ``rows`` are the
+    trained rows this step started from: if one holds a NaN or an infinity (an overflowing step
+    size), the loss is NaN, as the dense loss is, instead of the finite loss of the rows that still
+    fire (a NaN row never fires: ``NaN > b`` is False).
     """
     if c.valid is None:
         fire_mean = jnp.mean(counts.astype(jnp.float32))
@@ -66,8 +69,11 @@ def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None):
         fire_mean = ax.psum(jnp.sum(counts)).astype(jnp.float32) / c.n_points
         fire_max = ax.pmax(jnp.max(counts))
         over = ax.pmax(jnp.any(overflow & c.valid).astype(jnp.int32)) > 0
+    loss = 0.5 * jnp.sum(e * e)
+    if rows is not None:  # a NaN on one block reaches every block through the psum
+        loss = jnp.where(jnp.all(jnp.isfinite(rows)), loss, jnp.nan)
     return StepStats(
-        loss=ax.psum(0.5 * jnp.sum(e * e)),  # collective: the loss sums over points
+        loss=ax.psum(loss),  # collective: the loss sums over points
         fire_mean=fire_mean,
         fire_max=fire_max.astype(jnp.int32),
         fire_union=jnp.sum(ax.pmax(hit)).astype(jnp.int32),  # |U_i S_{i,fire}|
@@ -106,7 +112,7 @@ def _optimizer_step(cfg: StepConfig, ax: Axis, c: CompactConsts, P, state, coef_
 
     The one collective of a step sits here: the gradient of a neuron sums over points (``psum`` of
     the (L, d) rows); on the span path nothing (``K``'s columns are this block's points).
-    ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr._optim`): the last row is a padding
+    ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr.train._linearity`): the last row is a padding
     row (zero gradient, reference state); if its update is not zero or its state leaves the
     reference, every row outside ``A`` would move at this step. The span path needs no guard: the
     optimizer is linear by construction, so a zero coefficient row stays zero.
@@ -228,7 +234,7 @@ def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, C.T)
     ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
-    return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved)
+    return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved, rows=carry[0])
 
 
 def _transposed_update(cfg: StepConfig, P, state, coef):
@@ -260,7 +266,7 @@ def _wtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     ipT_new = ipT_new if c.ip0 is None else c.ip0 + ipT_new
     levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
     no = jnp.zeros((n,), bool)
-    return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved, rows=carry[0])
 
 
 def _members(fr, n: int):
@@ -314,10 +320,12 @@ def _active_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, coef.T)
     hit = jnp.any(fire, axis=0).astype(jnp.int32)
     no = jnp.zeros(e.shape, bool)
-    return (P, state, levels), _stats(ax, c, e, jnp.sum(fire, axis=1), hit, no, moved)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(fire, axis=1), hit, no, moved, rows=carry[0])
 
 
 _STEPS = {"dense": _dense_step, "active": _active_step, "dtree": _dtree_step, "wtree": _wtree_step}
+if set(_STEPS) != set(methods.names()):  # one step per method of the registry, no more
+    raise ImportError(f"jaxcorr.train._steps has steps for {sorted(_STEPS)}, the registry names {methods.names()}")
 
 
 # ---------------------------------------------------------------------------------- the chunk
