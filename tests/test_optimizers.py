@@ -118,7 +118,7 @@ def test_matrix_exact_or_refused(f64, name):
     with jax.enable_x64(True):
         opt = make()
         pd, hd = train.fit(p, X, y, steps=STEPS, method="dense", optimizer=opt, b=B, chunk_size=STEPS)
-        assert np.isfinite(hd["loss"]).all() and rel(pd.W, p.W) > 1e-6  # dense really trains
+        assert np.isfinite(hd.loss).all() and rel(pd.W, p.W) > 1e-6  # dense really trains
         for method in SPARSE:
             kw = dict(steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=STEPS)
             if expected == "refused":
@@ -126,16 +126,16 @@ def test_matrix_exact_or_refused(f64, name):
                     train.fit(p, X, y, **kw)
                 assert err.value.method == method and err.value.reason
                 pf, hf = train.fit(p, X, y, fallback="dense", **kw)
-                assert hf["fallback_step"] == 0
-                np.testing.assert_array_equal(hf["loss"], hd["loss"])
+                assert hf.fallback_step == 0
+                np.testing.assert_array_equal(hf.loss, hd.loss)
                 np.testing.assert_array_equal(pf.W, pd.W)
                 continue
             ps, hs = train.fit(p, X, y, **kw)
-            assert hs["fallback_step"] is None and hs["n_active"] < M, (method, hs["n_active"])
-            assert rel(hs["loss"], hd["loss"]) <= 1e-9, (method, rel(hs["loss"], hd["loss"]))
+            assert hs.fallback_step is None and hs.n_active < M, (method, hs.n_active)
+            assert rel(hs.loss, hd.loss) <= 1e-9, (method, rel(hs.loss, hd.loss))
             assert rel(ps.W, pd.W) <= 1e-9, method
             assert ps.W.dtype == jnp.float64
-            for s, t in zip(jax.tree_util.tree_leaves(hs["opt_state"]), jax.tree_util.tree_leaves(hd["opt_state"])):
+            for s, t in zip(jax.tree_util.tree_leaves(hs.opt_state), jax.tree_util.tree_leaves(hd.opt_state)):
                 assert s.dtype == t.dtype and s.shape == t.shape, (method, s.dtype, t.dtype)
                 tol = 1e-2 if s.dtype == jnp.bfloat16 else 1e-9  # bf16 rounds the same sums differently
                 assert rel(s, t) <= tol, (method, rel(s, t))
@@ -168,9 +168,9 @@ def test_idle_row_guard_catches_the_step(f64, method):
         assert err.value.step == 3
         pd, hd = train.fit(p, X, y, steps=STEPS, method="dense", optimizer=opt, b=B, chunk_size=2)
         pf, hf = train.fit(p, X, y, fallback="dense", **kw)
-        assert hf["fallback_step"] == 2  # the start of the chunk holding step 3: an exact state
-        assert "at step 3" in hf["capacity_events"][-1]["reason"]
-        assert rel(hf["loss"], hd["loss"]) <= 1e-9 and rel(pf.W, pd.W) <= 1e-9
+        assert hf.fallback_step == 2  # the start of the chunk holding step 3: an exact state
+        assert "at step 3" in hf.capacity_events[-1]["reason"]
+        assert rel(hf.loss, hd.loss) <= 1e-9 and rel(pf.W, pd.W) <= 1e-9
 
 
 def test_analysis_verdicts():
@@ -209,9 +209,9 @@ def test_callback_truthy_values_stop():
     p = nn.init(jax.random.key(1), M, D)
     for ret in (np.True_, jnp.asarray(True), 1):
         _, h = train.fit(p, X, y, steps=6, b=B, chunk_size=2, callback=lambda info, r=ret: r)
-        assert h["loss"].shape == (2,)
+        assert h.loss.shape == (2,)
     _, h = train.fit(p, X, y, steps=6, b=B, chunk_size=2, callback=lambda info: np.False_)
-    assert h["loss"].shape == (6,)
+    assert h.loss.shape == (6,)
 
 
 def test_prng_key_state_dense_runs_and_sparse_refused():
@@ -221,7 +221,7 @@ def test_prng_key_state_dense_runs_and_sparse_refused():
     p = nn.init(jax.random.key(1), M, D)
     opt = optax.noisy_sgd(1e-2)
     _, h = train.fit(p, X, y, steps=2, method="dense", optimizer=opt, b=B)
-    assert h["loss"].shape == (2,) and h["state_bytes"] > 0
+    assert h.loss.shape == (2,) and h.state_bytes > 0
     for method in SPARSE:
         with pytest.raises(ValueError, match=method):
             train.fit(p, X, y, steps=2, method=method, optimizer=opt, b=B)
@@ -290,3 +290,26 @@ def test_non_finite_rows_show_in_the_loss(method):
     first = int(np.argmin(np.isfinite(hd.loss)))
     assert first > 0 and not np.isfinite(hd.loss[first])
     assert np.isfinite(hs.loss[:first]).all() and not np.isfinite(hs.loss[first:]).any(), hs.loss
+
+
+@pytest.mark.parametrize("name", ["norm_eps_in_max", "norm_eps_in_add", "const_array_in_sum"])
+def test_guard_catches_a_sum_over_idle_rows_the_analysis_missed(f64, monkeypatch, name):
+    """With the up-front analysis switched off, the run-time guard still sees that a sum over rows
+    adds a non-zero summand from the idle (padding) rows: the step is refused, never kept."""
+    p, X, y = f64
+    real = _linearity.analyze
+
+    def trusting(opt, m, d, dtype):
+        v = real(opt, m, d, dtype)
+        return v._replace(ok=True, reason="") if "couples rows" in v.reason else v
+
+    monkeypatch.setattr(_linearity, "analyze", trusting)
+    with jax.enable_x64(True):
+        opt = OPTS[name][0]()
+        for method in SPARSE:
+            with pytest.raises(errors.IdleRowMoved, match="at step 0"):
+                train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=STEPS)
+        good = OPTS["norm_eps_outside"][0]()
+        _, hd = train.fit(p, X, y, steps=STEPS, method="dense", optimizer=good, b=B, chunk_size=STEPS)
+        _, hs = train.fit(p, X, y, steps=STEPS, method="active", optimizer=good, b=B, chunk_size=STEPS)
+        assert rel(hs.loss, hd.loss) <= 1e-9

@@ -35,7 +35,9 @@ are the same function of the same global values for every row. Padding rows of t
 tensor are such rows (zero gradient, the reference state, parameters zero: ``UNIF`` values do not
 read them), so :mod:`jaxcorr.train._steps` checks (b) at run time on the last padding row, every
 step, at O(d) cost: if that row's update is not zero or its state leaves the reference, every row
-outside ``A`` would move at this step, and the step is flagged before it is kept. Proof of
+outside ``A`` would move at this step, and the step is flagged before it is kept; likewise if a
+sum over rows inside the update reads a non-zero summand on that row (:mod:`jaxcorr.train._guard`:
+dense would add it once per idle row). Proof of
 exactness: by induction on ``t``, rows outside ``A`` hold ``w_r(0)``, zero gradient (they fire for
 no point) and the reference state; the step-``t`` globals equal the dense ones (a); the padding row
 computes bit for bit what every such row computes (``UNIF``), and the guard saw zero and the

@@ -46,6 +46,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, maxtree, methods
+from jaxcorr.train import _guard
 from jaxcorr.train._state import CompactConsts, DenseConsts, StepConfig, StepStats
 from jaxcorr.sharding import Axis
 
@@ -130,12 +131,13 @@ def apply_rows(cfg: StepConfig, c: CompactConsts, P, state, grad):
     The guard reads the last row of the new ``P`` and state (carry outputs, so no extra buffer): the
     padding row's parameters are 0 and stay 0 exactly when its update is zero (``0 + u == 0`` iff
     ``u == 0``; an update too small for the dtype also leaves every idle row unchanged), and a NaN
-    shows as ``NaN != 0``.
+    shows as ``NaN != 0``. It also fires when a sum over the rows inside the update adds a non-zero
+    summand from the padding row (:mod:`jaxcorr.train._guard`): dense would add it ``m - |A|`` times.
     """
-    updates, new_state = cfg.optimizer.update(grad, state, P)
+    updates, new_state, idle_sum = _guard.update(cfg.optimizer, grad, state, P)
     new_state = keep_dtypes(new_state, state)
     P = optax.apply_updates(P, updates)
-    moved = jnp.any(P[-1] != 0)
+    moved = jnp.any(P[-1] != 0) | idle_sum
     rows = [x for x, ax in zip(jax.tree_util.tree_leaves(new_state), cfg.row_axes) if ax is not None]
     for x, ax, r in zip(rows, [ax for ax in cfg.row_axes if ax is not None], c.ref):
         moved = moved | jnp.any(jnp.take(x, x.shape[ax] - 1, axis=ax) != r)
