@@ -78,7 +78,7 @@ Examples:
   >>> params = nn.init(jax.random.key(0), m=256, d=8)
   >>> p1, h1 = train.fit(params, X, y, steps=5, method="dtree", b=1.0, mesh=mesh)
   >>> p2, h2 = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
-  >>> bool(abs(h1["loss"] - h2["loss"]).max() <= 2e-4 * h2["loss"].max())
+  >>> bool(abs(h1.loss - h2.loss).max() <= 2e-4 * h2.loss.max())
   True
 
 References:

@@ -515,6 +515,18 @@ def test_coefficients_refuse_params_that_are_not_their_base(method):
         np.testing.assert_array_equal(h2.coefficients.base_digest, c.base_digest)
 
 
+def test_coefficients_of_a_run_where_nothing_fires():
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p0 = nn.init(jax.random.key(1), 256, 8)
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            p = p0._replace(W=jnp.asarray(p0.W, jnp.float64 if x64 else jnp.float32))
+            _, h = train.fit(p, X, y, steps=2, b=10.0)  # no neuron fires: A is empty
+            assert h.coefficients.rows.size == 0 and h.coefficients.base_digest.shape == (2,)
+            rest, _ = train.fit(p, X, y, steps=2, b=10.0, coefficients=h.coefficients)
+            np.testing.assert_array_equal(np.asarray(rest.W), np.asarray(p.W))
+
+
 def test_loss_rising_warns_and_is_recorded():
     X, y = data.synthetic(seed=0, n=4, d=8)
     p = nn.init(jax.random.key(0), 256, 8)

@@ -8,6 +8,7 @@ the base's fingerprint (:func:`base_digest`) so that a continuation can check it
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +139,8 @@ def _digest(W, rows):
     """Two 32-bit integer checksums of the bits of ``W[rows]``, each bit pattern weighted by a
     function of its row and column (exact integer arithmetic: the same on every backend)."""
     part = W.at[rows].get(mode="fill", fill_value=0)
-    bits = lax.bitcast_convert_type(part, jnp.uint32).reshape(part.shape[0], -1)
+    bits = lax.bitcast_convert_type(part, jnp.uint32)
+    bits = bits.reshape(bits.shape[0], math.prod(bits.shape[1:]))  # float64: two words per entry
     r = rows.astype(jnp.uint32)[:, None]
     c = lax.broadcasted_iota(jnp.uint32, bits.shape, 1)
     w1 = (r * _MIX[0] + c * _MIX[1] + jnp.uint32(1)) | jnp.uint32(1)
