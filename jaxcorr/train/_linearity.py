@@ -51,7 +51,6 @@ import re
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ZERO, UNIF, PARAM, TAINT = 0, 1, 2, 3
