@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcorr import _linalg, sharding
+from jaxcorr import _linalg, methods, sharding
 from jaxcorr.nn import Params
 from jaxcorr.train._arrays import copy, row_first
 from jaxcorr.train._state import Base, Coefficients, Config, TrainState
@@ -63,7 +63,7 @@ def rows_and_state(cfg: Config, state: TrainState, *, copy_dense: bool = True):
     mesh the pieces are replicated and brought to the default device first. The result shares no
     buffer with ``state`` unless ``copy=False`` for the dense method (then it is ``state``'s own).
     """
-    if cfg.step.method == "dense":
+    if not methods.get(cfg.step.method).sparse:
         return copy((state.rows, state.opt_state)) if copy_dense else (state.rows, state.opt_state)
     trained, row_state, X = state.rows, state.opt_state, state.consts.X
     lay = cfg.step.layout
@@ -92,7 +92,7 @@ def finalize(cfg: Config, state: TrainState) -> tuple[Params, Any]:
       True
     """
     W, opt_state = rows_and_state(cfg, state)
-    a = state.consts.a if cfg.step.method == "dense" else state.base.a
+    a = state.base.a if methods.get(cfg.step.method).sparse else state.consts.a
     return Params(W=W, a=a), opt_state
 
 
@@ -124,7 +124,7 @@ def coefficients(cfg: Config, state: TrainState) -> Coefficients | None:
       >>> bool(abs(trained.W[c.rows] - (start.W[c.rows] + c.K @ X)).max() < 1e-6)
       True
     """
-    if cfg.step.method == "dense" or not cfg.step.span or cfg.step.layout is not None:
+    if not methods.get(cfg.step.method).sparse or not cfg.step.span or cfg.step.layout is not None:
         return None
     K, s = _coefficient_rows(state.rows, state.opt_state, L=cfg.n_active, transposed=cfg.step.transposed,
                              row_axes=cfg.step.row_axes)

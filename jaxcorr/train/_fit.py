@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import optax
 
-from jaxcorr import errors, sharding
+from jaxcorr import errors, methods, sharding
 from jaxcorr.nn import Params
 from jaxcorr.train import _finalize, _loop, _setup, _validate
 from jaxcorr.train._arrays import nbytes
@@ -94,20 +94,20 @@ def _run_compacted(method, W, a, X, y, b, optimizer, state, width, lay, fallback
     info.update(n_active=cfg.n_active, span=cfg.step.span, state_bytes=nbytes((ts.carry, ts.consts)))
     if lay is not None:
         info.update(shards=lay.shards, bytes_per_device=max(sharding.bytes_per_device((ts.carry, ts.consts)).values()))
-    if method == "dtree":
+    if methods.get(method).trees == "dtree":
         rec.events.append(InitialCapacity(capacity=cfg.step.capacity, kmax=cfg.kmax0))
     try:
         if cfg.kmax0 > cfg.cap_ddfn:
             raise _loop.Stop(_loop.cap_error(cfg.width, cfg.cap_ddfn, cfg.kmax0, 0), cfg, ts)
         # keep each chunk's input when it may be rerun (overflow) or continued dense (fallback)
-        cfg, ts = _loop.loop(cfg, ts, rec, chunk, donate=method != "dtree" and fallback == "error")
+        cfg, ts = _loop.loop(cfg, ts, rec, chunk, donate=methods.get(method).trees != "dtree" and fallback == "error")
         return (*_finalize.rows_and_state(cfg, ts), _finalize.coefficients(cfg, ts))
     except _loop.Stop as err:
         if fallback == "error":
             raise err.error from None
         W_out, s_out = _finalize.rows_and_state(err.cfg, err.state)
         rec.events.append(FellBackToDense(step=rec.done, reason=str(err),
-                                          capacity=err.cfg.step.capacity if method == "dtree" else None))
+                                          capacity=err.cfg.step.capacity if methods.get(method).trees == "dtree" else None))
         info["fallback_step"] = rec.done
         return _run_dense(W_out, a, X, y, b, optimizer, s_out, width, rec, chunk)
 
@@ -244,7 +244,7 @@ def fit(
     if lay is not None:
         info.update(shards=lay.shards, bytes_per_device=None)
     W_out, state_out, coef = W, state, start
-    if steps > 0 and method == "dense":
+    if steps > 0 and not methods.get(method).sparse:
         W_out, state_out, coef = _run_dense(W, a, X, y, b, optimizer, state, width, rec, chunk)
     elif steps > 0 or start is not None:
         W_out, state_out, coef = _run_compacted(method, W, a, X, y, b, optimizer, state, width, lay, fallback,

@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 
-from jaxcorr import errors, maxtree
+from jaxcorr import errors, maxtree, methods
 from jaxcorr.train import _finalize, _steps
 from jaxcorr.train._history import CapacityGrown, Recorder
 from jaxcorr.train._state import Config, TrainState
@@ -97,7 +97,7 @@ def _timed_chunk(cfg, state, steps, donate):
 def _check_chunk(cfg: Config, stats, done: int):
     """``None`` if the chunk is exact; else the new capacity after an overflow; raises :class:`Stop`
     (without state) past the DDFN cap or when the idle-row guard fired. The dense method has none."""
-    if cfg.step.method == "dense":
+    if not methods.get(cfg.step.method).sparse:
         return None
     overflow, kmax, moved = (np.asarray(v) for v in (stats.overflow, stats.fire_max, stats.moved))
     bad = np.flatnonzero(overflow | (kmax > cfg.cap_ddfn) | moved)

@@ -32,7 +32,7 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import _linalg, ddfn, errors, maxtree, sharding
+from jaxcorr import _linalg, ddfn, errors, maxtree, methods, sharding
 from jaxcorr.train import _linearity, _sgd
 from jaxcorr.train._arrays import copy as _copy
 from jaxcorr.train._arrays import row_first as _row_first
@@ -95,14 +95,14 @@ def _init(W, X, b, method: str):
     for ``method="active"`` (fire sets by comparison, no trees), the (m,) mask of the rows that fire."""
     ip = _linalg.inner(X, W)
     fire = ip > b
-    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if method == "active" else None)
+    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if methods.get(method).finds_active == "compare" else None)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "method"))
 def _fire_rows(ip, b, capacity: int, method: str):
     """(m,) mask of :math:`\\bigcup_i S_{i,fire}(0)` by FIND on the full trees built from ``ip`` (n, m)."""
     n, m = ip.shape
-    if method == "wtree":  # Algorithm 9 lines 12-17: S~_{r,fire} <- CWT.QUERY(r, b), capacity n
+    if methods.get(method).trees == "wtree":  # Algorithm 9 lines 12-17: S~_{r,fire} <- CWT.QUERY(r, b), capacity n
         fr = maxtree.query_all(maxtree.build(ip.T), b, capacity=n)
         return jnp.any(fr.valid, axis=1)
     fr = maxtree.query_all(maxtree.build(ip), b, capacity=capacity)  # Algorithm 8 line 12
@@ -194,16 +194,17 @@ def _trees(ip, idx, valid, P0=None, gram=None, *, method, span, lay=None):
     ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)
     lv = ip_A if valid is None else jnp.where(valid[:, None], ip_A, -jnp.inf)
     if P0 is not None:  # in the step's own layout and order of operations: the same bits
-        lv = lv + _linalg.matmul(gram, P0) if method != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
+        lv = lv + _linalg.matmul(gram, P0) if methods.get(method).trees != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
     levels = ()
-    if method == "dtree":
+    trees = methods.get(method).trees
+    if trees == "dtree":
         levels = maxtree.build(lv).levels
-    elif method == "wtree":
+    elif trees == "wtree":
         levels = maxtree.build(lv.T).levels
     ip0 = None
     if span:
         ip0 = ip_A if valid is None else jnp.where(valid[:, None], ip_A, 0)
-        ip0 = ip0.T if method == "wtree" else ip0
+        ip0 = ip0.T if trees == "wtree" else ip0
     if lay is not None:
         pin = functools.partial(lax.with_sharding_constraint, shardings=lay.sharding(None))
         levels = tuple(pin(x) for x in levels)
@@ -269,7 +270,7 @@ def build(method, W, a, X, y, b, optimizer, state, width, lay, start=None):
       jaxcorr.errors.OptimizerRefused: an optimizer the compacted methods cannot run exactly
         (decided from its jaxprs by :mod:`jaxcorr.train._linearity`, before any step).
     """
-    if method == "dense":
+    if not methods.get(method).sparse:
         return dense(W, a, X, y, b, optimizer, state, width)
     verdict = analysis(optimizer, W.shape[0], W.shape[1], W.dtype)
     if not verdict.ok:
@@ -333,7 +334,7 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
         if coef is not None:
             break
     span = coef is not None or coefficients is not None
-    step = StepConfig(method, optimizer, 0, span, axes, span and method in ("active", "dtree") and lay is None, lay)
+    step = StepConfig(method, optimizer, 0, span, axes, span and methods.get(method).trees != "wtree" and lay is None, lay)
     if coefficients is not None:
         P0, coef = _start_rows(coefficients, A, L_padded, axes, step.transposed)
     else:
@@ -365,7 +366,7 @@ def _config(method, step, m, n, d, width, L, L_padded, kmax, identity) -> Config
     """The :class:`Config` of a compacted run (the DTree capacity from ``max_i k_i``)."""
     cap_ddfn = ddfn_cap(width)
     ceiling = min(L_padded, cap_ddfn)
-    if method == "dtree":
+    if methods.get(method).trees == "dtree":  # the DTree frontier capacity
         step = step._replace(capacity=maxtree.allocate(kmax, ceiling=max(ceiling, kmax, 1)))
     return Config(step=step, m=m, n=n, d=d, width=width, n_active=L, L=L_padded, kmax0=kmax, cap_ddfn=cap_ddfn,
                   capacity_ceiling=ceiling, identity=identity)

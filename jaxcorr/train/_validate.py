@@ -119,7 +119,7 @@ def start_coefficients(c, method, optimizer, opt_state, mesh, W, n: int, dt):
         return None
     if not isinstance(c, Coefficients):
         raise ValueError(f"coefficients must be a jaxcorr.train.Coefficients (history.coefficients), got {type(c).__name__}")
-    if method == "dense" or mesh is not None or not _sgd.is_linear(optimizer):
+    if not methods.get(method).sparse or mesh is not None or not _sgd.is_linear(optimizer):
         raise ValueError("coefficients= continues a span-path run: method 'active', 'dtree' or 'wtree' with "
                          f"optimizer=train.sgd(...) on one device (got method={method!r}, "
                          f"optimizer {type(optimizer).__name__}, mesh={'given' if mesh is not None else None})")
