@@ -217,7 +217,7 @@ def fit(
     Exactness: dense, active, dtree and wtree compute the same fire sets (strict ``>``, Definition 2.4) and
     the same gradients; they differ only by float rounding in the order of sums (and, for the Gram
     path, ``W_A(0) + K X`` instead of a running sum). Resuming (``steps=A`` then ``steps=B`` with
-    the returned ``params`` and ``history["opt_state"]``) reproduces ``steps=A+B`` bitwise for
+    the returned ``params`` and ``history.opt_state``) reproduces ``steps=A+B`` bitwise for
     ``"dense"`` and to rounding (about 1e-6 relative in float32) for ``"dtree"``/``"wtree"``.
 
     The loop, as jax-md runs its neighbour lists::
