@@ -282,13 +282,16 @@ def is_writer() -> bool:
 
 
 def mesh_method(preferred: str | None = None) -> str:
-    """The sparse method to run on a mesh: ``preferred`` if given, else ``"active"`` where
-    :data:`jaxcorr.train.METHODS` has it (the default sparse method), else ``"dtree"``."""
-    from jaxcorr import train  # noqa: PLC0415
+    """The sparse method to run on a mesh: ``preferred`` if given, else the default method
+    (:data:`jaxcorr.methods.DEFAULT`) if it shards, else the first method of the registry that
+    shards (:attr:`jaxcorr.methods.Method.shards`)."""
+    from jaxcorr import methods  # noqa: PLC0415
 
     if preferred is not None:
         return preferred
-    return "active" if "active" in train.METHODS else "dtree"
+    if methods.get(methods.DEFAULT).shards:
+        return methods.DEFAULT
+    return next(m.name for m in methods.METHODS.values() if m.shards)
 
 
 def info(mesh=None) -> dict:

@@ -12,8 +12,9 @@ adam        ``optax.adam(lr)`` (b1=0.9, b2=0.999,        0.01        2          
             eps=1e-8)
 ==========  ==========================================  ==========  ===========  ===========
 
-- *default lr*: what :func:`make` uses when no learning rate is given (the command line has its
-  own ``--lr`` default, :data:`jaxcorr.train.DEFAULT_LEARNING_RATE`, for every name).
+- *default lr*: each optimizer's own step size, what :func:`make` uses when no learning rate is
+  given and what the command line should use for ``--optimizer NAME`` without ``--lr``
+  (:func:`default_learning_rate`); each one decreases the loss of the default synthetic problem.
 - *state slots*: optimizer-state arrays of the size of ``W`` (0 for plain SGD, 1 for the momentum
   trace, 2 for Adam's moments): what a memory estimate counts.
 - *span path*: sgd and momentum are :class:`jaxcorr.train.LinearOptimizer` (linear in the gradient
@@ -47,7 +48,7 @@ import optax
 
 from jaxcorr import train
 
-__all__ = ["Spec", "TABLE", "NAMES", "make", "describe", "spec"]
+__all__ = ["Spec", "TABLE", "NAMES", "make", "describe", "spec", "default_learning_rate"]
 
 
 class Spec(NamedTuple):
@@ -82,6 +83,17 @@ def spec(name: str) -> Spec:
         return TABLE[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}") from None
+
+
+def default_learning_rate(name: str) -> float:
+    """The default learning rate of ``name`` (:data:`TABLE`'s *default lr*).
+
+    Examples:
+      >>> from jaxcorr import optimizers
+      >>> optimizers.default_learning_rate("adam")
+      0.01
+    """
+    return spec(name).learning_rate
 
 
 def _rate(name: str, learning_rate: float | None) -> float:

@@ -7,7 +7,7 @@ out across the devices of a :class:`jax.sharding.Mesh` (:class:`Layout`) and wha
 points become there (:class:`Axis`: ``psum``/``pmax``/``psum_scatter`` over the mesh axis, the
 identity on one device). Training (:func:`jaxcorr.train.fit` with ``mesh=``, ``method="dtree"`` and
 ``method="active"``, which splits the same point axis of its (n, |A|) masked passes with no trees)
-runs the one step function of :mod:`jaxcorr._train_steps` under :func:`jax.shard_map` with that
+runs the one step function of :mod:`jaxcorr.train._steps` under :func:`jax.shard_map` with that
 layout: a sharding is a layout of the same step, not another step. This module imports nothing of
 the training floor. Across hosts the same code runs after :func:`jax.distributed.initialize` on a
 global mesh. There is no scheduler of our own.
@@ -78,7 +78,7 @@ Examples:
   >>> params = nn.init(jax.random.key(0), m=256, d=8)
   >>> p1, h1 = train.fit(params, X, y, steps=5, method="dtree", b=1.0, mesh=mesh)
   >>> p2, h2 = train.fit(params, X, y, steps=5, method="dtree", b=1.0)
-  >>> bool(abs(h1["loss"] - h2["loss"]).max() <= 2e-4 * h2["loss"].max())
+  >>> bool(abs(h1.loss - h2.loss).max() <= 2e-4 * h2.loss.max())
   True
 
 References:
@@ -102,7 +102,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import ddfn, maxtree
+from jaxcorr import ddfn, maxtree, methods
 from jaxcorr.dtree import DTree
 
 __all__ = [
@@ -145,7 +145,7 @@ def data_mesh(devices=None, axis_name: str = DEFAULT_AXIS) -> Mesh:
 class Axis(NamedTuple):
     """The collectives of a step over the point axis: identities on one device.
 
-    The step functions of :mod:`jaxcorr._train_steps` sum over data points in a few places (the
+    The step functions of :mod:`jaxcorr.train._steps` sum over data points in a few places (the
     gradient of a neuron, the loss, the statistics). They call these methods, which are the
     ``lax`` collectives over the mesh axis ``name`` inside ``shard_map``, and the identity when
     ``name`` is None (one device holds every point). One step function thus serves both.
@@ -330,7 +330,7 @@ def shard_ddfn(state: ddfn.DDFNState, mesh, axis=None) -> ddfn.DDFNState:
                                b=place(state.b, lay.replicated))
 
 
-SHARDED_METHODS = ("active", "dtree")
+SHARDED_METHODS = tuple(m.name for m in methods.METHODS.values() if m.shards)  # jaxcorr.methods: "shards"
 
 
 def fit_layout(mesh, method: str) -> Layout:

@@ -80,12 +80,12 @@ runs = {}
 for method in METHODS:
     runs[method] = train.fit(params, X, y, steps=STEPS, method=method)
     h = runs[method][1]
-    events = [(e["step"], e["new_capacity"]) for e in h["capacity_events"]]
-    print(f"{method:>6}: loss {h['loss'][0]:.4f} -> {h['loss'][-1]:.5f}, "
-          f"set-up + compile {h['setup_s']:5.1f} s, capacity events {events}")
+    events = [(e["step"], e["new_capacity"]) for e in h.capacity_events]
+    print(f"{method:>6}: loss {h.loss[0]:.4f} -> {h.loss[-1]:.5f}, "
+          f"set-up + compile {h.setup_s:5.1f} s, capacity events {events}")
 
 # %%
-L = {k: np.asarray(v[1]["loss"], np.float64) for k, v in runs.items()}
+L = {k: np.asarray(v[1].loss, np.float64) for k, v in runs.items()}
 rel = {k: np.abs(L[k] - L["dense"]) / L["dense"] for k in SPARSE}
 dW = {k: float(np.abs(runs[k][0].W - runs["dense"][0].W).max()) for k in SPARSE}
 for k in SPARSE:
@@ -100,7 +100,7 @@ print(f"all {len(METHODS)} loss curves agree to float32 rounding; the loss fell 
 A0 = np.asarray(nn.fire_mask(params, X, b)).any(axis=0)
 for k in METHODS:
     assert np.array_equal(np.asarray(runs[k][0].W)[~A0], np.asarray(params.W)[~A0])
-assert runs["dtree"][1]["n_active"] == A0.sum()
+assert runs["dtree"][1].n_active == A0.sum()
 print(f"|A| = {A0.sum()} of {m} neurons fire for some point at t = 0; in all {len(METHODS)} "
       f"runs the other {m - A0.sum()} rows of W are exactly unchanged after {STEPS} steps")
 
@@ -148,9 +148,9 @@ for k in METHODS:
         continue
     hk = runs[k][1]
     # total number of firing (i, r) pairs per step, and the other statistics, vs dtree
-    dsum = np.abs(np.asarray(hk["fire_mean"]) - np.asarray(h["fire_mean"])) * n
-    dmax = np.abs(np.asarray(hk["fire_max"]) - np.asarray(h["fire_max"]))
-    dun = np.abs(np.asarray(hk["fire_union"]) - np.asarray(h["fire_union"]))
+    dsum = np.abs(np.asarray(hk.fire_mean) - np.asarray(h.fire_mean)) * n
+    dmax = np.abs(np.asarray(hk.fire_max) - np.asarray(h.fire_max))
+    dun = np.abs(np.asarray(hk.fire_union) - np.asarray(h.fire_union))
     print(f"{k} vs dtree: steps where the number of firing pairs differs: "
           f"{np.count_nonzero(dsum > 0.5)} of {STEPS} (largest difference {dsum.max():.0f} pairs); "
           f"max_i k_i,t differs at {np.count_nonzero(dmax)} steps, "
@@ -158,17 +158,17 @@ for k in METHODS:
     assert dsum.max() <= 2 and np.count_nonzero(dsum > 0.5) <= STEPS // 2
     assert dmax.max() <= 1 and dun.max() <= 2
 print(f"m P[N(0,1) > b] = {expected:.1f};  m exp(-b^2/2) = m^(4/5) = {bound:.1f};  m = {m}")
-print(f"mean_i k_i,t: {h['fire_mean'][0]:.1f} at t=0, {h['fire_mean'][-1]:.1f} at t={STEPS - 1}; "
-      f"max_i,t k_i,t = {h['fire_max'].max()}; union: {h['fire_union'][0]} at t=0, "
-      f"max {h['fire_union'].max()} ({100 * h['fire_union'].max() / m:.0f}% of m)")
-assert h["fire_max"].max() <= bound
-assert abs(h["fire_mean"][0] - expected) < 0.1 * expected
+print(f"mean_i k_i,t: {h.fire_mean[0]:.1f} at t=0, {h.fire_mean[-1]:.1f} at t={STEPS - 1}; "
+      f"max_i,t k_i,t = {h.fire_max.max()}; union: {h.fire_union[0]} at t=0, "
+      f"max {h.fire_union.max()} ({100 * h.fire_union.max() / m:.0f}% of m)")
+assert h.fire_max.max() <= bound
+assert abs(h.fire_mean[0] - expected) < 0.1 * expected
 print("max fire set stays below m^(4/5) throughout; k_i,0 is within 10% of its expectation")
 
 fig, ax = plt.subplots(figsize=(10, 4.5))
-ax.plot(h["fire_mean"], label="mean_i k_i,t")
-ax.plot(h["fire_max"], label="max_i k_i,t")
-ax.plot(h["fire_union"], label="|union_i S_i,fire(t)|")
+ax.plot(h.fire_mean, label="mean_i k_i,t")
+ax.plot(h.fire_max, label="max_i k_i,t")
+ax.plot(h.fire_union, label="|union_i S_i,fire(t)|")
 ax.axhline(expected, color="k", ls=":", label="m P[N(0,1) > b] (expected k_i,0)")
 ax.axhline(bound, color="r", ls="--", label="m exp(-b^2/2) = m^(4/5) (Lemma 2.5)")
 ax.axhline(m, color="0.4", ls="-.", label="m (dense: every neuron)")
@@ -241,11 +241,11 @@ for mm in sizes:
     p_ = nn.init(jax.random.key(0), mm, d)
     for k in METHODS:
         hs = [train.fit(p_, X, y, steps=STEPS, method=k)[1] for _ in range(REPEATS + 1)][1:]
-        ms_ = [hh["ms_per_step"] for hh in hs]
+        ms_ = [hh.ms_per_step for hh in hs]
         med[k].append(statistics.median(ms_))
         spread[k].append((min(ms_), max(ms_)))
         if k == "dtree":
-            n_active.append(hs[0]["n_active"])
+            n_active.append(hs[0].n_active)
     print(f"m = {mm:6d}: " + ", ".join(f"{k} {med[k][-1]:7.3f} ms" for k in METHODS)
           + f"  (|A| = {n_active[-1]} active neurons)")
 assert all(np.isfinite(v) and v > 0 for k in METHODS for v in med[k])

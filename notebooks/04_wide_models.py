@@ -74,8 +74,8 @@ print(f"every one of the {fires.size:,} firing rows is held; the other {held.siz
 opt = train.sgd(0.5, momentum=0.9)
 trained, hist = implicit.fit(model, X, y, steps=30, optimizer=opt, method="active", chunk_size=10)
 eager, hist_e = train.fit(W0, X, y, steps=30, optimizer=opt, method="dense", b=b)
-gap = float(np.abs(hist["loss"] - hist_e["loss"]).max() / hist_e["loss"].max())
-print(f"loss {hist['loss'][0]:.4f} -> {hist['loss'][-1]:.4f};  max relative gap to dense over all m rows: {gap:.1e}")
+gap = float(np.abs(hist.loss - hist_e.loss).max() / hist_e.loss.max())
+print(f"loss {hist.loss[0]:.4f} -> {hist.loss[-1]:.4f};  max relative gap to dense over all m rows: {gap:.1e}")
 assert gap < 1e-5
 moved = np.asarray(eager.W)[held] - np.asarray(trained.W)
 print(f"trained rows vs the dense run's rows: max abs difference {np.abs(moved).max():.1e}")
@@ -106,8 +106,8 @@ print(f"K: {c.K.shape} ({c.K.nbytes / 2**20:.2f} MiB) for rows of {model.d} floa
       f"({trained.W.nbytes / 2**20:.1f} MiB)")
 tmp = tempfile.mkdtemp()
 coef_path, rows_path = os.path.join(tmp, "coef.ckpt"), os.path.join(tmp, "rows.ckpt")
-implicit.save(coef_path, trained, X, y, opt_state=hist["opt_state"], step=30)
-implicit.save(rows_path, trained, X, y, opt_state=hist["opt_state"], step=30, form="rows")
+implicit.save(coef_path, trained, X, y, opt_state=hist.opt_state, step=30)
+implicit.save(rows_path, trained, X, y, opt_state=hist.opt_state, step=30, form="rows")
 sizes = {p: os.path.getsize(p) / 2**20 for p in (coef_path, rows_path)}
 print(f"checkpoint: {sizes[coef_path]:.2f} MiB as coefficients, {sizes[rows_path]:.2f} MiB as rows "
       f"(W itself: {m * d * 4 / 2**20:.0f} MiB)")
@@ -119,7 +119,7 @@ more, h2 = implicit.fit(ck["model"], X, y, steps=10, optimizer=opt, method="acti
 once, h3 = implicit.fit(model, X, y, steps=40, optimizer=opt, method="active", chunk_size=10)
 same = np.array_equal(np.asarray(more.W), np.asarray(once.W))
 print(f"30 + 10 steps through the checkpoint equal 40 at once, bit for bit: {same}")
-assert same and np.array_equal(np.concatenate([hist["loss"], h2["loss"]]), h3["loss"])
+assert same and np.array_equal(np.concatenate([hist.loss, h2.loss]), h3.loss)
 
 # %% [markdown]
 # ## At widths that cannot be held

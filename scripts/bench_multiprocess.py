@@ -5,8 +5,8 @@ For each process count P it launches P processes on this machine (:class:`jaxcor
 a free port for the coordinator), each with one device, and trains the same problem with
 :func:`jaxcorr.train.fit` on the global 1-D data mesh (Section 5's parallel tree updates: the ``n``
 trees of Theorem 3.1 split by points across processes). Per process it reports the median of
-``history["ms_per_step"]`` over ``--repeats`` timed calls after a warm-up (compilation) call, the
-bytes of the sharded training state on its device (``history["bytes_per_device"]``) and the peak
+``history.ms_per_step`` over ``--repeats`` timed calls after a warm-up (compilation) call, the
+bytes of the sharded training state on its device (``history.bytes_per_device``) and the peak
 resident memory of the process (``ru_maxrss``: the JAX runtime, compiled code, the set-up's
 (n/P, m) inner products and the state). The P = 1 run also trains with ``mesh=None`` as the
 reference for the loss difference.
@@ -70,11 +70,11 @@ def worker(args) -> dict:
         ms, hist = [], None
         for _ in range(args.repeats):
             _, hist = train.fit(params, X, y, **kw)
-            ms.append(hist["ms_per_step"])
+            ms.append(hist.ms_per_step)
         rows.append({"mode": label, "processes": jax.process_count(), "process": jax.process_index(),
                      "method": method, "ms_per_step": statistics.median(ms), "ms_all": ms,
-                     "bytes_per_device": hist.get("bytes_per_device"), "n_active": hist["n_active"],
-                     "span": bool(hist["span"]), "losses": [float(v) for v in hist["loss"]]})
+                     "bytes_per_device": hist.bytes_per_device, "n_active": hist.n_active,
+                     "span": bool(hist.span), "losses": [float(v) for v in hist.loss]})
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     for r in rows:
         r["peak_rss_bytes"] = rss
@@ -171,7 +171,7 @@ def compacted_rows(n_active: int) -> int:
 
 
 def derived_bytes(n_pad: int, L: int, d: int, span: bool, itemsize: int = 4) -> dict:
-    """The step's collectives (the dtree step of :mod:`jaxcorr._train_steps` on a mesh, through ``sharding.Axis``), in bytes.
+    """The step's collectives (the dtree step of :mod:`jaxcorr.train._steps` on a mesh, through ``sharding.Axis``), in bytes.
 
     ``L`` is the padded number of active rows (:func:`compacted_rows`), ``n_pad`` the padded points.
 

@@ -6,9 +6,9 @@ when the process starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=D``;
 machine the child uses the first D real devices) that trains the same problem with
 :func:`jaxcorr.train.fit` on a 1-D data mesh of D devices, plus the single-device path
 (``mesh=None``) in the D = 1 child as the baseline. Per configuration it does one warm-up call
-(compilation) and ``--repeats`` timed calls, and reports the median of ``history["ms_per_step"]``
+(compilation) and ``--repeats`` timed calls, and reports the median of ``history.ms_per_step``
 (wall time of the jitted steps, set-up and compilation excluded), the bytes of the sharded
-training state on the most loaded device (``history["bytes_per_device"]``: the trees over the
+training state on the most loaded device (``history.bytes_per_device``: the trees over the
 active rows, the rows and optimizer state, the constants), the loss difference to the baseline,
 and the machine.
 
@@ -58,7 +58,7 @@ def _child(args) -> dict:
         ms, hist = [], None
         for _ in range(args.repeats):
             _, hist = train.fit(params, X, y, **kw)
-            ms.append(hist["ms_per_step"])
+            ms.append(hist.ms_per_step)
         rows.append({
             "devices": D if msh is not None else 1,
             "mode": label,
@@ -66,11 +66,11 @@ def _child(args) -> dict:
             "optimizer_used": optimizers.describe(args.optimizer, args.lr),
             "ms_per_step": statistics.median(ms),
             "ms_all": ms,
-            "bytes_per_device": hist.get("bytes_per_device"),
-            "n_active": hist["n_active"],
-            "span": bool(hist["span"]),
-            "loss_last": float(hist["loss"][-1]),
-            "losses": [float(v) for v in hist["loss"]],
+            "bytes_per_device": hist.bytes_per_device,
+            "n_active": hist.n_active,
+            "span": bool(hist.span),
+            "loss_last": float(hist.loss[-1]),
+            "losses": [float(v) for v in hist.loss],
         })
     return {"devices": D, "rows": rows, "machine": benchmarking.machine_info(),
             "device_kind": getattr(devs[0], "device_kind", str(devs[0]))}

@@ -9,9 +9,9 @@ the span (Gram) path was used), for m = 2^14 ... 2^22 at n = 8, d = 64 and b = s
 For each (m, optimizer, method) it does one warm-up call (compilation), then ``--repeats`` timed
 calls, interleaved across the methods AND the optimizers (so a busy machine slows them alike; the
 1-minute load average is recorded beside every timed call), and reports the median
-(and the minimum) of ``history["ms_per_step"]`` (wall time of the jitted steps per step,
+(and the minimum) of ``history.ms_per_step`` (wall time of the jitted steps per step,
 set-up -- tree INIT, compaction, compilation -- excluded), the median set-up time, the state memory
-of the loop (``history["state_bytes"]``), the log-log slope of ms/step against m per (optimizer,
+of the loop (``history.state_bytes``), the log-log slope of ms/step against m per (optimizer,
 method), each method's speed-up over dense and its largest relative loss difference to dense.
 Writes JSON (with :func:`jaxcorr.benchmarking.machine_info`) and prints a table.
 
@@ -56,8 +56,8 @@ def _run_all(params, X, y, methods, built, steps, repeats):
         for (o, meth), rec in out.items():
             _, h = train.fit(params, X, y, steps=steps, method=meth, optimizer=built[o][0])
             rec[0] = h
-            rec[2].append(h["ms_per_step"])
-            rec[3].append(h["setup_s"])
+            rec[2].append(h.ms_per_step)
+            rec[3].append(h.setup_s)
             rec[4].append(benchmarking.load_average()[:1])
     return out
 
@@ -116,23 +116,23 @@ def main(argv=None) -> int:
         runs = _run_all(params, X, y, methods, built, args.steps, args.repeats)
         for o in opts:
             label = built[o][1]
-            ref = runs[(o, "dense")][0]["loss"] if "dense" in methods else None
+            ref = runs[(o, "dense")][0].loss if "dense" in methods else None
             for meth in methods:
                 h, warm_s, ms_list, setup_list, loads = runs[(o, meth)]
                 row = {
                     "log2_m": lm, "m": m, "method": meth, "optimizer": o, "optimizer_used": label,
-                    "learning_rate": lrs[o], "b": b, "span": bool(h["span"]),
+                    "learning_rate": lrs[o], "b": b, "span": bool(h.span),
                     "ms_per_step": statistics.median(ms_list), "ms_per_step_min": min(ms_list),
                     "ms_per_step_all": ms_list, "load_average_1min": [v[0] for v in loads if v],
                     "setup_s": statistics.median(setup_list), "first_call_s": warm_s,
-                    "state_bytes": int(h["state_bytes"]),
-                    "fire_mean_t0": float(h["fire_mean"][0]), "fire_union_t0": int(h["fire_union"][0]),
-                    "n_active": int(h["n_active"]),
-                    "capacity_events": len([e for e in h["capacity_events"] if e["reason"].startswith("overflow")]),
+                    "state_bytes": int(h.state_bytes),
+                    "fire_mean_t0": float(h.fire_mean[0]), "fire_union_t0": int(h.fire_union[0]),
+                    "n_active": int(h.n_active),
+                    "capacity_events": len([e for e in h.capacity_events if e["reason"].startswith("overflow")]),
                 }
                 if ref is not None:
                     row["max_rel_loss_diff_vs_dense"] = float(
-                        (np.abs(h["loss"] - ref) / np.maximum(np.abs(ref), 1e-30)).max())
+                        (np.abs(h.loss - ref) / np.maximum(np.abs(ref), 1e-30)).max())
                 rows.append(row)
                 print(f"m=2^{lm} {o:8s} {meth:6s} {row['ms_per_step']:9.2f} ms/step (min {row['ms_per_step_min']:.2f})"
                       f"  setup {row['setup_s']:.2f}s  state {row['state_bytes'] / 2**20:.1f} MiB", flush=True)

@@ -63,7 +63,7 @@ def worker(args) -> dict:
     if args.out and distributed.is_writer():
         np.save(args.out, W)
     return {"process": jax.process_index(), **distributed.info(mesh), "method": method,
-            "loss": [float(v) for v in hist["loss"]], "ms_per_step": hist["ms_per_step"],
+            "loss": [float(v) for v in hist.loss], "ms_per_step": hist.ms_per_step,
             "W_sha256": hashlib.sha256(W.tobytes()).hexdigest(), "W_file": args.out}
 
 

@@ -5,7 +5,7 @@ Builds the compacted active-row problem of :func:`jaxcorr.train.fit` at width m 
 d = 64, b = sqrt(0.4 ln m)) WITHOUT the O(nmd) set-up: the initial leaves of the active rows are
 drawn directly from their law (``<w_r, x_i>`` ~ N(0, X X^T) for w_r ~ N(0, I_d), the rows kept
 where some leaf exceeds b, as the set-up keeps the rows of A), so only (n, |A|) arrays exist. Then
-compiles the chunk runner of :mod:`jaxcorr._train_steps` (``lax.scan`` of ``--steps`` steps) for
+compiles the chunk runner of :mod:`jaxcorr.train._steps` (``lax.scan`` of ``--steps`` steps) for
 each optimizer and times the runs interleaved (medians after compilation), optionally dumping the
 optimized HLO of each (``--hlo DIR``).
 
@@ -53,19 +53,20 @@ def active_problem(logm: int, n: int, d: int, seed: int = 0):
 
 
 def build(opt, problem, steps: int):
-    """The compiled chunk of :mod:`jaxcorr._train_steps` (span path, K held transposed) and its
+    """The compiled chunk of :mod:`jaxcorr.train._steps` (span path, K held transposed) and its
     ``(carry, consts)``: a callable ``ex(carry, consts)`` that runs ``steps`` steps, kept (not donated)
     so that it can be timed repeatedly on the same input."""
     import jax
     import jax.numpy as jnp
 
-    from jaxcorr import _linalg, _optim
-    from jaxcorr import _train_steps as ts
+    from jaxcorr import _linalg
+    from jaxcorr.train import _linearity
+    from jaxcorr.train import _steps as ts
 
-    X, y, ip0, a, L, b, scale, Lp = problem
+    X, y, ip0, a, L, b, scale, L_padded = problem
     n = X.shape[0]
-    verdict = _optim.analyze(opt, 16, X.shape[1], np.dtype(np.float32))
-    P0 = jnp.zeros((n, Lp), jnp.float32)
+    verdict = _linearity.analyze(opt, 16, X.shape[1], np.dtype(np.float32))
+    P0 = jnp.zeros((n, L_padded), jnp.float32)
     state = opt.init(P0)
     consts = ts.CompactConsts(X=X, y=y, a=a, b=jnp.asarray(b, jnp.float32), scale=jnp.asarray(scale, jnp.float32),
                               n_real=jnp.asarray(L, jnp.int32), gram=_linalg.inner(X, X), ip0=ip0, ref=(),

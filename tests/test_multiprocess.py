@@ -94,7 +94,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
     params = nn.init(jax.random.key(3), 512, 8)
     ref, hist = train.fit(params, X, y, steps=10, method="dtree", optimizer=optax.sgd(1.0), b=1.2)
     ref_loss = float(nn.loss(ref, X, y, 1.2))
-    assert abs(summaries[0]["loss_final"] - float(hist["loss"][6])) <= 1e-5 * float(hist["loss"][6])
+    assert abs(summaries[0]["loss_final"] - float(hist.loss[6])) <= 1e-5 * float(hist.loss[6])
     for s in resumed:
         assert abs(s["loss_final"] - ref_loss) <= 1e-5 * ref_loss
     W = np.asarray(checkpoint.load(str(dirs[0] / "run.ckpt"))["params"].W)

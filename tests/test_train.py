@@ -6,6 +6,7 @@ Sizes are small and shared between tests so the compiled chunk runners are reuse
 """
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import data, maxtree, nn, train
+from jaxcorr import data, errors, maxtree, nn, optimizers, train
 
 M, N, D, B = 512, 6, 5, 1.2
 STEPS, CHUNK = 25, 5
@@ -87,22 +88,22 @@ def test_exact_float32(f32_runs, opt_name):
     dense = runs[opt_name, "dense"][1]
     for method in train.METHODS:
         params, h = runs[opt_name, method]
-        assert h["loss"].shape == (STEPS,) and h["method"] == method
-        assert rel(h["loss"], loss_ref) <= 2e-4, method
-        assert rel(h["loss"], dense["loss"]) <= 2e-4, method
+        assert h.loss.shape == (STEPS,) and h.method == method
+        assert rel(h.loss, loss_ref) <= 2e-4, method
+        assert rel(h.loss, dense.loss) <= 2e-4, method
         np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
-        np.testing.assert_allclose(h["fire_mean"], fire_ref.mean(1))
-        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
-        np.testing.assert_array_equal(h["fire_union"], dense["fire_union"])
+        np.testing.assert_allclose(h.fire_mean, fire_ref.mean(1))
+        np.testing.assert_array_equal(h.fire_max, fire_ref.max(1))
+        np.testing.assert_array_equal(h.fire_union, dense.fire_union)
         assert params.W.dtype == jnp.float32 and params.a is p.a
-        full_state = jax.tree_util.tree_leaves(h["opt_state"])
-        dense_state = jax.tree_util.tree_leaves(dense["opt_state"])
+        full_state = jax.tree_util.tree_leaves(h.opt_state)
+        dense_state = jax.tree_util.tree_leaves(dense.opt_state)
         for s, t in zip(full_state, dense_state):
             assert s.shape == t.shape
             np.testing.assert_allclose(s, t, rtol=2e-3, atol=2e-4)
-    assert runs["sgd", "dtree"][1]["span"] and runs["momentum", "wtree"][1]["span"]
-    assert runs["sgd", "active"][1]["span"] and runs["momentum", "active"][1]["span"]
-    assert not runs["adam", "dtree"][1]["span"]  # adam is not linear: the generic (W_A) path
+    assert runs["sgd", "dtree"][1].span and runs["momentum", "wtree"][1].span
+    assert runs["sgd", "active"][1].span and runs["momentum", "active"][1].span
+    assert not runs["adam", "dtree"][1].span  # adam is not linear: the generic (W_A) path
 
 
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
@@ -115,8 +116,8 @@ def test_exact_float64(opt_name):
         opt = opt_f()
         for method in train.METHODS:
             params, h = train.fit(p, X, y, steps=STEPS, method=method, optimizer=opt, b=B, chunk_size=STEPS)
-            assert params.W.dtype == jnp.float64 and h["loss"].dtype == np.float64
-            assert rel(h["loss"], loss_ref) <= 1e-9, method
+            assert params.W.dtype == jnp.float64 and h.loss.dtype == np.float64
+            assert rel(h.loss, loss_ref) <= 1e-9, method
 
 
 def test_overflow_grows_capacity_and_stays_exact():
@@ -131,10 +132,10 @@ def test_overflow_grows_capacity_and_stays_exact():
     assert isinstance(h.events[0], train.InitialCapacity) and h.events[0].capacity == over[0].old
     assert all(e.new > e.old for e in over)
     # the dict view of earlier releases
-    assert [d["new_capacity"] for d in h["capacity_events"]] == [h.events[0].capacity] + [e.new for e in over]
-    assert all(d["reason"].startswith("overflow") for d in h["capacity_events"][1:])
-    assert rel(h["loss"], loss_ref) <= 2e-4
-    np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+    assert [d["new_capacity"] for d in h.capacity_events] == [h.events[0].capacity] + [e.new for e in over]
+    assert all(d["reason"].startswith("overflow") for d in h.capacity_events[1:])
+    assert rel(h.loss, loss_ref) <= 2e-4
+    np.testing.assert_array_equal(h.fire_max, fire_ref.max(1))
 
 
 def test_active_fire_sets_grow_mid_run():
@@ -145,9 +146,9 @@ def test_active_fire_sets_grow_mid_run():
     assert fire_ref.max() > 1.5 * fire_ref[0].max()
     for opt in (train.sgd(100.0), optax.sgd(100.0)):  # span path and generic path
         params, h = train.fit(p, X, y, steps=12, method="active", optimizer=opt, b=b, chunk_size=6)
-        assert h.events == [] and h["capacity_events"] == []
-        assert rel(h["loss"], loss_ref) <= 2e-4
-        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+        assert h.events == [] and h.capacity_events == []
+        assert rel(h.loss, loss_ref) <= 2e-4
+        np.testing.assert_array_equal(h.fire_max, fire_ref.max(1))
 
 
 def test_ddfn_cap_error_and_dense_fallback():
@@ -156,15 +157,16 @@ def test_ddfn_cap_error_and_dense_fallback():
     assert cap == math.ceil(M**0.8) == 148
     b = -0.5  # about 69% of the neurons fire per point: beyond ceil(m^{4/5}) at once
     for method in ("active", "dtree", "wtree"):
-        with pytest.raises(ValueError, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148"):
+        with pytest.raises(errors.DDFNCapExceeded, match=r"DDFN cap ceil\(m\^\(4/5\)\) = 148") as err:
             train.fit(p, X, y, steps=3, method=method, b=b)
+        assert (err.value.step, err.value.cap, err.value.m) == (0, 148, M) and err.value.k > 148
     params, h = train.fit(p, X, y, steps=3, method="dtree", b=b, fallback="dense")
     params_d, h_d = train.fit(p, X, y, steps=3, method="dense", b=b)
-    np.testing.assert_array_equal(h["loss"], h_d["loss"])
+    np.testing.assert_array_equal(h.loss, h_d.loss)
     np.testing.assert_array_equal(params.W, params_d.W)
     assert h.fallback_step == 0 and isinstance(h.events[-1], train.FellBackToDense)
     assert h.events[-1].step == 0 and "DDFN cap" in h.events[-1].reason
-    assert h["capacity_events"][-1]["reason"].startswith("fallback to dense")
+    assert h.capacity_events[-1]["reason"].startswith("fallback to dense")
 
 
 def test_cap_exceeded_mid_run():
@@ -174,21 +176,23 @@ def test_cap_exceeded_mid_run():
     _, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ("sgd", 50.0))
     assert fire_ref[:2].max() <= 148 < fire_ref[2].max()
     for method in ("dtree", "active"):
-        with pytest.raises(ValueError, match="148"):
+        with pytest.raises(errors.DDFNCapExceeded, match="148") as err:
             train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2)
+        assert err.value.step == 2 and err.value.k == fire_ref[2].max()
         _, h = train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2, fallback="dense")
-        assert h["fallback_step"] == 2
-        assert rel(h["loss"], loss_ref) <= 2e-4
+        assert h.fallback_step == 2
+        assert rel(h.loss, loss_ref) <= 2e-4
 
 
 def test_optimizer_that_moves_idle_rows_is_rejected():
     p, X, y = problem()
     opt = ADAMW  # weight decay moves rows with zero gradient
-    with pytest.raises(ValueError, match="method='dense'"):
+    with pytest.raises(errors.OptimizerRefused, match="method='dense'") as err:
         train.fit(p, X, y, steps=2, method="dtree", optimizer=opt, b=B)
+    assert err.value.method == "dtree" and "weight decay" in err.value.reason
     _, h = train.fit(p, X, y, steps=2, method="wtree", optimizer=opt, b=B, fallback="dense")
     _, h_d = train.fit(p, X, y, steps=2, method="dense", optimizer=opt, b=B)
-    np.testing.assert_array_equal(h["loss"], h_d["loss"])
+    np.testing.assert_array_equal(h.loss, h_d.loss)
 
 
 def test_span_path_only_by_construction():
@@ -196,8 +200,8 @@ def test_span_path_only_by_construction():
     p, X, y = problem()
     _, h1 = train.fit(p, X, y, steps=5, method="active", optimizer=optax.sgd(2.0), b=B)
     _, h2 = train.fit(p, X, y, steps=5, method="active", optimizer=train.sgd(2.0), b=B)
-    assert not h1["span"] and h2["span"]
-    assert rel(h1["loss"], h2["loss"]) <= 1e-5
+    assert not h1.span and h2.span
+    assert rel(h1.loss, h2.loss) <= 1e-5
     assert isinstance(train.sgd(0.1, momentum=0.9, nesterov=True), optax.GradientTransformation)
     for kw, msg in ((dict(learning_rate=-1.0), "learning_rate must be a finite float >= 0"),
                     (dict(learning_rate=0.1, momentum=float("nan")), "momentum must be"),
@@ -212,16 +216,16 @@ def test_resume_matches_single_run(method):
     opt = OPTIMIZERS["momentum"][0]
     p1, h1 = train.fit(p, X, y, steps=10, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
     p2, h2 = train.fit(p1, X, y, steps=15, method=method, optimizer=opt, b=B, chunk_size=CHUNK,
-                       opt_state=h1["opt_state"])
+                       opt_state=h1.opt_state)
     p3, h3 = train.fit(p, X, y, steps=25, method=method, optimizer=opt, b=B, chunk_size=CHUNK)
-    losses = np.concatenate([h1["loss"], h2["loss"]])
+    losses = np.concatenate([h1.loss, h2.loss])
     if method == "dense":  # bitwise
-        np.testing.assert_array_equal(losses, h3["loss"])
+        np.testing.assert_array_equal(losses, h3.loss)
         np.testing.assert_array_equal(p2.W, p3.W)
     else:
-        assert rel(losses, h3["loss"]) <= 1e-5
+        assert rel(losses, h3.loss) <= 1e-5
         np.testing.assert_allclose(p2.W, p3.W, rtol=1e-5, atol=1e-5)
-    for s, t in zip(jax.tree_util.tree_leaves(h2["opt_state"]), jax.tree_util.tree_leaves(h3["opt_state"])):
+    for s, t in zip(jax.tree_util.tree_leaves(h2.opt_state), jax.tree_util.tree_leaves(h3.opt_state)):
         np.testing.assert_allclose(s, t, rtol=1e-5, atol=1e-5)
 
 
@@ -237,8 +241,8 @@ def test_callback_stops_and_reports():
                           chunk_size=CHUNK, callback=cb)
     assert [s["step"] for s in seen] == [5, 10]
     assert all(s["steps"] == STEPS and isinstance(s["loss"], float) and s["ms_per_step"] > 0 for s in seen)
-    assert h["loss"].shape == (10,) and h["fire_union"].shape == (10,)
-    assert seen[-1]["loss"] == pytest.approx(float(h["loss"][-1]))
+    assert h.loss.shape == (10,) and h.fire_union.shape == (10,)
+    assert seen[-1]["loss"] == pytest.approx(float(h.loss[-1]))
 
 
 class CompileCounter:
@@ -330,10 +334,10 @@ def test_setup_errors_and_history_type():
 def test_defaults_and_zero_steps():
     p, X, y = problem()
     params, h = train.fit(p, X, y, steps=0)
-    assert h["loss"].shape == (0,) and h["fire_mean"].shape == (0,)
-    assert h["b"] == pytest.approx(nn.default_threshold(M)) and h["method"] == "active"
+    assert h.loss.shape == (0,) and h.fire_mean.shape == (0,)
+    assert h.b == pytest.approx(nn.default_threshold(M)) and h.method == "active"
     np.testing.assert_array_equal(params.W, p.W)
-    assert jax.tree_util.tree_structure(h["opt_state"]) == jax.tree_util.tree_structure(
+    assert jax.tree_util.tree_structure(h.opt_state) == jax.tree_util.tree_structure(
         optax.sgd(1.0).init(p.W))
 
 
@@ -378,7 +382,7 @@ def test_width_subnetwork_matches_full(method):
     sub = nn.Params(W=params.W[rows], a=params.a[rows])
     p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b)
     p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512)
-    np.testing.assert_allclose(h_sub["loss"], h_full["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h_sub.loss, h_full.loss, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[rows], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="width"):
         train.fit(sub, X, y, steps=1, method=method, b=b, width=len(rows) - 1)
@@ -403,7 +407,7 @@ def test_held_rows_nearly_all_active_are_trained_in_place(method, opt_name):
     assert cfg.identity, "nearly every held row is active: A should be all of them"
     p_full, h_full = train.fit(params, X, y, steps=6, method=method, b=b, optimizer=opt)
     p_sub, h_sub = train.fit(sub, X, y, steps=6, method=method, b=b, width=512, optimizer=opt)
-    np.testing.assert_allclose(h_sub["loss"], h_full["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h_sub.loss, h_full.loss, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(p_sub.W), np.asarray(p_full.W)[held], rtol=1e-5, atol=1e-6)
     k = int(np.searchsorted(held, idle[0]))
     np.testing.assert_array_equal(np.asarray(p_sub.W)[k], np.asarray(params.W)[idle[0]])
@@ -470,8 +474,8 @@ def test_dtree_fire_sets_as_mask_and_as_ids(n):
         opt, ref = OPTIMIZERS[opt_name]
         params, h = train.fit(p, X, y, steps=6, method="dtree", optimizer=opt, b=b)
         W_ref, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 6, ref)
-        assert rel(h["loss"], loss_ref) <= 2e-4 and fire_ref.max() > 0
-        np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
+        assert rel(h.loss, loss_ref) <= 2e-4 and fire_ref.max() > 0
+        np.testing.assert_array_equal(h.fire_max, fire_ref.max(1))
         np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
 
 
@@ -484,7 +488,65 @@ def test_wtree_members_as_bit_mask_and_by_comparison(n):
     b = float(nn.default_threshold(8192))
     params, h = train.fit(p, X, y, steps=5, method="wtree", optimizer=OPTIMIZERS["sgd"][0], b=b)
     W_ref, loss_ref, fire_ref = reference_fit(p.W, p.a, X, y, b, 5, OPTIMIZERS["sgd"][1])
-    assert rel(h["loss"], loss_ref) <= 2e-4 and fire_ref.max() > 0
-    np.testing.assert_array_equal(h["fire_max"], fire_ref.max(1))
-    np.testing.assert_allclose(h["fire_mean"], fire_ref.mean(1))
+    assert rel(h.loss, loss_ref) <= 2e-4 and fire_ref.max() > 0
+    np.testing.assert_array_equal(h.fire_max, fire_ref.max(1))
+    np.testing.assert_allclose(h.fire_mean, fire_ref.mean(1))
     np.testing.assert_allclose(params.W, W_ref, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("method", ["active", "wtree"])
+def test_coefficients_refuse_params_that_are_not_their_base(method):
+    """fit(trained, coefficients=h.coefficients) would add K X twice: refused by the base's
+    fingerprint; the starting params continue exactly (sgd and momentum)."""
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p0 = nn.init(jax.random.key(1), 512, 8)
+    for opt in (train.sgd(0.5), train.sgd(0.3, momentum=0.9)):
+        trained, h = train.fit(p0, X, y, steps=3, method=method, optimizer=opt)
+        c = h.coefficients
+        assert c.base_digest is not None and c.base_digest.shape == (2,)
+        with pytest.raises(ValueError, match="relative to the rows the run started from"):
+            train.fit(trained, X, y, steps=3, method=method, optimizer=opt, coefficients=c)
+        one_row = p0._replace(W=p0.W.at[int(c.rows[-1]), 0].add(1e-3))  # one base row off
+        with pytest.raises(ValueError, match="K X twice"):
+            train.fit(one_row, X, y, steps=3, method=method, optimizer=opt, coefficients=c)
+        whole, hw = train.fit(p0, X, y, steps=6, method=method, optimizer=opt, chunk_size=3)
+        rest, h2 = train.fit(p0, X, y, steps=3, method=method, optimizer=opt, coefficients=c, chunk_size=3)
+        np.testing.assert_allclose(np.asarray(rest.W), np.asarray(whole.W), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(h2.coefficients.base_digest, c.base_digest)
+
+
+def test_coefficients_of_a_run_where_nothing_fires():
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p0 = nn.init(jax.random.key(1), 256, 8)
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            p = p0._replace(W=jnp.asarray(p0.W, jnp.float64 if x64 else jnp.float32))
+            _, h = train.fit(p, X, y, steps=2, b=10.0)  # no neuron fires: A is empty
+            assert h.coefficients.rows.size == 0 and h.coefficients.base_digest.shape == (2,)
+            rest, _ = train.fit(p, X, y, steps=2, b=10.0, coefficients=h.coefficients)
+            np.testing.assert_array_equal(np.asarray(rest.W), np.asarray(p.W))
+
+
+def test_loss_rising_warns_and_is_recorded():
+    X, y = data.synthetic(seed=0, n=4, d=8)
+    p = nn.init(jax.random.key(0), 256, 8)
+    with pytest.warns(UserWarning, match="loss rose"):
+        _, h = train.fit(p, X, y, steps=4, b=1.0, optimizer=optax.sgd(-0.5))  # ascent
+    assert h.loss_rose and h.loss[-1] > h.loss[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, h = train.fit(p, X, y, steps=4, b=1.0)
+    assert not h.loss_rose
+
+
+@pytest.mark.parametrize("name", optimizers.NAMES)
+def test_each_optimizer_default_rate_decreases_the_loss(name):
+    """The optimizer table's own default rate (what the CLI uses for --optimizer NAME without --lr)
+    trains the default synthetic problem downwards, without the loss-rose warning."""
+    X, y = data.synthetic(seed=0, n=8, d=64)
+    p = nn.init(jax.random.key(0), 4096, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _, h = train.fit(p, X, y, steps=100, optimizer=optimizers.make(name))
+    assert h.loss[-1] < 0.5 * h.loss[0] and not h.loss_rose
+    assert optimizers.default_learning_rate(name) == optimizers.spec(name).learning_rate

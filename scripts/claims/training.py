@@ -3,7 +3,7 @@
 ``sparsity_train`` (Lemma B.6).
 
 Every method runs :func:`jaxcorr.train.fit` on the same data and weights, side by side in one
-process; the figure is ``history["ms_per_step"]`` (jitted steps only: set-up and compilation
+process; the figure is ``history.ms_per_step`` (jitted steps only: set-up and compilation
 excluded), median over repeats. All decided by **time**, in Theorem 4.1's regime (n = 8, d = 64,
 b = sqrt(0.4 ln m), m from 2^16 up), and only where the sizes are past the fixed per-step costs:
 the dense method, Theta(nmd) per step, must show a fitted exponent in m of at least
@@ -58,11 +58,11 @@ def _fit_row(params, X, y, m, c, methods):
         times = []
         for _ in range(c["repeats"]):
             _, h = train.fit(params, X, y, steps=c["steps"], method=method)
-            times.append(float(h["ms_per_step"]))
+            times.append(float(h.ms_per_step))
         row[f"{method}_ms"] = statistics.median(times)
         if method == "dtree":
-            fire = {"fire_max": np.asarray(h["fire_max"]).tolist(), "fire_union": np.asarray(h["fire_union"]).tolist(),
-                    "b": float(h["b"]), "n_active": int(h.get("n_active", max(h["fire_union"])))}
+            fire = {"fire_max": np.asarray(h.fire_max).tolist(), "fire_union": np.asarray(h.fire_union).tolist(),
+                    "b": float(h.b), "n_active": int(h.n_active)}
             row["U"] = fire["n_active"]
     return row, fire
 

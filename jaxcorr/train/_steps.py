@@ -45,18 +45,22 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import _linalg, maxtree
-from jaxcorr._state import CompactConsts, DenseConsts, StepConfig, StepStats
+from jaxcorr import _linalg, maxtree, methods
+from jaxcorr.train import _guard
+from jaxcorr.train._state import CompactConsts, DenseConsts, StepConfig, StepStats
 from jaxcorr.sharding import Axis
 
 __all__ = ["run", "compile", "keep_dtypes", "active_forward", "fire_forward", "fire_coefficients"]
 
 
-def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None):
+def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None, rows=None):
     """Step statistics, summed / maxed over the point blocks (scalar collectives; none on one device).
 
     ``e`` are the residuals (0 on padding points), ``counts`` the fire-set sizes, ``hit`` an int
-    vector marking the rows that fire for some point, ``overflow`` per point.
+    vector marking the rows that fire for some point, ``overflow`` per point. ``rows`` are the
+    trained rows this step started from: if one holds a NaN or an infinity (an overflowing step
+    size), the loss is NaN, as the dense loss is, instead of the finite loss of the rows that still
+    fire (a NaN row never fires: ``NaN > b`` is False).
     """
     if c.valid is None:
         fire_mean = jnp.mean(counts.astype(jnp.float32))
@@ -66,8 +70,11 @@ def _stats(ax: Axis, c, e, counts, hit, overflow, moved=None):
         fire_mean = ax.psum(jnp.sum(counts)).astype(jnp.float32) / c.n_points
         fire_max = ax.pmax(jnp.max(counts))
         over = ax.pmax(jnp.any(overflow & c.valid).astype(jnp.int32)) > 0
+    loss = 0.5 * jnp.sum(e * e)
+    if rows is not None:  # a NaN on one block reaches every block through the psum
+        loss = jnp.where(jnp.all(jnp.isfinite(rows)), loss, jnp.nan)
     return StepStats(
-        loss=ax.psum(0.5 * jnp.sum(e * e)),  # collective: the loss sums over points
+        loss=ax.psum(loss),  # collective: the loss sums over points
         fire_mean=fire_mean,
         fire_max=fire_max.astype(jnp.int32),
         fire_union=jnp.sum(ax.pmax(hit)).astype(jnp.int32),  # |U_i S_{i,fire}|
@@ -106,7 +113,7 @@ def _optimizer_step(cfg: StepConfig, ax: Axis, c: CompactConsts, P, state, coef_
 
     The one collective of a step sits here: the gradient of a neuron sums over points (``psum`` of
     the (L, d) rows); on the span path nothing (``K``'s columns are this block's points).
-    ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr._optim`): the last row is a padding
+    ``moved`` is the idle-row guard (generic path, :mod:`jaxcorr.train._linearity`): the last row is a padding
     row (zero gradient, reference state); if its update is not zero or its state leaves the
     reference, every row outside ``A`` would move at this step. The span path needs no guard: the
     optimizer is linear by construction, so a zero coefficient row stays zero.
@@ -124,12 +131,13 @@ def apply_rows(cfg: StepConfig, c: CompactConsts, P, state, grad):
     The guard reads the last row of the new ``P`` and state (carry outputs, so no extra buffer): the
     padding row's parameters are 0 and stay 0 exactly when its update is zero (``0 + u == 0`` iff
     ``u == 0``; an update too small for the dtype also leaves every idle row unchanged), and a NaN
-    shows as ``NaN != 0``.
+    shows as ``NaN != 0``. It also fires when a sum over the rows inside the update adds a non-zero
+    summand from the padding row (:mod:`jaxcorr.train._guard`): dense would add it ``m - |A|`` times.
     """
-    updates, new_state = cfg.optimizer.update(grad, state, P)
+    updates, new_state, idle_sum = _guard.update(cfg.optimizer, grad, state, P)
     new_state = keep_dtypes(new_state, state)
     P = optax.apply_updates(P, updates)
-    moved = jnp.any(P[-1] != 0)
+    moved = jnp.any(P[-1] != 0) | idle_sum
     rows = [x for x, ax in zip(jax.tree_util.tree_leaves(new_state), cfg.row_axes) if ax is not None]
     for x, ax, r in zip(rows, [ax for ax in cfg.row_axes if ax is not None], c.ref):
         moved = moved | jnp.any(jnp.take(x, x.shape[ax] - 1, axis=ax) != r)
@@ -142,7 +150,7 @@ def _point_leaves(cfg: StepConfig, ax: Axis, c: CompactConsts, P):
     Span path: ``IP0 + (K G)^T``; the product sums over all points ``j``, so on a mesh each block
     forms its partial (L, n_pad) product and one ``psum_scatter`` sums and splits it (collective).
     """
-    if cfg.kt:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}
+    if cfg.transposed:  # P = K^T (n, L): <w_r, x_i> = IP0 + (G K^T)_{ir}
         return c.ip0 + _linalg.matmul(c.gram, P)
     if cfg.span:
         ipT = ax.psum_scatter(_linalg.matmul(P, c.gram), 1)  # (L, n): sum over j of K_rj G_ji
@@ -178,7 +186,7 @@ def fire_forward(levels, a, b, scale, capacity: int):
 
 
 def fire_coefficients(fr, a_f, e_scaled, num_rows: int, dtype):
-    """Algorithm 8 lines 16-23: P_{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L).
+    """Algorithm 8 lines 16-23: trained{i,r} (u_i - y_i) on the fire sets only, scattered to (n, L).
 
     ``e_scaled`` is ``(u - y) / sqrt(m)``. Returns the (n, L) matrix and the fire columns
     (``num_rows`` in unused slots).
@@ -222,16 +230,16 @@ def _dtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     as_mask = maxtree.searches_every_leaf(nl, cfg.capacity)
     e, C, hit, count, overflow = (_fire_sets_as_mask if as_mask else _fire_sets_from_ids)(cfg, c, levels)
     # line 24 (any optax optimizer) and lines 26-29 (UPDATE of the changed rows: new leaves, levels)
-    if cfg.kt:  # span path with K^T (n, L): C is K's gradient as is; no transposes
-        P, state, moved = _kt_update(cfg, P, state, C)
+    if cfg.transposed:  # span path with K^T (n, L): C is K's gradient as is; no transposes
+        P, state, moved = _transposed_update(cfg, P, state, C)
     else:
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, C.T)
     ip = _mask_points(c, _point_leaves(cfg, ax, c, P), -jnp.inf)
     levels = maxtree.build(_mask_rows(ip, 1, c.n_real)).levels
-    return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved)
+    return (P, state, levels), _stats(ax, c, e, count, hit, overflow, moved, rows=carry[0])
 
 
-def _kt_update(cfg: StepConfig, P, state, coef):
+def _transposed_update(cfg: StepConfig, P, state, coef):
     """The span-path optimizer on ``P = K^T`` (n, L) with K's gradient ``coef`` (n, L), and no guard:
     :func:`jaxcorr.train.sgd` (SGD / momentum / Nesterov) acts coordinate-wise, so the transposed
     layout changes nothing, and it is linear, so a zero coefficient column stays zero."""
@@ -260,7 +268,7 @@ def _wtree_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     ipT_new = ipT_new if c.ip0 is None else c.ip0 + ipT_new
     levels = maxtree.build(_mask_rows(ipT_new, 0, c.n_real)).levels
     no = jnp.zeros((n,), bool)
-    return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(member, axis=0), hit, no, moved, rows=carry[0])
 
 
 def _members(fr, n: int):
@@ -280,7 +288,7 @@ def active_forward(ip, a, b, y, scale, n_real):
     """Fire sets, forward pass and coefficients from the leaves ``ip`` (n, L) by masked comparison.
 
     ``S_{i,fire} = {r < n_real : <w_r, x_i> > b}`` (Definition 2.4, strict); ``u_i`` as in Algorithm 8
-    line 13 and the coefficients ``P_{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
+    line 13 and the coefficients ``trained{i,r} (u_i - y_i) / sqrt(m)`` of lines 16-23, all as masked
     elementwise passes over (n, L) (padding rows ``r >= n_real`` never fire). Returns
     ``(e, coef (n, L), fire (n, L) bool)`` with ``e = u - y``.
 
@@ -308,16 +316,18 @@ def _active_step(cfg: StepConfig, ax: Axis, c: CompactConsts, carry):
     e, coef, fire = active_forward(ip, c.a, c.b, c.y, c.scale, c.n_real)
     if c.valid is not None:
         e, coef = jnp.where(c.valid, e, 0), jnp.where(c.valid[:, None], coef, 0)
-    if cfg.kt:
-        P, state, moved = _kt_update(cfg, P, state, coef)
+    if cfg.transposed:
+        P, state, moved = _transposed_update(cfg, P, state, coef)
     else:
         P, state, moved = _optimizer_step(cfg, ax, c, P, state, coef.T)
     hit = jnp.any(fire, axis=0).astype(jnp.int32)
     no = jnp.zeros(e.shape, bool)
-    return (P, state, levels), _stats(ax, c, e, jnp.sum(fire, axis=1), hit, no, moved)
+    return (P, state, levels), _stats(ax, c, e, jnp.sum(fire, axis=1), hit, no, moved, rows=carry[0])
 
 
 _STEPS = {"dense": _dense_step, "active": _active_step, "dtree": _dtree_step, "wtree": _wtree_step}
+if set(_STEPS) != set(methods.names()):  # one step per method of the registry, no more
+    raise ImportError(f"jaxcorr.train._steps has steps for {sorted(_STEPS)}, the registry names {methods.names()}")
 
 
 # ---------------------------------------------------------------------------------- the chunk
@@ -325,7 +335,7 @@ def _specs(cfg: StepConfig, carry, consts):
     """``shard_map`` specs of the carry and the constants: point axis split, the rest replicated."""
     lay = cfg.layout
     pt, rep, col = lay.spec(None), P(), P(None, lay.axis)
-    P_, state, levels = carry
+    trained, state, levels = carry
     rows_spec = col if cfg.span else rep
     s_leaves, s_def = jax.tree_util.tree_flatten(state)
     s_specs = [(col if cfg.span and ax is not None else rep) for ax in cfg.row_axes]

@@ -15,22 +15,29 @@ Nothing here is decided from numbers. :func:`analyze` reads the optimizer's ``in
 as jaxprs (traced at a probe row count ``L``) and propagates, for each intermediate value, what it
 is on the rows outside ``A``:
 
-- ``ZERO``: exactly zero there (the gradient; state leaves that ``init`` makes zero);
+- ``ZERO``: exactly zero there (the gradient; state leaves that ``init`` makes zero; a literal or
+  captured constant only if it is 0; add/sub/max/min/clamp only of zeros);
 - ``UNIF``: the same value on every such row, a function of global (row-free) values only
-  (``eps``, ``sqrt(v) + eps``, a state leaf that ``init`` fills with a constant);
+  (``eps``, ``sqrt(v) + eps``, ``max(g * g, eps)``, a state leaf that ``init`` fills with a
+  constant). Every row-free value that is not provably 0 is ``UNIF``: a constant, the step count,
+  and a sum over rows (exact when its summands are ``ZERO``, but not zero itself);
 - ``PARAM``: depends on the row's own parameters (weight decay ``wd * w_r``);
 - ``TAINT``: depends on other rows in a way that is not exact: a reduction over the row axis of
   anything but a ``ZERO`` sum (per-tensor norms of the parameters as in LARS/LAMB/adafactor,
-  ``reduce_max`` as in sm3), a literal equal to the row count (``mean`` over rows), reshapes or
+  ``reduce_max`` as in sm3, a sum over rows of a ``UNIF`` value such as ``sum(max(g * g, eps))``,
+  which dense sums over ``m`` rows and the compacted methods over fewer), a literal equal to the
+  row count (``mean`` over rows), reshapes or
   gathers that mix rows, random numbers drawn per row, and any primitive not known to be safe.
 
 The optimizer is accepted when no output is ``TAINT`` and the update and new row state are at most
 ``UNIF``: then (a) holds by construction, and on the rows outside ``A`` the update and new state
 are the same function of the same global values for every row. Padding rows of the compacted
 tensor are such rows (zero gradient, the reference state, parameters zero: ``UNIF`` values do not
-read them), so :func:`jaxcorr._train_steps` checks (b) at run time on the last padding row, every
+read them), so :mod:`jaxcorr.train._steps` checks (b) at run time on the last padding row, every
 step, at O(d) cost: if that row's update is not zero or its state leaves the reference, every row
-outside ``A`` would move at this step, and the step is flagged before it is kept. Proof of
+outside ``A`` would move at this step, and the step is flagged before it is kept; likewise if a
+sum over rows inside the update reads a non-zero summand on that row (:mod:`jaxcorr.train._guard`:
+dense would add it once per idle row). Proof of
 exactness: by induction on ``t``, rows outside ``A`` hold ``w_r(0)``, zero gradient (they fire for
 no point) and the reference state; the step-``t`` globals equal the dense ones (a); the padding row
 computes bit for bit what every such row computes (``UNIF``), and the guard saw zero and the
@@ -44,7 +51,6 @@ import re
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ZERO, UNIF, PARAM, TAINT = 0, 1, 2, 3
@@ -69,6 +75,9 @@ _ELEMENTWISE = frozenset({
     "clz", "square", "integer_pow", "max", "min"}) | _ZERO_UNARY | _ZERO_IF_ALL | _ZERO_IF_ANY
 _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
                      "argmax", "argmin"})
+#: operations that move values without changing them.
+_SHAPE_OPS = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "transpose", "reduce_sum",
+                        "reduce_max", "reduce_min", "select_n", "concatenate", "pad", "slice", "dynamic_slice"})
 _CALLS = frozenset({"pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_jvp_call",
                     "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin"})
 
@@ -89,6 +98,14 @@ def _is_zero_literal(v) -> bool:
     return val.size == 1 and val.dtype.kind in "iufb" and float(val) == 0
 
 
+def _const_class(c) -> int:
+    """A captured constant: ZERO if every entry is 0, else UNIF (a constant is not zero)."""
+    try:
+        return ZERO if not np.any(np.asarray(c)) else UNIF
+    except Exception:  # noqa: BLE001 (a typed PRNG key, an opaque constant)
+        return UNIF
+
+
 def _rows(aval, L: int) -> int:
     return sum(1 for s in getattr(aval, "shape", ()) if s == L)
 
@@ -100,13 +117,13 @@ class _Analysis:
         self.L, self.why = L, []
 
     def read(self, env, v):
-        if hasattr(v, "val"):  # a Literal
+        if hasattr(v, "val"):  # a Literal: zero only if it is 0
             val = np.asarray(v.val)
             if val.size == 1 and val.dtype.kind in "iuf" and float(val) == self.L:
                 self.why.append("a constant equal to the number of rows (a mean over rows)")
                 return TAINT
-            return ZERO
-        return env.get(v, ZERO)
+            return ZERO if _is_zero_literal(v) else UNIF
+        return env[v]
 
     def run(self, jaxpr, consts_cls, in_cls):
         env = {}
@@ -123,7 +140,7 @@ class _Analysis:
     def sub(self, closed, in_cls):
         jaxpr = getattr(closed, "jaxpr", closed)
         consts = getattr(closed, "consts", ())
-        ccls = [TAINT if self.L in np.shape(c) else ZERO for c in consts]
+        ccls = [TAINT if self.L in np.shape(c) else _const_class(c) for c in consts]
         return self.run(jaxpr, ccls, in_cls)
 
     def eqn(self, env, eqn):  # noqa: C901 (one dispatch over primitive kinds)
@@ -135,8 +152,8 @@ class _Analysis:
         worst = max(ins, default=ZERO)
         if any(r > 1 for r in rin + rout):
             return self.taint(f"{name} pairs rows with rows", n_out)
-        if not any(rin) and not any(rout):  # row-free values: fine unless built from TAINT
-            return [TAINT if worst == TAINT else ZERO] * n_out
+        if not any(rin) and not any(rout) and name not in _CALLS and name != "cond":
+            return [self.row_free(name, ins)] * n_out
         if name in _CALLS:
             inner = p.get("jaxpr") or p.get("call_jaxpr") or p.get("fun_jaxpr")
             if inner is None:
@@ -151,7 +168,7 @@ class _Analysis:
         if name == "broadcast_in_dim":
             if rin[0] or zeros[0]:
                 return [ZERO if zeros[0] else worst]
-            return [TAINT if worst == TAINT else UNIF]
+            return [worst if worst in (ZERO, TAINT) else UNIF]  # a global onto every row
         if name in ("reshape", "squeeze", "expand_dims"):
             same = [s for s in eqn.invars[0].aval.shape if s != 1] == [s for s in eqn.outvars[0].aval.shape if s != 1]
             return [worst] if same else self.taint("a reshape that mixes rows", 1)
@@ -166,6 +183,19 @@ class _Analysis:
                 return [ZERO]
             return [self.elementwise(name, p, ins, rin)]
         return self.taint(f"{name} on rows (not known to keep rows apart)", n_out)
+
+    @staticmethod
+    def row_free(name, ins):
+        """A value without a row axis (a global): ZERO only when it is exactly zero (built from
+        zeros by an operation that keeps 0), TAINT when built from TAINT, else UNIF (the same on
+        every row, and not zero: a constant, a step count, a sum over rows)."""
+        if TAINT in ins:
+            return TAINT
+        if ins and all(c == ZERO for c in ins) and name in _ZERO_UNARY | _ZERO_IF_ALL | _ZERO_IF_ANY | _SHAPE_OPS:
+            return ZERO
+        if name in _ZERO_IF_ANY and ZERO in ins:
+            return ZERO
+        return UNIF
 
     def taint(self, why, n):
         self.why.append(why)
@@ -197,7 +227,8 @@ class _Analysis:
             keeps_zero = eqn.primitive.name in ("reduce_sum", "reduce_max", "reduce_min", "reduce_or")
             return [cls if (cls != ZERO or keeps_zero) else UNIF]
         if eqn.primitive.name == "reduce_sum" and cls == ZERO:
-            return [ZERO]  # a sum over rows of values that are zero on the idle rows: exact
+            # a sum over rows of values that are zero on the idle rows: exact, but not zero itself
+            return [UNIF]
         return self.taint(f"{eqn.primitive.name} over the rows of a {_NAMES[cls]} value", 1)
 
     def dot(self, eqn, ins):
@@ -208,7 +239,7 @@ class _Analysis:
         worst = max(ins)
         if any(contracted):
             if ZERO in ins and worst <= UNIF:
-                return [ZERO]
+                return [UNIF]  # a sum over rows of products that are zero on the idle rows: exact
             return self.taint("a matrix product that sums over rows", 1)
         if worst == TAINT:
             return [TAINT]
@@ -302,8 +333,7 @@ def analyze(optimizer, m: int, d: int, dtype) -> Verdict:
     upd_cls, state_cls = out[:len(out) - n_state], out[len(out) - n_state:]
     if TAINT in out:
         return Verdict(False, "it couples rows: " + "; ".join(dict.fromkeys(an.why)), axes, uniform)
-    bad_state = [c for c, ax in zip(state_cls, axes) if ax is None and c != ZERO]
-    if PARAM in upd_cls or PARAM in state_cls or bad_state:
+    if PARAM in upd_cls or PARAM in state_cls:
         return Verdict(False, "it moves a row whose gradient and state are zero, depending on the row's "
                        "parameters (weight decay, also decay that a schedule switches on later)", axes, uniform)
     return Verdict(True, "", axes, uniform)

@@ -14,7 +14,7 @@ of dicts with ``step``, ``old_capacity``, ``new_capacity``, ``reason``), which t
 still use.
 
 Examples:
-  >>> from jaxcorr._history import CapacityGrown
+  >>> from jaxcorr.train._history import CapacityGrown
   >>> e = CapacityGrown(step=3, old=16, new=32)
   >>> e.as_dict()["reason"].startswith("overflow")
   True
@@ -86,6 +86,8 @@ class History:
         bytes on the most loaded device (else None).
       coefficients: a span-path run on one device: the result as :class:`jaxcorr.train.Coefficients`
         relative to the params it started from (else None).
+      loss_rose: ``loss[-1] > loss[0]`` or ``loss[-1]`` not finite (``fit`` also warns with a
+        ``UserWarning``): the learning rate is likely too large for this optimizer.
     """
 
     loss: np.ndarray
@@ -105,6 +107,7 @@ class History:
     shards: int | None = None
     bytes_per_device: int | None = None
     coefficients: Any = None
+    loss_rose: bool = False  # the last recorded loss is above the first (or not finite): training diverged
 
     @property
     def capacity_events(self) -> list:
@@ -113,7 +116,7 @@ class History:
 
     # -- dict-style reads, kept for one release ------------------------------------------------
     def _keys(self) -> list:
-        keys = [f.name for f in dataclasses.fields(self) if f.name != "events"] + ["capacity_events"]
+        keys = [f.name for f in dataclasses.fields(self) if f.name not in ("events", "loss_rose")] + ["capacity_events"]
         return [k for k in keys if k not in ("shards", "bytes_per_device", "coefficients") or getattr(self, k) is not None]
 
     def __getitem__(self, key: str):

@@ -33,12 +33,15 @@ class Coefficients(NamedTuple):
     :func:`jaxcorr.train.fit` returns them as ``history.coefficients`` and continues from them
     exactly (``coefficients=``); :func:`jaxcorr.implicit.save` checkpoints a wide model with them.
 
-    Every held row outside ``rows`` is its base row, bit for bit.
+    Every held row outside ``rows`` is its base row, bit for bit. ``base_digest`` fingerprints the
+    base rows ``W_base[rows]``: ``fit(params, coefficients=c)`` refuses a ``params`` whose rows are
+    not that base (the trained params, for one: they would add ``K X`` twice).
     """
 
     rows: Any  # (k,) int64 numpy array: sorted positions in the held rows (params.W) of the rows that may move
     K: jax.Array  # (k, n): the coefficients, in the rows' dtype
     opt_state: Any  # the optimizer's state over K (its per-row arrays (k, n)), the pytree of optimizer.init(K)
+    base_digest: Any = None  # (2,) uint32: fingerprint of W_base[rows] (train._finalize.base_digest); None: unchecked
 
 
 class StepStats(NamedTuple):
@@ -95,7 +98,7 @@ class TrainState(NamedTuple):
     compiled chunk); ``consts`` and ``base`` are read only.
     """
 
-    rows: jax.Array  # dense: W (m, d); generic: W_A (L, d); span: K (L, n) (K^T (n, L) when kt)
+    rows: jax.Array  # dense: W (m, d); generic: W_A (L, d); span: K (L, n) (K^T (n, L) when transposed)
     opt_state: Any  # the optimizer state over ``rows``
     levels: tuple  # dtree: n max-trees over L leaves; wtree: L trees over n leaves; else ()
     consts: Any  # DenseConsts or CompactConsts
@@ -114,7 +117,7 @@ class StepConfig(NamedTuple):
     capacity: int = 0  # dtree: per-point frontier capacity
     span: bool = False  # the Gram path: rows hold K with W_A = W_A(0) + K X
     row_axes: tuple = ()  # per flattened optimizer state leaf: its row axis, or None
-    kt: bool = False  # active or dtree span path on one device: K and its state held transposed, (n, L)
+    transposed: bool = False  # active or dtree span path on one device: K and its state held transposed, (n, L)
     layout: Any = None  # jaxcorr.sharding.Layout (a mesh split by points) or None (one device)
 
 

@@ -15,7 +15,7 @@ Set-up of the compacted methods (Algorithms 8 and 9 restricted to the active row
    guard), one jitted call: rows, optimizer state, trees, constants.
 
 When A is every held row (an implicit wide model, :mod:`jaxcorr.implicit`), the span path keeps
-the caller's rows as ``W_A(0)`` without a copy and :func:`finalize` slices instead of scattering.
+the caller's rows as ``W_A(0)`` without a copy and :func:`jaxcorr.train._finalize.finalize` slices instead of scattering.
 On a mesh, steps 1-2 run sharded by points and the pieces are then padded and placed
 (:mod:`jaxcorr.sharding`).
 """
@@ -32,14 +32,15 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcorr import _linalg, _optim, ddfn, maxtree, sharding
-from jaxcorr._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
+from jaxcorr import _linalg, ddfn, errors, maxtree, methods, sharding
+from jaxcorr.train import _linearity, _sgd
+from jaxcorr.train._arrays import copy as _copy
+from jaxcorr.train._arrays import row_first as _row_first
+from jaxcorr.train._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
 
-__all__ = ["Refused", "dense", "compact", "finalize", "coefficients", "analysis", "ddfn_cap", "nbytes"]
+__all__ = ["build", "dense", "compact", "analysis", "ddfn_cap", "refused"]
 
 
-class Refused(Exception):
-    """The optimizer cannot run on the compacted rows (raised at set-up, before any step)."""
 
 
 def ddfn_cap(m: int) -> int:
@@ -49,16 +50,16 @@ def ddfn_cap(m: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _analysis(optimizer, m, d, dt):
-    return _optim.analyze(optimizer, m, d, dt)
+    return _linearity.analyze(optimizer, m, d, dt)
 
 
 @functools.lru_cache(maxsize=64)
 def _same_program(optimizer, L, d, dt):
-    return _optim.same_program(optimizer, (L,), d, dt)
+    return _linearity.same_program(optimizer, (L,), d, dt)
 
 
 def analysis(optimizer, m: int, d: int, dt, L: int | None = None):
-    """:func:`jaxcorr._optim.analyze` (or, with ``L``, ``same_program`` at ``L`` rows), remembered per
+    """:func:`jaxcorr._linearity.analyze` (or, with ``L``, ``same_program`` at ``L`` rows), remembered per
     hashable optimizer: these trace the optimizer's jaxprs, which costs more than a small step."""
     args = (optimizer, int(m if L is None else L), int(d), np.dtype(dt))
     fn = _analysis if L is None else _same_program
@@ -69,20 +70,9 @@ def analysis(optimizer, m: int, d: int, dt, L: int | None = None):
     return fn(*args)
 
 
-def nbytes(tree) -> int:
-    """Bytes of the arrays in ``tree`` (typed PRNG keys count as their key data)."""
-    def size(x):
-        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.dtype(x.dtype).itemsize * int(np.prod(np.shape(x)))
-
-    return int(sum(size(x) for x in jax.tree_util.tree_leaves(tree)))
 
 
 # ------------------------------------------------------------------------------------- dense
-@jax.jit
-def _copy(tree):
-    return jax.tree_util.tree_map(lambda x: x.copy(), tree)
 
 
 def dense(W, a, X, y, b, optimizer, state, width: int):
@@ -105,14 +95,14 @@ def _init(W, X, b, method: str):
     for ``method="active"`` (fire sets by comparison, no trees), the (m,) mask of the rows that fire."""
     ip = _linalg.inner(X, W)
     fire = ip > b
-    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if method == "active" else None)
+    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if methods.get(method).finds_active == "compare" else None)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "method"))
 def _fire_rows(ip, b, capacity: int, method: str):
     """(m,) mask of :math:`\\bigcup_i S_{i,fire}(0)` by FIND on the full trees built from ``ip`` (n, m)."""
     n, m = ip.shape
-    if method == "wtree":  # Algorithm 9 lines 12-17: S~_{r,fire} <- CWT.QUERY(r, b), capacity n
+    if methods.get(method).trees == "wtree":  # Algorithm 9 lines 12-17: S~_{r,fire} <- CWT.QUERY(r, b), capacity n
         fr = maxtree.query_all(maxtree.build(ip.T), b, capacity=n)
         return jnp.any(fr.valid, axis=1)
     fr = maxtree.query_all(maxtree.build(ip), b, capacity=capacity)  # Algorithm 8 line 12
@@ -142,8 +132,6 @@ def _fire_sets(method, W, X, b, lay):
 
 
 # ----------------------------------------------------------------------------- optimizer rows
-def _row_first(x, ax):
-    return jnp.moveaxis(x, ax, 0)
 
 
 def _reference_rows(optimizer, d: int, dt, axes) -> tuple:
@@ -187,13 +175,13 @@ def _active_rows(fire_rows, s_leaves, axes, refs):
 
 # --------------------------------------------------------------------------------- compaction
 @functools.partial(jax.jit, static_argnames=("span", "gather_W", "row_axes"))
-def _compact(W, a, idx, row_leaves, refs, X, *, span, gather_W, row_axes):
+def _gather_active(W, a, idx, row_leaves, refs, X, *, span, gather_W, row_axes):
     """The compacted pieces over ``idx`` (L,): rows ``W_A`` (or None), restricted row leaves of the
     optimizer state, ``a_A`` and the Gram matrix ``G = X X^T`` (span path)."""
     W_A = W.at[idx].get(mode="fill", fill_value=0) if gather_W else None
-    s_A = [_restrict(x, idx, ax, r) for x, ax, r in zip(row_leaves, row_axes, refs)]
+    row_state = [_restrict(x, idx, ax, r) for x, ax, r in zip(row_leaves, row_axes, refs)]
     gram = _linalg.inner(X, X) if span else None
-    return W_A, s_A, a.at[idx].get(mode="fill", fill_value=0), gram
+    return W_A, row_state, a.at[idx].get(mode="fill", fill_value=0), gram
 
 
 @functools.partial(jax.jit, static_argnames=("method", "span", "lay"))
@@ -206,16 +194,17 @@ def _trees(ip, idx, valid, P0=None, gram=None, *, method, span, lay=None):
     ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)
     lv = ip_A if valid is None else jnp.where(valid[:, None], ip_A, -jnp.inf)
     if P0 is not None:  # in the step's own layout and order of operations: the same bits
-        lv = lv + _linalg.matmul(gram, P0) if method != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
+        lv = lv + _linalg.matmul(gram, P0) if methods.get(method).trees != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
     levels = ()
-    if method == "dtree":
+    trees = methods.get(method).trees
+    if trees == "dtree":
         levels = maxtree.build(lv).levels
-    elif method == "wtree":
+    elif trees == "wtree":
         levels = maxtree.build(lv.T).levels
     ip0 = None
     if span:
         ip0 = ip_A if valid is None else jnp.where(valid[:, None], ip_A, 0)
-        ip0 = ip0.T if method == "wtree" else ip0
+        ip0 = ip0.T if trees == "wtree" else ip0
     if lay is not None:
         pin = functools.partial(lax.with_sharding_constraint, shardings=lay.sharding(None))
         levels = tuple(pin(x) for x in levels)
@@ -223,7 +212,7 @@ def _trees(ip, idx, valid, P0=None, gram=None, *, method, span, lay=None):
     return levels, ip0, (lv if P0 is not None else None)
 
 
-def _span_state(optimizer, s_def, s_leaves, s_A, rows, X, L, fresh):
+def _span_state(optimizer, s_def, s_leaves, row_state, rows, X, L, fresh):
     """The optimizer state in coefficient form (rows (L, n) with ``state = coef X``), or None if the
     state's structure or a resumed state does not lie in the span of the data (generic path then)."""
     n, dt = X.shape[0], X.dtype
@@ -231,7 +220,7 @@ def _span_state(optimizer, s_def, s_leaves, s_A, rows, X, L, fresh):
     tmpl_leaves, tmpl_def = jax.tree_util.tree_flatten(tmpl)
     if tmpl_def != s_def:
         return None
-    out, it = [], iter(s_A)
+    out, it = [], iter(row_state)
     for i, (leaf, tl) in enumerate(zip(s_leaves, tmpl_leaves)):
         if i not in rows:
             if np.shape(leaf) != tl.shape:
@@ -252,18 +241,42 @@ def _span_state(optimizer, s_def, s_leaves, s_A, rows, X, L, fresh):
     return out
 
 
-def _start_rows(c0, A, Lp, axes, kt):
-    """``(P0, state leaves)``: the coefficients ``c0`` (:class:`Coefficients` over held rows) placed at
-    their rows of A in a (Lp, n) buffer, transposed to (n, Lp) when ``kt``; padding rows are zero
+def _start_rows(start, A, L_padded, axes, transposed):
+    """``(P0, state leaves)``: the coefficients ``start`` (:class:`Coefficients` over held rows) placed at
+    their rows of A in a (L_padded, n) buffer, transposed to (n, L_padded) when ``transposed``; padding rows are zero
     (a fresh span state: :func:`jaxcorr.train.sgd`'s traces start at zero)."""
-    pos = jnp.asarray(np.searchsorted(A, c0.rows))
+    pos = jnp.asarray(np.searchsorted(A, start.rows))
 
     def place(x):
-        full = jnp.zeros((Lp,) + x.shape[1:], x.dtype).at[pos].set(x)
-        return full.T if kt else full
+        full = jnp.zeros((L_padded,) + x.shape[1:], x.dtype).at[pos].set(x)
+        return full.T if transposed else full
 
-    leaves = jax.tree_util.tree_leaves(c0.opt_state)
-    return place(c0.K), [place(x) if ax is not None else _copy(x) for x, ax in zip(leaves, axes)]
+    leaves = jax.tree_util.tree_leaves(start.opt_state)
+    return place(start.K), [place(x) if ax is not None else _copy(x) for x, ax in zip(leaves, axes)]
+
+
+def refused(method: str, reason: str) -> errors.OptimizerRefused:
+    """The typed refusal of an optimizer the compacted methods cannot run exactly."""
+    return errors.OptimizerRefused(method, reason, message=(
+        f"method={method!r} runs the optimizer on the active rows only, which is exact only for an "
+        f"optimizer that keeps rows apart and leaves idle rows alone, but this one does not: {reason}. "
+        "Use method='dense' or fallback='dense'."))
+
+
+def build(method, W, a, X, y, b, optimizer, state, width, lay, start=None):
+    """``(Config, TrainState)`` of any method on validated arguments.
+
+    Raises:
+      jaxcorr.errors.OptimizerRefused: an optimizer the compacted methods cannot run exactly
+        (decided from its jaxprs by :mod:`jaxcorr.train._linearity`, before any step).
+    """
+    if not methods.get(method).sparse:
+        return dense(W, a, X, y, b, optimizer, state, width)
+    verdict = analysis(optimizer, W.shape[0], W.shape[1], W.dtype)
+    if not verdict.ok:
+        raise refused(method, verdict.reason)
+    return compact(method, W, a, X, y, b, optimizer, state, verdict, width=width,
+                   linear=_sgd.is_linear(optimizer), lay=lay, coefficients=start)
 
 
 def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, linear: bool, lay=None,
@@ -276,7 +289,8 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
     returned them (:class:`jaxcorr.train.Coefficients`).
 
     Raises:
-      Refused: the optimizer's program on the compacted rows differs from that on all rows.
+      jaxcorr.errors.OptimizerRefused: the optimizer's program on the compacted rows differs from that
+        on all rows.
       ValueError: ``coefficients`` where the span path does not run (a mesh, another optimizer).
     """
     m, d = W.shape
@@ -300,36 +314,36 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
         # gradient and a fresh state, so it stays put like every idle row (the run-time guard).
         A = np.arange(m, dtype=np.int64)
     L = int(A.size)
-    Lp = maxtree.bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
-    if not analysis(optimizer, m, d, dt, L=Lp):
-        raise Refused(f"its computation on {Lp} rows differs from that on {m} rows beyond shapes")
+    L_padded = maxtree.bucket(L + 1)  # at least one padding row: the idle-row guard reads the last
+    if not analysis(optimizer, m, d, dt, L=L_padded):
+        raise refused(method, f"its computation on {L_padded} rows differs from that on {m} rows beyond shapes")
     identity = L == m  # A is every held row, in order
-    idx_host = np.full((Lp,), m, np.int32)
+    idx_host = np.full((L_padded,), m, np.int32)
     idx_host[:L] = A
     idx = jnp.asarray(idx_host)
     coef = None
     for attempt_span in ((True, False) if span else (False,)):
         restrict = not (attempt_span and (fresh or coefficients is not None))
-        W_A, s_A, a_A, gram = _compact(
+        W_A, row_state, a_A, gram = _gather_active(
             W, a, idx, [s_leaves[i] for i in rows] if restrict else [], refs if restrict else (), X,
             span=attempt_span, gather_W=not (attempt_span and identity),
             row_axes=tuple(axes[i] for i in rows) if restrict else ())
         if not attempt_span or coefficients is not None:
             break
-        coef = _span_state(optimizer, s_def, s_leaves, s_A, rows, X, Lp, fresh)
+        coef = _span_state(optimizer, s_def, s_leaves, row_state, rows, X, L_padded, fresh)
         if coef is not None:
             break
     span = coef is not None or coefficients is not None
-    step = StepConfig(method, optimizer, 0, span, axes, span and method in ("active", "dtree") and lay is None, lay)
+    step = StepConfig(method, optimizer, 0, span, axes, span and methods.get(method).trees != "wtree" and lay is None, lay)
     if coefficients is not None:
-        P0, coef = _start_rows(coefficients, A, Lp, axes, step.kt)
+        P0, coef = _start_rows(coefficients, A, L_padded, axes, step.transposed)
     else:
         if not span:
-            it = iter(s_A)
+            it = iter(row_state)
             coef = [next(it) if i in rows else s_leaves[i] for i in range(len(s_leaves))]
         coef = [x if i in rows else _copy(x) for i, x in enumerate(coef)]  # the carry owns its buffers
-        P0 = (jnp.zeros((n, Lp), dt) if step.kt else jnp.zeros((Lp, n), dt)) if span else W_A
-        if step.kt:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
+        P0 = (jnp.zeros((n, L_padded), dt) if step.transposed else jnp.zeros((L_padded, n), dt)) if span else W_A
+        if step.transposed:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
             coef = [(x if i not in rows else jnp.zeros(x.shape[::-1], x.dtype) if fresh else x.T)
                     for i, x in enumerate(coef)]
     state_A = jax.tree_util.tree_unflatten(s_def, coef)
@@ -338,23 +352,23 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
                            n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=None,
                            ref=() if span else refs, valid=None, n_points=None)
     if lay is not None:
-        cfg = _config(method, step, m, n, d, width, L, Lp, kmax, identity)
+        cfg = _config(method, step, m, n, d, width, L, L_padded, kmax, identity)
         return cfg, _placed(cfg, P0, state_A, ip, idx_host, consts, base, lay)
     start = P0 if coefficients is not None else None
     levels, ip0, current = _trees(ip, idx, None, start, gram if start is not None else None, method=method, span=span)
     if current is not None:  # the fire sets of the state continued from, not of the base rows
         kmax = int(jnp.max(jnp.sum(current > consts.b, axis=1)))
-    cfg = _config(method, step, m, n, d, width, L, Lp, kmax, identity)
+    cfg = _config(method, step, m, n, d, width, L, L_padded, kmax, identity)
     return cfg, TrainState(rows=P0, opt_state=state_A, levels=levels, consts=consts._replace(ip0=ip0), base=base)
 
 
-def _config(method, step, m, n, d, width, L, Lp, kmax, identity) -> Config:
+def _config(method, step, m, n, d, width, L, L_padded, kmax, identity) -> Config:
     """The :class:`Config` of a compacted run (the DTree capacity from ``max_i k_i``)."""
     cap_ddfn = ddfn_cap(width)
-    ceiling = min(Lp, cap_ddfn)
-    if method == "dtree":
+    ceiling = min(L_padded, cap_ddfn)
+    if methods.get(method).trees == "dtree":  # the DTree frontier capacity
         step = step._replace(capacity=maxtree.allocate(kmax, ceiling=max(ceiling, kmax, 1)))
-    return Config(step=step, m=m, n=n, d=d, width=width, n_active=L, L=Lp, kmax0=kmax, cap_ddfn=cap_ddfn,
+    return Config(step=step, m=m, n=n, d=d, width=width, n_active=L, L=L_padded, kmax0=kmax, cap_ddfn=cap_ddfn,
                   capacity_ceiling=ceiling, identity=identity)
 
 
@@ -387,71 +401,11 @@ def _placed(cfg, P0, state_A, ip, idx, c, base, lay):
                       consts=consts, base=base)
 
 
-# ----------------------------------------------------------------------------------- finalize
-def _scatter_rows(full, part, idx, ax):
-    x = _row_first(full, ax).at[idx].set(_row_first(part, ax).astype(full.dtype), mode="drop")
-    return jnp.moveaxis(x, 0, ax)
 
 
-@functools.partial(jax.jit, static_argnames=("span", "kt", "identity", "row_axes"))
-def _to_full(P_, s_A, X, base: Base, *, span, kt, identity, row_axes):
-    """The trained rows and optimizer state back in the caller's (m, d) shapes (new buffers)."""
-    m = base.W.shape[0]
-    leaves, s_def = jax.tree_util.tree_flatten(s_A)
-    if kt:
-        P_ = P_.T
-        leaves = [(x.T if ax is not None else x) for x, ax in zip(leaves, row_axes)]
-    if identity:  # A is every held row: slice (first, so the product has m rows, not L), no scatter
-        W_new = base.W0 + _linalg.matmul(P_[:m], X) if span else P_[:m]
-    else:
-        W_A = base.W0 + _linalg.matmul(P_, X) if span else P_  # (L, d): W_A(0) + K X on the span path
-        W_new = base.W.at[base.idx].set(W_A.astype(base.W.dtype), mode="drop")
-    out = []
-    for full, leaf, ax in zip(jax.tree_util.tree_leaves(base.opt_state), leaves, row_axes):
-        if ax is None:
-            out.append(jnp.copy(leaf))
-            continue
-        if identity:
-            rows = lax.slice_in_dim(leaf, 0, m, axis=ax)
-            out.append((_linalg.matmul(rows, X) if span else rows).astype(full.dtype))
-        else:
-            out.append(_scatter_rows(full, _linalg.matmul(leaf, X) if span else leaf, base.idx, ax))
-    return W_new.astype(base.W.dtype), jax.tree_util.tree_unflatten(s_def, out)
 
 
-def finalize(cfg: Config, state: TrainState, *, copy: bool = True):
-    """``(W, opt_state)`` in the caller's shapes from ``state`` (Algorithm 8/9's result).
-
-    Compacted methods: the rows of A are scattered into the held ``W`` (or, when A is every held
-    row, sliced from the compacted rows without a scatter) and likewise the optimizer state; on a
-    mesh the pieces are replicated and brought to the default device first. The result shares no
-    buffer with ``state`` unless ``copy=False`` for the dense method (then it is ``state``'s own).
-    """
-    if cfg.step.method == "dense":
-        return _copy((state.rows, state.opt_state)) if copy else (state.rows, state.opt_state)
-    P_, s_A, X = state.rows, state.opt_state, state.consts.X
-    lay = cfg.step.layout
-    if lay is not None:  # replicated first, so every process can read its copy
-        P_, s_A, X = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(sharding.replicate(x, lay))),
-                                            (P_, s_A, X))
-    return _to_full(P_, s_A, X, state.base, span=cfg.step.span, kt=cfg.step.kt, identity=cfg.identity,
-                    row_axes=cfg.step.row_axes)
 
 
-@functools.partial(jax.jit, static_argnames=("L", "kt", "row_axes"))
-def _coefficient_rows(P_, s_A, *, L, kt, row_axes):
-    """K (L, n) and its state's per-row arrays (L, n) from the carry (new buffers)."""
-    leaves, s_def = jax.tree_util.tree_flatten(s_A)
-    K = (P_.T if kt else P_)[:L]
-    out = [((x.T if kt else x)[:L] if ax is not None else jnp.copy(x)) for x, ax in zip(leaves, row_axes)]
-    return K, jax.tree_util.tree_unflatten(s_def, out)
 
 
-def coefficients(cfg: Config, state: TrainState) -> Coefficients | None:
-    """The run as :class:`Coefficients` over the held rows (span path on one device; else None)."""
-    if cfg.step.method == "dense" or not cfg.step.span or cfg.step.layout is not None:
-        return None
-    K, s = _coefficient_rows(state.rows, state.opt_state, L=cfg.n_active, kt=cfg.step.kt,
-                             row_axes=cfg.step.row_axes)
-    rows = np.arange(cfg.m, dtype=np.int64) if cfg.identity else np.asarray(state.base.idx[:cfg.n_active], np.int64)
-    return Coefficients(rows=rows, K=K, opt_state=s)
