@@ -190,3 +190,41 @@ def test_registry_and_cli_reject_bad_arguments(tmp_path):
         reproduce.run("tiny", tmp_path, groups=["nope"])
     with pytest.raises(ValueError, match="size"):
         reproduce.run("huge", tmp_path)
+
+
+COUNTED_GROUPS = ("init", "update", "query", "training")
+
+
+def test_counted_verdicts_agree_over_three_runs():
+    """The claims decided by a count come out the same, to the bit, on three runs of the quick
+    configuration's deciding computation (no timing enters them; the timing-decided claims,
+    step_cost_exact_gd and reduction_cost, are not asserted here). The training counts are taken
+    over the quick sweep's sizes up to 2^20 (16x), to keep the test fast."""
+    quick = reproduce.sizes("quick")
+    tol = {m.GROUP: m.TOLERANCES for m in claims.MODULES}
+    cfgs = {g: quick[g] for g in COUNTED_GROUPS}
+    cfgs["training"] = {**quick["training"], "ms": [m for m in quick["training"]["ms"] if m <= 2**20]}
+    common.check_sweep(cfgs["training"]["ms"], "training counts")
+    import jax
+
+    runs = []
+    for _ in range(3):
+        got = {}
+        for g, cfg in cfgs.items():
+            got.update(claims.BY_GROUP[g].counted(cfg, jax.random.PRNGKey(0), tol[g]))
+        runs.append(got)
+    assert set(runs[0]) == {"init_cost_m", "init_cost_n", "update_cost_dtree", "update_cost_wtree",
+                            "query_cost_size", "query_cost_m", "step_cost_dtree", "step_cost_wtree",
+                            "sparsity_train"}
+    assert runs[0] == runs[1] == runs[2]
+    assert all(holds for _, holds in runs[0].values()), runs[0]
+
+
+def test_step_operations_count_the_proofs_terms():
+    from scripts.claims import training
+
+    # n=2, m=16, d=3: 2 fired rows (mean 1) x (log2 16 + 3) + 2 updated neurons x n (d + log2 m) or x n d
+    assert training.step_operations("dtree", 2, 16, 3, [1.0], [2]).tolist() == [2 * 7 + 2 * 2 * 7]
+    assert training.step_operations("wtree", 2, 16, 3, [1.0], [2]).tolist() == [2 * 7 + 2 * 2 * 3]
+    with pytest.raises(ValueError, match="tree"):
+        training.step_operations("dense", 2, 16, 3, [1.0], [2])

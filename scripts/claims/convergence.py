@@ -39,7 +39,7 @@ def measure(cfg, key, tol):
     curves = {}
     for method in methods:
         _, h = train.fit(params, X, y, steps=c["steps"], method=method)
-        curves[method] = np.asarray(h["loss"], np.float64)
+        curves[method] = np.asarray(h.loss, np.float64)
     d0 = curves["dense"]
     ratio = float(d0[-1] / d0[0])
     diff = {meth: float(np.max(np.abs(curves[meth] - d0)) / d0[0]) for meth in methods[1:]}
