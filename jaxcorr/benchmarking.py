@@ -1,22 +1,23 @@
 """Small timing helpers shared by the benchmarks and reproductions in ``scripts/``.
 
-Measurements follow the project's rules: compile first (a warm-up call), block on the result,
-repeat, and report the median; describe the machine next to every figure.
+Every helper compiles first (a warm-up call), blocks on the result and repeats; the figures they
+return are wall-clock seconds, to be reported beside :func:`machine_info` (and, on a shared
+machine, :func:`load_average`).
 
 Two ways to time a function:
 
-- :func:`times` / :func:`median_time`: one jitted call per sample, so each sample includes one
-  dispatch from Python (tens of microseconds on CPU). Right for calls that take milliseconds.
+- :func:`times` / :func:`median_time`: one call per sample, so each sample includes one dispatch
+  from Python. Right for calls much longer than a dispatch.
 - :func:`amortised_time`: many applications of a step inside one jitted ``lax.scan`` with the state
   as a donated carry (updated in place), divided by the number of steps. Right for operations that
   take microseconds (a tree UPDATE), where a per-call figure would time Python dispatch instead.
 
 Examples:
+  >>> import jax
   >>> import jax.numpy as jnp
   >>> from jaxcorr import benchmarking
-  >>> import jax
-  >>> f = jax.jit(lambda x: x + 1)  # doctest: +SKIP
-  >>> benchmarking.median_time(f, jnp.zeros(3), repeats=3) > 0  # doctest: +SKIP
+  >>> f = jax.jit(lambda x: x + 1)
+  >>> benchmarking.median_time(f, jnp.zeros(3), repeats=3) > 0
   True
   >>> round(benchmarking.loglog_slope([1, 2, 4], [3, 6, 12]), 6)
   1.0
@@ -43,6 +44,8 @@ __all__ = [
     "last_level_cache_bytes",
     "machine_info",
     "format_table",
+    "peak_rss_bytes",
+    "load_average",
 ]
 
 
@@ -51,7 +54,12 @@ def _block(out):
 
 
 def times(fn, *args, repeats: int = 5, warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of ``fn(*args)`` over ``repeats`` runs after ``warmup`` runs (compile)."""
+    """Wall-clock seconds of ``fn(*args)`` over ``repeats`` runs after ``warmup`` runs (compile).
+
+    Examples:
+      >>> len(times(lambda: 1, repeats=3))
+      3
+    """
     for _ in range(warmup):
         _block(fn(*args))
     out = []
@@ -115,7 +123,12 @@ def amortised_time(step, state, xs, *, repeats: int = 5):
 
 
 def loglog_slope(xs, ys) -> float:
-    """Least-squares slope of log(ys) against log(xs): the fitted exponent of a power law."""
+    """Least-squares slope of log(ys) against log(xs): the fitted exponent of a power law.
+
+    Examples:
+      >>> round(loglog_slope([1, 4, 16], [1, 2, 4]), 6)
+      0.5
+    """
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     return float(np.polyfit(lx, ly, 1)[0])
 
@@ -188,7 +201,14 @@ def machine_info() -> dict:
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain-text table of ``rows`` (dicts) with the given ``columns``; floats get 4 significant digits."""
+    """A plain-text table of ``rows`` (dicts) with the given ``columns``; floats get 4 significant digits.
+
+    Examples:
+      >>> print(format_table([{"m": 16, "ms": 1.23456}], ["m", "ms"]))
+       m     ms
+      --  -----
+      16  1.235
+    """
 
     def fmt(v):
         if isinstance(v, float):
@@ -213,8 +233,8 @@ def peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import resource  # noqa: PLC0415 (POSIX only)
-    import sys  # noqa: PLC0415
+    import resource  # POSIX only, so imported here
+    import sys
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
@@ -228,5 +248,3 @@ def load_average() -> list:
     except (AttributeError, OSError):
         return []
 
-
-__all__ += ["peak_rss_bytes", "load_average"]

@@ -71,7 +71,8 @@ def figure(results, out, plt):
     d0 = np.asarray(curves["dense"])
     for meth in list(curves)[1:]:
         axes[1].semilogy(np.abs(np.asarray(curves[meth]) - d0) / d0[0] + 1e-12, label=f"|{meth} - dense| / L(0)")
-    axes[1].axhline(results["tolerances"]["convergence"]["curve_rel_diff_max"], color="k", ls="--", lw=1, label="tolerance")
+    axes[1].axhline(results["tolerances"]["convergence"]["curve_rel_diff_max"], color="k", ls="--", lw=1,
+                    label="tolerance")
     axes[1].set(xlabel="step", ylabel="relative difference (+1e-12)", title="curves coincide")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"Convergence in the over-parameterized regime {pl.subtitle(results)}", fontsize=9)

@@ -73,19 +73,36 @@ def _time_rows(cfg, key):
     return rows_m, rows_n
 
 
+def _count_rows(cfg):
+    cm, cn = cfg["count_m"], cfg["count_n"]
+    return ([_count_row(cm["n"], m, cm["d"]) for m in cm["ms"]], [_count_row(n, cn["m"], cn["d"]) for n in cn["ns"]])
+
+
+def _excess(axis, crows):
+    xs = [r[axis] for r in crows]
+    return {s: common.excess_slope(xs, [r[f"{s}_flops"] for r in crows], _nmd(axis, crows[0])) for s in TREES}
+
+
+def counted(cfg, key, tol) -> dict:
+    """What decides each claim, without the timing beside it: ``{claim: (excess slope, holds)}``."""
+    out = {}
+    for axis, crows in zip(("m", "n"), _count_rows(cfg)):
+        ex = max(_excess(axis, crows).values())
+        out[f"init_cost_{axis}"] = (ex, ex <= tol["init_excess_max"])
+    return out
+
+
 def measure(cfg, key, tol):
     """Count INIT's flops over m and n; time INIT beside it. Returns (claims, data)."""
     cm, cn = cfg["count_m"], cfg["count_n"]
-    count_m = [_count_row(cm["n"], m, cm["d"]) for m in cm["ms"]]
-    count_n = [_count_row(n, cn["m"], cn["d"]) for n in cn["ns"]]
+    count_m, count_n = _count_rows(cfg)
     time_m, time_n = _time_rows(cfg, key)
     llc = bm.last_level_cache_bytes()
     claims = []
     for axis, crows, trows, fixed in (("m", count_m, time_m, cm), ("n", count_n, time_n, cn)):
         xs = [r[axis] for r in crows]
         common.check_sweep(xs, f"init_cost_{axis}", cfg)
-        ex = {s: common.excess_slope(xs, [r[f"{s}_flops"] for r in crows], _nmd(axis, crows[0]))
-              for s in TREES}
+        ex = _excess(axis, crows)
         txs = [r[axis] for r in trows]
         t_ex = {s: bm.loglog_slope(txs, [r[f"{s}_ms"] for r in trows]) for s in TREES}
         holds = max(ex.values()) <= tol["init_excess_max"]

@@ -54,6 +54,12 @@ def fire_counts_at_init(seed, X, m, chunk):
     return total
 
 
+def counted(cfg, key, tol) -> dict:
+    """What decides the claim (it has no timing): ``{claim: (max k / bound, holds)}``."""
+    (c,), _ = measure(cfg, key, tol)
+    return {c["name"]: (c["measured"]["max_k_over_bound"], c["holds"])}
+
+
 def measure(cfg, key, tol):
     """Fire counts at initialization over m. Returns (claims, data)."""
     c = cfg

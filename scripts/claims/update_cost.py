@@ -74,6 +74,19 @@ def _time_rows(c, repeats, key):
     return rows
 
 
+def _excess(name, rows):
+    return common.excess_slope([r["m"] for r in rows], [r[f"{name}_bytes"] for r in rows],
+                               _bound(name, rows[0]["n"], rows[0]["d"]))
+
+
+def counted(cfg, key, tol) -> dict:
+    """What decides each claim, without the timing beside it: ``{claim: (excess slope, holds)}``."""
+    c = cfg["count"]
+    rows = [_count_row(c["n"], m, c["d"]) for m in c["ms"]]
+    return {f"update_cost_{name}": (ex, ex <= tol["update_excess_max"])
+            for name in ("dtree", "wtree") for ex in [_excess(name, rows)]}
+
+
 def measure(cfg, key, tol):
     """Count UPDATE's bytes over m; time it (amortised) beside. Returns (claims, data)."""
     c, ct = cfg["count"], cfg["time"]
@@ -84,7 +97,7 @@ def measure(cfg, key, tol):
     tms = [r["m"] for r in trows]
     claims = []
     for name, _, paper, bound in _TREES:
-        ex = common.excess_slope(ms, [r[f"{name}_bytes"] for r in rows], _bound(name, c["n"], c["d"]))
+        ex = _excess(name, rows)
         growth = trows[-1][f"{name}_us"] / trows[0][f"{name}_us"]
         holds = ex <= tol["update_excess_max"]
         note = common.count_note(
