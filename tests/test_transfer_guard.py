@@ -156,10 +156,7 @@ def test_run_chunk_and_finalize(method, opt):
     np.testing.assert_array_equal(p.W, ref_W)
 
 
-@pytest.mark.xfail(strict=True, reason="jaxcorr/_setup.py (training floor, not this file's owner): "
-                   "_setup.dense places b by jnp.asarray(b, dt) and _setup._fire_sets by "
-                   "jnp.asarray(b, W.dtype) (a Python float: an implicit host-to-device transfer)")
-@pytest.mark.parametrize("method", ["dense", "active"])
+@pytest.mark.parametrize("method", ["dense", "active", "dtree", "wtree"])
 def test_setup_makes_no_implicit_transfer(method):
     X, y = data.synthetic(seed=0, n=6, d=8)
     params = jax.device_put(nn.init(jax.random.key(0), 256, 8))

@@ -36,6 +36,7 @@ from jaxcorr import _linalg, ddfn, errors, maxtree, methods, sharding
 from jaxcorr.train import _linearity, _sgd
 from jaxcorr.train._arrays import copy as _copy
 from jaxcorr.train._arrays import row_first as _row_first
+from jaxcorr.train._arrays import put, zeros
 from jaxcorr.train._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
 
 __all__ = ["build", "dense", "compact", "analysis", "ddfn_cap", "refused"]
@@ -81,7 +82,7 @@ def dense(W, a, X, y, b, optimizer, state, width: int):
     m, d = W.shape
     dt = W.dtype
     W, state = _copy((W, state))
-    consts = DenseConsts(X=X, y=y, a=a, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt))
+    consts = DenseConsts(X=X, y=y, a=a, b=put(b, dt), scale=put(1.0 / math.sqrt(width), dt))
     cap = ddfn_cap(width)
     cfg = Config(step=StepConfig("dense", optimizer), m=m, n=X.shape[0], d=d, width=width, n_active=m, L=m,
                  kmax0=0, cap_ddfn=cap, capacity_ceiling=m, identity=True)
@@ -106,7 +107,13 @@ def _fire_rows(ip, b, capacity: int, method: str):
         fr = maxtree.query_all(maxtree.build(ip.T), b, capacity=n)
         return jnp.any(fr.valid, axis=1)
     fr = maxtree.query_all(maxtree.build(ip), b, capacity=capacity)  # Algorithm 8 line 12
-    return jnp.zeros((m,), bool).at[jnp.where(fr.valid, fr.indices, m)].set(True, mode="drop")
+    return _mark(fr.indices, fr.valid, m)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _mark(indices, valid, m: int):
+    """(m,) mask of the leaves a frontier found."""
+    return jnp.zeros((m,), bool).at[jnp.where(valid, indices, m)].set(True, mode="drop")
 
 
 def _fire_sets(method, W, X, b, lay):
@@ -116,7 +123,7 @@ def _fire_sets(method, W, X, b, lay):
     ``NaN > b`` is False, so they fire nothing) and ``ip`` is (n_pad, m), sharded by points.
     """
     m = W.shape[0]
-    bb = jnp.asarray(b, W.dtype)
+    bb = put(b, W.dtype)
     if lay is not None:
         n_pad = sharding.padded_count(X.shape[0], lay.shards)
         X = sharding.place(sharding.pad_rows(X, n_pad, np.nan), lay.sharding(None))
@@ -136,8 +143,19 @@ def _fire_sets(method, W, X, b, lay):
 
 def _reference_rows(optimizer, d: int, dt, axes) -> tuple:
     """Per row state leaf, the state of a fresh ``init`` on one row (the idle rows' state)."""
-    leaves = jax.tree_util.tree_leaves(optimizer.init(jnp.zeros((1, d), dt)))
-    return tuple(jnp.take(x, 0, axis=ax) for x, ax in zip(leaves, axes) if ax is not None)
+    leaves = jax.tree_util.tree_leaves(_fresh_state(optimizer, d, jnp.dtype(dt)))
+    return tuple(_first(x, ax) for x, ax in zip(leaves, axes) if ax is not None)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _fresh_state(optimizer, d: int, dt):
+    """A fresh ``optimizer.init`` on one zero row (compiled once per optimizer object and shape)."""
+    return optimizer.init(jnp.zeros((1, d), dt))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _first(x, ax: int):
+    return jnp.take(x, 0, axis=ax)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -229,7 +247,7 @@ def _span_state(optimizer, s_def, s_leaves, row_state, rows, X, L, fresh):
             continue
         leaf = None if fresh else next(it)
         if fresh or not bool(jnp.any(leaf != 0)):
-            out.append(jnp.zeros((L, n), tl.dtype))
+            out.append(zeros((L, n), tl.dtype))
             continue
         pinv = jnp.linalg.pinv(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X)
         tol = 1e-5 if np.dtype(dt).itemsize <= 4 else 1e-12
@@ -245,7 +263,7 @@ def _start_rows(start, A, L_padded, axes, transposed):
     """``(P0, state leaves)``: the coefficients ``start`` (:class:`Coefficients` over held rows) placed at
     their rows of A in a (L_padded, n) buffer, transposed to (n, L_padded) when ``transposed``; padding rows are zero
     (a fresh span state: :func:`jaxcorr.train.sgd`'s traces start at zero)."""
-    pos = jnp.asarray(np.searchsorted(A, start.rows))
+    pos = put(np.searchsorted(A, start.rows))
 
     def place(x):
         full = jnp.zeros((L_padded,) + x.shape[1:], x.dtype).at[pos].set(x)
@@ -320,7 +338,7 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
     identity = L == m  # A is every held row, in order
     idx_host = np.full((L_padded,), m, np.int32)
     idx_host[:L] = A
-    idx = jnp.asarray(idx_host)
+    idx = put(idx_host)
     coef = None
     for attempt_span in ((True, False) if span else (False,)):
         restrict = not (attempt_span and (fresh or coefficients is not None))
@@ -342,14 +360,14 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
             it = iter(row_state)
             coef = [next(it) if i in rows else s_leaves[i] for i in range(len(s_leaves))]
         coef = [x if i in rows else _copy(x) for i, x in enumerate(coef)]  # the carry owns its buffers
-        P0 = (jnp.zeros((n, L_padded), dt) if step.transposed else jnp.zeros((L_padded, n), dt)) if span else W_A
+        P0 = (zeros((n, L_padded), dt) if step.transposed else zeros((L_padded, n), dt)) if span else W_A
         if step.transposed:  # a fresh state's coefficient rows are zeros: made transposed, no transpose to run
-            coef = [(x if i not in rows else jnp.zeros(x.shape[::-1], x.dtype) if fresh else x.T)
+            coef = [(x if i not in rows else zeros(x.shape[::-1], x.dtype) if fresh else x.T)
                     for i, x in enumerate(coef)]
     state_A = jax.tree_util.tree_unflatten(s_def, coef)
     base = Base(W=W, a=a, W0=(W if identity else W_A) if span else None, idx=idx, opt_state=state)
-    consts = CompactConsts(X=X, y=y, a=a_A, b=jnp.asarray(b, dt), scale=jnp.asarray(1.0 / math.sqrt(width), dt),
-                           n_real=jnp.asarray(L, jnp.int32), gram=gram, ip0=None,
+    consts = CompactConsts(X=X, y=y, a=a_A, b=put(b, dt), scale=put(1.0 / math.sqrt(width), dt),
+                           n_real=put(L, np.int32), gram=gram, ip0=None,
                            ref=() if span else refs, valid=None, n_points=None)
     if lay is not None:
         cfg = _config(method, step, m, n, d, width, L, L_padded, kmax, identity)
