@@ -288,20 +288,37 @@ def _build(key, m, b, U, C, beta, mode) -> SpanInit:
 
 
 # ----------------------------------------------------------------------------------- samplers
+def _pad8(x: int) -> int:
+    return -(-x // 8) * 8
+
+
 def _consts(spec: SpanInit) -> dict:
-    """Device constants (float64) of the draw; computed inside the x64 scope."""
-    C = spec.C
-    cn = _norms(C)
+    """Device constants (float64) of the draw; computed inside the x64 scope.
+
+    ``n``, ``k`` and ``d`` are padded to multiples of 8 (one compiled draw serves many data sets):
+    padded points have ``c = 0`` and ``beta = inf`` (never over, weight 0), padded basis columns
+    and rows are zero. The padded slots only add exact zeros to the fixed-order sums, so every
+    value of the first ``n``, ``k``, ``d`` entries is what the unpadded draw computes.
+    """
+    n, k, d = spec.n, spec.k, spec.d
+    n_p, k_p, d_p = _pad8(n), _pad8(k), _pad8(d)
+    cn = _norms(spec.C)
     safe = np.where(cn > 0, cn, 1.0)
     t = np.where(cn > 0, spec.beta / safe, np.inf)
     w = _q(t)
     cum = np.cumsum(w) / max(spec.q, 1e-300)
     cum[np.searchsorted(cum, cum[-1]):] = 1.0  # the last positive weight closes at exactly 1
-    lam = np.where(np.isfinite(t), (np.where(np.isfinite(t), t, 0) + np.sqrt(np.where(np.isfinite(t), t, 0) ** 2 + 4)) / 2, 1.0)
-    f = jnp.float64
-    return {"C": jnp.asarray(C, f), "Uc": jnp.asarray(C / safe[:, None], f), "beta": jnp.asarray(spec.beta, f),
-            "t": jnp.asarray(np.where(np.isfinite(t), t, 0.0), f), "lam": jnp.asarray(lam, f),
-            "cum": jnp.asarray(cum, f), "U": jnp.asarray(spec.U, f), "b": jnp.asarray(spec.b, f),
+    tf = np.where(np.isfinite(t), t, 0.0)
+    lam = (tf + np.sqrt(tf * tf + 4)) / 2
+
+    def pad(a, shape, fill=0.0):
+        out = np.full(shape, fill, np.float64)
+        out[tuple(slice(0, s_) for s_ in a.shape)] = a
+        return jnp.asarray(out, jnp.float64)
+
+    return {"C": pad(spec.C, (n_p, k_p)), "Uc": pad(spec.C / safe[:, None], (n_p, k_p)),
+            "beta": pad(spec.beta, (n_p,), np.inf), "t": pad(tf, (n_p,)), "lam": pad(lam, (n_p,), 1.0),
+            "cum": pad(cum, (n_p,), 1.0), "U": pad(spec.U, (d_p, k_p)), "b": jnp.asarray(spec.b, jnp.float64),
             "seeds": jnp.asarray(spec.seeds, jnp.uint32)}
 
 
@@ -496,15 +513,15 @@ def setup(spec: SpanInit, *, dtype=None, rows_per_call: int | None = None, devic
             logq = jnp.float64(math.log1p(-spec.q)) if spec.q > 0 else None
             starts = list(range(0, -(-spec.m // CANDIDATE_BLOCK), nb)) if spec.q > 0 else []
             call = lambda j, s, c: _mixture_call(consts[j], jnp.int64(s), m, logq, nb=nb, cap=c)  # noqa: E731
-        out = _run_calls(call, starts, cap, devs, dt, spec.n)
+        out = _run_calls(call, starts, cap, devs, dt, spec.n, spec.k)
     idx, parts, k0, union, ncand, events = out
-    G = jnp.concatenate(parts, axis=0) if parts else jnp.zeros((0, spec.k), dt)
+    G = jax.device_put(np.concatenate(parts, axis=0) if parts else np.zeros((0, spec.k), dt), devs[0])
     return ActiveSet(idx=idx, G=G, k0=k0, n_fire_union=union, n_candidates=spec.m if spec.mode == "full" else ncand,
                      mode=spec.mode, setup_s=time.perf_counter() - t0, calls=len(starts),
                      capacity_events=tuple(events))
 
 
-def _run_calls(call, starts, cap, devs, dt, n):
+def _run_calls(call, starts, cap, devs, dt, n, k):
     """Dispatch one call per device before reading any; rerun a call whose candidates overflowed."""
     idx, parts, events = [], [], []
     k0, union, ncand = np.zeros(n, np.int64), 0, 0
@@ -519,9 +536,9 @@ def _run_calls(call, starts, cap, devs, dt, n):
             live, (cnt, r, g, kf, un) = res[1], res[2]
             cnt = int(cnt)
             ncand += 0 if live is None else int(live)
-            idx.append(np.asarray(r[:cnt]))
-            parts.append(jax.device_put(g[:cnt].astype(dt), devs[0]))
-            k0 += np.asarray(kf, np.int64)
+            idx.append(np.asarray(r)[:cnt])  # whole buffers to the host: no per-count slice to compile
+            parts.append(np.asarray(g)[:cnt, :k].astype(dt))
+            k0 += np.asarray(kf, np.int64)[:n]
             union += int(un)
     idx = np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64)
     return idx, parts, k0, union, ncand, events
@@ -556,33 +573,33 @@ def _rows_call(cs, r, *, which: str, d: int):
     return g, w, a
 
 
-def _by_kind(spec, active, idx, d, chunk):
-    """Rows ``idx`` grouped by how they are drawn, each group in padded chunks: (g, w, a) numpy."""
-    if spec.mode == "full":
-        kinds = np.zeros(idx.shape, bool)
+def _by_kind(spec, active, idx, with_rows: bool, chunk: int):
+    """Rows ``idx`` grouped by how they are drawn, each group in chunks of exactly ``chunk`` rows
+    (one compiled shape): (g, w, a) as float64 numpy (w, a None without ``with_rows``)."""
+    if spec.mode == "full" or not active.idx.size:
+        held = np.zeros(idx.shape, bool)
     else:
-        pos = np.searchsorted(active.idx, idx)
-        kinds = (pos < active.idx.size) & (active.idx[np.minimum(pos, active.idx.size - 1)] == idx) \
-            if active.idx.size else np.zeros(idx.shape, bool)
+        pos = np.minimum(np.searchsorted(active.idx, idx), active.idx.size - 1)
+        held = active.idx[pos] == idx
+    groups = [("full", np.arange(idx.size))] if spec.mode == "full" else \
+        [("cand", np.nonzero(held)[0]), ("out", np.nonzero(~held)[0])]
+    d = spec.d
     g = np.zeros((idx.size, spec.k), np.float64)
-    w = np.zeros((idx.size, d), np.float64) if d else None
-    a = np.zeros(idx.size, np.float64) if d else None
+    w = np.zeros((idx.size, d), np.float64) if with_rows else None
+    a = np.zeros(idx.size, np.float64) if with_rows else None
     with jax.enable_x64(True):
         cs = _consts(spec)
-        for held in (True, False):
-            which = "full" if spec.mode == "full" else ("cand" if held else "out")
-            sel = np.nonzero(kinds == held)[0] if spec.mode != "full" or held is False else np.zeros(0, np.int64)
+        for which, sel in groups:
             for s in range(0, sel.size, chunk):
                 part = sel[s:s + chunk]
-                pad = _pow2(part.size) if part.size < chunk else chunk
-                r = np.zeros(pad, np.int64)
+                r = np.zeros(chunk, np.int64)
                 r[:part.size] = idx[part]
-                out = _rows_call(cs, jnp.asarray(r), which=which, d=d)
-                g[part] = np.asarray(out[0])[:part.size]
-                if d:
-                    w[part] = np.asarray(out[1])[:part.size]
+                out = _rows_call(cs, jnp.asarray(r), which=which, d=_pad8(d) if with_rows else 0)
+                g[part] = np.asarray(out[0])[:part.size, :spec.k]
+                if with_rows:
+                    w[part] = np.asarray(out[1])[:part.size, :d]
                     a[part] = np.asarray(out[2])[:part.size]
-    return g, w, a, kinds
+    return g, w, a
 
 
 def span_coords(spec: SpanInit, active: ActiveSet, idx) -> np.ndarray:
@@ -590,10 +607,10 @@ def span_coords(spec: SpanInit, active: ActiveSet, idx) -> np.ndarray:
     x_i\rangle = \langle g_r, c_i\rangle`. For rows of A these are the set-up's ``G`` (before its
     cast to ``dtype``); rows outside A are drawn on demand (N(0, I_k) given "not held")."""
     idx = _check_idx(spec, idx)
-    return _by_kind(spec, active, idx, 0, 1 << 14)[0]
+    return _by_kind(spec, active, idx, False, 1 << 12)[0]
 
 
-def rows(spec: SpanInit, active: ActiveSet, idx, *, dtype=None, chunk: int = 1 << 13):
+def rows(spec: SpanInit, active: ActiveSet, idx, *, dtype=None, chunk: int = 1 << 12):
     r"""Rows ``idx`` of W(0) and their output weights, as :class:`jaxcorr.nn.Params` (in the order given).
 
     Row ``r`` is :math:`U g_r + (I - UU^T) z_r` computed in float64 and rounded to ``dtype``; its
@@ -605,7 +622,7 @@ def rows(spec: SpanInit, active: ActiveSet, idx, *, dtype=None, chunk: int = 1 <
       active: its :func:`setup` (says which rows are held).
       idx: (len,) integer row indices in [0, m), any order, repeats allowed.
       dtype: floating dtype; default float32 (float64 under x64).
-      chunk: rows per jitted call.
+      chunk: rows per jitted call (every call has this shape: one compilation per chunk size).
     """
     from jaxcorr import nn  # noqa: PLC0415
 
@@ -613,7 +630,7 @@ def rows(spec: SpanInit, active: ActiveSet, idx, *, dtype=None, chunk: int = 1 <
     idx = _check_idx(spec, idx)
     if operator.index(chunk) < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    _, w, a, _ = _by_kind(spec, active, idx, spec.d, int(chunk))
+    _, w, a = _by_kind(spec, active, idx, True, int(chunk))
     return nn.Params(W=jnp.asarray(w, dt), a=jnp.asarray(a, dt))
 
 
