@@ -346,12 +346,24 @@ def _round_seed(seed, rnd):
 
 
 def _normals(seed, lo, hi, num: int, first: int = 0):
-    return ndtri(_u53(_row_hash(seed, lo, hi, first + jnp.arange(num, dtype=jnp.uint32))))
+    """(B, num) standard normals of slots first .. first + num - 1 (one 1-D hash per slot: faster
+    than a 2-D broadcast of the counters)."""
+    cols = [ndtri(_u53(_row_hash(seed, lo, hi, first + j))) for j in range(num)]
+    return jnp.stack(cols, axis=1)
 
 
 def _dots(g, C):
-    """(B, n) of <g_r, c_j>, each a fixed-order sum over k (the same bits for any B)."""
-    return jax.vmap(lambda c: jnp.sum(g * c, axis=-1), out_axes=1)(C)
+    """(B, n) of <g_r, c_j>: an elementwise sum over the k columns in ascending order (a fused loop,
+    the same bits for any B; a matmul's blocking could depend on B)."""
+    k = C.shape[1]
+    if k <= 64:
+        acc = g[:, 0, None] * C[None, :, 0]
+        for col in range(1, k):
+            acc = acc + g[:, col, None] * C[None, :, col]
+        return acc
+    body = lambda col, acc: acc + lax.dynamic_index_in_dim(g, col, 1, keepdims=True) * \
+        lax.dynamic_index_in_dim(C, col, 1, keepdims=False)[None, :]  # noqa: E731
+    return lax.fori_loop(1, k, body, g[:, 0, None] * C[None, :, 0])
 
 
 def _truncated(cs, t, lam, lo, hi, live):
@@ -374,13 +386,16 @@ def _candidate_g(cs, lo, hi, live):
     k = cs["U"].shape[1]
     seed = cs["seeds"][_MIX]
     u_pick = _u53(_row_hash(seed, lo, hi, 0))
-    i = jnp.minimum(jnp.searchsorted(cs["cum"], u_pick, side="right"), cs["C"].shape[0] - 1)
+    i = jnp.minimum(jnp.sum(u_pick[:, None] >= cs["cum"], axis=1), cs["C"].shape[0] - 1)  # first cum > u
     xi = _normals(seed, lo, hi, k, first=2)
     x = _truncated(cs, cs["t"][i], cs["lam"][i], lo, hi, live)
     ui = cs["Uc"][i]
-    g = xi + (x - jnp.sum(ui * xi, axis=-1))[:, None] * ui
+    along = ui[:, 0] * xi[:, 0]
+    for col in range(1, k):  # <u_i, xi> in ascending order (a reduce's order may depend on B)
+        along = along + ui[:, col] * xi[:, col]
+    g = xi + (x - along)[:, None] * ui
     over = _dots(g, cs["C"]) > cs["beta"]
-    others = jnp.sum(over & (jnp.arange(over.shape[1]) != i[:, None]), axis=1)
+    others = jnp.sum(over & (jnp.arange(over.shape[1]) != i[:, None]), axis=1)  # integers: exact
     kept = _u53(_row_hash(seed, lo, hi, 1)) * (1 + others) < 1
     return g, kept & live
 
@@ -507,7 +522,8 @@ def setup(spec: SpanInit, *, dtype=None, rows_per_call: int | None = None, devic
             call = lambda j, s, cap: (False, None, _full_call(consts[j], jnp.int64(s), m, rows=R))  # noqa: E731
             cap = None
         else:
-            cap = _pow2(1.25 * min(CANDIDATE_BLOCK, spec.m) * spec.q + 64)
+            e = min(CANDIDATE_BLOCK, spec.m) * spec.q  # candidates expected per block
+            cap = -(-int(1.1 * e + 6 * math.sqrt(e) + 64) // 64) * 64  # past it: >= 6 sigma, rerun
             nb = max(1, (rows_per_call or 0) // CANDIDATE_BLOCK) if rows_per_call else max(1, _SLOTS_PER_CALL // cap)
             nb = min(nb, -(-spec.m // CANDIDATE_BLOCK))
             logq = jnp.float64(math.log1p(-spec.q)) if spec.q > 0 else None
