@@ -115,7 +115,7 @@ _MAX_SLOTS = 1 << 16
 NORMAL_BOUND = 8.3
 _EXP_BOUND = 37.5  # Exp(1) variates -log(u), u >= 2^-54: at most 54 ln 2 = 37.43
 _MAX_MATERIALIZE = 1 << 24
-_SLOTS_PER_CALL = 1 << 18  # candidate slots per jitted set-up call (default)
+_SLOTS_PER_CALL = 1 << 15  # candidate slots per jitted set-up call (default: cache-sized)
 _FULL_ROWS_PER_CALL = 1 << 16
 # purposes: one Threefry seed each, from fold_in(key, purpose)
 _GAP, _MIX, _TRUNC, _OUT, _FULL, _Z, _A = range(7)
@@ -498,7 +498,7 @@ def setup(spec: SpanInit, *, dtype=None, rows_per_call: int | None = None, devic
       spec: the definition (:func:`define`).
       dtype: floating dtype of ``G``; default float32 (float64 under x64). The draw runs in float64.
       rows_per_call: rows per jitted call (rounded to whole :data:`CANDIDATE_BLOCK` blocks for the
-        mixture); default from a working set of about 2^18 candidates.
+        mixture); default from a working set of about 2^15 candidates.
       devices: devices to spread the calls over, round robin (default: the first local device).
         Calls are independent (each draws whole blocks of rows from their own counters); only the
         held rows move, to the first device.
@@ -524,10 +524,11 @@ def setup(spec: SpanInit, *, dtype=None, rows_per_call: int | None = None, devic
         else:
             e = min(CANDIDATE_BLOCK, spec.m) * spec.q  # candidates expected per block
             cap = -(-int(1.1 * e + 6 * math.sqrt(e) + 64) // 64) * 64  # past it: >= 6 sigma, rerun
-            nb = max(1, (rows_per_call or 0) // CANDIDATE_BLOCK) if rows_per_call else max(1, _SLOTS_PER_CALL // cap)
-            nb = min(nb, -(-spec.m // CANDIDATE_BLOCK))
+            blocks = -(-spec.m // CANDIDATE_BLOCK)
+            nb = max(1, rows_per_call // CANDIDATE_BLOCK) if rows_per_call else max(1, _SLOTS_PER_CALL // cap)
+            nb = -(-blocks // -(-blocks // nb))  # the same calls, evenly filled (no call of padding)
             logq = jnp.float64(math.log1p(-spec.q)) if spec.q > 0 else None
-            starts = list(range(0, -(-spec.m // CANDIDATE_BLOCK), nb)) if spec.q > 0 else []
+            starts = list(range(0, blocks, nb)) if spec.q > 0 else []
             call = lambda j, s, c: _mixture_call(consts[j], jnp.int64(s), m, logq, nb=nb, cap=c)  # noqa: E731
         out = _run_calls(call, starts, cap, devs, dt, spec.n, spec.k)
     idx, parts, k0, union, ncand, events = out
