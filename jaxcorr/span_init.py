@@ -101,6 +101,8 @@ from jax import lax
 from jax.extend.random import threefry2x32_p
 from jax.scipy.special import ndtri
 
+from jaxcorr import nn
+
 __all__ = ["SpanInit", "ActiveSet", "define", "setup", "span_coords", "rows", "materialize",
            "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
 
@@ -249,8 +251,6 @@ def define(key, X, m: int, b: float | None = None, *, mode: str = "auto") -> Spa
       ValueError: bad ``key``, ``X``, ``m``, ``b`` or ``mode``, ``b`` not above the rounding margin,
         or ``mode="mixture"`` with q >= 1.
     """
-    from jaxcorr import nn  # noqa: PLC0415 (only for the default threshold)
-
     key = _as_key(key)
     Xh = _check_x(X)
     m = _check_width(m)
@@ -641,8 +641,6 @@ def rows(spec: SpanInit, active: ActiveSet, idx, *, dtype=None, chunk: int = 1 <
       dtype: floating dtype; default float32 (float64 under x64).
       chunk: rows per jitted call (every call has this shape: one compilation per chunk size).
     """
-    from jaxcorr import nn  # noqa: PLC0415
-
     dt = _dtype(dtype)
     idx = _check_idx(spec, idx)
     if operator.index(chunk) < 1:
