@@ -62,7 +62,8 @@ import threading
 import time
 import traceback
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 
@@ -108,7 +109,7 @@ class Timeouts(NamedTuple):
     shutdown: int = 120
 
     @classmethod
-    def from_env(cls, environ=None) -> "Timeouts":
+    def from_env(cls, environ=None) -> Timeouts:
         """Defaults, overridden by ``JAXCORR_INIT_TIMEOUT`` / ``_HEARTBEAT_`` / ``_SHUTDOWN_TIMEOUT``."""
         env = os.environ if environ is None else environ
         vals = cls()._asdict()

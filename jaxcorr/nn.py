@@ -239,7 +239,7 @@ def normal_bound(dtype=None) -> float:
     return _normal_bound(_checks.floating_dtype(dtype))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _normal_bound(dtype) -> float:
     wide = jnp.dtype(dtype).itemsize > 4
     udt, fdt = (np.uint64, jnp.float64) if wide else (np.uint32, jnp.float32)

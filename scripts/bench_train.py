@@ -30,7 +30,6 @@ import time
 import numpy as np
 
 
-
 def _parse_lrs(text: str) -> dict:
     out = {}
     for part in filter(None, text.split(",")):

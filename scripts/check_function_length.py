@@ -25,7 +25,8 @@ import io
 import os
 import sys
 import tokenize
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 
 class Length(NamedTuple):

@@ -83,6 +83,7 @@ def _brute_sets(ip, tau):
 # --------------------------------------------------------------------------------- correctness
 def check_maxtree(rng):
     import jax
+
     from jaxcorr import maxtree
 
     vals = rng.integers(-50, 50, size=(6, 1000)).astype(np.float32)
@@ -101,6 +102,7 @@ def check_maxtree(rng):
 
 def check_dtree_wtree(rng):
     import jax
+
     from jaxcorr import dtree, wtree
 
     m, n, d, tau = 300, 7, 5, 4.5
@@ -121,6 +123,7 @@ def check_dtree_wtree(rng):
 
 def check_ddfn(rng):
     import jax
+
     from jaxcorr import ddfn
 
     n, m, d, b = 9, 200, 4, 5.5
@@ -147,6 +150,7 @@ def check_methods_agree(m, n, d, *, x64: bool, optimizers=("sgd", "adam")):
     """The sparse methods follow dense: losses within LOSS_RTOL, W to rounding."""
     import jax
     import optax
+
     from jaxcorr import data, nn, train
 
     rows = []
@@ -172,6 +176,7 @@ def check_methods_agree(m, n, d, *, x64: bool, optimizers=("sgd", "adam")):
 def check_wide_law(m, n, d):
     """The wide model holds every row that fires at t = 0; predict equals the materialized network."""
     import jax
+
     from jaxcorr import data, nn
 
     w = _wide()
@@ -194,6 +199,7 @@ def check_wide_law(m, n, d):
 def check_transfer_guard(m, n, d):
     """setup -> run_chunk -> finalize, and the tree UPDATE/QUERY, with no implicit transfer."""
     import jax
+
     from jaxcorr import data, dtree, nn, train, wtree
 
     X, y = data.synthetic(seed=3, n=n, d=d)
@@ -298,6 +304,7 @@ def _time_chunks(cfg, state, steps: int, repeats: int) -> float:
 
 def speed_row(method: str, m: int, size: dict, *, wide: bool) -> dict:
     import jax
+
     from jaxcorr import data, nn, train
 
     n, d, steps = size["n"], size["d"], size["steps"]
@@ -439,6 +446,7 @@ def _step_programs():
     (config B with ``train.sgd`` only: it is there for the DTree step's frontier path)."""
     import jax
     import optax
+
     from jaxcorr import data, maxtree, nn, train
 
     plan = [("A", meth) for meth in METHODS] + [("B", "dtree"), ("B", "wtree")]
@@ -461,6 +469,7 @@ def _tree_programs():
     """``(name, config, jaxpr, note)`` of the tree UPDATE and QUERY programs at config A (k = 16)."""
     import jax
     import numpy as np
+
     from jaxcorr import ddfn, dtree, maxtree, wtree
 
     c = AUDIT_CONFIGS["A"]

@@ -56,7 +56,6 @@ def build(opt, problem, steps: int):
     """The compiled chunk of :mod:`jaxcorr.train._steps` (span path, K held transposed) and its
     ``(carry, consts)``: a callable ``ex(carry, consts)`` that runs ``steps`` steps, kept (not donated)
     so that it can be timed repeatedly on the same input."""
-    import jax
     import jax.numpy as jnp
 
     from jaxcorr import _linalg

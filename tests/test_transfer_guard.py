@@ -22,7 +22,6 @@ import pytest
 from jaxcorr import data, ddfn, dtree, maxtree, nn, train, wtree
 
 
-
 def guard():
     return jax.transfer_guard("disallow")
 
