@@ -49,8 +49,9 @@ def load_state(path):
     """A checkpoint of ``jaxcorr train`` as full-width params and state: a compact one (the rows that
     differ from W(0), :func:`jaxcorr.implicit.save_trained`) expanded back to all m rows."""
     cfg = checkpoint.read_meta(path)["config"]
-    if not isinstance(cfg.get("implicit"), dict):
-        return load_state(path)
+    if not isinstance(cfg.get("implicit"), dict):  # a full checkpoint: all of W
+        ck = checkpoint.load(path)
+        return {**ck, "opt_state": jax.tree_util.tree_leaves(ck["opt_state"])}
     opt = cli._make_optimizer(cfg["optimizer"], cfg["lr"])
     ck = implicit.load(path, optimizer=opt)
     params, state, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
@@ -93,8 +94,8 @@ def test_default_output_has_progress_and_summary(capsys):
     assert rc == 0, err
     assert "step 5/5" in err and "ms/step" in err  # progress
     assert "loss" in out and "ms/step" in out
-    assert "m^(4/5) = 84.4" in out  # 256 ** 0.8
-    assert "m*exp(-b^2/2) = 84.4" in out  # b = sqrt(0.4 ln m) makes both bounds equal
+    # b = sqrt(0.4 ln m) makes both bounds equal (256 ** 0.8 = 84.4): said once
+    assert "m^(4/5) = m*exp(-b^2/2) = 84.4" in out and out.count("84.4") == 1
     assert "|S_i,fire|" in out
 
 
@@ -212,9 +213,9 @@ def test_ctrl_c_saves_and_resume_completes(capsys, tmp_path, full_run, monkeypat
         if line.startswith("set-up done"):  # then a line per one-step chunk: stop after the first
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(cli, "_report", report)
-    monkeypatch.setattr(cli._cli_run, "initial_chunk", lambda *a, **k: 1)
-    monkeypatch.setattr(cli._cli_run.ChunkTimer, "observe", lambda *a, **k: None)
+    monkeypatch.setattr(cli.progress, "report", report)
+    monkeypatch.setattr(cli.run, "initial_chunk", lambda *a, **k: 1)
+    monkeypatch.setattr(cli.run.ChunkTimer, "observe", lambda *a, **k: None)
     rc, out, err = run(capsys, *TINY, "--steps", str(STEPS), "--save", str(path))
     assert rc == 130, err
     assert "interrupted by Ctrl-C at step" in err and "--resume" in err
@@ -343,19 +344,28 @@ def test_diverging_run_stops_with_one_line_and_status_1(capsys):
 
 
 def test_ddfn_cap_error_in_cli_terms():
-    """fit's cap error, re-worded with the options that get out of it (lr only past step 0)."""
-    from jaxcorr import train
+    """fit's cap error (typed: its fields, not its text), re-worded with the options that get out of
+    it (lr only past step 0)."""
+    from jaxcorr import errors
 
-    msg = train._cap_message(256, 85, 120, 7) if hasattr(train, "_cap_message") else (
-        "a data point's fire set reached 120 neurons at step 7, beyond the DDFN cap ceil(m^(4/5)) = 85 per point")
     unit, big = np.ones(4), np.array([1.0, 9.0])
-    out = cli._cap_error(msg, "dtree", unit, 2.0)
+    out = cli.report.cap_message(errors.DDFNCapExceeded(step=7, k=120, cap=85, m=256), "dtree", unit, 2.0)
     assert "step 7" in out and "85" in out and "120" in out
     assert "lower --lr (now 2)" in out and "--method dense" in out and "--fallback dense" in out
     assert "--normalize" not in out
-    out0 = cli._cap_error(msg.replace("at step 7", "at step 0"), "dtree", big, 2.0)
+    out0 = cli.report.cap_message(errors.DDFNCapExceeded(step=0, k=120, cap=85, m=256), "dtree", big, 2.0)
     assert "--normalize" in out0 and "norms up to 9" in out0 and "--lr" not in out0
-    assert cli._cap_error("some other error", "dtree", unit, 1.0) == "some other error"
+
+
+def test_cap_adapter_types_todays_message():  # removed at merge, with cli._library.typed_errors
+    from jaxcorr import errors, train
+
+    with pytest.raises(errors.DDFNCapExceeded) as e, cli._library.typed_errors(256):
+        raise ValueError(train._cap_message(256, 85, 120, 7))
+    assert (e.value.step, e.value.k, e.value.cap, e.value.m) == (7, 120, 85, 256)
+    with pytest.raises(ValueError, match="some other error") as e, cli._library.typed_errors(256):
+        raise ValueError("some other error")
+    assert not isinstance(e.value, errors.DDFNCapExceeded)
 
 
 def test_fallback_dense_continues_and_a_diverging_sparse_run_says_so(capsys):
@@ -397,9 +407,9 @@ def test_csv_with_bom_quotes_and_header_is_read_whole(capsys, tmp_path):
 
 
 def test_memory_refusals_are_one_line(capsys):
-    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1", "--implicit", "off")
+    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1", "--wide", "off")
     assert_one_line_error(rc, out, err, "--m 3000000000", "2^30")
-    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1", "--implicit", "off")
+    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1", "--wide", "off")
     assert_one_line_error(rc, out, err, "does not fit in memory", "available", "at most --m")
 
 
@@ -420,7 +430,7 @@ def test_methods_and_default_follow_the_library():
     from jaxcorr import train
 
     assert cli.METHODS == tuple(train.METHODS)
-    assert cli.DEFAULT_METHOD == ("active" if "active" in train.METHODS else "dtree")
+    assert cli.DEFAULT_METHOD == ("active" if "active" in train.METHODS else "dtree") == train.DEFAULT_METHOD
     assert cli.DEFAULTS["method"] == cli.DEFAULT_METHOD
 
 
@@ -519,7 +529,7 @@ def test_no_command_is_an_error(capsys):
 
 
 def test_chunks_are_sized_by_time():
-    from jaxcorr import _cli_run as cr
+    from jaxcorr.cli import run as cr
 
     assert cr.choose_chunk(10, 100) == 10 and cr.choose_chunk(14, 100) == 10  # a divisor: one compilation
     assert cr.choose_chunk(16, 97) == 16  # a prime: no divisor in [8, 16]
@@ -533,7 +543,7 @@ def test_chunks_are_sized_by_time():
     # measured) chunks of 8 steps, not 1; adam (no span) at m = 2^22 (|A| = 219K, 33 ms) 7; dtree 3x.
     assert cr.initial_chunk(8, 2**26, 64, 10**6, rows=1.9e6, span=True) == 8
     assert cr.initial_chunk(8, 2**22, 64, 10**6, rows=2.19e5) == 7
-    assert cr.initial_chunk(8, 2**22, 64, 10**6, rows=2.19e5, span=True, trees=True) == 23
+    assert cr.initial_chunk(8, 2**22, 64, 10**6, rows=2.19e5, span=True, cost=3.0) == 23
     t = cr.ChunkTimer(chunk=1000, seg=10**6)
     assert t.observe(1000, ms_per_step=5.0) == 100  # 5 s chunks: far over the stop latency
     t = cr.ChunkTimer(chunk=10, seg=10**6)
@@ -558,8 +568,8 @@ def test_a_chunk_resize_keeps_the_steps_done(capsys, tmp_path, full_run, monkeyp
         calls.append(done)
         return 2 if len(calls) == 1 else None
 
-    monkeypatch.setattr(cli._cli_run, "initial_chunk", lambda *a, **k: 1)
-    monkeypatch.setattr(cli._cli_run.ChunkTimer, "observe", observe)
+    monkeypatch.setattr(cli.run, "initial_chunk", lambda *a, **k: 1)
+    monkeypatch.setattr(cli.run.ChunkTimer, "observe", observe)
     path = tmp_path / "r.ckpt"
     r = run_json(capsys, *TINY, "--steps", str(STEPS), "--save", str(path), "--quiet")
     assert r["steps"] == STEPS and calls[0] == 1  # 1 step, then chunks of 2 for the other 5
