@@ -597,3 +597,101 @@ def test_resume_of_a_full_checkpoint_saves_compactly(capsys, tmp_path):
     assert rc == 0, err
     assert checkpoint.read_meta(part)["config"]["implicit"]["full_width"] and part.stat().st_size < big / 4
     assert_same_state(load_state(part), load_state(ref), exact=True)
+
+
+# ------------------------------------------------------------- what a user trusting the CLI expects
+
+
+def test_initial_loss_overflow_is_not_called_a_divergence(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path, "huge.npz", {"X": rng.normal(size=(4, 4)), "y": 1e20 * rng.normal(size=4)})
+    for method in ("active", "dense"):
+        rc, out, err = run(capsys, "--data", path, "--normalize", "--m", "256", "--steps", "3", "--method", method)
+        assert_one_line_error(rc, out, err.strip().splitlines()[-1], "initial loss", "overflows float32",
+                              "before any step", "scale y", "float64")
+        assert "diverged" not in err and "lower --lr" not in err
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_default_learning_rate_is_each_optimizers_own(capsys, name):
+    from jaxcorr import optimizers
+
+    r = run_json(capsys, *TINY, "--steps", "1", "--optimizer", name, "--quiet")
+    assert r["lr"] == optimizers.spec(name).learning_rate
+    assert cli.main(["train", "--help"]) == 0
+    assert f"{name} {optimizers.spec(name).learning_rate:g}" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("opt", [["--optimizer", "adam", "--lr", "10"], ["--lr", "100"]])
+def test_a_loss_that_rose_is_warned(capsys, opt):
+    r = run_json(capsys, *TINY, "--steps", "6", "--method", "dense", "--quiet", *opt)
+    assert r["loss_final"] > r["loss_initial"]
+    assert any("loss rose" in w and "lower --lr" in w for w in r["warnings"])
+    r = run_json(capsys, *TINY, "--steps", "6", "--method", "dense", "--quiet")  # a falling loss: nothing said
+    assert r["loss_final"] < r["loss_initial"] and r["warnings"] == []
+
+
+def test_fallback_dense_says_what_ran(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path, "big.npz", {"X": 20 * rng.normal(size=(4, 4)), "y": np.ones(4)})
+    argv = ["--data", path, "--m", "256", "--steps", "3", "--fallback", "dense", "--quiet"]
+    r = run_json(capsys, *argv)
+    assert r["method"] == "active" and r["fallback_step"] == 0
+    rc, out, err = run(capsys, *argv)
+    assert rc == 0 and "of active then dense from step 0" in out and "fallback    active could not go on" in out
+    assert "fallback='dense'" not in out + err and "pass fallback" not in out + err
+
+
+def test_small_norm_data_that_fires_nothing_names_normalize(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path, "small.npz", {"X": 0.01 * rng.normal(size=(4, 4)), "y": np.ones(4)})
+    r = run_json(capsys, "--data", path, "--m", "256", "--steps", "2", "--quiet")
+    (w,) = [w for w in r["warnings"] if "no neuron fired" in w]
+    assert "--normalize" in w and "--b" in w
+    r = run_json(capsys, *TINY, "--b", "10", "--steps", "2", "--quiet")  # unit rows: --b only
+    assert not any("--normalize" in w for w in r["warnings"])
+
+
+def test_summary_suggests_compare_only_where_it_applies(capsys):
+    rc, out, err = run(capsys, *TINY, "--steps", "2", "--method", "dense", "--quiet")
+    assert rc == 0 and "--compare dense" not in out and "jaxcorr train --help" in out
+    rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet")
+    assert rc == 0 and "jaxcorr train --compare dense" in out
+    rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet", "--compare", "dense")
+    assert "reused programs both compile" not in out and "reused any compiled programs" in out
+
+
+def test_bounds_printed_twice_only_when_they_differ(capsys):
+    rc, out, err = run(capsys, *TINY, "--steps", "1", "--b", "1.0", "--quiet")
+    assert "m^(4/5) = 84.4   m*exp(-b^2/2) = 155.3" in out
+
+
+def test_end_to_end_is_the_whole_call(capsys):
+    r = run_json(capsys, *TINY, "--steps", "2", "--quiet")
+    assert r["process_s"] >= r["wall_s"] > 0
+    rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet")
+    assert "end to end (the whole process)" in out
+
+
+def test_callback_work_runs_under_the_transfer_guard(monkeypatch):
+    """The CLI's own work between chunks runs under jax.transfer_guard("disallow"): an implicit
+    transfer there (here one planted in the progress line) is refused; the run itself passes."""
+    import jax.numpy as jnp
+
+    seen = []
+    line = cli.progress.progress_line
+
+    def planted(*a):
+        try:
+            jnp.asarray(np.ones(2)) + 0  # an implicit host-to-device transfer
+            seen.append("allowed")
+        except Exception as e:  # noqa: BLE001 -- the guard's refusal
+            seen.append("refused" if "isallowed" in str(e) else repr(e))
+        return line(*a)
+
+    monkeypatch.setattr(cli.progress, "progress_line", planted)
+    X, y = data.synthetic(0, 4, 4)
+    p0 = __import__("jaxcorr").nn.init(jax.random.key(0), 64, 4)
+    plan = cli.run.Plan(X=X, y=y, b=1.0, optimizer=cli._make_optimizer("sgd", 1.0), step0=0, steps=3)
+    out = cli.run.run_steps(__import__("jaxcorr").train.fit, p0, None, plan, method="dense")
+    assert len(out.history.loss) == 3 and seen and set(seen) == {"refused"}, seen

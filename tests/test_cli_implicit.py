@@ -140,3 +140,17 @@ def test_sgd_run_checkpoints_its_coefficients_and_resumes(capsys, tmp_path):
     z = implicit.load(every)
     assert z["step"] == 6 and checkpoint.read_meta(every)["config"]["implicit"]["form"] == "coefficients"
     np.testing.assert_allclose(np.asarray(z["model"].W), np.asarray(x["model"].W), rtol=1e-6, atol=1e-7)
+
+
+def test_wide_run_where_no_neuron_fires_warns_like_a_full_width_run(capsys, tmp_path):
+    """|A| = 0 (b above every <w_r, x_i>): the model cannot move; the run ends with the warning a
+    full-width run gives, not a shape error."""
+    args = ["--n", "4", "--m", "4096", "--d", "8", "--b", "50", "--steps", "3", "--quiet"]
+    w = run_json(capsys, *args, "--wide", "on")
+    f = run_json(capsys, *args, "--wide", "off")
+    assert w["wide"] is True and w["n_active"] == 0 and w["steps"] == 3
+    assert w["loss_final"] == w["loss_initial"] == pytest.approx(f["loss_initial"], rel=1e-6)
+    assert w["fire"]["union_max"] == 0 and w["ms_per_step"] is None
+    assert any("no neuron fired" in x for x in w["warnings"]) and any("no neuron fired" in x for x in f["warnings"])
+    rc, out, err = run(capsys, *args, "--wide", "on")
+    assert rc == 0 and "warning: no neuron fired" in err and "n/a (no step ran)" in out

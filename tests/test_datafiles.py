@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxcorr import datafiles
+from jaxcorr import datafiles, errors
 
 ROWS = [[0.6, 0.8, 1.0], [1.0, 0.0, -1.0], [0.0, -1.0, 0.5]]
 EXPECTED_X = np.array([r[:-1] for r in ROWS], np.float32)
@@ -56,3 +56,42 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b"\xff\xfe1,2\n")
     with pytest.raises(ValueError, match="not a UTF-8 text"):
         datafiles.load_data(path)
+
+
+@pytest.mark.parametrize("field, why", [
+    ("1_0", "no underscores"),  # Python's float reads it as 10
+    ("0x10", "hexadecimal"),
+    ("1e", "decimal number"),
+    ("", "decimal number"),
+    ("1.0.0", "decimal number"),
+])
+def test_strict_numbers_refuse_what_float_would_guess(tmp_path, field, why):
+    path = tmp_path / "d.csv"
+    path.write_text(f"0.5,1,2\n1,{field},3\n")
+    with pytest.raises(errors.DataError, match=f"line 2: not a row of numbers: field 2 is '{field}'") as e:
+        datafiles.load_data(path)
+    assert why in str(e.value) and e.value.path == str(path)
+
+
+@pytest.mark.parametrize("field", ["inf", "-Infinity", "nan", "NaN"])
+def test_non_finite_fields_are_refused_by_name(tmp_path, field):
+    path = tmp_path / "d.csv"
+    path.write_text(f"1,2,3\n4,5,{field}\n")
+    with pytest.raises(errors.DataError, match=f"line 2: field 3 is '{field}', NaN or infinite"):
+        datafiles.load_data(path)
+
+
+def test_decimal_siblings_are_read(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(" 1.0 , -0.5,1e5\n.5,+2,2.5E-3\n")
+    X, y = datafiles.load_data(path, np.float64)
+    np.testing.assert_array_equal(X, [[1.0, -0.5], [0.5, 2.0]])
+    np.testing.assert_array_equal(y, [1e5, 2.5e-3])
+
+
+def test_errors_are_data_errors(tmp_path):
+    with pytest.raises(errors.DataError, match="does not exist"):
+        datafiles.load_data(tmp_path / "none.csv")
+    (tmp_path / "a.npz").write_text("hello")
+    with pytest.raises(errors.DataError, match="not a readable .npz"):
+        datafiles.load_data(tmp_path / "a.npz")

@@ -305,7 +305,7 @@ def _steps_callback(st: _Loop, timer: ChunkTimer, resize: dict, plan: Plan, prog
     transfer it means, a checkpoint's arrays, is the saver's (allowed there)."""
     import jax
 
-    seg_done, sig, step0 = st.done, plan.signals, plan.step0
+    seg_done, sig, step0, plan_method = st.done, plan.signals, plan.step0, st.label
 
     def callback(info):
         with jax.transfer_guard("disallow"):
@@ -319,6 +319,10 @@ def _steps_callback(st: _Loop, timer: ChunkTimer, resize: dict, plan: Plan, prog
             prog.start(step0 + seg_done, total, time.perf_counter() - st.t_run)
         if sig is not None:
             sig.phase = "train"
+        running = info.get("method", st.label)  # a library that says which method ran this chunk
+        if running != st.label:
+            st.label = running
+            prog.relabel(f"{running} (fell back from {plan_method})")
         loss = float(info["loss"])
         prog.update(abs_step, loss, info["ms_per_step"], progress.progress_line(st.label, abs_step, total, info))
         if not math.isfinite(loss):
