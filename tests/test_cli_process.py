@@ -114,12 +114,8 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
     assert "Traceback" not in err and ("aborted at once" in err or "interrupted by Ctrl-C" in err)
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
-    import pty
-
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
-                         stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
+def _read_terminal(master: int, slave: int) -> str:
+    """Everything the child writes to its pseudo-terminal until it closes it."""
     os.close(slave)
     chunks = []
     while True:
@@ -130,8 +126,17 @@ def test_progress_bar_on_a_terminal(tmp_path):
         if not b:
             break
         chunks.append(b)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
+                         stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
+    text = _read_terminal(master, slave)
     rc = p.wait(timeout=120)
-    text = b"".join(chunks).decode(errors="replace")
     assert rc == 0, text
     assert "40/40" in text and "step/s" in text and "loss" in text  # tqdm: count, rate, loss
     assert "\r" in text  # redrawn in place, not one line per update
@@ -151,18 +156,8 @@ def test_progress_bar_at_80_columns_keeps_bar_and_postfix(tmp_path):
     env = dict(_env(tmp_path), COLUMNS="80", LINES="24")
     p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--steps", "300", "--json"],
                          stdout=subprocess.PIPE, stderr=slave, env=env, cwd=tmp_path)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            b = os.read(master, 4096)
-        except OSError:
-            break
-        if not b:
-            break
-        chunks.append(b)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _read_terminal(master, slave))
     assert p.wait(timeout=120) == 0
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
     bars = [s for s in re.split(r"[\r\n]", text) if "300/300" in s]
     assert bars, text
     for s in bars:
