@@ -96,7 +96,7 @@ def test_setup_progress_lines(capsys):
 def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path):
     """An eager (full-width) run's checkpoint holds only its active rows (megabytes, not m*d floats);
     resuming it holds all m rows again (bitwise the uninterrupted run for dense) or, with
-    --implicit on, only the held rows (the same run to float rounding)."""
+    --wide on, only the held rows (the same run to float rounding)."""
     m = 4096
     args = ["--n", "4", "--m", str(m), "--d", "8", "--quiet", "--method", "dense", "--optimizer", "momentum"]
     full, part, lazy = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "lazy.ckpt"
