@@ -246,6 +246,19 @@ def test_corrupted_checkpoint_is_an_error(capsys, tmp_path, full_run, damage):
     assert_one_line_error(rc, out, err, "corrupted")
 
 
+def test_corrupt_zip_version_field_is_a_checkpoint_error(capsys, tmp_path, full_run):
+    """A bit flipped in the zip's "version needed to extract" field (central directory): the one
+    checkpoint error, exit 2, no traceback (the zip reader alone raises NotImplementedError)."""
+    src, _ = full_run
+    raw = bytearray(src.read_bytes())
+    i = raw.find(b"PK\x01\x02")
+    raw[i + 6], raw[i + 7] = 0xFF, 0x00
+    path = tmp_path / "v.ckpt"
+    path.write_bytes(bytes(raw))
+    rc, out, err = run(capsys, "--resume", str(path), "--steps", "0")
+    assert_one_line_error(rc, out, err, "corrupted", str(path))
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [
