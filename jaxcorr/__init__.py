@@ -10,7 +10,7 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.nn`: the 2NN(m, b) model (Definition 2.1) and its gradient.
 - :mod:`jaxcorr.train`: ``fit`` with the dense, dtree (Algorithm 8) and wtree (Algorithm 9) methods.
 - :mod:`jaxcorr.optimizers`: the optimizer names (sgd, momentum, adam) shared by the CLI and scripts.
-- :mod:`jaxcorr.data`, :mod:`jaxcorr.io`: synthetic data and user data files.
+- :mod:`jaxcorr.data`, :mod:`jaxcorr.datafiles`: synthetic data and user data files.
 - :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
 - :mod:`jaxcorr.sharding`: the trees and `fit` across a device mesh (Section 5).
@@ -19,8 +19,8 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.distributed`: the main job across JAX processes (hosts).
 """
 
-from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, implicit, io, maxtree, nn, optimizers, reductions,
-                     sharding, train, wtree)
+from jaxcorr import (checkpoint, data, datafiles, ddfn, distributed, dtree, implicit, maxtree, nn, optimizers,
+                     reductions, sharding, train, wtree)
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -28,11 +28,11 @@ __version__ = "0.1.0"
 __all__ = [
     "checkpoint",
     "data",
+    "datafiles",
     "ddfn",
     "distributed",
     "dtree",
     "implicit",
-    "io",
     "maxtree",
     "nn",
     "optimizers",

@@ -8,6 +8,12 @@ readers open). This script rebuilds each ``.ipynb`` from its ``.py``:
     python notebooks/run.py              # execute and save every notebook
     python notebooks/run.py 01 03        # only those whose name starts with 01 or 03
     python notebooks/run.py --check      # execute nothing: exit 1 if a pair is out of sync
+    python notebooks/run.py --force      # save even where only volatile output changed
+
+A notebook is saved only when what it says changed: its cells, or their outputs once the volatile
+parts are set aside (every digit of a text output, as timings and addresses are; the bytes of an
+image; the kernel's version in the metadata). So running this script on an unchanged checkout
+leaves the tracked ``.ipynb`` files as they are.
 
 Each notebook runs top to bottom on a fresh ``python3`` kernel with ``notebooks/`` as its working
 directory and the repository root first on ``PYTHONPATH`` (so the checkout's ``jaxcorr`` is the one
@@ -20,7 +26,9 @@ Requirements: ``pip install -e ".[notebooks]"``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -81,6 +89,23 @@ def sync_error(source: Path) -> str | None:
     return None
 
 
+def _output_shape(out: dict):
+    """An output without its volatile parts: digits of text masked, images by their type alone."""
+    data = out.get("data", {})
+    text = out.get("text", "") if "text" in out else data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return (out.get("output_type"), out.get("name"), re.sub(r"\d", "#", text),
+            sorted(k for k in data if k.startswith("image/")), out.get("ename"))
+
+
+def signature(nb) -> str:
+    """What a notebook says, for deciding whether to save it: each cell's type, source and outputs
+    (:func:`_output_shape`), and the kernel's name (not its version)."""
+    rows = [(c.cell_type, c.source.strip("\n"), [_output_shape(o) for o in c.get("outputs", [])])
+            for c in nb.cells]
+    return json.dumps([nb.metadata.get("kernelspec", {}).get("name"), rows], sort_keys=True, default=str)
+
+
 def kernel_env(base=None) -> dict:
     """The kernel's environment: ``base`` (default ``os.environ``) with the repository root first on
     ``PYTHONPATH`` and ``JAX_PLATFORMS=cpu`` unless set."""
@@ -118,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="execute nothing; report pairs whose .ipynb does not match the .py")
     ap.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (600)")
+    ap.add_argument("--force", action="store_true",
+                    help="save every executed notebook, even where only volatile output (timings) changed")
     args = ap.parse_args(argv)
     todo = sources(args.only)
     if not todo:
@@ -132,9 +159,12 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         nb = execute(load(source), timeout=args.timeout)
         saved = source.with_suffix(".ipynb")
+        took = time.perf_counter() - t0
+        if not args.force and saved.exists() and signature(nbformat.read(saved, as_version=4)) == signature(nb):
+            print(f"{saved.relative_to(ROOT)}: {took:.1f} s, unchanged (not saved; --force saves it)")
+            continue
         nbformat.write(nb, saved)
-        print(f"{saved.relative_to(ROOT)}: {time.perf_counter() - t0:.1f} s, "
-              f"{saved.stat().st_size / 1e3:.0f} kB")
+        print(f"{saved.relative_to(ROOT)}: {took:.1f} s, {saved.stat().st_size / 1e3:.0f} kB")
     return 0
 
 

@@ -114,12 +114,8 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
     assert "Traceback" not in err and ("aborted at once" in err or "interrupted by Ctrl-C" in err)
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
-    import pty
-
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
-                         stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
+def _read_terminal(master: int, slave: int) -> str:
+    """Everything the child writes to its pseudo-terminal until it closes it."""
     os.close(slave)
     chunks = []
     while True:
@@ -130,11 +126,57 @@ def test_progress_bar_on_a_terminal(tmp_path):
         if not b:
             break
         chunks.append(b)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
+                         stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
+    text = _read_terminal(master, slave)
     rc = p.wait(timeout=120)
-    text = b"".join(chunks).decode(errors="replace")
     assert rc == 0, text
     assert "40/40" in text and "step/s" in text and "loss" in text  # tqdm: count, rate, loss
     assert "\r" in text  # redrawn in place, not one line per update
+
+
+def test_progress_bar_at_80_columns_keeps_bar_and_postfix(tmp_path):
+    """COLUMNS=80 on a terminal of 80 columns: every redraw fits, the bar keeps room, the loss is
+    shown whole, and the speed once (steps/s, not also ms/step)."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = dict(_env(tmp_path), COLUMNS="80", LINES="24")
+    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--steps", "300", "--json"],
+                         stdout=subprocess.PIPE, stderr=slave, env=env, cwd=tmp_path)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _read_terminal(master, slave))
+    assert p.wait(timeout=120) == 0
+    bars = [s for s in re.split(r"[\r\n]", text) if "300/300" in s]
+    assert bars, text
+    for s in bars:
+        assert len(s.rstrip()) <= 80, s
+        inner = s.split("|")[1]
+        assert len(inner) >= 10, s  # a readable bar
+        assert re.search(r"loss \d", s) and "step/s" in s and "ms/step" not in s, s
+
+
+def test_end_to_end_is_the_process_wall_clock(tmp_path):
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "jaxcorr", "train", *TINY, "--steps", "2", "--json", "--quiet"],
+                       capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=120)
+    outside = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    import json
+
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["wall_s"] < r["process_s"] <= outside and r["process_s"] > 0.6 * outside, (r["process_s"], outside)
 
 
 def test_help_into_a_closed_pipe_is_quiet(tmp_path):
