@@ -370,17 +370,6 @@ def test_ddfn_cap_error_in_cli_terms():
     assert "--normalize" in out0 and "norms up to 9" in out0 and "--lr" not in out0
 
 
-def test_cap_adapter_types_todays_message():  # removed at merge, with cli._library.typed_errors
-    from jaxcorr import errors, train
-
-    with pytest.raises(errors.DDFNCapExceeded) as e, cli._library.typed_errors(256):
-        raise ValueError(train._cap_message(256, 85, 120, 7))
-    assert (e.value.step, e.value.k, e.value.cap, e.value.m) == (7, 120, 85, 256)
-    with pytest.raises(ValueError, match="some other error") as e, cli._library.typed_errors(256):
-        raise ValueError("some other error")
-    assert not isinstance(e.value, errors.DDFNCapExceeded)
-
-
 def test_fallback_dense_continues_and_a_diverging_sparse_run_says_so(capsys):
     rc, out, err = run(capsys, *TINY, "--lr", "1e30", "--steps", "20", "--fallback", "dense")
     assert rc == 1 and out == "" and "diverged" in err.strip().splitlines()[-1]

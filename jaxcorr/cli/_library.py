@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import re
 
 from jaxcorr import errors
 
@@ -36,7 +35,6 @@ __all__ = [
     "save_full",
     "save_trained",
     "save_wide",
-    "typed_errors",
     "wide_check_fits",
     "wide_fit_function",
     "wide_largest_width",
@@ -85,28 +83,6 @@ def _late_types() -> None:
         MEMORY_ERRORS = (*MEMORY_ERRORS, mem)
 
 
-# ------------------------------------------------------------------------------------------ errors
-_CAP = re.compile(r"reached (\d+) neurons at step (\d+), beyond the DDFN cap ceil\(m\^\(4/5\)\) = (\d+)"
-                  r"(?: per point for m = (\d+))?")
-
-
-@contextlib.contextmanager
-def typed_errors(m: int):  # removed at merge: train raises errors.DDFNCapExceeded itself
-    """Today's ``train.fit`` reports the DDFN cap as a ``ValueError`` with a message: raise it as the
-    typed :class:`jaxcorr.errors.DDFNCapExceeded` (its fields read once, here, from that message)."""
-    try:
-        yield
-    except errors.JaxcorrError:
-        raise
-    except ValueError as e:
-        mt = _CAP.search(str(e))
-        if mt is None:
-            raise
-        k, step, cap, width = mt.groups()
-        raise errors.DDFNCapExceeded(step=int(step), k=int(k), cap=int(cap),
-                                     m=int(width) if width else m, message=str(e)) from None
-
-
 # ------------------------------------------------------------------------------------------ train
 def fit_function(mesh=None):
     """``train.fit`` (on ``mesh`` when one is given)."""
@@ -121,16 +97,12 @@ def is_span(optimizer) -> bool:
 
 def capacity_reruns(events) -> int:
     """How many chunks were rerun with a larger frontier capacity (typed events, not their text)."""
-    from jaxcorr._history import CapacityGrown
-
-    return sum(isinstance(e, CapacityGrown) for e in events)
+    return sum(isinstance(e, _train().CapacityGrown) for e in events)
 
 
 def empty_history(**fields):
     """A :class:`History` built from ``fields`` (the CLI's merged or untrained histories)."""
-    from jaxcorr._history import History
-
-    return History(**fields)
+    return _train().History(**fields)
 
 
 # ------------------------------------------------------------------------------------------ wide

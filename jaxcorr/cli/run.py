@@ -245,10 +245,9 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
             if sig is not None:  # "setup": from a saved or reproducible state; a signal ends it
                 sig.phase = idle_phase if st.saved_at == step0 + st.done or st.done == 0 else "resetup"
             try:
-                with _library.typed_errors(_width(params)):
-                    params, hist = fit(params, plan.X, plan.y, steps=seg, method=method, optimizer=plan.optimizer,
-                                       b=plan.b, opt_state=opt_state, callback=callback, chunk_size=chunk,
-                                       fallback=plan.fallback)
+                params, hist = fit(params, plan.X, plan.y, steps=seg, method=method, optimizer=plan.optimizer,
+                                   b=plan.b, opt_state=opt_state, callback=callback, chunk_size=chunk,
+                                   fallback=plan.fallback)
             except errors.DDFNCapExceeded as e:
                 from jaxcorr.cli import report
 
@@ -277,10 +276,6 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
     return Outcome(params=params, opt_state=opt_state, history=merge(st.hists, plan.b, opt_state),
                    interrupted=interrupted, diverged=diverged, wall_s=time.perf_counter() - st.t_run,
                    saved_at=st.saved_at, method=st.label, finishing=st.finishing)
-
-
-def _width(params) -> int:
-    return int(getattr(params, "m", None) or params.W.shape[0])
 
 
 def _setup_words(method: str) -> tuple[str, str]:
