@@ -34,13 +34,20 @@ for one machine, :class:`LocalRun` starts N processes on this host and :func:`fr
 port for the coordinator.
 
 Examples:
-  In every process (here process ``i`` of 2 on one machine; on a cluster leave the arguments out):
+  In every process (here process ``i`` of 2 on one machine; on a cluster leave the arguments out).
+  It needs its peer processes, so it is shown, not run as a doctest::
 
-  >>> from jaxcorr import data, distributed, nn, train                    # doctest: +SKIP
-  >>> mesh = distributed.setup("127.0.0.1:12345", num_processes=2, process_id=i)  # doctest: +SKIP
-  >>> X, y = data.synthetic(seed=0, n=64, d=16)    # the same arrays in every process  # doctest: +SKIP
-  >>> params = nn.init(jax.random.key(0), m=4096, d=16)                 # doctest: +SKIP
-  >>> p, hist = train.fit(params, X, y, steps=20, method=distributed.mesh_method(), mesh=mesh)  # doctest: +SKIP
+      from jaxcorr import data, distributed, nn, train
+      mesh = distributed.setup("127.0.0.1:12345", num_processes=2, process_id=i)
+      X, y = data.synthetic(seed=0, n=64, d=16)    # the same arrays in every process
+      params = nn.init(jax.random.key(0), m=4096, d=16)
+      p, hist = train.fit(params, X, y, steps=20, method=distributed.mesh_method(), mesh=mesh)
+
+  One process alone is the single-process case:
+
+  >>> from jaxcorr import distributed
+  >>> distributed.setup() is None   # no coordinator given and no cluster detected
+  True
 
   ``scripts/multiprocess.py --processes 2`` launches this on localhost and checks the result.
 
