@@ -11,16 +11,17 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.train`: ``fit`` with the dense, dtree (Algorithm 8) and wtree (Algorithm 9) methods.
 - :mod:`jaxcorr.optimizers`: the optimizer names (sgd, momentum, adam) shared by the CLI and scripts.
 - :mod:`jaxcorr.data`, :mod:`jaxcorr.io`: synthetic data and user data files.
-- :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state.
+- :mod:`jaxcorr.checkpoint`: atomic save/restore of a training state, every form.
 - :mod:`jaxcorr.reductions`: Max-IP through DDFN queries (Theorem F.4).
 - :mod:`jaxcorr.sharding`: the trees and `fit` across a device mesh (Section 5).
-- :mod:`jaxcorr.implicit`: networks wider than memory: W(0) as a function of the key, only the
+- :mod:`jaxcorr.wide`: networks wider than memory: W(0) as a function of the key, only the
   rows that can fire held and trained.
+- :mod:`jaxcorr.memory`: the memory a run needs and the memory available.
 - :mod:`jaxcorr.distributed`: the main job across JAX processes (hosts).
 """
 
-from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, implicit, io, maxtree, nn, optimizers, reductions,
-                     sharding, train, wtree)
+from jaxcorr import (checkpoint, data, ddfn, distributed, dtree, io, maxtree, nn, optimizers, reductions,
+                     sharding, train, wide, wtree)
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"
@@ -31,7 +32,6 @@ __all__ = [
     "ddfn",
     "distributed",
     "dtree",
-    "implicit",
     "io",
     "maxtree",
     "nn",
@@ -39,6 +39,7 @@ __all__ = [
     "reductions",
     "sharding",
     "train",
+    "wide",
     "wtree",
     "Frontier",
     "MaxTree",

@@ -1,4 +1,6 @@
-r"""Widths dense training cannot hold: 2NN(m, b) described by its key, trained on its active rows.
+r"""The wide model: 2NN(m, b) wider than memory, held as its key plus the rows that can fire.
+
+(About 600 lines: the wide model's set-up, training, prediction and row bookkeeping are one concept.)
 
 The paper's invariant (Section 2; :mod:`jaxcorr.train`'s module docstring): a neuron that fires for
 no data point at :math:`t = 0` never moves and never fires, so its row is forever :math:`w_r(0)`, a
@@ -13,21 +15,14 @@ pure function of the PRNG key (:func:`jaxcorr.nn.init_rows`). Only the active ro
   Lemma D.2, chunk by chunk) and keeps only the rows of A, their ``a_r`` and indices. Peak memory
   O(|A| d + chunk (n + d)) instead of O(m (n + d)).
 - :func:`fit`: trains those rows with :func:`jaxcorr.train.fit` at the full width's scale
-  :math:`1/\sqrt m` (``width=m``), any method of ``train.METHODS``; exactly the trajectory of the
-  full network.
+  :math:`1/\sqrt m` (``width=m``), any method of :mod:`jaxcorr.methods`; exactly the trajectory
+  of the full network.
 - :func:`predict`: streams the rows of W(0) chunk by chunk and swaps in the trained ones.
-- :func:`save` / :func:`load`: compact checkpoints. A :func:`jaxcorr.train.sgd` run (SGD, momentum:
-  the span path) from its set-up saves its coefficients: the key, the indices and ``K`` (|A|, n)
-  with the rows' trained values ``W(0) + K X`` (:class:`jaxcorr.train.Coefficients`), |A| (n + 2)
-  numbers plus K's state: 76 MB at m = 2^26, n = 8, d = 64 instead of 16 GiB for W; load redraws
-  the rows of W(0) from the key (:func:`jaxcorr.nn.rows_at`, |A| rows, not m) and training goes on
-  from K step for step. Other optimizers save the rows: |A| (d + 2) floats plus the state's rows
-  (0.5 GB there).
-- :func:`save_trained` / :func:`expand` (with :func:`from_params`, :func:`active_rows`): the same
-  compact checkpoint for a full-width run trained from ``nn.init(key, m, d)``, restored bit for bit
-  (58 MB instead of 1.09 GB at m = 2^22, d = 64).
-- :func:`estimate_bytes`, :func:`available_bytes`, :func:`check_fits`, :func:`largest_width`: the
-  memory a run needs, per method, implicit or dense, checked before anything is allocated.
+- :func:`from_params` / :func:`expand` (with :func:`active_rows`): a full-width run trained from
+  ``nn.init(key, m, d)`` as a wide model (the rows that differ from W(0), and A) and back, bit for bit.
+
+Checkpoints of wide models are :mod:`jaxcorr.checkpoint`'s (forms ``"rows"`` and
+``"coefficients"``); the memory a run needs is :mod:`jaxcorr.memory`'s (``wide=True``).
 
 **The fire sets at t = 0 without a tree.** A DTree over a chunk (Theorem 3.1) would cost its INIT,
 O(n d) per row (Lemma D.2), and its query would return exactly :math:`\{r : \langle w_r, x_i\rangle
@@ -40,28 +35,23 @@ exceeds the capacity is rerun with a larger one, so no firing neuron is ever dro
 some ``i``, with :math:`\tau_i = 2 (d + 2)\, \epsilon\, \sqrt d\, z_{max} \|x_i\|`: twice the worst-case
 rounding of a d-term dot product (Higham's :math:`\gamma_d \sum_j |w_{rj} x_{ij}| \le \gamma_d \|w_r\|
 \|x_i\|`), with :math:`\|w_r\| \le \sqrt d\, z_{max}` because the generator's normals are bounded
-(:func:`jaxcorr.nn.normal_bound`, about 5.4 in float32). A row left out then has
-:math:`\langle w_r, x_i \rangle \le b` however :func:`jaxcorr.train.fit` rounds its own inner
-products, so it never fires there either; the few extra rows kept near the boundary (about
-:math:`\phi(b)\, \tau\, n m`, 0.2% of |A| at m = 2^28, d = 64) are trained like the others.
+(:func:`jaxcorr.nn.normal_bound`). A row left out then has :math:`\langle w_r, x_i \rangle \le b`
+however :func:`jaxcorr.train.fit` rounds its own inner products, so it never fires there either;
+the few extra rows kept near the boundary (about :math:`\phi(b)\, \tau\, n m`) are trained like the
+others.
 
-**Cost.** Set-up draws all ``m d`` normals once; the Threefry hash dominates (20 rounds per two
-words, :func:`jaxcorr.nn.init_rows`: 8.6e7 words/s on 2 CPU cores, 1.7x ``jax.random.normal``).
-Measured (``docs/bench/bench_width.json``, n = 8, d = 64, method ``active``, shared 2-core CPU):
-m = 2^26 sets up in 83 s and trains at 31 ms/step with a peak of 2.06 GiB; m = 2^28 in 479 s
-(beside another job) and 229 ms/step, peak 4.93 GiB. Set-up is
-embarrassingly parallel over chunks (``devices=``): each device generates and filters its own
-chunks and only |A| rows move. Not measured here: a GPU hashes at well over 1e10 words/s, which
-would put the 2^34 words of m = 2^28 at about a second, and ``D`` devices divide that by ``D``.
+**Cost.** Set-up draws all ``m d`` normals once (the Threefry hash dominates); it is embarrassingly
+parallel over chunks (``devices=``): each device generates and filters its own chunks and only |A|
+rows move. Measured figures: ``BENCHMARKS.md``.
 
 Examples:
   >>> import jax
-  >>> from jaxcorr import data, implicit, nn, train
+  >>> from jaxcorr import data, nn, train, wide
   >>> X, y = data.synthetic(seed=0, n=4, d=8)
-  >>> model, info = implicit.setup(jax.random.key(0), 4096, 8, X)
+  >>> model, info = wide.setup(jax.random.key(0), 4096, 8, X)
   >>> model.W.shape[0] == info["n_active"] < 4096
   True
-  >>> model, hist = implicit.fit(model, X, y, steps=5)
+  >>> model, hist = wide.fit(model, X, y, steps=5)
   >>> ref, h2 = train.fit(nn.init(jax.random.key(0), 4096, 8), X, y, steps=5)
   >>> bool(abs(hist["loss"] - h2["loss"]).max() < 1e-5)
   True
@@ -70,8 +60,8 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-import os
 import time
 from functools import partial
 from typing import Any, Callable
@@ -81,24 +71,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcorr import _checks, _linalg, checkpoint, nn, train
+from jaxcorr import _checks, _linalg, methods, nn, train
 
 __all__ = [
-    "ImplicitParams", "setup", "fit", "predict", "materialize", "save", "load", "FORMAT",
-    "active_rows", "from_params", "expand", "save_trained",
-    "estimate_bytes", "available_bytes", "check_fits", "largest_width", "InsufficientMemoryError",
-    "expected_active", "release_host_memory",
+    "WideParams", "setup", "fit", "predict", "materialize", "active_rows", "from_params", "expand",
+    "expected_active", "release_host_memory", "CHUNK_BUDGET", "StateLayoutError",
 ]
 
-FORMAT = "jaxcorr-implicit/1"
-#: Chunk working set: bytes per row of a chunk beyond W's own row (inner products, masks, hash words).
-_CHUNK_BUDGET = 256 << 20
-
+#: Chunk working set, bytes: a chunk of W(0) with its inner products, masks and hash words.
+CHUNK_BUDGET = 256 << 20
 
 @partial(jax.tree_util.register_dataclass, data_fields=["key", "idx", "W", "a", "coefficients"],
          meta_fields=["m", "b", "data_sha256", "initial"])
 @dataclasses.dataclass(frozen=True)
-class ImplicitParams:
+class WideParams:
     """2NN(m, b) held as its key plus the rows that can move (the active set A of its data).
 
     Row ``r`` of the network is ``W[j]`` if ``idx[j] == r``, else row ``r`` of
@@ -108,7 +94,7 @@ class ImplicitParams:
     path) also carries ``coefficients`` (:class:`jaxcorr.train.Coefficients`): its held rows
     ``coefficients.rows`` are ``W(0)`` rows plus ``K X`` on the training data, and
     ``coefficients.opt_state`` is the optimizer's state over ``K``. :func:`fit` goes on from them
-    exactly and :func:`save` checkpoints them: ``n`` numbers per row instead of ``d`` (and the rows
+    exactly and :func:`jaxcorr.checkpoint.save` checkpoints them: ``n`` numbers per row instead of ``d`` (and the rows
     of W(0) are redrawn from the key, :func:`jaxcorr.nn.rows_at`).
     """
 
@@ -135,6 +121,10 @@ class ImplicitParams:
         return nn.Params(W=self.W, a=self.a)
 
 
+class StateLayoutError(ValueError):
+    """An optimizer state with an array that does not hold W's rows along axis 0 (no row form)."""
+
+
 # ------------------------------------------------------------------------------------- helpers
 def _as_key(key):
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -146,7 +136,14 @@ def _as_key(key):
 
 
 def _digest(X) -> str:
-    return checkpoint.fingerprint(X, np.zeros((np.shape(X)[0],), np.asarray(X).dtype))["sha256"]
+    """SHA-256 of X as :func:`jaxcorr.checkpoint.fingerprint` ``(X, zeros(n))`` computes it (stored in files)."""
+    X = np.ascontiguousarray(np.asarray(X))
+    z = np.zeros((X.shape[0],), X.dtype)
+    h = hashlib.sha256()
+    for arr in (X, z):
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def _check_width(m, d):
@@ -170,7 +167,7 @@ def _chunk_rows(m: int, n: int, d: int, itemsize: int, chunk_rows: int | None) -
     """Rows per chunk: ``chunk_rows`` or the budget's, a multiple of nn.BLOCK_ROWS, or m if smaller."""
     if chunk_rows is None:
         per_row = itemsize * (2 * d + 3 * n) + 16
-        chunk_rows = max(_CHUNK_BUDGET // per_row, 1)
+        chunk_rows = max(CHUNK_BUDGET // per_row, 1)
     chunk_rows = _checks.check_int("chunk_rows", chunk_rows, minimum=1, type_error=ValueError)
     if chunk_rows >= m:
         return m
@@ -223,7 +220,7 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
         chunks; only their active rows move (to the first device). The result does not depend on it.
 
     Returns:
-      ``(model, info)``: the :class:`ImplicitParams` holding the rows of A (untrained), and a dict with
+      ``(model, info)``: the :class:`WideParams` holding the rows of A (untrained), and a dict with
       ``n_active`` (|A|, rows kept), ``n_fire_union`` (rows that fire for some point at t = 0),
       ``k0`` ((n,) int, k_{i,0}), ``setup_s``, ``rows_per_s``, ``chunk_rows``, ``chunks``, ``devices``,
       ``capacity_events`` (chunks rerun because their active rows overflowed the buffer).
@@ -324,27 +321,27 @@ class _Collected:
         self.a.append(jax.device_put(a_sel[:cnt], self.device))
 
 
-def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> ImplicitParams:
-    """Concatenate the chunks' rows (freeing each list as it goes) into one ImplicitParams."""
+def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> WideParams:
+    """Concatenate the chunks' rows (freeing each list as it goes) into one WideParams."""
     idx = np.concatenate(idx_parts)
     idx_dt = jnp.int64 if m > np.iinfo(np.int32).max else jnp.int32
     W = jnp.concatenate(W_parts)
     W_parts.clear()
     a = jnp.concatenate(a_parts)
     a_parts.clear()
-    return ImplicitParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha, initial=True)
+    return WideParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha, initial=True)
 
 
 # ----------------------------------------------------------------------------------------- fit
 def _check_model(model, X=None, what="model"):
-    if not isinstance(model, ImplicitParams):
-        raise ValueError(f"{what} must be a jaxcorr.implicit.ImplicitParams (from implicit.setup), "
+    if not isinstance(model, WideParams):
+        raise ValueError(f"{what} must be a jaxcorr.wide.WideParams (from wide.setup), "
                          f"got {type(model).__name__}")
     if X is not None:
         _checks.check_matrix("X", X, cols=model.d)
 
 
-def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwargs):
+def fit(model: WideParams, X, y, *, steps: int, method: str = methods.DEFAULT, **kwargs):
     r"""Train the active rows of ``model`` on ``(X, y)``: :func:`jaxcorr.train.fit` with ``width=m``.
 
     Exactly the trajectory of ``train.fit(nn.init(key, m, d), X, y, ...)`` (to float rounding in the
@@ -353,18 +350,18 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
     cap are the full width's.
 
     Args:
-      model: from :func:`setup` on this ``X`` (or a model trained from it, or :func:`load`).
+      model: from :func:`setup` on this ``X`` (or a model trained from it, or :func:`jaxcorr.checkpoint.restore`).
       X, y: the training data A was computed for (checked by digest: new data could fire rows
         outside A; run :func:`setup` for it).
       steps: number of steps.
-      method: any of ``jaxcorr.train.METHODS`` (default ``"dtree"``).
+      method: any of :func:`jaxcorr.methods.names` (default :data:`jaxcorr.methods.DEFAULT`).
       **kwargs: passed to :func:`jaxcorr.train.fit` (``optimizer``, ``learning_rate``, ``opt_state``
         over the active rows, ``callback``, ``chunk_size``, ``fallback``, ``mesh``); not ``b`` or
         ``width``, which the model fixes.
 
     Returns:
       ``(model, history)``: the model with trained rows, and ``train.fit``'s history (its
-      ``opt_state`` covers the active rows, ready to resume or :func:`save`). The held rows are
+      ``opt_state`` covers the active rows, ready to resume or :func:`jaxcorr.checkpoint.save`). The held rows are
       trained in place of a gathered copy when they are the whole active set (the usual case), so
       the memory is one copy of the rows plus the optimizer state; a callback's ``snapshot()``
       returns ``(model, opt_state)``. A span-path run (:func:`jaxcorr.train.sgd`, one device) from a
@@ -374,7 +371,7 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
       for step the run that produced them.
 
     Raises:
-      ValueError: ``model`` is not an :class:`ImplicitParams`, ``X`` is not the data of its set-up,
+      ValueError: ``model`` is not an :class:`WideParams`, ``X`` is not the data of its set-up,
         ``b`` or ``width`` given, ``opt_state`` given for a model carrying coefficients (or another
         optimizer than ``train.sgd`` for it: drop them with ``dataclasses.replace(model,
         coefficients=None)`` and pass its ``opt_state``), or anything ``train.fit`` refuses.
@@ -382,10 +379,10 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
     _check_model(model, X)
     for name in ("b", "width"):
         if name in kwargs:
-            raise ValueError(f"{name} is fixed by the implicit model (b={model.b}, width={model.m}); do not pass it")
+            raise ValueError(f"{name} is fixed by the wide model (b={model.b}, width={model.m}); do not pass it")
     if _digest(X) != model.data_sha256:
         raise ValueError("X is not the data this model's active set was computed for (other rows may fire "
-                         "for it); run implicit.setup(key, m, d, X) for this data")
+                         "for it); run wide.setup(key, m, d, X) for this data")
     params, c0 = model.to_params(), model.coefficients
     if c0 is not None:
         if kwargs.get("opt_state") is not None:
@@ -395,7 +392,7 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
         if method == "dense" or kwargs.get("mesh") is not None or not (opt is None or isinstance(opt, train.LinearOptimizer)):
             raise ValueError("this model carries coefficients of a train.sgd run, which go on only with "
                              "train.sgd on one device and a sparse method; to train it otherwise, drop them "
-                             "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from load")
+                             "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from checkpoint.restore")
         params = nn.Params(W=_initial_rows(model), a=model.a)  # the base the coefficients add to
     from_init = c0 is not None or model.initial
 
@@ -422,7 +419,7 @@ def fit(model: ImplicitParams, X, y, *, steps: int, method: str = "dtree", **kwa
     return _into(params.W, hist.coefficients), hist
 
 
-def _initial_rows(model: ImplicitParams) -> jax.Array:
+def _initial_rows(model: WideParams) -> jax.Array:
     """The held rows of W(0), redrawn from the key (:func:`jaxcorr.nn.rows_at`: |A| rows, not m)."""
     return nn.rows_at(model.key, np.asarray(model.idx), model.d, dtype=model.W.dtype).W
 
@@ -446,7 +443,7 @@ def _chunk_slices(idx: np.ndarray, m: int, C: int):
     return edges, K
 
 
-def predict(model: ImplicitParams, X, *, chunk_rows: int | None = None,
+def predict(model: WideParams, X, *, chunk_rows: int | None = None,
             progress: Callable[[dict], None] | None = None) -> jax.Array:
     r"""2NN(m, b) output :math:`f(W, x, a)` (Definition 2.1), streaming W over ``m`` in chunks.
 
@@ -456,7 +453,7 @@ def predict(model: ImplicitParams, X, *, chunk_rows: int | None = None,
     rounding in the order of the sum over ``r``). Costs a full pass of the generator (as :func:`setup`).
 
     Args:
-      model: an :class:`ImplicitParams`.
+      model: an :class:`WideParams`.
       X: (n, d) points, or (d,) for one point.
       chunk_rows: rows per chunk (default from a 256 MiB working set).
       progress: as in :func:`setup` (without ``n_active``).
@@ -493,7 +490,7 @@ def predict(model: ImplicitParams, X, *, chunk_rows: int | None = None,
     return out[0] if single else out
 
 
-def materialize(model: ImplicitParams) -> nn.Params:
+def materialize(model: WideParams) -> nn.Params:
     """The full :class:`jaxcorr.nn.Params` (m, d) of ``model`` (W(0) with the held rows swapped in).
 
     For small widths (tests, export): it allocates ``m * d`` floats.
@@ -503,181 +500,8 @@ def materialize(model: ImplicitParams) -> nn.Params:
     return nn.Params(W=p.W.at[model.idx].set(model.W), a=p.a)
 
 
-# ---------------------------------------------------------------------------------- checkpoints
-def save(path, model: ImplicitParams, X, y, *, opt_state: Any = (), step: int = 0, config: dict | None = None,
-         full_width: bool = False, timings: dict | None = None, form: str = "auto"):
-    """Write a compact checkpoint of ``model`` with :func:`jaxcorr.checkpoint.save` (atomic, checksummed).
 
-    Two forms, both O(|A|) bytes, not O(m d):
-
-    - ``"rows"``: the key, the active indices, their rows and ``a``, the optimizer state of the
-      active rows (rows outside A have zero state forever): |A| (d + 2) floats plus the state.
-      In :mod:`jaxcorr.checkpoint`'s layout ``W``/``a`` are the held rows and the state pytree is
-      ``(idx, key_data, opt_state)``.
-    - ``"coefficients"`` (a model carrying ``coefficients``: a :func:`jaxcorr.train.sgd` run from its
-      set-up): the key, the indices, ``K`` (|A|, n) with the optimizer's state over ``K``, and ``X``
-      itself (n d numbers, so that the file stands alone): about |A| (n + 2) numbers plus the state
-      (77 MB instead of 0.5 GB at m = 2^26, n = 8, d = 64); :func:`load` redraws the rows of W(0)
-      from the key and adds ``K X``. ``W``/``a`` are then empty and the state pytree is
-      ``(idx, key_data, rows, K, X, coefficient state)``. ``opt_state`` is not stored: it is the
-      coefficients' state in row form (``state_K X``), which :func:`load` gives back.
-
-    ``config["implicit"]`` names the format and the form.
-
-    Args:
-      path: target file (its directory must exist).
-      model: the :class:`ImplicitParams`.
-      X, y: the training data (its fingerprint is stored and checked by :func:`load`).
-      opt_state: optax state over ``model.W`` (as ``history["opt_state"]`` of :func:`fit`).
-      step: total steps trained.
-      config: extra JSON-serialisable run configuration, returned by :func:`load`. A key ``"m"`` in
-        it is not stored (the checkpoint layer reads ``"m"`` as the number of stored rows); the
-        width is ``config["implicit"]["width"]`` of the loaded checkpoint.
-      full_width: recorded as ``config["implicit"]["full_width"]``: the run held all m rows
-        (:func:`save_trained`), so a resumed run may hold them again (:func:`expand`).
-      timings: as :func:`jaxcorr.checkpoint.save`'s.
-      form: ``"auto"`` (default: coefficients when the model carries them and they are the smaller
-        file, i.e. ``n < d`` about; else rows), ``"rows"`` or ``"coefficients"``.
-
-    Raises:
-      ValueError: a bad ``model``, ``X``, or ``form`` (``"coefficients"`` for a model without them).
-    """
-    _check_model(model, X)
-    if form not in ("auto", "rows", "coefficients"):
-        raise ValueError(f"form must be 'auto', 'rows' or 'coefficients', got {form!r}")
-    c = model.coefficients
-    if form == "coefficients" and c is None:
-        raise ValueError("form='coefficients' needs a model carrying coefficients (trained from its set-up "
-                         "by train.sgd on one device); this one has none")
-    use_coef = c is not None and (form == "coefficients" or (form == "auto" and _coefficients_smaller(model, X)))
-    key_data = np.asarray(jax.random.key_data(model.key))
-    meta = {"format": FORMAT, "width": model.m, "d": model.d, "b": model.b, "n_active": model.n_active,
-            "key_impl": str(jax.random.key_impl(model.key)), "data_sha256": model.data_sha256,
-            "full_width": bool(full_width), "form": "coefficients" if use_coef else "rows"}
-    cfg = dict(config or {})
-    cfg.pop("m", None)
-    cfg["implicit"] = meta
-    idx = np.asarray(model.idx)
-    if use_coef:
-        rows = np.asarray(c.rows)
-        rows = rows.astype(np.int32 if rows.size == 0 or rows[-1] <= np.iinfo(np.int32).max else np.int64)
-        empty = nn.Params(W=np.zeros((0, model.d), model.W.dtype), a=np.zeros((0,), model.W.dtype))
-        Xs = np.asarray(X, model.W.dtype)
-        checkpoint.save(path, empty, (idx, key_data, rows, c.K, Xs, c.opt_state), step, cfg, X, y, timings=timings)
-        return
-    checkpoint.save(path, model.to_params(), (idx, key_data, opt_state), step, cfg, X, y, timings=timings)
-
-
-def _coefficients_smaller(model: ImplicitParams, X) -> bool:
-    """The coefficients form is the smaller file: (rows, K, X and K's state) against (W and W's state)."""
-    c, (n, d), k = model.coefficients, np.shape(X), model.n_active
-    per_row = sum(int(np.prod(np.shape(x)[1:])) for x in jax.tree_util.tree_leaves(c.opt_state)
-                  if np.ndim(x) == 2 and np.shape(x)[0] == len(c.rows))  # K's state: n per row leaf
-    slots = per_row // max(n, 1)
-    coef = len(c.rows) * (2 + n * (1 + slots)) + n * d
-    rows = k * (1 + d * (1 + slots))
-    return coef < rows
-
-
-@jax.jit
-def _add_span(W0, rows, K, X):
-    """``W0`` with rows ``rows`` plus ``K X`` (the trained rows of a span-path run, as train.finalize adds them)."""
-    return W0.at[rows].set(W0[rows] + _linalg.matmul(K, X))
-
-
-def _from_coefficients(path, key, idx, leaves, meta, optimizer):
-    """(model, opt_state) of a coefficients checkpoint: W(0)'s held rows redrawn, plus ``K X``."""
-    rows, K, X, state_leaves = leaves[0], jnp.asarray(leaves[1]), leaves[2], leaves[3:]
-    k = idx.shape[0]
-    if K.ndim != 2 or K.shape != (rows.shape[0], np.shape(X)[0]) or (rows.size and (rows.min() < 0 or rows.max() >= k)):
-        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is inconsistent: coefficients {K.shape} "
-                                         f"for rows {rows.shape} of {k} held rows and {np.shape(X)[0]} points")
-    Xj = jnp.asarray(X, K.dtype)
-    p0 = nn.rows_at(key, np.asarray(idx), int(meta["d"]), dtype=K.dtype)
-    W = _add_span(p0.W, jnp.asarray(rows), K, Xj)
-    state_K, opt_state = list(state_leaves), list(state_leaves)
-    if optimizer is not None:
-        ref_leaves, treedef = jax.tree_util.tree_flatten(optimizer.init(K))
-        _check_state(path, ref_leaves, state_leaves)
-        state_K = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state_leaves])
-        row_ids = _row_leaves(optimizer, k, int(meta["d"]), K.dtype)
-        full = jax.tree_util.tree_leaves(optimizer.init(W))
-        opt_state = jax.tree_util.tree_unflatten(treedef, [
-            _add_span(full[i], jnp.asarray(rows), jnp.asarray(x), Xj) if i in row_ids else jnp.asarray(x)
-            for i, x in enumerate(state_leaves)])
-    coef = train.Coefficients(rows=np.asarray(rows, np.int64), K=K, opt_state=state_K)
-    model = ImplicitParams(key=key, idx=jnp.asarray(idx), W=W, a=p0.a, m=int(meta["width"]), b=float(meta["b"]),
-                           data_sha256=meta["data_sha256"], coefficients=coef)
-    return model, opt_state
-
-
-def _check_state(path, ref_leaves, leaves):
-    """CheckpointError unless the stored state arrays have the shapes and dtypes of ``ref_leaves``."""
-    if len(ref_leaves) != len(leaves) or any(
-            np.shape(r) != np.shape(h) or np.asarray(r).dtype != np.asarray(h).dtype
-            for r, h in zip(ref_leaves, leaves)):
-        raise checkpoint.CheckpointError(
-            f"checkpoint {os.fspath(path)!r} holds an optimizer state of {len(leaves)} arrays "
-            f"{[tuple(np.shape(h)) for h in leaves]}, this optimizer expects "
-            f"{[tuple(np.shape(r)) for r in ref_leaves]}")
-
-
-def load(path, *, X=None, y=None, optimizer=None) -> dict:
-    """Read a checkpoint written by :func:`save`.
-
-    Args:
-      path: the checkpoint file.
-      X, y: if given, checked to be the data it was trained on.
-      optimizer: if given, the stored state is checked against ``optimizer.init(model.W)`` and
-        returned in that structure; otherwise ``opt_state`` is the flat list of stored leaves (the
-        coefficients form: the leaves of the state over ``K``; ``model.coefficients.opt_state`` too).
-
-    Returns:
-      dict with ``model`` (:class:`ImplicitParams`, carrying its ``coefficients`` for that form),
-      ``opt_state`` (over ``model.W``), ``step`` and ``config``.
-
-    Raises:
-      jaxcorr.checkpoint.CheckpointError: missing, corrupted, not an implicit checkpoint, other data,
-        or another optimizer's state.
-
-    Examples:
-      >>> import jax, os, tempfile
-      >>> from jaxcorr import data, implicit, train
-      >>> X, y = data.synthetic(seed=0, n=4, d=8)
-      >>> model, _ = implicit.setup(jax.random.key(0), 4096, 8, X)
-      >>> opt = train.sgd(0.5, momentum=0.9)
-      >>> model, h = implicit.fit(model, X, y, steps=3, optimizer=opt)
-      >>> path = os.path.join(tempfile.mkdtemp(), "wide.ckpt")
-      >>> implicit.save(path, model, X, y, step=3)                  # K (|A|, n), not the rows
-      >>> ck = implicit.load(path, X=X, y=y, optimizer=opt)
-      >>> bool((ck["model"].W == model.W).all()), ck["config"]["implicit"]["form"]
-      (True, 'coefficients')
-    """
-    ck = checkpoint.load(path, X=X, y=y)
-    meta = ck["config"].get("implicit")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is not an implicit model ({FORMAT})")
-    leaves = ck["opt_state"]
-    idx, key_data, opt_leaves = leaves[0], leaves[1], leaves[2:]
-    key = jax.random.wrap_key_data(jnp.asarray(key_data, jnp.uint32), impl=meta["key_impl"])
-    if meta.get("form") == "coefficients":
-        model, opt_state = _from_coefficients(path, key, idx, opt_leaves, meta, optimizer)
-        return {"model": model, "opt_state": opt_state, "step": ck["step"], "config": ck["config"]}
-    W, a = ck["params"]
-    if idx.shape != (W.shape[0],) or meta.get("n_active") != W.shape[0]:
-        raise checkpoint.CheckpointError(f"checkpoint {os.fspath(path)!r} is inconsistent: {idx.shape[0]} "
-                                         f"indices for {W.shape[0]} rows")
-    model = ImplicitParams(key=key, idx=idx, W=W, a=a, m=int(meta["width"]), b=float(meta["b"]),
-                           data_sha256=meta["data_sha256"])
-    opt_state = list(opt_leaves)
-    if optimizer is not None:
-        ref_leaves, treedef = jax.tree_util.tree_flatten(optimizer.init(W))
-        _check_state(path, ref_leaves, opt_leaves)
-        opt_state = jax.tree_util.tree_unflatten(treedef, opt_leaves)
-    return {"model": model, "opt_state": opt_state, "step": ck["step"], "config": ck["config"]}
-
-
-# ----------------------------------------------------- compact checkpoints of full-width runs
+# ------------------------------------------------------------ full-width runs as wide models
 @jax.jit
 def _near_firing(W, X, b, tol):
     """Rows of W that fire, or come within the rounding margin tau_i of firing, for some x_i."""
@@ -749,14 +573,14 @@ def _row_leaves(optimizer, m: int, d: int, dtype) -> tuple:
         if x.shape == z.shape:
             continue
         if x.ndim == 0 or x.shape[1:] != z.shape[1:] or x.shape[0] != m:
-            raise ValueError(f"optimizer state array {i} {x.shape} does not hold the rows of W along axis 0")
+            raise StateLayoutError(f"optimizer state array {i} {x.shape} does not hold the rows of W along axis 0")
         rows.append(i)
     return tuple(rows)
 
 
 def from_params(key, params: nn.Params, X, *, b: float, W0: nn.Params, opt_state: Any = None, optimizer=None,
                 active: np.ndarray | None = None):
-    r"""A full-width model (all m rows in memory) as an :class:`ImplicitParams` plus its state's rows.
+    r"""A full-width model (all m rows in memory) as an :class:`WideParams` plus its state's rows.
 
     Keeps the rows of :func:`active_rows` ``(W0, X, b)`` (the rows that can ever move or fire: the
     paper's invariant) and, so that nothing is ever lost, every other row whose weights differ from
@@ -804,16 +628,16 @@ def from_params(key, params: nn.Params, X, *, b: float, W0: nn.Params, opt_state
     def take(x):  # the kept rows, gathered on the host (a device gather costs more on CPU)
         return jnp.asarray(np.take(np.asarray(x), idx, axis=0))
 
-    model = ImplicitParams(key=key, idx=jnp.asarray(idx), W=take(W), a=take(a), m=m, b=float(b), data_sha256=_digest(X))
+    model = WideParams(key=key, idx=jnp.asarray(idx), W=take(W), a=take(a), m=m, b=float(b), data_sha256=_digest(X))
     kept = [take(leaf) if i in rows else leaf for i, leaf in enumerate(leaves)]
     return model, jax.tree_util.tree_unflatten(treedef, kept)
 
 
-def expand(model: ImplicitParams, opt_state: Any = None, optimizer=None):
+def expand(model: WideParams, opt_state: Any = None, optimizer=None):
     """The full-width model and state of ``model``: the inverse of :func:`from_params`.
 
     Args:
-      model: an :class:`ImplicitParams`.
+      model: an :class:`WideParams`.
       opt_state: the state of its rows (as :func:`from_params` or :func:`fit` return it), or None.
       optimizer: the optax transformation (needed when ``opt_state`` has arrays).
 
@@ -835,211 +659,3 @@ def expand(model: ImplicitParams, opt_state: Any = None, optimizer=None):
     out = [full[i].at[model.idx].set(leaf) if i in rows else leaf for i, leaf in enumerate(leaves)]
     return params, jax.tree_util.tree_unflatten(treedef, out), W0
 
-
-def save_trained(path, key, params: nn.Params, X, y, *, b: float, W0: nn.Params, opt_state: Any = None,
-                 optimizer=None, step: int = 0, config: dict | None = None, active: np.ndarray | None = None,
-                 max_fraction: float = 0.5, timings: dict | None = None) -> str:
-    """Checkpoint a full-width model trained from ``W0 = nn.init(key, m, d)``, compactly when that is smaller.
-
-    The rows kept by :func:`from_params` (the active rows, and any row that moved) are saved with
-    :func:`save` (``full_width=True``): about ``|A| (d + 2)`` floats, plus the state of those rows,
-    instead of ``m (d + 1)``; :func:`load` then :func:`expand` restore the run bit for bit. When
-    more than ``max_fraction`` of the rows would be kept, or the state's arrays do not hold rows
-    along axis 0, the full checkpoint (:func:`jaxcorr.checkpoint.save`) is written instead.
-
-    Args:
-      path, X, y, step, config, timings: as :func:`save`.
-      key, params, b, W0, opt_state, optimizer, active: as :func:`from_params`.
-      max_fraction: the largest share of rows for which the compact form is used.
-
-    Returns:
-      ``"compact"`` or ``"full"``: which was written.
-
-    Examples:
-      >>> import jax, os, tempfile
-      >>> from jaxcorr import data, implicit, nn, train
-      >>> X, y = data.synthetic(0, 4, 8)
-      >>> key = jax.random.key(0)
-      >>> W0 = nn.init(key, 4096, 8)
-      >>> b = float(nn.default_threshold(4096))
-      >>> opt = train.sgd(0.1, momentum=0.9)
-      >>> p, h = train.fit(W0, X, y, steps=3, optimizer=opt, b=b)
-      >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
-      >>> implicit.save_trained(path, key, p, X, y, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt, step=3)
-      'compact'
-      >>> ck = implicit.load(path, X=X, y=y, optimizer=opt)
-      >>> ck["model"].n_active < 4096 // 8
-      True
-      >>> params, state, _ = implicit.expand(ck["model"], ck["opt_state"], opt)
-      >>> bool((params.W == p.W).all())
-      True
-    """
-    t0 = time.perf_counter()
-    m = params.W.shape[0]
-    try:
-        model, rows_state = from_params(key, params, X, b=b, W0=W0, opt_state=opt_state, optimizer=optimizer,
-                                        active=active)
-    except ValueError as e:
-        if "axis 0" not in str(e):
-            raise
-        model = None
-    if timings is not None:
-        timings["select"] = time.perf_counter() - t0
-    if model is None or model.n_active > max_fraction * m:
-        checkpoint.save(path, params, opt_state, step, dict(config or {}, m=m), X, y, timings=timings)
-        return "full"
-    save(path, model, X, y, opt_state=rows_state, step=step, config=config, full_width=True, timings=timings)
-    return "compact"
-
-
-# --------------------------------------------------------------------------------------- memory
-class InsufficientMemoryError(ValueError):
-    """A run's estimated peak memory exceeds what the machine has; the message names both and what fits."""
-
-    def __init__(self, message: str, estimate: dict, available: int, largest: int):
-        super().__init__(message)
-        self.estimate, self.available, self.largest = estimate, available, largest
-
-
-#: Resident memory of a JAX process beside its arrays (runtime, compiled code, small buffers), bytes;
-#: measured: about 220 MiB before training and 300-400 MiB more that does not grow with the width.
-_BASE_BYTES = 640 << 20
-
-
-def _fit_bytes(method: str, n: int, d: int, rows: float, s: int, slots: int, span: bool = False) -> float:
-    """Peak bytes of train.fit over ``rows`` rows: W and its copies, inner products, trees, state."""
-    if method == "dense":  # W, gradient, new W; (n, rows) inner products, fire mask, coefficients
-        return rows * (s * (3 * d + slots * d) + n * (3 * s + 1))
-    if span:
-        # The span path holds no copy of the rows in the loop: finalize's W_A(0) + K X and, going on
-        # from coefficients, W_A(0) redrawn; the state in row form that fit returns (slots d); (n, rows)
-        # arrays: INIT's inner products, ip0, K and its state, the step's temporaries (leaves, relu,
-        # coefficients, fire sets), the trees' levels. Measured at m = 2^26, n = 8, d = 64 (active, the
-        # CLI with --save): 2.49 GiB peak for sgd (estimate 2.58), 3.02 GiB for momentum (3.2).
-        trees = 2 if method in ("dtree", "wtree") else 0
-        return rows * s * (2 * d + slots * d + n * (8 + slots + trees))
-    # sparse (train.fit's compact path; the caller's W is counted apart): gathered W_A(0), W_A(0) + K X
-    # and the scatter back; (n, rows) inner products, max-tree levels (<= 2x padded leaves), Gram
-    # coefficients, fire sets; optimizer state rows (compacted, full, and the one scattered back).
-    return rows * s * (4 * d + 3 * slots * d + 10 * n)
-
-
-def estimate_bytes(method: str, n: int, d: int, m: int, dtype="float32", *, implicit: bool = True,
-                   b: float | None = None, x_norm: float = 1.0, optimizer_slots: int = 0,
-                   span: bool = False) -> dict:
-    r"""Estimated peak memory of training 2NN(m, b) on n points in R^d, before allocating anything.
-
-    Implicit runs (:func:`setup` + :func:`fit`) hold one chunk of W(0) (256 MiB working set) and
-    the active rows, :math:`|A| \le m \min(1, n Q(b/\|x\|))` (:func:`expected_active`, with 5%
-    headroom); eager runs hold all of ``W`` (``m d``), the (n, m) inner products and, for the sparse
-    methods, the trees over all ``m`` neurons. The figures are upper estimates calibrated against
-    measured peak RSS (``scripts/bench_width.py``: 9.6 GB measured at m = 2^28, n = 8, d = 64 for
-    an estimate of 10.3 GB; about 1.6 KiB per active row in train.fit's compacted dtree path).
-
-    Args:
-      method: a method of ``jaxcorr.train.METHODS`` (or ``"active"``, counted as a sparse method).
-      n, d, m: data points, dimension, width.
-      dtype: floating dtype of the weights.
-      implicit: estimate the implicit path (default) or the eager one (``nn.init`` + ``train.fit``).
-      b: threshold (default :func:`jaxcorr.nn.default_threshold` ``(m)``).
-      x_norm: the largest :math:`\|x_i\|` (1 for :func:`jaxcorr.data.synthetic`).
-      optimizer_slots: per-parameter arrays of the optimizer state (sgd 0, momentum 1, adam 2).
-      span: the optimizer takes the span path (:func:`jaxcorr.train.sgd`): the sparse methods then
-        hold ``n`` numbers per row and state slot instead of ``d`` (about 1 KiB per active row at
-        n = 8, d = 64 instead of 1.6 KiB).
-
-    Returns:
-      dict: ``total`` (bytes), ``parts`` (bytes per phase), ``n_active`` (estimated |A|), and the inputs.
-    """
-    n, d, m = (int(v) for v in (n, d, m))
-    s = jnp.dtype(dtype).itemsize
-    k = min(float(m), 1.05 * expected_active(m, n, b, x_norm) + 1024)
-    parts = {"runtime": _BASE_BYTES}
-    if implicit:
-        per_row = s * (2 * d + 3 * n) + 16  # XLA's temporaries (hash words, W, ip) hold ~3x this
-        chunk = 3 * min(m, _CHUNK_BUDGET // per_row) * per_row
-        parts["setup"] = chunk + 2 * k * ((d + 1) * s + 8)
-        parts["train"] = k * (d + 1) * s + _fit_bytes(method, n, d, k, s, optimizer_slots, span)
-    else:
-        parts["init"] = m * (d + 1) * s * 2
-        if method == "dense":
-            parts["train"] = m * (d + 1) * s + _fit_bytes("dense", n, d, m, s, optimizer_slots)
-        else:  # trees over all m neurons, then the compacted problem on A
-            parts["train"] = m * (d + 1) * s * 2 + m * n * s * 6 + _fit_bytes(method, n, d, k, s, optimizer_slots, span)
-    total = int(parts["runtime"] + max(v for kk, v in parts.items() if kk != "runtime"))
-    return {"total": total, "parts": {kk: int(v) for kk, v in parts.items()}, "n_active": int(k),
-            "method": method, "n": n, "d": d, "m": m, "dtype": str(jnp.dtype(dtype)), "implicit": implicit}
-
-
-def available_bytes(device=None) -> int:
-    """Memory the run may use: the accelerator's free memory, or on CPU ``MemAvailable`` (capped by cgroup)."""
-    dev = device or jax.devices()[0]
-    if dev.platform != "cpu":
-        stats = dev.memory_stats() or {}
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    avail = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if avail is None:
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            lim = f.read().strip()
-        if lim != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                avail = min(avail, int(lim) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return int(avail)
-
-
-def largest_width(method: str, n: int, d: int, available: int, dtype="float32", **kwargs) -> int:
-    """The largest m whose :func:`estimate_bytes` fits in ``available`` bytes (0 if none)."""
-    lo, hi = 0, nn.MAX_WIDTH
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if estimate_bytes(method, n, d, mid, dtype, **kwargs)["total"] <= available:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _fmt(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
-
-
-def check_fits(method: str, n: int, d: int, m: int, dtype="float32", *, available: int | None = None,
-               **kwargs) -> dict:
-    """:func:`estimate_bytes`, raising :class:`InsufficientMemoryError` when it exceeds ``available``.
-
-    Args:
-      method, n, d, m, dtype, **kwargs: as :func:`estimate_bytes` (``implicit``, ``b``, ...).
-      available: bytes the run may use (default :func:`available_bytes`).
-
-    Returns:
-      The estimate, when it fits.
-
-    Raises:
-      InsufficientMemoryError: a one-line message with the estimate, the available memory and the
-        widest ``m`` that fits (for this method, and implicitly where that is wider).
-    """
-    avail = available_bytes() if available is None else int(available)
-    est = estimate_bytes(method, n, d, m, dtype, **kwargs)
-    if est["total"] <= avail:
-        return est
-    mode = "implicit" if est["implicit"] else "eager"
-    fit_m = largest_width(method, n, d, avail, dtype, **kwargs)
-    msg = (f"training {method} ({mode}) at m={m} needs about {_fmt(est['total'])} but {_fmt(avail)} is "
-           f"available; the widest that fits is m={fit_m}" + (f" (2^{math.log2(fit_m):.1f})" if fit_m else ""))
-    if not est["implicit"]:
-        other = dict(kwargs, implicit=True)
-        best = largest_width("dtree", n, d, avail, dtype, **other)
-        msg += f"; the implicit dtree method fits m={best}"
-    raise InsufficientMemoryError(msg, est, avail, fit_m)
