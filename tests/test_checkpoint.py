@@ -449,10 +449,12 @@ def test_low_precision_optimizer_state_round_trips_bit_for_bit(tmp_path, setup, 
     ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
     assert jax.tree_util.tree_leaves(ck.opt_state)[1].dtype == jnp.dtype(dt)
     assert _state_equal(ck.opt_state, state)
-    with pytest.raises(checkpoint.CheckpointError):  # the view's dtype name is checked
-        meta_text = path.read_bytes()
-        path.write_bytes(meta_text.replace(f'"{jnp.dtype(dt).name}"'.encode(), b'"nonexist"'[:len(jnp.dtype(dt).name) + 2]))
-        checkpoint.load(path)
+    if dt == "bfloat16":  # stored as uint16 with its name in meta: a damaged name is refused
+        raw = path.read_bytes()
+        assert b'"bfloat16"' in raw
+        path.write_bytes(raw.replace(b'"bfloat16"', b'"bfloat17"'))
+        with pytest.raises(checkpoint.CheckpointError):
+            checkpoint.load(path)
 
 
 def test_every_ml_dtype_leaf_round_trips_bit_for_bit(tmp_path, setup):

@@ -78,7 +78,7 @@ def _checksum_v1(meta: bytes, arrays: dict[str, np.ndarray]) -> str:
 def _encode(name: str, arr: np.ndarray, views: dict) -> np.ndarray:
     """``arr`` as numpy can store it: an ``ml_dtypes`` array (bfloat16, float8, ...) as unsigned ints
     of its width, its dtype's name recorded in ``views``."""
-    if arr.dtype.kind == "V" and not arr.dtype.fields and arr.dtype.itemsize in (1, 2, 4, 8):
+    if arr.dtype.type.__module__.split(".")[0] == "ml_dtypes" and arr.dtype.itemsize in (1, 2, 4, 8):
         views[name] = arr.dtype.name
         return arr.view(f"<u{arr.dtype.itemsize}")
     return arr
