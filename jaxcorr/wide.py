@@ -72,6 +72,7 @@ import numpy as np
 from jax import lax
 
 from jaxcorr import _checks, _linalg, methods, nn, train
+from jaxcorr.memory import expected_active
 
 __all__ = [
     "WideParams", "setup", "fit", "predict", "materialize", "active_rows", "from_params", "expand",
@@ -172,17 +173,6 @@ def _chunk_rows(m: int, n: int, d: int, itemsize: int, chunk_rows: int | None) -
     if chunk_rows >= m:
         return m
     return max(chunk_rows // nn.BLOCK_ROWS, 1) * nn.BLOCK_ROWS
-
-
-def expected_active(m: int, n: int, b: float | None = None, x_norm: float = 1.0) -> float:
-    r"""Upper estimate of |A| at t = 0: :math:`m \min(1, n\,Q(b / \|x\|))` (union bound, Lemma 2.5).
-
-    ``Q`` is the standard normal tail; rows are :math:`N(0, I_d)`, so :math:`\langle w_r, x_i\rangle
-    \sim N(0, \|x_i\|^2)`.
-    """
-    b = nn.default_threshold(m) if b is None else float(b)
-    q = 0.5 * math.erfc(b / (max(float(x_norm), 1e-30) * math.sqrt(2)))
-    return m * min(1.0, n * q)
 
 
 # --------------------------------------------------------------------------------------- setup
@@ -361,7 +351,9 @@ def fit(model: WideParams, X, y, *, steps: int, method: str = methods.DEFAULT, *
 
     Returns:
       ``(model, history)``: the model with trained rows, and ``train.fit``'s history (its
-      ``opt_state`` covers the active rows, ready to resume or :func:`jaxcorr.checkpoint.save`). The held rows are
+      ``opt_state`` covers the active rows, ready to resume or :func:`jaxcorr.checkpoint.save`). A
+      model with no active row (|A| = 0: no row fires for any point, so none ever moves) is returned
+      unchanged with a history of constant losses. The held rows are
       trained in place of a gathered copy when they are the whole active set (the usual case), so
       the memory is one copy of the rows plus the optimizer state; a callback's ``snapshot()``
       returns ``(model, opt_state)``. A span-path run (:func:`jaxcorr.train.sgd`, one device) from a
@@ -383,6 +375,8 @@ def fit(model: WideParams, X, y, *, steps: int, method: str = methods.DEFAULT, *
     if _digest(X) != model.data_sha256:
         raise ValueError("X is not the data this model's active set was computed for (other rows may fire "
                          "for it); run wide.setup(key, m, d, X) for this data")
+    if model.n_active == 0:  # no row can ever fire for this data: nothing moves, f = 0 on every x_i
+        return model, _history_of_nothing(model, X, y, steps, method, kwargs)
     params, c0 = model.to_params(), model.coefficients
     if c0 is not None:
         if kwargs.get("opt_state") is not None:
@@ -417,6 +411,27 @@ def fit(model: WideParams, X, y, *, steps: int, method: str = methods.DEFAULT, *
     params, hist = train.fit(params, X, y, steps=steps, method=method, b=model.b, width=model.m,
                              callback=callback, coefficients=c0, **kwargs)
     return _into(params.W, hist.coefficients), hist
+
+
+def _history_of_nothing(model: WideParams, X, y, steps: int, method: str, kwargs: dict) -> train.History:
+    """The history of training a network none of whose rows fires for the data (|A| = 0): every row
+    stays ``w_r(0)``, every output on the training points is 0, the loss is constant."""
+    steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
+    methods.get(method)
+    _checks.check_matrix("X", X, cols=model.d)
+    dt = model.W.dtype
+    yj = jnp.asarray(y, dt)
+    if yj.shape != (np.shape(X)[0],):
+        raise ValueError(f"y must have shape ({np.shape(X)[0]},), got {yj.shape}")
+    optimizer = kwargs.get("optimizer") or train.sgd(kwargs.get("learning_rate", train.DEFAULT_LEARNING_RATE))
+    state = kwargs.get("opt_state")
+    state = optimizer.init(model.W) if state is None else state
+    loss = jax.device_get(0.5 * jnp.sum(yj * yj))
+    count = np.zeros((steps,), np.int64)
+    return train.History(loss=np.full((steps,), loss, dt), fire_mean=np.zeros((steps,)), fire_max=count,
+                         fire_union=count.copy(), events=[], opt_state=state, method=method,
+                         b=float(model.b), ms_per_step=0.0, setup_s=0.0, n_active=0, span=False,
+                         fallback_step=None, state_bytes=0, coefficients=model.coefficients)
 
 
 def _initial_rows(model: WideParams) -> jax.Array:
@@ -549,9 +564,15 @@ def _changed_state_rows(W0, leaves, *, init, rows: tuple):
     return diff
 
 
+@jax.jit
+def _rows_differ_jit(W, W0):
+    """(m,) bool on the device: row r of W differs in any bit from row r of W0 (the accelerator path)."""
+    return jnp.any((_bits(W) != _bits(W0)).reshape(W.shape[0], -1), axis=1)
+
+
 def _rows_differ(W: np.ndarray, W0: np.ndarray, block_rows: int = 1 << 20) -> np.ndarray:
     """(m,) bool: row r of W differs in any bit from row r of W0. Compares the rows' bytes as the
-    widest unsigned words that tile them (2.6x faster than XLA's compare-and-reduce on CPU)."""
+    widest unsigned words that tile them (the CPU path: faster there than XLA's compare-and-reduce)."""
     m = W.shape[0]
     W, W0 = np.ascontiguousarray(W).reshape(m, -1), np.ascontiguousarray(W0).reshape(m, -1)
     nbytes = W.shape[1] * W.dtype.itemsize
@@ -579,7 +600,7 @@ def _row_leaves(optimizer, m: int, d: int, dtype) -> tuple:
 
 
 def from_params(key, params: nn.Params, X, *, b: float, W0: nn.Params, opt_state: Any = None, optimizer=None,
-                active: np.ndarray | None = None):
+                active: np.ndarray | None = None, _host: bool | None = None):
     r"""A full-width model (all m rows in memory) as an :class:`WideParams` plus its state's rows.
 
     Keeps the rows of :func:`active_rows` ``(W0, X, b)`` (the rows that can ever move or fire: the
@@ -619,14 +640,18 @@ def from_params(key, params: nn.Params, X, *, b: float, W0: nn.Params, opt_state
     rows = _row_leaves(optimizer, m, d, W.dtype) if leaves else ()
     if active is None:
         active = active_rows(W0.W, X, b)
-    changed = _rows_differ(np.asarray(W), np.asarray(W0.W)) | np.asarray(active, bool)
+    host = jax.default_backend() == "cpu" if _host is None else bool(_host)  # the numpy compare: CPU only
+    differ = _rows_differ(np.asarray(W), np.asarray(W0.W)) if host else jax.device_get(_rows_differ_jit(W, W0.W))
+    changed = differ | np.asarray(active, bool)
     if rows:
-        changed |= np.asarray(_changed_state_rows(jnp.asarray(W0.W), leaves, init=optimizer.init, rows=rows))
+        changed |= np.asarray(jax.device_get(_changed_state_rows(jnp.asarray(W0.W), leaves, init=optimizer.init,
+                                                                 rows=rows)))
     idx = np.flatnonzero(changed)
     idx = idx.astype(np.int64 if m > np.iinfo(np.int32).max else np.int32)
+    idx_dev = jax.device_put(idx)
 
-    def take(x):  # the kept rows, gathered on the host (a device gather costs more on CPU)
-        return jnp.asarray(np.take(np.asarray(x), idx, axis=0))
+    def take(x):  # the kept rows: gathered on the host on CPU (a device gather costs more there)
+        return jnp.asarray(np.take(np.asarray(x), idx, axis=0)) if host else jnp.take(jnp.asarray(x), idx_dev, axis=0)
 
     model = WideParams(key=key, idx=jnp.asarray(idx), W=take(W), a=take(a), m=m, b=float(b), data_sha256=_digest(X))
     kept = [take(leaf) if i in rows else leaf for i, leaf in enumerate(leaves)]

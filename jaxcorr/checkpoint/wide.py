@@ -160,9 +160,9 @@ def _from_coefficients(path, key, idx, leaves, meta, optimizer):  # noqa: PLR091
         full.check_state(path, ref_leaves, state_leaves)
         state_K = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state_leaves])
         row_ids = _wide._row_leaves(optimizer, k, int(meta["d"]), K.dtype)
-        full = jax.tree_util.tree_leaves(optimizer.init(W))
+        fresh = jax.tree_util.tree_leaves(optimizer.init(W))
         opt_state = jax.tree_util.tree_unflatten(treedef, [
-            _add_span(full[i], jnp.asarray(rows), jnp.asarray(x), Xj) if i in row_ids else jnp.asarray(x)
+            _add_span(fresh[i], jnp.asarray(rows), jnp.asarray(x), Xj) if i in row_ids else jnp.asarray(x)
             for i, x in enumerate(state_leaves)])
     coef = train.Coefficients(rows=np.asarray(rows, np.int64), K=K, opt_state=state_K)
     model = _wide.WideParams(key=key, idx=jnp.asarray(idx), W=W, a=p0.a, m=int(meta["width"]), b=float(meta["b"]),
