@@ -60,6 +60,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import time
@@ -222,36 +223,37 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
     key = _as_key(key)
     m, d = _check_width(m, d)
     dtype = _checks.floating_dtype(dtype)
-    _checks.check_matrix("X", X, cols=d)
+    Xh = _host(X)  # every transfer explicit: set-up runs under jax.transfer_guard("disallow")
+    _checks.check_matrix("X", Xh, cols=d)
     b = nn.default_threshold(m) if b is None else float(b)
     if not math.isfinite(b):
         raise ValueError(f"b must be finite, got {b}")
-    Xj = jnp.asarray(X, dtype)
-    n = Xj.shape[0]
+    Xh = np.asarray(Xh, dtype)
+    n = Xh.shape[0]
     C = _chunk_rows(m, n, d, jnp.dtype(dtype).itemsize, chunk_rows)
-    tol, xmax = _margin(Xj, d, dtype)  # (n,): the rounding margin tau_i
+    tol, xmax = _margin(Xh, d, dtype)  # (n,): the rounding margin tau_i
     cap = min(C, _bucket(1.25 * expected_active(C, n, b - 1e-3, xmax) + 64))
     chunks = -(-m // C)
     devs = list(devices) if devices is not None else jax.local_devices()[:1]
-    consts = [jax.device_put((key, Xj, jnp.asarray(b, dtype), tol), dev) for dev in devs]
+    consts = [jax.device_put((key, Xh, np.asarray(b, dtype), tol), dev) for dev in devs]
     acc = _Collected(n, devs[0])
     for wave in range(0, chunks, len(devs)):  # one chunk per device, dispatched before any is read
         cs = list(range(wave, min(wave + len(devs), chunks)))
         outs = [(cap, _dispatch(consts[j], c, C, m, cap, d, dtype)) for j, c in enumerate(cs)]
         for j, (c, (used, out)) in enumerate(zip(cs, outs)):
-            cnt = int(out[0])
+            cnt = int(jax.device_get(out[0]))
             while cnt > used:  # the buffer overflowed: rerun the chunk with a larger one
                 cap = max(cap, min(C, _bucket(1.25 * cnt)))
                 acc.events.append({"chunk": c, "old_capacity": used, "new_capacity": cap, "count": cnt})
                 used, out = cap, _dispatch(consts[j], c, C, m, cap, d, dtype)
-                cnt = int(out[0])
+                cnt = int(jax.device_get(out[0]))
             acc.add(c * C, cnt, out)
             if progress is not None:
                 el = time.perf_counter() - t0
                 done = min((c + 1) * C, m)
                 progress({"rows_done": done, "rows": m, "n_active": acc.kept, "elapsed_s": el,
                           "rows_per_s": done / max(el, 1e-9)})
-    model = _assemble(key, m, b, _digest(X), acc.idx, acc.W, acc.a)
+    model = _assemble(key, m, b, _digest(_host(X)), acc.idx, acc.W, acc.a)
     del outs, out
     release_host_memory()
     el = time.perf_counter() - t0
@@ -261,12 +263,24 @@ def setup(key, m: int, d: int, X, *, b: float | None = None, dtype=None, chunk_r
     return model, info
 
 
+def _host(x) -> np.ndarray:
+    """``x`` on the host (an explicit ``device_get`` for a device array)."""
+    return np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else x)
+
+
+@functools.lru_cache(maxsize=None)
+def _normal_bound(dtype) -> float:
+    with jax.transfer_guard("allow"):  # nn computes it from two constant words: a transfer meant, once
+        return float(nn.normal_bound(dtype))
+
+
 def _margin(X, d: int, dtype):
-    """The rounding margin tau_i of the module docstring ((n,) array in ``dtype``) and max_i ||x_i||."""
-    xnorm = jnp.linalg.norm(X.astype(jnp.float64) if jax.config.jax_enable_x64 else X, axis=1)
-    eps = float(jnp.finfo(dtype).eps)
-    gamma = 2 * (d + 2) * eps * math.sqrt(d) * nn.normal_bound(dtype) * (1 + 1e-3)
-    return jnp.asarray(gamma, dtype) * xnorm.astype(dtype), float(jnp.max(xnorm))
+    """The rounding margin tau_i of the module docstring ((n,) host array in ``dtype``; the norms in
+    float64, rounded up by the margin's factor) and max_i ||x_i||."""
+    xnorm = np.linalg.norm(np.asarray(X, np.float64), axis=1)
+    eps = float(np.finfo(dtype).eps)
+    gamma = 2 * (d + 2) * eps * math.sqrt(d) * _normal_bound(np.dtype(dtype)) * (1 + 1e-3)
+    return np.asarray(gamma * xnorm, dtype), float(np.max(xnorm)) if xnorm.size else 0.0
 
 
 def release_host_memory() -> bool:
@@ -288,8 +302,9 @@ def _dispatch(consts, c: int, C: int, m: int, cap: int, d: int, dtype):
     """Start chunk ``c`` (rows c*C ...) on the device its constants live on; returns without waiting."""
     key, X, b, tol = consts
     start = c * C  # C is m (one chunk) or a multiple of BLOCK_ROWS: every chunk starts on a block
-    return _scan_chunk(key, jnp.uint32(start // nn.BLOCK_ROWS), jnp.int32(min(C, m - start)), X, b, tol,
-                       rows=C, cap=cap, d=d, dtype=dtype)
+    dev = next(iter(X.devices()))
+    block, remaining = jax.device_put((np.uint32(start // nn.BLOCK_ROWS), np.int32(min(C, m - start))), dev)
+    return _scan_chunk(key, block, remaining, X, b, tol, rows=C, cap=cap, d=d, dtype=dtype)
 
 
 class _Collected:
@@ -303,23 +318,25 @@ class _Collected:
 
     def add(self, start: int, cnt: int, out) -> None:
         _, k, u, sel, W_sel, a_sel = out
+        k, u, sel = jax.device_get((k, u, lax.slice_in_dim(sel, 0, cnt)))
         self.k0 += np.asarray(k, np.int64)
         self.union += int(u)
         self.kept += cnt
-        self.idx.append(start + np.asarray(sel[:cnt], np.int64))
-        self.W.append(jax.device_put(W_sel[:cnt], self.device))
-        self.a.append(jax.device_put(a_sel[:cnt], self.device))
+        self.idx.append(start + np.asarray(sel, np.int64))
+        self.W.append(jax.device_put(lax.slice_in_dim(W_sel, 0, cnt), self.device))
+        self.a.append(jax.device_put(lax.slice_in_dim(a_sel, 0, cnt), self.device))
 
 
 def _assemble(key, m, b, sha, idx_parts, W_parts, a_parts) -> WideParams:
     """Concatenate the chunks' rows (freeing each list as it goes) into one WideParams."""
     idx = np.concatenate(idx_parts)
-    idx_dt = jnp.int64 if m > np.iinfo(np.int32).max else jnp.int32
+    idx_dt = np.int64 if m > np.iinfo(np.int32).max else np.int32
     W = jnp.concatenate(W_parts)
     W_parts.clear()
     a = jnp.concatenate(a_parts)
     a_parts.clear()
-    return WideParams(key=key, idx=jnp.asarray(idx, idx_dt), W=W, a=a, m=m, b=b, data_sha256=sha, initial=True)
+    idx = jax.device_put(idx.astype(idx_dt), next(iter(W.devices())))
+    return WideParams(key=key, idx=idx, W=W, a=a, m=m, b=b, data_sha256=sha, initial=True)
 
 
 # ----------------------------------------------------------------------------------------- fit
@@ -450,6 +467,17 @@ def _predict_chunk(key, block, remaining, X, b, local, W_sw, *, rows: int, d: in
     return _linalg.matmul(nn.relu_b(ip, b), a)
 
 
+@partial(jax.jit, static_argnames=("K",))
+def _pad_rows(W, K: int):
+    return jnp.concatenate([W, jnp.zeros((K, W.shape[1]), W.dtype)])
+
+
+@partial(jax.jit, static_argnames=("K",))
+def _window(W_pad, lo, *, K: int):
+    """Rows lo ... lo + K of the padded held rows."""
+    return lax.dynamic_slice_in_dim(W_pad, lo, K)
+
+
 def _chunk_slices(idx: np.ndarray, m: int, C: int):
     """Per chunk, the positions [lo, hi) of idx inside it, and a common padded length K."""
     edges = np.searchsorted(idx, np.arange(0, m + C, C, dtype=np.int64)[: -(-m // C) + 1])
@@ -477,30 +505,33 @@ def predict(model: WideParams, X, *, chunk_rows: int | None = None,
       (n,) outputs, or () for one point, in the model's dtype.
     """
     _check_model(model)
-    X = jnp.asarray(X, model.W.dtype)
-    single = X.ndim == 1
-    X = jnp.atleast_2d(X)
-    _checks.check_matrix("X", X, cols=model.d)
     m, d, dt = model.m, model.d, model.W.dtype
+    Xh = np.asarray(_host(X), dt)  # every transfer explicit: predict runs under jax.transfer_guard("disallow")
+    single = Xh.ndim == 1
+    Xh = np.atleast_2d(Xh)
+    _checks.check_matrix("X", Xh, cols=d)
+    dev = next(iter(model.W.devices()))
+    X = jax.device_put(Xh, dev)
     C = _chunk_rows(m, X.shape[0], d, jnp.dtype(dt).itemsize, chunk_rows)
-    idx = np.asarray(model.idx, np.int64)
+    idx = np.asarray(jax.device_get(model.idx), np.int64)
     edges, K = _chunk_slices(idx, m, C)
-    W_host = model.W
-    out = jnp.zeros((X.shape[0],), dt)
-    b = jnp.asarray(model.b, dt)
+    W_pad = _pad_rows(model.W, K)  # the held rows and K zero rows: each chunk's window is a slice
+    out = jax.device_put(np.zeros((X.shape[0],), dt), dev)
+    b = jax.device_put(np.asarray(model.b, dt), dev)
     t0 = time.perf_counter()
     for c in range(len(edges) - 1):
         lo, hi = int(edges[c]), int(edges[c + 1])
         local = np.full((K,), C, np.int32)
-        local[: hi - lo] = idx[lo:hi] - c * C
-        W_sw = jnp.zeros((K, d), dt).at[: hi - lo].set(W_host[lo:hi])
-        out = out + _predict_chunk(model.key, jnp.uint32(c * C // nn.BLOCK_ROWS), jnp.int32(min(C, m - c * C)),
-                                   X, b, jnp.asarray(local), W_sw, rows=C, d=d)
+        local[: hi - lo] = idx[lo:hi] - c * C  # past hi - lo: padding (dropped), whatever the window holds
+        blk, rem, lo_d, local_d = jax.device_put(
+            (np.uint32(c * C // nn.BLOCK_ROWS), np.int32(min(C, m - c * C)), np.int32(lo), local), dev)
+        W_sw = _window(W_pad, lo_d, K=K)
+        out = out + _predict_chunk(model.key, blk, rem, X, b, local_d, W_sw, rows=C, d=d)
         if progress is not None:
             done = min((c + 1) * C, m)
             el = time.perf_counter() - t0
             progress({"rows_done": done, "rows": m, "elapsed_s": el, "rows_per_s": done / max(el, 1e-9)})
-    out = jax.block_until_ready(out / jnp.sqrt(jnp.asarray(m, dt)))
+    out = jax.block_until_ready(out / jax.device_put(np.sqrt(np.asarray(m, dt)), dev))
     release_host_memory()
     return out[0] if single else out
 
