@@ -1,6 +1,6 @@
 r"""The wide model: 2NN(m, b) wider than memory, held as its key plus the rows that can fire.
 
-(About 600 lines: the wide model's set-up, training, prediction and row bookkeeping are one concept.)
+(About 700 lines: the wide model's set-up, training, prediction and row bookkeeping are one concept.)
 
 The paper's invariant (Section 2; :mod:`jaxcorr.train`'s module docstring): a neuron that fires for
 no data point at :math:`t = 0` never moves and never fires, so its row is forever :math:`w_r(0)`, a

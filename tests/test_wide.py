@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcorr import checkpoint, data, dtree, memory, methods, nn, train, wide
+from jaxcorr import checkpoint, data, dtree, methods, nn, train, wide
 
 B = nn.BLOCK_ROWS
 KEY = jax.random.key(3)

@@ -35,8 +35,14 @@ import os
 from typing import Any, NamedTuple
 
 from jaxcorr.checkpoint import compact, full, wide
-from jaxcorr.checkpoint._container import (FORMAT, check_target, fingerprint, is_checkpoint, lock,
-                                           read_meta)
+from jaxcorr.checkpoint._container import (
+    FORMAT,
+    check_target,
+    fingerprint,
+    is_checkpoint,
+    lock,
+    read_meta,
+)
 from jaxcorr.errors import CheckpointError
 
 __all__ = ["save", "restore", "load", "Restored", "kind", "read_meta", "is_checkpoint", "check_target",

@@ -1,5 +1,7 @@
 """The checkpoint container: one uncompressed ``.npz`` (zip) file, written atomically, checksummed.
 
+(About 530 lines: writing, reading both formats, temporaries, target checks and the lock are one file format.)
+
 A file holds named ``.npy`` members and ``meta.npy`` (UTF-8 JSON: the format tag, the forms' own
 metadata, the shape, dtype and CRC-32 of every array). Every member carries the zip's CRC-32 of its
 bytes, ``meta`` repeats each array's CRC-32 and size, and the zip's directory must list exactly the
@@ -29,10 +31,7 @@ import os
 import tempfile
 import time
 import zipfile
-import zlib
-from typing import Any
 
-import jax
 import numpy as np
 
 from jaxcorr.errors import CheckpointError

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxcorr import _linalg, nn, train
 from jaxcorr import wide as _wide
-from jaxcorr.checkpoint import _container, full
+from jaxcorr.checkpoint import full
 from jaxcorr.errors import CheckpointError
 
 __all__ = ["FORMAT", "save", "load", "wide_meta", "prng_settings", "drawing_as"]
