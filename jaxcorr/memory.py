@@ -1,39 +1,42 @@
-r"""Will a training run fit in memory? An estimate per method, the memory available, the largest m.
+r"""The memory a run needs, the memory available, and the plan: full width or the wide model.
 
-``jaxcorr train`` calls :func:`check` before it allocates anything, so a run that cannot fit is
-refused with one line naming the estimate, the available memory and the largest width that fits,
-instead of dying in XLA's allocator (a native abort, or the kernel's OOM killer under a cgroup
-limit).
+``jaxcorr train`` calls :func:`plan` before it allocates anything, so a run that cannot fit is
+refused with one line (:class:`jaxcorr.errors.InsufficientMemoryError`) naming the estimate, the
+available memory and the largest width that fits, instead of dying in XLA's allocator.
 
-**The estimate** (:func:`estimate_bytes`) is the peak resident memory of a ``jaxcorr train`` process,
-as an affine function of the width: ``BASE`` (the Python process, JAX and the compiled programs)
-plus ``m`` times a per-row cost that counts, in units of the element size ``s`` (4 bytes in float32,
-8 with x64):
+**The estimate** (:func:`estimate`) is the peak resident memory of a training process: :data:`BASE`
+(the Python process, JAX and the compiled programs) plus the arrays, in units of the element size
+``s``, with per-method terms read from :mod:`jaxcorr.methods` (``sparse``, ``trees``):
 
-- ``W`` (m, d) and its copies alive at the peak: the initial weights kept for the summary, the
-  trained weights, the gradient or the scattered-back rows (``w_copies * d``);
-- the optimizer state over ``W``: ``slots * d`` (sgd 0, momentum 1, adam 2), and XLA's temporaries of
-  the update, about as many again;
-- per-point arrays of the method: the dense pre-activations (n, m); the DTree's inner products
-  (n, m) and its n max-trees (n, 2P) with ``P`` the power of two >= m (Theorem 3.1 INIT); the
-  WTree's m trees over n leaves (m, 2 pow2(n)) (Theorem 3.2), with their (m, n) query results.
+- full width (``nn.init`` + ``train.fit`` over all m rows): ``W`` (m, d) and its copies alive at the
+  peak, the optimizer state over ``W`` (``slots * d``: sgd 0, momentum 1, adam 2) and the update's
+  temporaries, and the per-point arrays of the method: the dense pre-activations (n, m); the DTree's
+  inner products (n, m) and its n max-trees (n, 2P), ``P`` the power of two >= m (Theorem 3.1 INIT);
+  the WTree's m trees over n leaves (m, 2 pow2(n)) (Theorem 3.2). Calibrated against the peak RSS
+  of ``jaxcorr train --steps 2`` and rounded up; :data:`SAFETY` adds a margin on top.
+- the wide model (:mod:`jaxcorr.wide`: W(0) streamed from the key, only the active rows held): one
+  chunk of W(0) (:data:`jaxcorr.wide.CHUNK_BUDGET`) and the active rows,
+  :math:`|A| \le m \min(1, n Q(b/\|x\|))` (:func:`expected_active`, Lemma 2.5, 5% headroom), then
+  training on those rows (the span path, :func:`jaxcorr.train.sgd`, holds ``n`` numbers per row and
+  state slot instead of ``d``). Calibrated against ``scripts/bench_width.py``'s peaks.
 
-The coefficients were calibrated against the peak RSS (``/usr/bin/time -f %M``) of
-``jaxcorr train --steps 2`` at m = 2^18, 2^20 and 2^22 with sgd and adam on the 2-core CPU machine,
-and are rounded up; :data:`SAFETY` adds a further margin. On an accelerator the same count bounds
-the device memory, and the host needs only the checkpoint copies.
-
-**Available memory** (:func:`available_bytes`) is the smallest of the kernel's ``MemAvailable`` and
-the room left under the process's cgroup memory limit (v2 ``memory.max`` or v1
+**Available memory** (:func:`available`) is the smallest of the kernel's ``MemAvailable``, the room
+left under every cgroup memory limit on the way to the root (v2 ``memory.max`` or v1
 ``memory.limit_in_bytes``, minus the non-reclaimable usage), and on an accelerator the device's
 ``bytes_limit - bytes_in_use``.
 
+**Width limits**: :data:`MAX_TREE_WIDTH` (full-width runs: int32 tree indices with the sentinel m
+over power-of-two levels of up to 2 m leaves) and :data:`MAX_WIDE_WIDTH` (the wide model: the row
+counter of the key's hash, :data:`jaxcorr.nn.MAX_WIDTH`).
+
 Examples:
   >>> from jaxcorr import memory
-  >>> est = memory.estimate_bytes("dense", n=8, m=2**17, d=32)
-  >>> 2**20 < est < 2**31
+  >>> est = memory.estimate("dense", n=8, m=2**17, d=32)
+  >>> 2**20 < est.total < 2**31
   True
-  >>> memory.max_width("dense", n=8, d=32, available=est) >= 2**17
+  >>> memory.largest_width("dense", n=8, d=32, available=est.total) >= 2**17
+  True
+  >>> memory.estimate("active", n=8, m=2**26, d=64, wide=True).total < 2**33
   True
 """
 
@@ -41,72 +44,163 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
-__all__ = ["estimate_bytes", "available_bytes", "max_width", "check", "format_bytes", "MAX_WIDTH",
-           "SAFETY", "BASE"]
+from jaxcorr import methods
+from jaxcorr.errors import InsufficientMemoryError
 
-#: Fixed cost of a ``jaxcorr train`` process: Python, JAX, XLA and the compiled programs.
-BASE = 600 * 2**20
-#: Multiplier on the per-row estimate (the model is calibrated, this is the margin on top).
+__all__ = ["Estimate", "Plan", "estimate", "available", "largest_width", "check", "plan", "format_bytes",
+           "expected_active", "BASE", "SAFETY", "MAX_TREE_WIDTH", "MAX_WIDE_WIDTH"]
+
+#: Fixed cost of a training process: Python, JAX, XLA and the compiled programs (bytes).
+BASE = 640 * 2**20
+#: Multiplier on the full-width per-row estimate (the model is calibrated, this is the margin on top).
 SAFETY = 1.25
-#: The widest network any method accepts: tree indices are int32 with the sentinel m, over
-#: power-of-two padded levels of up to 2 m leaves.
-MAX_WIDTH = 2**30
+#: The widest full-width network: tree indices are int32 with the sentinel m, over power-of-two
+#: padded levels of up to 2 m leaves.
+MAX_TREE_WIDTH = 2**30
+#: The widest wide model: the key-counter limit of the generator, :data:`jaxcorr.nn.MAX_WIDTH`.
+MAX_WIDE_WIDTH = 2**48
+#: The wide set-up's chunk working set (:data:`jaxcorr.wide.CHUNK_BUDGET`).
+_CHUNK_BUDGET = 256 << 20
 
-def _slots(optimizer: str) -> int:
-    """Optimizer-state arrays the size of W for a :mod:`jaxcorr.optimizers` name (2 if unknown)."""
-    from jaxcorr import optimizers  # imports jax: only when an estimate is asked for
 
-    return optimizers.spec(optimizer).state_slots if optimizer in optimizers.NAMES else 2
+class Estimate(NamedTuple):
+    """An estimated peak: ``total`` bytes, ``parts`` (bytes per phase), ``n_active`` (expected |A|),
+    and the ``inputs`` it was computed from."""
+
+    total: int
+    parts: dict
+    n_active: int
+    inputs: dict
+
+
+class Plan(NamedTuple):
+    """:func:`plan`'s decision: ``wide`` (train the wide model), its ``estimate``, the ``available``
+    bytes (None: unknown) and their ``source``."""
+
+    wide: bool
+    estimate: Estimate
+    available: int | None
+    source: str
+
+
+def expected_active(m: int, n: int, b: float | None = None, x_norm: float = 1.0) -> float:
+    r"""Upper estimate of |A| at t = 0: :math:`m \min(1, n\,Q(b / \|x\|))` (union bound, Lemma 2.5).
+
+    ``Q`` is the standard normal tail; rows are :math:`N(0, I_d)`, so :math:`\langle w_r, x_i\rangle
+    \sim N(0, \|x_i\|^2)`. ``b`` defaults to :func:`jaxcorr.nn.default_threshold` ``(m)``.
+    """
+    b = math.sqrt(0.4 * math.log(m)) if b is None else float(b)  # nn.default_threshold(m)
+    q = 0.5 * math.erfc(b / (max(float(x_norm), 1e-30) * math.sqrt(2)))
+    return m * min(1.0, n * q)
+
+
+def _optimizer(optimizer) -> tuple[int, bool]:
+    """(state slots, span path) of a :mod:`jaxcorr.optimizers` name (unknown names: adam's 2, no span)."""
+    from jaxcorr import optimizers  # noqa: PLC0415 -- imports jax: only when an estimate is asked for
+
+    if optimizer in optimizers.NAMES:
+        spec = optimizers.spec(optimizer)
+        return int(spec.state_slots), bool(spec.span)
+    return 2, False
+
+
+def _itemsize(dtype) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    return np.dtype(dtype).itemsize
 
 
 def _pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 0).bit_length()
 
 
-def _row_elems(method: str, n: int, m: int, d: int, optimizer: str) -> float:
-    """Elements per neuron at the peak (times the element size gives bytes per row)."""
-    k = _slots(optimizer)
-    if method == "dense":
+def _row_elems(meth: methods.Method, n: int, m: int, d: int, k: int) -> float:
+    """Full width: elements per neuron at the peak (times the element size gives bytes per row)."""
+    if not meth.sparse:
         # W0, W, the gradient and the update; the optimizer state and its temporaries; (n, m)
         # pre-activations, mask and back-propagated coefficients.
         return 4 * d + 2 * k * d + 3 * n
     # The sparse methods hold fewer full-width copies of W at once (the steps run on the active
-    # rows), plus the full-width optimizer state, plus their set-up arrays over all m neurons.
+    # rows), plus the full-width optimizer state, plus their set-up arrays over all m neurons
+    # (counted as the DTree's unless the method keeps WTrees).
     per_row = 2.5 * d + 1.1 * k * d
-    if method == "wtree":
+    if meth.trees == "wtree":
         return per_row + n + 2 * _pow2(n) + 2 * n  # (m, n) inner products, m trees, query result
     return per_row + n + 2 * n * _pow2(m) / m + n  # (n, m) inner products, n trees (n, 2P), fire mask
 
 
-def estimate_bytes(method: str, n: int, m: int, d: int, *, itemsize: int = 4, optimizer: str = "sgd",
-                   compare: str | None = None) -> int:
-    """Estimated peak memory in bytes of ``jaxcorr train`` with these settings.
+def _fit_bytes(meth: methods.Method, n: int, d: int, rows: float, s: int, slots: int, span: bool) -> float:
+    """Wide model: peak bytes of train.fit over ``rows`` held rows (W and its copies, inner products,
+    trees, state)."""
+    if not meth.sparse:  # W, gradient, new W; (n, rows) inner products, fire mask, coefficients
+        return rows * (s * (3 * d + slots * d) + n * (3 * s + 1))
+    if span:
+        # No copy of the rows in the loop: finalize's W_A(0) + K X and, going on from coefficients,
+        # W_A(0) redrawn; the state in row form (slots d); (n, rows) arrays: INIT's inner products,
+        # ip0, K and its state, the step's temporaries, the trees' levels.
+        trees = 2 if meth.trees is not None else 0
+        return rows * s * (2 * d + slots * d + n * (8 + slots + trees))
+    # Gathered W_A(0), W_A(0) + K X and the scatter back; (n, rows) inner products, max-tree levels,
+    # Gram coefficients, fire sets; optimizer state rows (compacted, full, the one scattered back).
+    return rows * s * (4 * d + 3 * slots * d + 10 * n)
+
+
+def estimate(method: str, *, n: int, m: int, d: int, optimizer: str = "sgd", dtype="float32", wide: bool = False,
+             b: float | None = None, x_norm: float = 1.0, compare: str | None = None) -> Estimate:
+    r"""Estimated peak memory of training 2NN(m, b) on n points in R^d, before allocating anything.
 
     Args:
-      method: the training method (``"dense"``, ``"dtree"``, ``"wtree"``; any other name is counted
-        as a tree-based method, like ``"dtree"``).
+      method: a method of :mod:`jaxcorr.methods`.
       n, m, d: data points, width, dimension.
-      itemsize: bytes per element (4 for float32, 8 for float64).
-      optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"`` (unknown names count as adam).
-      compare: the baseline method of ``--compare``, whose run holds its own copy of the weights.
+      optimizer: a :mod:`jaxcorr.optimizers` name (``"sgd"``, ``"momentum"``, ``"adam"``; unknown
+        names count as adam, without the span path).
+      dtype: floating dtype of the weights (``"float32"``, ``"float64"``).
+      wide: the wide model (:mod:`jaxcorr.wide`) instead of full width.
+      b: threshold (default :func:`jaxcorr.nn.default_threshold` ``(m)``); the wide model's |A|.
+      x_norm: the largest :math:`\|x_i\|` (1 for :func:`jaxcorr.data.synthetic`).
+      compare: full width only: the baseline method of ``--compare``, whose run holds its own weights.
 
     Returns:
-      The estimate in bytes, an int.
+      :class:`Estimate`.
+
+    Raises:
+      ValueError: an unknown method, or ``compare`` with ``wide``.
     """
-    rows = _row_elems(method, n, m, d, optimizer)
-    if compare is not None:
-        rows = max(rows, _row_elems(compare, n, m, d, optimizer)) + 2 * d
-    return int(BASE + SAFETY * itemsize * m * rows)
+    import numpy as np  # noqa: PLC0415
+
+    meth = methods.get(method)
+    n, m, d = int(n), int(m), int(d)
+    s = np.dtype(dtype).itemsize
+    slots, span = _optimizer(optimizer)
+    k = min(float(m), 1.05 * expected_active(m, n, b, x_norm) + 1024)
+    inputs = {"method": method, "n": n, "m": m, "d": d, "optimizer": optimizer, "dtype": str(np.dtype(dtype)),
+              "wide": bool(wide), "b": b, "x_norm": float(x_norm), "compare": compare}
+    if wide:
+        if compare is not None:
+            raise ValueError("compare is a full-width baseline; the wide model has none")
+        per_row = s * (2 * d + 3 * n) + 16  # XLA's temporaries (hash words, W, ip) hold ~3x this
+        chunk = 3 * min(m, _CHUNK_BUDGET // per_row) * per_row
+        parts = {"runtime": BASE, "setup": chunk + 2 * k * ((d + 1) * s + 8),
+                 "train": k * (d + 1) * s + _fit_bytes(meth, n, d, k, s, slots, span)}
+        total = BASE + max(parts["setup"], parts["train"])
+    else:
+        rows = _row_elems(meth, n, m, d, slots)
+        if compare is not None:
+            rows = max(rows, _row_elems(methods.get(compare), n, m, d, slots)) + 2 * d
+        parts = {"runtime": BASE, "train": SAFETY * s * m * rows}
+        total = BASE + parts["train"]
+    return Estimate(int(total), {key: int(v) for key, v in parts.items()}, int(k), inputs)
 
 
-def max_width(method: str, n: int, d: int, available: int, **kw) -> int:
-    """The largest width m (<= :data:`MAX_WIDTH`) whose :func:`estimate_bytes` fits in ``available``;
-    0 if none does. Keyword arguments are those of :func:`estimate_bytes`."""
-    lo, hi = 0, MAX_WIDTH
+def largest_width(method: str, *, n: int, d: int, available: int, wide: bool = False, **kw) -> int:
+    """The largest width m (<= :data:`MAX_WIDE_WIDTH` for the wide model, else :data:`MAX_TREE_WIDTH`)
+    whose :func:`estimate` fits in ``available`` bytes; 0 if none does. ``kw``: :func:`estimate`'s."""
+    lo, hi = 0, MAX_WIDE_WIDTH if wide else MAX_TREE_WIDTH
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate_bytes(method, n, mid, d, **kw) <= available:
+        if estimate(method, n=n, m=mid, d=d, wide=wide, **kw).total <= available:
             lo = mid
         else:
             hi = mid - 1
@@ -196,7 +290,7 @@ def _cgroup_room():
     return best
 
 
-def available_bytes(device=None) -> tuple[int | None, str]:
+def available(device=None) -> tuple[int | None, str]:
     """Memory a new run can use, in bytes, and where the figure comes from.
 
     Args:
@@ -205,8 +299,8 @@ def available_bytes(device=None) -> tuple[int | None, str]:
 
     Returns:
       ``(bytes, source)``: the smallest of the candidates found, and a short description of it
-      (``"MemAvailable"``, ``"cgroup limit"`` or ``"device memory"``); ``(None, "unknown")`` when
-      nothing can be read.
+      (``"MemAvailable"``, ``"cgroup memory limit"`` or ``"<platform> device memory"``);
+      ``(None, "unknown")`` when nothing can be read.
     """
     found = []
     mem = _meminfo_available()
@@ -227,6 +321,9 @@ def available_bytes(device=None) -> tuple[int | None, str]:
     return min(found)
 
 
+available_bytes = available  # removed at merge (cli.py calls it)
+
+
 def format_bytes(x: float) -> str:
     """``1536 -> '1.5 KiB'``."""
     x = float(x)
@@ -237,37 +334,89 @@ def format_bytes(x: float) -> str:
     return f"{x:.1f} PiB"
 
 
-def check(method: str, n: int, m: int, d: int, *, itemsize: int = 4, optimizer: str = "sgd",
-          compare: str | None = None, available=None, width_option: str = "--m") -> dict:
-    """Refuse a run that cannot fit: raise ``MemoryError`` with one line naming the estimate, the
-    available memory and the largest width that fits.
+def check(method: str, *, n: int, m: int, d: int, wide: bool = False, available=None, width_option: str = "--m",
+          **kw) -> Plan:
+    """Refuse a run that cannot fit, before anything is allocated.
 
     Args:
-      method, n, m, d, itemsize, optimizer, compare: as for :func:`estimate_bytes`.
-      available: ``(bytes, source)`` as returned by :func:`available_bytes` (default: measured now).
+      method, n, m, d, wide, **kw: as :func:`estimate` (``optimizer``, ``dtype``, ``b``, ...).
+      available: ``(bytes, source)`` as :func:`available` returns it (default: measured now, host).
       width_option: how the message names the width (the CLI's ``--m``).
 
     Returns:
-      A dict with ``estimate``, ``available`` and ``source`` when the run fits (or when the available
-      memory is unknown).
+      :class:`Plan` when the run fits (or the available memory is unknown).
 
     Raises:
-      ValueError: ``m`` above :data:`MAX_WIDTH`.
-      MemoryError: the estimate exceeds the available memory.
+      ValueError: ``m`` above :data:`MAX_TREE_WIDTH` (full width) or :data:`MAX_WIDE_WIDTH` (wide).
+      InsufficientMemoryError: one line with the estimate, the memory available (and where that
+        figure comes from) and the widest ``m`` that fits; for a full-width run of a sparse or dense
+        method also the widest wide model that fits.
     """
-    if m > MAX_WIDTH:
-        raise ValueError(f"{width_option} {m} is above the largest supported width 2^30 = {MAX_WIDTH} "
-                         "(int32 tree indices)")
-    kw = dict(itemsize=itemsize, optimizer=optimizer, compare=compare)
-    est = estimate_bytes(method, n, m, d, **kw)
-    avail, source = available if available is not None else available_bytes()
-    info = {"estimate": est, "available": avail, "source": source}
-    if avail is None or est <= avail:
-        return info
-    fits = max_width(method, n, d, avail, **kw)
-    alt = ("no width fits" if fits == 0 else f"at most {width_option} {fits} fits "
-           f"(about 2^{math.log2(fits):.1f})")
-    what = f"method {method}" + (f" with --compare {compare}" if compare else "")
-    raise MemoryError(
-        f"{width_option} {m} does not fit in memory: {what} needs about {format_bytes(est)} at n={n}, d={d} "
-        f"({optimizer}, {8 * itemsize}-bit floats), but {format_bytes(avail)} is available ({source}); {alt}")
+    limit, why = (MAX_WIDE_WIDTH, "the key's row counter") if wide else (MAX_TREE_WIDTH, "int32 tree indices")
+    if m > limit:
+        raise ValueError(f"{width_option} {m} is above the largest supported width 2^{limit.bit_length() - 1} = "
+                         f"{limit} ({why})")
+    est = estimate(method, n=n, m=m, d=d, wide=wide, **kw)
+    avail, source = available if available is not None else globals()["available"]()
+    if avail is None or est.total <= avail:
+        return Plan(bool(wide), est, avail, source)
+    fits = largest_width(method, n=n, d=d, available=avail, wide=wide, **kw)
+    alt = "no width fits" if fits == 0 else f"at most {width_option} {fits} fits (about 2^{math.log2(fits):.1f})"
+    mode = "wide model" if wide else "full width"
+    what = f"method {method} ({mode})" + (f" with --compare {kw['compare']}" if kw.get("compare") else "")
+    bits = 8 * _itemsize(est.inputs["dtype"])
+    msg = (f"{width_option} {m} does not fit in memory: {what} needs about {format_bytes(est.total)} at n={n}, "
+           f"d={d} ({kw.get('optimizer', 'sgd')}, {bits}-bit floats), but {format_bytes(avail)} is available "
+           f"({source}); {alt}")
+    if not wide and not kw.get("compare"):
+        other = {k: v for k, v in kw.items() if k != "compare"}
+        best = largest_width(methods.DEFAULT, n=n, d=d, available=avail, wide=True, **other)
+        msg += f"; the wide model (method {methods.DEFAULT}) fits up to {width_option} {best}"
+    raise InsufficientMemoryError(msg, est, avail, fits)
+
+
+def plan(method: str, *, n: int, m: int, d: int, wide: str = "auto", resumed: str | None = None,
+         compare: str | None = None, available=None, width_option: str = "--m", **kw) -> Plan:
+    """Full width or the wide model (``--implicit``/``--wide auto|on|off``), checked against memory.
+
+    Full width is kept whenever it fits and ``wide`` is not ``"on"``; otherwise, for a sparse
+    method without ``compare``, the wide model. ``resumed`` is the kind of the checkpoint a run
+    goes on from (:func:`jaxcorr.checkpoint.kind`): a wide one stays wide, a full one full width, a
+    compact one goes either way.
+
+    Args:
+      method, n, m, d, compare, **kw: as :func:`estimate`.
+      wide: ``"auto"``, ``"on"`` or ``"off"``.
+      resumed: None, ``"full"``, ``"compact"`` or ``"wide"``.
+      available, width_option: as :func:`check`.
+
+    Returns:
+      :class:`Plan` (``wide`` says which).
+
+    Raises:
+      ValueError: a choice that contradicts the checkpoint, or a width above the limits.
+      InsufficientMemoryError: it fits neither way (the message names what fits).
+    """
+    if wide not in ("auto", "on", "off"):
+        raise ValueError(f"wide must be 'auto', 'on' or 'off', got {wide!r}")
+    if resumed == "wide" and wide == "off":
+        raise ValueError("the checkpoint holds a wide model (only its active rows); it cannot go on at full width")
+    if resumed == "wide" and compare:
+        raise ValueError(f"the checkpoint holds a wide model (only its active rows), but a {compare} baseline "
+                         "needs the full-width weights")
+    if resumed == "full" and wide == "on":
+        raise ValueError("the checkpoint holds a full-width model; it goes on at full width")
+    avail = available if available is not None else globals()["available"]()
+    sparse = methods.get(method).sparse
+    if not (resumed == "wide" or wide == "on"):
+        try:
+            return check(method, n=n, m=m, d=d, compare=compare, available=avail, width_option=width_option, **kw)
+        except (InsufficientMemoryError, ValueError) as e:
+            if wide == "off" or not sparse or compare or resumed == "full":
+                if not sparse and isinstance(e, InsufficientMemoryError) and not compare:
+                    raise InsufficientMemoryError(f"{e}; use --method {methods.DEFAULT} (a sparse method) for it",
+                                                  e.estimate, e.available, e.largest) from None
+                raise
+    return check(method, n=n, m=m, d=d, wide=True, available=avail, width_option=width_option, **kw)
+
+

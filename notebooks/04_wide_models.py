@@ -13,14 +13,14 @@
 # data point at $t = 0$ has a zero gradient, so it never moves and never fires. Its row stays
 # $w_r(0)$, a pure function of the PRNG key. Only the *active rows*
 # $$A = \bigcup_{i=1}^n S_{i,\mathrm{fire}}(0), \qquad |A| \approx n\, m\, Q(b)$$
-# (Definition 2.4, Lemma 2.5) ever need to exist in memory. `jaxcorr.implicit` builds on this:
+# (Definition 2.4, Lemma 2.5) ever need to exist in memory. `jaxcorr.wide` builds on this:
 #
-# - `implicit.setup(key, m, d, X)` streams $W(0)$ over $m$ in chunks generated from the key and
+# - `wide.setup(key, m, d, X)` streams $W(0)$ over $m$ in chunks generated from the key and
 #   keeps only the rows of $A$;
-# - `implicit.fit` trains those rows at the full width's scale $1/\sqrt m$: the trajectory of the
+# - `wide.fit` trains those rows at the full width's scale $1/\sqrt m$: the trajectory of the
 #   full network;
-# - `implicit.predict` streams $W(0)$ again and swaps in the trained rows;
-# - `implicit.save` / `load` checkpoint the model. With `train.sgd` (SGD, momentum: the span
+# - `wide.predict` streams $W(0)$ again and swaps in the trained rows;
+# - `checkpoint.save` / `checkpoint.restore` checkpoint the model. With `train.sgd` (SGD, momentum: the span
 #   path) every trained row is $w_r(0) + \sum_i K_{ri} x_i$, so the checkpoint holds
 #   $K \in \mathbb R^{|A| \times n}$ instead of the rows.
 #
@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 import jaxcorr
-from jaxcorr import data, implicit, nn, train
+from jaxcorr import checkpoint, data, memory, nn, train, wide
 
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
 print(f"jaxcorr {jaxcorr.__version__}, jax {jax.__version__}, backend {jax.default_backend()}")
@@ -51,7 +51,7 @@ print(f"jaxcorr {jaxcorr.__version__}, jax {jax.__version__}, backend {jax.defau
 m, n, d = 1 << 20, 8, 64
 key = jax.random.key(0)
 X, y = data.synthetic(0, n, d)
-model, info = implicit.setup(key, m, d, X)
+model, info = wide.setup(key, m, d, X)
 b = model.b
 print(f"b = sqrt(0.4 ln m) = {b:.3f};  |A| = {model.n_active:,} of m = {m:,} rows "
       f"({model.n_active / m:.2%}), set-up {info['setup_s']:.1f} s")
@@ -72,7 +72,7 @@ print(f"every one of the {fires.size:,} firing rows is held; the other {held.siz
 
 # %%
 opt = train.sgd(0.5, momentum=0.9)
-trained, hist = implicit.fit(model, X, y, steps=30, optimizer=opt, method="active", chunk_size=10)
+trained, hist = wide.fit(model, X, y, steps=30, optimizer=opt, method="active", chunk_size=10)
 eager, hist_e = train.fit(W0, X, y, steps=30, optimizer=opt, method="dense", b=b)
 gap = float(np.abs(hist.loss - hist_e.loss).max() / hist_e.loss.max())
 print(f"loss {hist.loss[0]:.4f} -> {hist.loss[-1]:.4f};  max relative gap to dense over all m rows: {gap:.1e}")
@@ -86,17 +86,17 @@ print(f"the {rest.size:,} rows outside A are W(0)'s rows, bit for bit, in the de
 
 # %%
 Xt, _ = data.synthetic(1, 16, d)
-p_implicit = implicit.predict(trained, Xt)
+p_wide = wide.predict(trained, Xt)
 p_eager = nn.predict(eager, Xt, b)
-print("predict on 16 new points, implicit vs eager:", np.abs(np.asarray(p_implicit - p_eager)).max())
-assert np.allclose(p_implicit, p_eager, atol=1e-5)
+print("predict on 16 new points, wide vs eager:", np.abs(np.asarray(p_wide - p_eager)).max())
+assert np.allclose(p_wide, p_eager, atol=1e-5)
 
 # %% [markdown]
 # ## Checkpoints: the coefficients, not the rows
 #
 # The run above used `train.sgd` with momentum: every update of a row is a combination of the
 # data points, so the trained model carries `coefficients` ($K$, its momentum, the rows they
-# belong to). `implicit.save` stores those and $X$; `implicit.load` redraws the rows of
+# belong to). `checkpoint.save` stores those and $X$; `checkpoint.restore` redraws the rows of
 # $W(0)$ from the key (`nn.rows_at`: $|A|$ rows, not $m$) and adds $K X$. Training goes on from
 # $K$ step for step.
 
@@ -106,17 +106,17 @@ print(f"K: {c.K.shape} ({c.K.nbytes / 2**20:.2f} MiB) for rows of {model.d} floa
       f"({trained.W.nbytes / 2**20:.1f} MiB)")
 tmp = tempfile.mkdtemp()
 coef_path, rows_path = os.path.join(tmp, "coef.ckpt"), os.path.join(tmp, "rows.ckpt")
-implicit.save(coef_path, trained, X, y, opt_state=hist.opt_state, step=30)
-implicit.save(rows_path, trained, X, y, opt_state=hist.opt_state, step=30, form="rows")
+checkpoint.save(coef_path, trained, X=X, y=y, opt_state=hist.opt_state, step=30)
+checkpoint.save(rows_path, trained, X=X, y=y, opt_state=hist.opt_state, step=30, form="rows")
 sizes = {p: os.path.getsize(p) / 2**20 for p in (coef_path, rows_path)}
 print(f"checkpoint: {sizes[coef_path]:.2f} MiB as coefficients, {sizes[rows_path]:.2f} MiB as rows "
       f"(W itself: {m * d * 4 / 2**20:.0f} MiB)")
 assert sizes[coef_path] < 0.25 * sizes[rows_path]
 
-ck = implicit.load(coef_path, optimizer=opt)
-assert np.array_equal(np.asarray(ck["model"].W), np.asarray(trained.W)), "the rows are not restored bit for bit"
-more, h2 = implicit.fit(ck["model"], X, y, steps=10, optimizer=opt, method="active", chunk_size=10)
-once, h3 = implicit.fit(model, X, y, steps=40, optimizer=opt, method="active", chunk_size=10)
+ck = checkpoint.restore(coef_path, optimizer=opt)
+assert np.array_equal(np.asarray(ck.model.W), np.asarray(trained.W)), "the rows are not restored bit for bit"
+more, h2 = wide.fit(ck.model, X, y, steps=10, optimizer=opt, method="active", chunk_size=10)
+once, h3 = wide.fit(model, X, y, steps=40, optimizer=opt, method="active", chunk_size=10)
 same = np.array_equal(np.asarray(more.W), np.asarray(once.W))
 print(f"30 + 10 steps through the checkpoint equal 40 at once, bit for bit: {same}")
 assert same and np.array_equal(np.concatenate([hist.loss, h2.loss]), h3.loss)
@@ -124,22 +124,22 @@ assert same and np.array_equal(np.concatenate([hist.loss, h2.loss]), h3.loss)
 # %% [markdown]
 # ## At widths that cannot be held
 #
-# `implicit.estimate_bytes` gives the peak memory of a run before anything is allocated (the CLI
+# `memory.estimate` gives the peak memory of a run before anything is allocated (the CLI
 # refuses a run that does not fit with one line naming it). Below: the eager dense run against the
-# implicit run of `method="active"` with `train.sgd`, and the checkpoint sizes, at $n = 8$,
+# wide model's run of `method="active"` with `train.sgd`, and the checkpoint sizes, at $n = 8$,
 # $d = 64$. Measured on the project's 2-core CPU (README, `docs/bench/`): $m = 2^{26}$ peaks at
 # 2.1-2.5 GiB and checkpoints in 76 MB; $m = 2^{28}$ trains 100 steps in 4.9 GiB.
 
 # %%
-print(f"{'m':>6} {'|A| (est.)':>12} {'dense peak':>11} {'implicit peak':>14} {'W':>9} {'ckpt rows':>10} {'ckpt K':>8}")
+print(f"{'m':>6} {'|A| (est.)':>12} {'dense peak':>11} {'wide peak':>14} {'W':>9} {'ckpt rows':>10} {'ckpt K':>8}")
 for logm in (20, 22, 24, 26, 28, 30):
     mm = 1 << logm
-    dense = implicit.estimate_bytes("dense", 8, 64, mm, implicit=False)["total"]
-    est = implicit.estimate_bytes("active", 8, 64, mm, span=True)
-    k = est["n_active"]
-    print(f"  2^{logm} {k:>12,} {dense / 2**30:>9.1f} G {est['total'] / 2**30:>12.2f} G {mm * 64 * 4 / 2**30:>7.1f} G"
+    dense = memory.estimate("dense", n=8, m=mm, d=64).total
+    est = memory.estimate("active", n=8, m=mm, d=64, wide=True, optimizer="sgd")
+    k = est.n_active
+    print(f"  2^{logm} {k:>12,} {dense / 2**30:>9.1f} G {est.total / 2**30:>12.2f} G {mm * 64 * 4 / 2**30:>7.1f} G"
           f" {k * (64 + 2) * 4 / 2**20:>7.0f} M {k * (8 + 2) * 4 / 2**20:>6.0f} M")
 
 # %% [markdown]
-# The rows a wide network needs grow as $n\, m\, Q(b) \approx n\, m^{4/5}$: the implicit run's
+# The rows a wide network needs grow as $n\, m\, Q(b) \approx n\, m^{4/5}$: the wide model's
 # memory and its checkpoint grow four times slower than $W$'s.

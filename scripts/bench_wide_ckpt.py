@@ -1,4 +1,4 @@
-"""Checkpoints of wide (implicit) runs: coefficients vs rows, the save, the resume, the peak memory.
+"""Checkpoints of wide-model runs: coefficients vs rows, the save, the resume, the peak memory.
 
 For each optimizer this runs, as a user does,
 
@@ -6,7 +6,7 @@ For each optimizer this runs, as a user does,
     jaxcorr train --resume CKPT --save CKPT --steps R --json
 
 each under ``/usr/bin/time`` (peak RSS from the OS, wall clock), and records the checkpoint's size
-and form (``jaxcorr.implicit.save``: ``coefficients`` for the span path, sgd and momentum; ``rows``
+and form (``jaxcorr.checkpoint.save``: ``coefficients`` for the span path, sgd and momentum; ``rows``
 otherwise), |A|, ms/step and the memory estimate. Then, in this process, it loads the checkpoint
 (timed) and writes it again in the rows form (``form="rows"``) for the size a rows checkpoint of the
 same model has. Results as JSON with :func:`jaxcorr.benchmarking.machine_info`.
@@ -46,19 +46,19 @@ def timed(cmd: list[str]) -> dict:
 
 def rows_form(path: str, optimizer_name: str, lr: float) -> dict:
     """Load the checkpoint (timed) and save the same model in the rows form: both sizes."""
-    from jaxcorr import checkpoint, implicit, optimizers
+    from jaxcorr import checkpoint, optimizers
 
     opt = optimizers.make(optimizer_name, lr)
     t0 = time.perf_counter()
-    ck = implicit.load(path, optimizer=opt)
+    ck = checkpoint.restore(path, optimizer=opt)
     load_s = time.perf_counter() - t0
-    meta = checkpoint.read_meta(path)["config"]["implicit"]
+    meta = checkpoint.wide.wide_meta(checkpoint.read_meta(path)["config"])
     rows_path = path + ".rows"
     from jaxcorr import data  # the CLI's synthetic data (seed 0) for the fingerprint
 
-    cfg = ck["config"]
+    cfg = ck.config
     X, y = data.synthetic(cfg["seed"], cfg["n"], cfg["d"])
-    implicit.save(rows_path, ck["model"], X, y, opt_state=ck["opt_state"], step=ck["step"], form="rows")
+    checkpoint.save(rows_path, ck.model, X=X, y=y, opt_state=ck.opt_state, step=ck.step, form="rows")
     out = {"form": meta["form"], "bytes": os.path.getsize(path), "rows_form_bytes": os.path.getsize(rows_path),
            "load_s": load_s}
     os.unlink(rows_path)

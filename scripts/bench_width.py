@@ -1,19 +1,19 @@
 #!/usr/bin/env python
-r"""Benchmark: training widths dense GD cannot hold, implicit set-up + fit vs dense.
+r"""Benchmark: training widths dense GD cannot hold, wide-model set-up + fit vs dense.
 
 For each m = 2^k (``--ms``), at n = 8, d = 64, b = sqrt(0.4 ln m) on :func:`jaxcorr.data.synthetic`
 data, runs in its own subprocess (so the peak resident memory is that run's, read from the OS:
 ``VmHWM`` of /proc/self/status, or ``ru_maxrss``):
 
-- ``implicit``: :func:`jaxcorr.implicit.setup` (W(0) streamed from the key, only the active rows
-  kept), then :func:`jaxcorr.implicit.fit` for ``--steps`` steps (``--steps-at k:s`` overrides per
+- ``implicit``: :func:`jaxcorr.wide.setup` (W(0) streamed from the key, only the active rows
+  kept), then :func:`jaxcorr.wide.fit` for ``--steps`` steps (``--steps-at k:s`` overrides per
   width; the issue's targets are 20 steps at 2^26 and 100 at 2^28) with the sparse ``--method``;
 - ``dense``: eager :func:`jaxcorr.nn.init` + :func:`jaxcorr.train.fit` ``method="dense"``, only where
-  :func:`jaxcorr.implicit.estimate_bytes` (eager) fits ``--dense-budget-gib``.
+  :func:`jaxcorr.memory.estimate` (full width) fits ``--dense-budget-gib``.
 
 Reports per run: set-up seconds (generation + fire sets; for dense, nn.init), the fit's own set-up,
 ms per step (median over the run's chunks is not available: ``history["ms_per_step"]``, compiled
-steps only), |A|, the peak RSS, the estimate of :func:`jaxcorr.implicit.estimate_bytes`, and whether
+steps only), |A|, the peak RSS, the estimate of :func:`jaxcorr.memory.estimate`, and whether
 the issue's memory targets hold. Where both ran, the implicit and dense loss trajectories are
 compared (they must agree to float rounding: same network, same steps). Writes JSON with the machine.
 
@@ -39,7 +39,7 @@ def _one(args) -> dict:
     import jax
     import numpy as np
 
-    from jaxcorr import benchmarking, data, implicit, nn, train
+    from jaxcorr import benchmarking, data, memory, nn, train, wide
 
     m = 1 << args.logm
     X, y = data.synthetic(args.seed, args.n, args.d)
@@ -47,8 +47,8 @@ def _one(args) -> dict:
     out = {"logm": args.logm, "m": m, "mode": args.mode, "steps": args.steps, "n": args.n, "d": args.d}
     t0 = time.perf_counter()
     if args.mode == "implicit":
-        # implicit.fit's default optimizer is train.sgd: the span path
-        out["estimate_bytes"] = implicit.estimate_bytes(args.method, args.n, args.d, m, span=True)["total"]
+        # wide.fit's default optimizer is train.sgd: the span path
+        out["estimate_bytes"] = memory.estimate(args.method, n=args.n, m=m, d=args.d, wide=True, optimizer="sgd").total
         last = [0.0]
 
         def progress(p):
@@ -57,13 +57,13 @@ def _one(args) -> dict:
                 print(f"  [2^{args.logm}] set-up {p['rows_done'] / p['rows']:.0%} {p['elapsed_s']:.0f}s "
                       f"|A|={p['n_active']}", file=sys.stderr, flush=True)
 
-        model, info = implicit.setup(key, m, args.d, X, progress=progress)
+        model, info = wide.setup(key, m, args.d, X, progress=progress)
         out.update(setup_s=info["setup_s"], n_active=info["n_active"], n_fire_union=info["n_fire_union"],
                    k0_max=int(info["k0"].max()), rows_per_s=info["rows_per_s"], chunk_rows=info["chunk_rows"],
                    capacity_events=len(info["capacity_events"]), peak_after_setup_bytes=benchmarking.peak_rss_bytes())
-        model, hist = implicit.fit(model, X, y, steps=args.steps, method=args.method)
+        model, hist = wide.fit(model, X, y, steps=args.steps, method=args.method)
     else:
-        out["estimate_bytes"] = implicit.estimate_bytes("dense", args.n, args.d, m, implicit=False)["total"]
+        out["estimate_bytes"] = memory.estimate("dense", n=args.n, m=m, d=args.d).total
         params = jax.block_until_ready(nn.init(key, m, args.d))
         out["setup_s"] = time.perf_counter() - t0
         out["n_active"] = m
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(_one(args)), flush=True)
         return 0
-    from jaxcorr import benchmarking, implicit
+    from jaxcorr import benchmarking, memory
 
     ms = [16, 18] if args.quick else [int(v) for v in args.ms.split(",") if v]
     steps_at = dict(tuple(int(x) for x in kv.split(":")) for kv in args.steps_at.split(",") if kv)
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         rows.append(r)
         print(json.dumps({k: v for k, v in r.items() if k != "loss"}), flush=True)
         write()
-        est = implicit.estimate_bytes("dense", args.n, args.d, 1 << logm, implicit=False)["total"]
+        est = memory.estimate("dense", n=args.n, m=1 << logm, d=args.d).total
         if est <= args.dense_budget_gib * 2**30:
             r = _spawn(args, logm, "dense", steps)
         else:

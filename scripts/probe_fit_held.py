@@ -3,7 +3,7 @@ r"""Probe: ``train.fit`` per sparse method and optimizer on the held active rows
 
 The rows of W(0) that fire for no point at t = 0 never move and never fire (the active-set
 invariant of :mod:`jaxcorr.train`), so ``fit(params_A, ..., width=m)`` on the rows of A alone runs
-the same trajectory as on all m rows (that is how :mod:`jaxcorr.implicit` trains). Here the rows are
+the same trajectory as on all m rows (that is how :mod:`jaxcorr.wide` trains). Here the rows are
 drawn from numpy's generator (w_r ~ N(0, I_d), a_r = +-1, kept where max_i <w_r, x_i> > b), so a
 width-m problem costs O(|A| d) memory, not O(m d): the per-step figures of ``history["ms_per_step"]``
 are those of the full-width run (same executable, same |A| in law), without dense's reference.

@@ -1,77 +1,49 @@
-"""Crash-safe checkpoints of a training run: params, optimizer state, step, config, data fingerprint.
+"""The checkpoint container: one uncompressed ``.npz`` (zip) file, written atomically, checksummed.
 
-One checkpoint is one ``.npz`` file (readable with ``numpy.load``) holding
+(About 530 lines: writing, reading both formats, temporaries, target checks and the lock are one file format.)
 
-- ``W`` (m, d) and ``a`` (m,): the :class:`jaxcorr.nn.Params`;
-- ``opt_000``, ``opt_001``, ...: the leaves of the optax state, in ``jax.tree_util`` order;
-- ``meta``: UTF-8 JSON with the format tag, ``step`` (total steps trained), ``config`` (sizes and
-  hyperparameters), the data ``fingerprint``, and the shape, dtype and CRC-32 of every array.
+A file holds named ``.npy`` members and ``meta.npy`` (UTF-8 JSON: the format tag, the forms' own
+metadata, the shape, dtype and CRC-32 of every array). Every member carries the zip's CRC-32 of its
+bytes, ``meta`` repeats each array's CRC-32 and size, and the zip's directory must list exactly the
+members ``meta`` names, so a flipped bit anywhere and any truncation raise
+:class:`jaxcorr.errors.CheckpointError` (every exception a reader can raise on a damaged file is
+turned into it). Arrays of the ``ml_dtypes`` types (bfloat16, float8, ...) are stored as unsigned
+integers of their width with the dtype's name in ``meta["views"]`` and come back with their dtype.
+Format ``jaxcorr-checkpoint/1`` files (a SHA-256 over every array) are still read.
 
-Integrity (format ``jaxcorr-checkpoint/2``): every member of the zip carries the CRC-32 of its bytes
-(the zip format's own, checked by :func:`load` while it reads each member), ``meta`` repeats each
-array's CRC-32 and size, and the zip's directory must list exactly the members ``meta`` names, so a
-flipped bit in any array or in ``meta`` and any truncation raise :class:`CheckpointError`. The arrays
-are streamed into the file in 64 MiB blocks from their own memory (no serialised copy), the CRC is
-computed on the way (about 1 GB/s, the cost of reading the bytes once), and the file is fsynced once.
-Format ``jaxcorr-checkpoint/1`` files (a SHA-256 over every array, computed in a separate pass) are
-still read.
-
-:func:`save` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
-over the target with :func:`os.replace` (atomic on POSIX and Windows), so a crash during a save leaves
-the previous checkpoint intact. The temporary file is named ``.<name>.<pid>-<random>.tmp``; a save
-killed outright (SIGKILL, power loss) leaves it behind, and the next save of the same path removes
-every such file whose process is gone. :func:`check_target` checks before a run that a path can be
-written and holds no file other than a checkpoint (so a run never overwrites the user's data).
-:func:`load` verifies the checksums (truncation or corruption), the format, the sizes against the
-config, and, when given, the data and the optimizer; any failure raises :class:`CheckpointError`
-with a message that names the file and the mismatch. :func:`read_meta` reads only the metadata.
-
-A model trained from a seed is better saved with :func:`jaxcorr.implicit.save_trained`: only the
-rows that differ from ``W(0)`` (the paper's active rows) and their optimizer state, so a run at
-m = 2^22 saves megabytes instead of a gigabyte.
-
-Examples:
-  >>> import jax, optax, tempfile, os
-  >>> from jaxcorr import checkpoint, nn, data
-  >>> X, y = data.synthetic(0, 4, 3)
-  >>> params = nn.init(jax.random.key(0), 16, 3)
-  >>> opt = optax.adam(1e-2)
-  >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
-  >>> checkpoint.save(path, params, opt.init(params.W), 7, {"m": 16}, X, y)
-  >>> ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
-  >>> ck["step"], ck["params"].W.shape
-  (7, (16, 3))
+:func:`write` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
+over the target with :func:`os.replace`, so a crash during a save leaves the previous checkpoint
+intact. The temporary file is named ``.<name>.<pid>-<random>.tmp``; the next save of the same path
+removes every such file whose process is gone. :func:`lock` holds ``path + ".lock"`` (``flock``) so
+that a second writer of the same path is refused with a ``CheckpointError`` instead of losing one
+run's work silently.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import time
 import zipfile
-import zlib
-from typing import Any
 
-import jax
 import numpy as np
 
-from jaxcorr import nn
+from jaxcorr.errors import CheckpointError
 
-__all__ = ["CheckpointError", "FORMAT", "save", "load", "read_meta", "fingerprint", "is_checkpoint",
-           "check_target"]
+__all__ = ["FORMAT", "write", "read", "read_meta", "fingerprint", "is_checkpoint", "check_target", "lock",
+           "check_data"]
 
 FORMAT = "jaxcorr-checkpoint/2"
 _FORMAT_V1 = "jaxcorr-checkpoint/1"  # SHA-256 over every array; still read
 _FORMATS = (FORMAT, _FORMAT_V1)
 #: Bytes handed to one ``write`` (and one CRC-32 update): large enough that per-call costs vanish.
 _BLOCK = 64 << 20
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupted, truncated, or does not match the run that loads it."""
 
 
 def fingerprint(X, y) -> dict:
@@ -102,50 +74,64 @@ def _checksum_v1(meta: bytes, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _opt_name(i: int) -> str:
-    return f"opt_{i:03d}"
+def _encode(name: str, arr: np.ndarray, views: dict) -> np.ndarray:
+    """``arr`` as numpy can store it: an ``ml_dtypes`` array (bfloat16, float8, ...) as unsigned ints
+    of its width, its dtype's name recorded in ``views``."""
+    if arr.dtype.type.__module__.split(".")[0] == "ml_dtypes" and arr.dtype.itemsize in (1, 2, 4, 8):
+        views[name] = arr.dtype.name
+        return arr.view(f"<u{arr.dtype.itemsize}")
+    return arr
 
 
-def save(path, params, opt_state, step: int, config: dict, X, y, *, timings: dict | None = None) -> None:
-    """Write a checkpoint to ``path`` atomically (temporary file, fsync, rename).
+def _decode(arr: np.ndarray, name: str | None) -> np.ndarray:
+    if name is None:
+        return arr
+    import ml_dtypes  # noqa: PLC0415 -- a dependency of jax
+
+    dt = np.dtype(getattr(ml_dtypes, name))
+    if not isinstance(name, str) or dt.itemsize != arr.dtype.itemsize:
+        raise ValueError(f"stored view {arr.dtype} cannot hold dtype {name}")
+    return arr.view(dt)
+
+
+def write(path, arrays: dict, meta: dict, *, timings: dict | None = None) -> None:
+    """Write ``arrays`` (name -> array) and ``meta`` (JSON) to ``path`` atomically (temporary file,
+    fsync, rename), refusing while another process holds :func:`lock` on ``path``.
+
+    ``meta`` gains ``format``, ``arrays`` (dtype and shape of each), ``views`` (``ml_dtypes``
+    arrays) and ``crc32``.
 
     Args:
-      path: target file; its directory must exist. Written exactly at this name (no suffix added).
-      params: :class:`jaxcorr.nn.Params` ``(W, a)``.
-      opt_state: the optax state of the optimizer over ``W`` (any pytree of arrays).
-      step: total number of training steps behind ``params``, an int >= 0.
-      config: JSON-serialisable run configuration (sizes, hyperparameters); stored as is and returned
-        by :func:`load`. Keys ``m`` and ``d``, when present, are checked against the params on load.
-      X, y: the training data; only its :func:`fingerprint` is stored.
+      path: target file; its directory must exist. Written exactly at this name.
+      arrays: the arrays (host or device).
+      meta: JSON-serialisable metadata.
       timings: if a dict, it receives the seconds spent in each phase: ``host`` (arrays to host
         memory), ``write`` (CRC-32 and writing, streamed together), ``fsync``, ``rename``, ``bytes``.
 
     Raises:
       OSError: the file cannot be written (the previous checkpoint, if any, is left as it was).
-      ValueError: ``step`` < 0 or ``config`` is not JSON-serialisable.
+      ValueError: ``meta`` is not JSON-serialisable.
+      CheckpointError: another process holds the path's lock.
     """
-    step = int(step)
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
     clock = _Clock(timings)
-    arrays = {"W": np.asarray(params.W), "a": np.asarray(params.a)}
-    for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
-        arrays[_opt_name(i)] = np.asarray(leaf)
-    meta = {
-        "format": FORMAT,
-        "step": step,
-        "config": config,
-        "fingerprint": fingerprint(X, y),
-        "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
-        "opt_treedef": str(jax.tree_util.tree_structure(opt_state)),
-    }
+    views: dict = {}
+    host = {k: _encode(k, np.asarray(v), views) for k, v in arrays.items()}
+    meta = dict(meta, format=FORMAT, arrays={k: [v.dtype.str, list(v.shape)] for k, v in host.items()})
+    if views:
+        meta["views"] = views
     try:
         json.dumps(meta)
     except TypeError as e:
         raise ValueError(f"config must be JSON-serialisable: {e}") from None
     clock.lap("host")
-
     path = os.fspath(path)
+    with lock(path):
+        nbytes = _write_atomic(path, host, meta, clock)
+    if timings is not None:
+        timings["bytes"] = nbytes
+
+
+def _write_atomic(path: str, arrays: dict, meta: dict, clock) -> int:
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{os.getpid()}-", suffix=".tmp", dir=directory)
@@ -166,8 +152,73 @@ def save(path, params, opt_state, step: int, config: dict, X, y, *, timings: dic
         raise
     _fsync_dir(directory)
     clock.lap("rename")
-    if timings is not None:
-        timings["bytes"] = nbytes
+    return nbytes
+
+
+#: Locks this process holds: absolute path -> [file descriptor, depth] (a holder may save inside its lock).
+_HELD: dict = {}
+
+
+@contextlib.contextmanager
+def lock(path):
+    """Hold the writer's lock of checkpoint ``path`` (``flock`` on ``path + ".lock"``) for the block.
+
+    A run that saves to ``path`` holds it for its whole life; :func:`write` takes it for each save
+    (re-entrant within one process). The lock file is removed when the block ends; the lock is
+    released when the block ends or the process dies.
+
+    Raises:
+      CheckpointError: another process holds the lock (a second run saving to the same path).
+
+    Examples:
+      >>> import os, tempfile
+      >>> from jaxcorr import checkpoint
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+      >>> with checkpoint.lock(path):
+      ...     pass
+    """
+    key = os.path.abspath(os.fspath(path))
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = _acquire(key + ".lock", path)
+    _HELD[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        del _HELD[key]
+        try:
+            os.unlink(key + ".lock")  # still holding it: a process that opened this file retries
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _acquire(name: str, path) -> int:
+    """The locked descriptor of lock file ``name`` (the file at that name when locked: one removed by
+    its releasing holder meanwhile is opened again)."""
+    while True:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r} is being written by another run (process "
+                                  f"{holder} holds {name}); save to another path", path) from None
+        try:
+            same = os.stat(name).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
+        os.close(fd)
 
 
 class _Clock:
@@ -338,6 +389,8 @@ def _read_member(z: zipfile.ZipFile, name: str) -> np.ndarray:
         shape, fortran, dtype = read_header(fp)
         if dtype.hasobject:
             raise ValueError("object arrays are not checkpoint data")
+        if math.prod(shape) * dtype.itemsize > z.getinfo(name).file_size:
+            raise ValueError(f"member {name}'s header says {shape} {dtype}, more than its {z.getinfo(name).file_size} bytes")
         arr = np.empty(shape, dtype, order="F" if fortran else "C")
         mv = memoryview(arr.reshape(-1, order="A")).cast("B") if arr.size else memoryview(bytearray())
         pos = 0
@@ -358,11 +411,11 @@ def _read_meta(path: str, z: zipfile.ZipFile) -> dict:
         raise CheckpointError(f"checkpoint {path!r} is not a jaxcorr checkpoint (no meta)")
     try:
         meta = json.loads(_read_member(z, "meta.npy").tobytes())
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged member makes the readers raise
         raise CheckpointError(f"{bad} (unreadable metadata: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") not in _FORMATS:
         fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"checkpoint {path!r} has format {fmt!r}, expected {FORMAT!r}")
+        raise CheckpointError(f"checkpoint {path!r} has format {fmt!r}, expected {FORMAT!r}", path)
     return meta
 
 
@@ -379,14 +432,35 @@ def read_meta(path) -> dict:
       >>> from jaxcorr import checkpoint, nn, data
       >>> X, y = data.synthetic(0, 4, 3)
       >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
-      >>> checkpoint.save(path, nn.init(jax.random.key(0), 16, 3), None, 7, {"m": 16}, X, y)
+      >>> checkpoint.save(path, nn.init(jax.random.key(0), 16, 3), X=X, y=y, step=7)
+      'full'
       >>> meta = checkpoint.read_meta(path)
       >>> meta["step"], meta["arrays"]["W"]
       (7, ['<f4', [16, 3]])
     """
     path = os.fspath(path)
-    with _open_zip(path) as z:
-        return _read_meta(path, z)
+    try:
+        with _open_zip(path) as z:
+            return _read_meta(path, z)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a damaged file can make zipfile raise anything
+        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})", path) from None
+
+
+def read(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(meta, arrays)`` of the checkpoint at ``path``, every checksum verified.
+
+    Raises:
+      CheckpointError: missing, not a checkpoint, corrupted or truncated (whatever the damage).
+    """
+    path = os.fspath(path)
+    try:
+        return _read(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a damaged file can make zipfile/numpy raise anything
+        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})", path) from None
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -396,6 +470,7 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
         if meta["format"] == _FORMAT_V1:
             return _read_v1(path)
         listed = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+        views = meta.get("views") if isinstance(meta.get("views"), dict) else {}
         crcs = meta.get("crc32") if isinstance(meta.get("crc32"), dict) else {}
         names = set(z.namelist()) - {"meta.npy"}
         if names != {k + ".npy" for k in listed} or set(crcs) != set(listed):
@@ -409,8 +484,8 @@ def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
                 arr = _read_member(z, k + ".npy")
                 if arr.dtype.str != dt or list(arr.shape) != shape:
                     raise ValueError(f"{k} is {arr.dtype.str} {arr.shape}, the metadata says {dt} {tuple(shape)}")
-                arrays[k] = arr
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError, TypeError) as e:
+                arrays[k] = _decode(arr, views.get(k))
+        except Exception as e:  # noqa: BLE001 -- whatever a damaged member makes the readers raise
             raise CheckpointError(f"{bad} ({e})") from None
     return meta, arrays
 
@@ -423,7 +498,7 @@ def _read_v1(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged member makes numpy raise
         raise CheckpointError(f"{bad} (not a readable .npz: {e})") from None
     if "meta" not in arrays or "checksum" not in arrays:
         raise CheckpointError(f"checkpoint {path!r} is not a jaxcorr checkpoint (no meta/checksum)")
@@ -434,68 +509,13 @@ def _read_v1(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     return json.loads(meta_bytes), arrays
 
 
-def load(path, *, X=None, y=None, optimizer=None) -> dict[str, Any]:
-    """Read and verify a checkpoint written by :func:`save`.
-
-    Args:
-      path: the checkpoint file.
-      X, y: if given, the data the run continues on; it must be the data the checkpoint was trained on
-        (same :func:`fingerprint`).
-      optimizer: if given, the optax ``GradientTransformation`` the run continues with; the stored
-        state must have the structure, shapes and dtypes of ``optimizer.init(W)``, and is returned in
-        that structure. Without it, ``opt_state`` is the flat list of stored leaves.
-
-    Returns:
-      A dict with ``params`` (:class:`jaxcorr.nn.Params` of jax arrays), ``opt_state``, ``step``
-      (int), ``config`` (dict) and ``fingerprint`` (dict).
-
-    Raises:
-      CheckpointError: the file is missing, not a checkpoint, corrupted or truncated, inconsistent
-        with its own config, trained on other data, or holds another optimizer's state.
-    """
-    path = os.fspath(path)
-    meta, arrays = _read(path)
-    config = meta.get("config") or {}
-    W, a = arrays.get("W"), arrays.get("a")
-    if W is None or a is None or W.ndim != 2 or a.shape != (W.shape[0],):
-        raise CheckpointError(f"checkpoint {path!r} has malformed params")
-    m, d = W.shape
-    for key, have in (("m", m), ("d", d)):
-        if key in config and config[key] != have:
-            raise CheckpointError(f"checkpoint {path!r} is inconsistent: config {key}={config[key]} but W is {W.shape}")
-
-    fp = meta.get("fingerprint", {})
-    if X is not None or y is not None:
-        if X is None or y is None:
-            raise ValueError("pass both X and y, or neither")
-        _check_data(path, fp, fingerprint(X, y), d)
-
-    leaves = [arrays[_opt_name(i)] for i in range(sum(k.startswith("opt_") for k in arrays))]
-    if optimizer is not None:
-        ref = optimizer.init(jax.numpy.asarray(W))
-        ref_leaves, treedef = jax.tree_util.tree_flatten(ref)
-        if len(ref_leaves) != len(leaves):
-            raise CheckpointError(
-                f"checkpoint {path!r} holds an optimizer state with {len(leaves)} arrays, but this "
-                f"optimizer's state has {len(ref_leaves)} (was it saved with another optimizer? it was "
-                f"saved with {config.get('optimizer', 'an unrecorded optimizer')!r})"
-            )
-        for i, (have, want) in enumerate(zip(leaves, ref_leaves)):
-            if have.shape != np.shape(want) or have.dtype != np.asarray(want).dtype:
-                raise CheckpointError(
-                    f"checkpoint {path!r}: optimizer state array {i} has shape {have.shape} {have.dtype}, "
-                    f"this optimizer expects {np.shape(want)} {np.asarray(want).dtype}"
-                )
-        opt_state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
-    else:
-        opt_state = [jax.numpy.asarray(x) for x in leaves]
-    return {
-        "params": nn.Params(W=jax.numpy.asarray(W), a=jax.numpy.asarray(a)),
-        "opt_state": opt_state,
-        "step": int(meta["step"]),
-        "config": config,
-        "fingerprint": fp,
-    }
+def check_data(path, saved: dict, X, y, d: int) -> None:
+    """CheckpointError unless ``(X, y)`` has the fingerprint ``saved`` (the data a checkpoint was trained on)."""
+    if X is None and y is None:
+        return
+    if X is None or y is None:
+        raise ValueError("pass both X and y, or neither")
+    _check_data(os.fspath(path), saved, fingerprint(X, y), d)
 
 
 def _check_data(path: str, saved: dict, given: dict, d: int) -> None:
