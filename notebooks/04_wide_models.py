@@ -28,11 +28,15 @@
 # width small enough to hold, then shows the sizes at widths that cannot be held.
 
 # %%
+# %matplotlib inline
 import dataclasses
 import os
 import tempfile
 
+import json
+
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 
 import jaxcorr
@@ -83,6 +87,16 @@ assert np.abs(moved).max() < 1e-5
 rest = np.setdiff1d(np.arange(m), held)
 assert np.array_equal(np.asarray(eager.W)[rest], np.asarray(W0.W)[rest]), "a row outside A moved"
 print(f"the {rest.size:,} rows outside A are W(0)'s rows, bit for bit, in the dense run too")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.8))
+ax.semilogy(np.asarray(hist_e.loss), "o-", ms=4, label="dense: all m rows (train.fit)")
+ax.semilogy(np.asarray(hist.loss), "x--", ms=6, label=f"wide model: the {held.size:,} held rows (wide.fit)")
+ax.set_xlabel("step")
+ax.set_ylabel("training loss")
+ax.set_title(f"the same trajectory, m = {m:,}")
+ax.legend()
+plt.show()
 
 # %%
 Xt, _ = data.synthetic(1, 16, d)
@@ -143,3 +157,31 @@ for logm in (20, 22, 24, 26, 28, 30):
 # %% [markdown]
 # The rows a wide network needs grow as $n\, m\, Q(b) \approx n\, m^{4/5}$: the wide model's
 # memory and its checkpoint grow four times slower than $W$'s.
+
+# %%
+bench = json.load(open(os.path.join("..", "docs", "bench", "bench_width.json")))
+runs = [r for r in bench["runs"] if "peak_bytes" in r]
+ms = np.array([1 << lg for lg in range(18, 33)], dtype=float)
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4))
+a1.loglog(ms, [memory.expected_active(int(x), 8) for x in ms], "-", label="expected $|A| = n\\,m\\,Q(b)$ (union bound)")
+a1.loglog(ms, ms, ":", label="m (all rows)")
+wide_runs = [r for r in runs if r["mode"] != "dense"]
+a1.loglog([r["m"] for r in wide_runs], [r["n_active"] for r in wide_runs], "o", label="|A| measured (bench_width)")
+a1.set_xlabel("m")
+a1.set_ylabel("rows")
+a1.set_title("rows held: $|A|$ against the width")
+a1.legend()
+a2.loglog(ms, [memory.estimate("dense", n=8, m=int(x), d=64).total / 2**30 for x in ms], "-", label="dense, estimate")
+a2.loglog(ms, [memory.estimate("active", n=8, m=int(x), d=64, wide=True, optimizer="sgd").total / 2**30 for x in ms],
+          "-", label="wide model, estimate")
+for mode, mk in (("dense", "s"), ("implicit", "o")):
+    rs = [r for r in runs if r["mode"] == mode]
+    a2.loglog([r["m"] for r in rs], [r["peak_bytes"] / 2**30 for r in rs], mk,
+              label=("dense" if mode == "dense" else "wide model") + ", measured peak")
+a2.axhline(24, color="grey", lw=0.8, ls="--")
+a2.text(ms[0], 26, "this machine: 24 GiB", fontsize=8)
+a2.set_xlabel("m")
+a2.set_ylabel("peak memory, GiB")
+a2.set_title("peak memory against the width (n = 8, d = 64)")
+a2.legend(fontsize=8)
+plt.show()

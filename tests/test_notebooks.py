@@ -13,6 +13,7 @@ execution error here. Execution uses ``notebooks/run.py``'s own loader and runne
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import time
 from pathlib import Path
@@ -103,3 +104,12 @@ def test_notebook_executes(source):
     elapsed = time.perf_counter() - t0
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
     assert elapsed < NOTEBOOK_TIMEOUT, f"{source.name} took {elapsed:.0f} s (limit {NOTEBOOK_TIMEOUT} s)"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_notebook_shows_a_figure(name):
+    """People would rather look: each saved notebook holds at least one rendered figure (PNG)."""
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    images = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, f"{name}.ipynb shows no figure"
