@@ -36,11 +36,14 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+napoleon_use_ivar = True  # "Attributes:" as fields of the class, not a second description of each member
 
 # Strict build: every reference to jaxcorr must resolve; names of other libraries (no network, so
 # no intersphinx inventories) and typing constructs are not checked.
 nitpicky = True
 nitpick_ignore_regex = [
+    # private modules and names: package rooms, not part of the API reference
+    (r"py:.*", r"(jaxcorr\.)?([A-Za-z0-9_]+\.)*_[A-Za-z0-9_]+(\..*)?"),
     (r"py:.*", r"(jax|jaxlib|numpy|np|jnp|optax|typing|collections|argparse|os|pathlib|threading|"
                r"signal|zipfile|io|dataclasses|enum|types|ml_dtypes|tqdm)(\..*)?"),
     (r"py:.*", r"(Array|ArrayLike|PyTree|Any|Callable|Sequence|Iterable|Iterator|Mapping|NamedTuple|"

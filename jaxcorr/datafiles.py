@@ -132,7 +132,7 @@ def _read_csv(path: str, info: dict):
     return arr[:, :-1], arr[:, -1]
 
 
-#: A decimal number: sign, digits with an optional point, optional exponent (no underscores, no hex).
+#: A decimal number -- sign, digits with an optional point, optional exponent (no underscores, no hex).
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NONFINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
 

@@ -343,8 +343,8 @@ def _start_level(sizes, capacity: int) -> int:
 def searches_every_leaf(num_leaves: int, capacity: int) -> bool:
     """Whether FIND on one tree of ``num_leaves`` leaves with this ``capacity`` tests every leaf.
 
-    It does when the level it starts at (:func:`_start_level`: all of that level's nodes in the
-    frontier, as they fit the capacity) is at most :data:`JUMP` levels above the leaves: one frontier
+    It does when the level it starts at (``_start_level``: all of that level's nodes in the
+    frontier, as they fit the capacity) is at most ``JUMP`` levels above the leaves: one frontier
     step then reads every leaf under every node. Its result is then exactly the leaves ``> tau``,
     which :func:`query_all_mask` returns as a mask. Inside the active rows of training, where about
     one leaf in n fires, this is the usual case (capacity ~ 1.25 |A| / n >= |A| / 32).

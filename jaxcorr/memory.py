@@ -52,14 +52,14 @@ from jaxcorr.errors import InsufficientMemoryError
 __all__ = ["Estimate", "Plan", "estimate", "available", "largest_width", "check", "plan", "format_bytes",
            "expected_active", "BASE", "SAFETY", "MAX_TREE_WIDTH", "MAX_WIDE_WIDTH"]
 
-#: Fixed cost of a training process: Python, JAX, XLA and the compiled programs (bytes).
+#: Fixed cost of a training process -- Python, JAX, XLA and the compiled programs (bytes).
 BASE = 640 * 2**20
 #: Multiplier on the full-width per-row estimate (the model is calibrated, this is the margin on top).
 SAFETY = 1.25
 #: The widest full-width network: tree indices are int32 with the sentinel m, over power-of-two
 #: padded levels of up to 2 m leaves.
 MAX_TREE_WIDTH = 2**30
-#: The widest wide model: the key-counter limit of the generator, :data:`jaxcorr.nn.MAX_WIDTH`.
+#: The widest wide model -- the key-counter limit of the generator, :data:`jaxcorr.nn.MAX_WIDTH`.
 MAX_WIDE_WIDTH = 2**48
 #: The wide set-up's chunk working set (:data:`jaxcorr.wide.CHUNK_BUDGET`).
 _CHUNK_BUDGET = 256 << 20

@@ -71,9 +71,9 @@ def default_threshold(m: int) -> float:
 #: Rows per addressing block of W(0): traced code names row ``block * BLOCK_ROWS + offset`` with 32-bit
 #: integers. A constant of the construction; the rows never depend on it or on memory.
 BLOCK_ROWS = 1 << 16
-#: Largest width: a row index has 48 bits (32 in the Threefry counter's first word, 16 in its second).
+#: Largest width -- a row index has 48 bits (32 in the Threefry counter's first word, 16 in its second).
 MAX_WIDTH = 1 << 48
-#: Largest input dimension: a column (pair) index has 16 bits in the counter's second word.
+#: Largest input dimension -- a column (pair) index has 16 bits in the counter's second word.
 MAX_DIM = 1 << 16
 
 

@@ -66,7 +66,7 @@ from jaxcorr import _checks, ddfn
 
 __all__ = ["max_inner_product", "max_inner_product_brute", "search_bounds", "THRESHOLD"]
 
-#: The DDFN threshold of the reduction: ``<x, y> - t > -1/2`` iff ``<x, y> >= t`` for integers.
+#: The DDFN threshold of the reduction -- ``<x, y> - t > -1/2`` iff ``<x, y> >= t`` for integers.
 THRESHOLD = -0.5
 
 

@@ -155,7 +155,7 @@ def _write_atomic(path: str, arrays: dict, meta: dict, clock) -> int:
     return nbytes
 
 
-#: Locks this process holds: absolute path -> [file descriptor, depth] (a holder may save inside its lock).
+#: Locks this process holds -- absolute path -> [file descriptor, depth] (a holder may save inside its lock).
 _HELD: dict = {}
 
 
