@@ -14,7 +14,7 @@ On whatever backend JAX finds (CPU, GPU, TPU) this runs
   the tree UPDATE / QUERY under ``jax.transfer_guard("disallow")`` (on an accelerator this also
   catches device-to-host reads, which the CPU backend does not flag);
 - **speed**: ``dense``/``active``/``dtree``/``wtree`` at m = 2^18, 2^22, 2^24 and the wide model
-  (``jaxcorr.implicit``, method ``active``) at m = 2^26, 2^28 (n = 8, d = 64, ``train.sgd``):
+  (``jaxcorr.wide``, method ``active``) at m = 2^26, 2^28 (n = 8, d = 64, ``train.sgd``):
   ``setup_s`` (``train.setup``, or the wide model's streamed set-up) and ``ms_per_step``: the steps
   of one jitted ``lax.scan`` chunk (:func:`jaxcorr.train.run_chunk`, compiled first), the median
   of several chained chunks (:func:`jaxcorr.benchmarking.chained_times`). A size whose estimated
@@ -55,7 +55,7 @@ LOSS_RTOL = {"float32": 2e-4, "float64": 1e-9}
 
 def _wide():
     """The wide model's module (the one place this script names it)."""
-    from jaxcorr import implicit as w
+    from jaxcorr import wide as w
 
     return w
 
@@ -282,12 +282,17 @@ def _run_check(name, fn) -> dict:
 
 # --------------------------------------------------------------------------------------- speed
 def _available(device) -> int:
-    return int(_wide().available_bytes(device))
+    from jaxcorr import memory
+
+    have, _ = memory.available(device)
+    return int(have) if have is not None else 1 << 62
 
 
 def _estimate(method: str, n: int, d: int, m: int, *, wide: bool) -> int:
     meth = "active" if wide else method
-    return int(_wide().estimate_bytes(meth, n, d, m, implicit=wide, span=True)["total"])
+    from jaxcorr import memory
+
+    return int(memory.estimate(meth, n=n, m=m, d=d, optimizer="sgd", wide=wide).total)
 
 
 def _time_chunks(cfg, state, steps: int, repeats: int) -> float:
