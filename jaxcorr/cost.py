@@ -65,18 +65,18 @@ __all__ = ["Prediction", "Choice", "predict", "choose", "expected_active", "expe
 # docs/bench/bench_regime.json): per method, seconds per unit of each feature of _step_features /
 # _setup_features, in order; COMPILE_S: median first-call compile seconds per method.
 STEP_COEF: dict[str, tuple[float, ...]] = {
-    "dense": (1e-4, 1e-10, 1e-9),
-    "active": (1e-4, 1e-10, 1e-9),
-    "dtree": (1e-4, 1e-10, 1e-9),
-    "wtree": (1e-4, 1e-10, 1e-9),
+    "dense": (7.071e-18, 3.567e-10, 4.75e-10),
+    "active": (3.6e-05, 6.59e-11, 2.906e-11, 6.564e-10),
+    "dtree": (0.0001029, 8.978e-11, 3.08e-11, 2.956e-10),
+    "wtree": (1.067e-13, 1.069e-18, 1.282e-09, 5.908e-09),
 }
 SETUP_COEF: dict[str, tuple[float, ...]] = {
-    "dense": (1e-3, 1e-9),
-    "active": (1e-3, 1e-10, 1e-9),
-    "dtree": (1e-3, 1e-10, 1e-9),
-    "wtree": (1e-3, 1e-10, 1e-9),
+    "dense": (0.01463, 4.592e-09),
+    "active": (0.001615, 7.78e-10, 3.374e-09),
+    "dtree": (0.006419, 2.79e-10, 2.901e-08),
+    "wtree": (0.006465, 6.348e-10, 2.019e-08),
 }
-COMPILE_S: dict[str, float] = {"dense": 1.5, "active": 2.0, "dtree": 4.0, "wtree": 3.0}
+COMPILE_S: dict[str, float] = {"dense": 1.07, "active": 1.22, "dtree": 4.07, "wtree": 0.613}
 
 
 class Prediction(NamedTuple):
@@ -156,13 +156,13 @@ def _step_features(method: str, *, n, m, d, n_active, slots, span) -> tuple[floa
     A = max(float(n_active), 1.0)
     if method == "dense":
         return (1.0, n * m * d, (1 + slots) * m * d)
-    work = A * n * n + A * n if span else A * n * d
+    rows, gram = A * n * d, (A * n * n + A * n if span else 0.0)
     if method == "active":
-        return (1.0, work, (1 + slots) * A * (n if span else d))
+        return (1.0, rows, gram, (1 + slots) * A * (n if span else d))
     if method == "dtree":
-        return (1.0, work, A * n * math.log2(_pow2(A) * 2))
+        return (1.0, rows, gram, A * n * math.log2(_pow2(A) * 2))
     if method == "wtree":
-        return (1.0, work, A * n * math.log2(_pow2(n) * 2))
+        return (1.0, rows, gram, A * n * math.log2(_pow2(n) * 2))
     raise KeyError(method)
 
 
