@@ -1,0 +1,365 @@
+r"""How long will training take, per method? A calibrated cost model, and the fastest exact method.
+
+For every method of :mod:`jaxcorr.methods` the model predicts the per-step time and the set-up time
+of :func:`jaxcorr.train.fit` from the problem's sizes ``(n, m, d)``, the expected active set
+:math:`|A|` and fire counts at ``t = 0``, the optimizer (its state slots and whether it takes the
+span path, :data:`jaxcorr.optimizers.TABLE`) and the element size. Each time is a sum of terms,
+one coefficient (seconds per multiply-add, or per element) times one count:
+
+==========  ======================================================  =================================
+method      per step                                                set-up
+==========  ======================================================  =================================
+dense       :math:`c_0 + c_1\, n m d + c_2 (1 + s) m d`              :math:`c_0 + c_1 (1 + s) m d`
+active      :math:`c_0 + c_1 W_A + c_2 (1 + s) |A| w`                :math:`c_0 + c_1\, n m d + c_2 m d`
+dtree       :math:`c_0 + c_1 W_A + c_2 |A| n \log_2 |A|`             :math:`c_0 + c_1\, n m d + c_2\, n P(m)`
+wtree       :math:`c_0 + c_1 W_A + c_2 |A| n \log_2 P(n)`            :math:`c_0 + c_1\, n m d + c_2\, m P(n)`
+==========  ======================================================  =================================
+
+with ``s`` the optimizer's state slots, ``P(x)`` the power of two >= x, and the active work
+:math:`W_A = |A| n^2 + |A| n` on the span path (sgd, momentum: the optimizer runs on the (|A|, n)
+coefficients, :class:`jaxcorr.train.LinearOptimizer`) or :math:`|A| n d` on the row path (adam),
+``w = n`` or ``d`` likewise. The trees' extra terms are the levels rebuilt per step: the DTree's n
+max-trees over the |A| active leaves (Theorem 3.1) and the WTree's |A| max-trees over the n points
+(Theorem 3.2). Set-up counts INIT's inner products over all ``m`` neurons (Lemmas D.2/D.6) and the
+tree build. ``total_s`` adds a per-method compile time (first call) and ``steps`` steps.
+
+**Expected |A|** (:func:`expected_active`). Rows are :math:`N(0, I_d)`, so
+:math:`\langle w_r, x_i\rangle \sim N(0, \|x_i\|^2)` and each point fires
+:math:`k_i = m\, Q(b / \|x_i\|)` neurons in expectation (Lemma 2.5). The estimate of |A| treats the
+points' fire events as independent: :math:`m (1 - \prod_i (1 - Q(b/\|x_i\|)))`, below the union bound
+:math:`m \min(1, \sum_i Q(b / \|x_i\|))` and equal to it to first order when that sum is small (unit
+norms are assumed when ``x_norms`` is not given).
+
+**Calibration.** The coefficients are :data:`STEP_COEF`, :data:`SETUP_COEF` and
+:data:`COMPILE_S`, fitted by ``scripts/calibrate_cost.py`` (least squares of the log time, over the
+calibration subset of ``docs/bench/bench_regime.json``) and stored in
+``docs/bench/cost_calibration.json`` with the model's error on the held-out points. They describe
+the CPU machine they were measured on; ``float64`` multiplies the compute terms by 2 (an assumption:
+twice the bytes moved per multiply-add). **On an accelerator** the same coefficients are used (an
+assumption, not a measurement): the ratios between methods are taken to carry over, absolute times
+do not; :attr:`Prediction.reason` and :func:`choose` say so.
+
+Examples:
+  >>> from jaxcorr import cost
+  >>> p = cost.predict("dense", n=8, m=2**18, d=64)
+  >>> p.step_s > cost.predict("active", n=8, m=2**18, d=64).step_s
+  True
+  >>> c = cost.choose(8, 2**18, 64, steps=100)
+  >>> c.method in ("active", "dtree", "wtree"), c.dense_expected_faster
+  (True, False)
+  >>> cost.choose(2000, 2**14, 64, steps=100).method
+  'dense'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from jaxcorr import methods as _methods
+
+__all__ = ["Prediction", "Choice", "predict", "choose", "expected_active", "expected_fire",
+           "dense_expected_faster", "STEP_COEF", "SETUP_COEF", "COMPILE_S"]
+
+# Coefficients from docs/bench/cost_calibration.json (scripts/calibrate_cost.py over
+# docs/bench/bench_regime.json): per method, seconds per unit of each feature of _step_features /
+# _setup_features, in order; COMPILE_S: median first-call compile seconds per method.
+STEP_COEF: dict[str, tuple[float, ...]] = {
+    "dense": (7.071e-18, 3.567e-10, 4.75e-10),
+    "active": (3.6e-05, 6.59e-11, 2.906e-11, 6.564e-10),
+    "dtree": (0.0001029, 8.978e-11, 3.08e-11, 2.956e-10),
+    "wtree": (1.067e-13, 1.069e-18, 1.282e-09, 5.908e-09),
+}
+SETUP_COEF: dict[str, tuple[float, ...]] = {
+    "dense": (0.01463, 4.592e-09),
+    "active": (0.001615, 7.78e-10, 3.374e-09),
+    "dtree": (0.006419, 2.79e-10, 2.901e-08),
+    "wtree": (0.006465, 6.348e-10, 2.019e-08),
+}
+COMPILE_S: dict[str, float] = {"dense": 1.07, "active": 1.22, "dtree": 4.07, "wtree": 0.613}
+
+
+class Prediction(NamedTuple):
+    """The predicted cost of one method on one problem (seconds; bytes from :mod:`jaxcorr.memory`)."""
+
+    method: str
+    step_s: float  # one training step (jitted, after compilation)
+    setup_s: float  # set-up of train.fit: INIT, the active set, trees (compilation excluded)
+    total_s: float  # compile_s + setup_s + steps * step_s
+    n_active: float  # expected |A| (m for dense)
+    reason: str  # one line: the dominant term, or why the method is excluded
+    compile_s: float = 0.0  # first-call compilation
+    memory_bytes: int | None = None  # peak memory estimate (jaxcorr.memory), None if unavailable
+    exact: bool = True  # False: the method cannot run this problem exactly (e.g. beyond the DDFN cap)
+
+
+class Choice(NamedTuple):
+    """What :func:`choose` picked, the predictions it compared, and why (one line)."""
+
+    method: str
+    predictions: dict  # method name -> Prediction
+    reason: str
+    dense_expected_faster: bool  # the chosen method is sparse but dense is predicted faster per step
+
+
+# ------------------------------------------------------------------------------ expected counts
+def _q(z: float) -> float:
+    """Standard normal upper tail Q(z)."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _norms(n: int, x_norms):
+    if x_norms is None:
+        return None
+    vals = [float(v) for v in x_norms]
+    if len(vals) != n:
+        raise ValueError(f"x_norms must have n={n} entries (one norm per point), got {len(vals)}")
+    if not all(math.isfinite(v) and v >= 0 for v in vals):
+        raise ValueError("x_norms must be finite and >= 0")
+    return vals
+
+
+def expected_fire(m: int, b: float, x_norms=None, n: int = 1) -> float:
+    r"""Expected total fire count :math:`\sum_i k_{i,0} = m \sum_i Q(b / \|x_i\|)` (Lemma 2.5).
+
+    ``x_norms`` None: ``n`` unit-norm points.
+    """
+    if x_norms is None:
+        return m * n * _q(b)
+    return m * sum(_q(b / v) if v > 0 else float(b < 0) for v in x_norms)
+
+
+def expected_active(m: int, b: float, x_norms=None, n: int = 1) -> float:
+    r"""Expected :math:`|A| = |\bigcup_i S_{i,fire}(0)|`: :math:`m (1 - \prod_i (1 - Q(b/\|x_i\|)))`.
+
+    At most the union bound :math:`m \min(1, \sum_i Q(b/\|x_i\|))` (Lemma 2.5). ``x_norms`` None:
+    ``n`` unit-norm points.
+
+    Examples:
+      >>> from jaxcorr import cost
+      >>> a = cost.expected_active(2**16, 2.1, n=8)
+      >>> a <= cost.expected_fire(2**16, 2.1, n=8)
+      True
+    """
+    qs = [_q(b)] * n if x_norms is None else [(_q(b / v) if v > 0 else float(b < 0)) for v in x_norms]
+    log_idle = sum(math.log1p(-min(q, 1.0 - 1e-16)) for q in qs)
+    return m * -math.expm1(log_idle)
+
+
+# ------------------------------------------------------------------------------------ features
+def _pow2(x: float) -> int:
+    return 1 << max(int(math.ceil(x)) - 1, 0).bit_length()
+
+
+def _step_features(method: str, *, n, m, d, n_active, slots, span) -> tuple[float, ...]:
+    """The counts that :data:`STEP_COEF` multiplies (see the module docstring's table)."""
+    A = max(float(n_active), 1.0)
+    if method == "dense":
+        return (1.0, n * m * d, (1 + slots) * m * d)
+    rows, gram = A * n * d, (A * n * n + A * n if span else 0.0)
+    if method == "active":
+        return (1.0, rows, gram, (1 + slots) * A * (n if span else d))
+    if method == "dtree":
+        return (1.0, rows, gram, A * n * math.log2(_pow2(A) * 2))
+    if method == "wtree":
+        return (1.0, rows, gram, A * n * math.log2(_pow2(n) * 2))
+    raise KeyError(method)
+
+
+def _setup_features(method: str, *, n, m, d, n_active, slots) -> tuple[float, ...]:
+    """The counts that :data:`SETUP_COEF` multiplies."""
+    if method == "dense":
+        return (1.0, (1 + slots) * m * d)
+    if method == "active":
+        return (1.0, n * m * d, m * d)
+    if method == "dtree":
+        return (1.0, n * m * d, n * _pow2(m))
+    if method == "wtree":
+        return (1.0, n * m * d, m * _pow2(n))
+    raise KeyError(method)
+
+
+# -------------------------------------------------------------------------------------- checks
+def _size(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int,)) and not (hasattr(v, "__index__")):
+        raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    v = int(v)
+    if v < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {v}")
+    return v
+
+
+def _optimizer_info(optimizer) -> tuple[int, bool, str]:
+    """(state slots, span path, label) of an optimizer name of jaxcorr.optimizers or an optax object."""
+    from jaxcorr import optimizers  # imports jax and optax: only when a prediction is asked for
+
+    if isinstance(optimizer, str):
+        s = optimizers.spec(optimizer)  # ValueError listing the names
+        return s.state_slots, s.span, optimizer
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        import jax
+        import jax.numpy as jnp
+
+        from jaxcorr import train
+
+        probe = jax.ShapeDtypeStruct((3, 5), jnp.float32)
+        leaves = jax.tree_util.tree_leaves(jax.eval_shape(optimizer.init, probe))
+        slots = sum(1 for x in leaves if tuple(x.shape) == (3, 5))
+        return slots, isinstance(optimizer, train.LinearOptimizer), type(optimizer).__name__
+    raise ValueError(f"optimizer must be a name of jaxcorr.optimizers.NAMES or an optax GradientTransformation, "
+                     f"got {optimizer!r}")
+
+
+def _itemsize(dtype) -> int:
+    import numpy as np
+
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt.itemsize
+
+
+def _memory_bytes(method: str, n: int, m: int, d: int, itemsize: int, optimizer: str):
+    """Peak memory from jaxcorr.memory (one call site; None if the estimate does not apply)."""
+    from jaxcorr import memory
+
+    try:
+        return int(memory.estimate_bytes(method, n, m, d, itemsize=itemsize, optimizer=optimizer))
+    except (TypeError, ValueError):
+        return None
+
+
+def _dot(coef, feats) -> float:
+    return float(sum(c * f for c, f in zip(coef, feats)))
+
+
+# ------------------------------------------------------------------------------------- predict
+def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | None = None, x_norms=None,
+            steps: int = 100, dtype="float32") -> Prediction:
+    r"""Predicted step, set-up and total time of ``train.fit(method=method)`` on an (n, m, d) problem.
+
+    Args:
+      method: a name of :func:`jaxcorr.methods.names`.
+      n, m, d: data points, width, dimension (ints >= 1).
+      optimizer: a name of :data:`jaxcorr.optimizers.NAMES` (its state slots and span flag from the
+        table), or an optax ``GradientTransformation`` (slots counted from ``init``'s shapes; span
+        path only for :class:`jaxcorr.train.LinearOptimizer`).
+      b: the threshold; default :func:`jaxcorr.nn.default_threshold` ``(m)``.
+      x_norms: the n data norms :math:`\|x_i\|` (default: unit norms, :mod:`jaxcorr.data`'s setting).
+      steps: training steps (int >= 0) for ``total_s``.
+      dtype: ``"float32"`` or ``"float64"``.
+
+    Returns:
+      a :class:`Prediction`. For a sparse method whose expected fire count per point exceeds the
+      DDFN cap :math:`\lceil m^{4/5}\rceil` (Definition 1.3; ``train.fit`` would refuse), ``exact``
+      is False and the reason says so.
+
+    Raises:
+      ValueError: an unknown method or optimizer, sizes that are not ints >= 1, ``steps < 0``,
+        bad ``x_norms``, ``b`` or ``dtype``.
+    """
+    spec = _methods.get(method)
+    n, m, d = _size("n", n), _size("m", m), _size("d", d)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if b is None:
+        b = math.sqrt(0.4 * math.log(m))  # jaxcorr.nn.default_threshold, without importing jax
+    elif not isinstance(b, (int, float)) or not math.isfinite(float(b)):
+        raise ValueError(f"b must be a finite real number, got {b!r}")
+    b = float(b)
+    norms = _norms(n, x_norms)
+    slots, span, opt_label = _optimizer_info(optimizer)
+    scale = _itemsize(dtype) / 4.0
+    if method not in STEP_COEF or method not in SETUP_COEF:
+        raise KeyError(f"jaxcorr.cost has no cost terms for method {method!r}: add them (and calibrate)")
+    n_active = float(m) if not spec.sparse else min(float(m), expected_active(m, b, norms, n))
+    span = span and spec.sparse
+    kw = dict(n=n, m=m, d=d, n_active=n_active, slots=slots)
+    fs = _step_features(method, span=span, **kw)
+    gs = _setup_features(method, **kw)
+    c, s = STEP_COEF[method], SETUP_COEF[method]
+    step_s = c[0] + scale * _dot(c[1:], fs[1:])
+    setup_s = s[0] + scale * _dot(s[1:], gs[1:])
+    compile_s = COMPILE_S[method]
+    terms = [f"{c[k] * fs[k] * scale * 1e3:.3g} ms" for k in range(1, len(fs))]
+    reason = f"{method}: {step_s * 1e3:.3g} ms/step (terms {' + '.join(terms)}), set-up {setup_s:.3g} s"
+    exact = True
+    kmax = expected_fire(m, b, None if norms is None else [max(norms)], 1)
+    cap = math.ceil(m ** 0.8)
+    if spec.sparse and kmax > cap:
+        exact = False
+        reason = (f"{method}: excluded, a point's expected fire count {kmax:.0f} exceeds the DDFN cap "
+                  f"ceil(m^(4/5)) = {cap} (Definition 1.3)")
+    mem = _memory_bytes(method, n, m, d, _itemsize(dtype), opt_label if isinstance(optimizer, str) else "adam")
+    return Prediction(method=method, step_s=step_s, setup_s=setup_s, total_s=compile_s + setup_s + steps * step_s,
+                      n_active=n_active, reason=reason, compile_s=compile_s, memory_bytes=mem, exact=exact)
+
+
+def _fmt_ms(s: float) -> str:
+    ms = s * 1e3
+    return f"{ms:.3g} ms" if ms < 1e4 else f"{s:.3g} s"
+
+
+def _log2(m: int) -> str:
+    return f"2^{m.bit_length() - 1}" if m & (m - 1) == 0 else str(m)
+
+
+def choose(n: int, m: int, d: int, *, optimizer="sgd", steps: int = 100, b: float | None = None, x_norms=None,
+           dtype="float32", methods=None) -> Choice:
+    r"""The fastest exact method for ``steps`` steps by predicted total time (:func:`predict`).
+
+    Args:
+      n, m, d, optimizer, steps, b, x_norms, dtype: as for :func:`predict`.
+      methods: the candidates (default every method of :func:`jaxcorr.methods.names`, dense included).
+
+    Returns:
+      a :class:`Choice`: ``method``, every candidate's :class:`Prediction`, a one-line ``reason``
+      (e.g. ``"active: predicted 3.1 ms/step vs dense 250 ms/step (80x) at n=8, m=2^22"``) and
+      ``dense_expected_faster`` (the chosen method is sparse but dense is predicted faster per step:
+      the choice rests on set-up or compile time, or dense was not a candidate).
+
+    Raises:
+      ValueError: as :func:`predict`, an empty or unknown ``methods``, or no exact candidate.
+
+    Examples:
+      >>> from jaxcorr import cost
+      >>> cost.choose(8, 2**22, 64).reason.startswith(("active", "dtree", "wtree"))
+      True
+    """
+    names = tuple(_methods.names()) if methods is None else tuple(methods)
+    if not names:
+        raise ValueError("methods must name at least one method")
+    preds = {k: predict(k, n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, steps=steps, dtype=dtype)
+             for k in names}
+    ok = [p for p in preds.values() if p.exact]
+    if not ok:
+        raise ValueError(f"no exact method among {names}: " + "; ".join(p.reason for p in preds.values()))
+    best = min(ok, key=lambda p: p.total_s)
+    where = f"at n={n}, m={_log2(m)}, d={d}, {steps} steps"
+    dense = preds.get("dense") or predict("dense", n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms,
+                                          steps=steps, dtype=dtype)
+    slower = _methods.get(best.method).sparse and dense.step_s < best.step_s
+    if best.method == "dense":
+        rivals = [p for p in ok if p.method != "dense"]
+        if rivals:
+            r = min(rivals, key=lambda p: p.total_s)
+            reason = (f"dense: predicted {_fmt_ms(dense.step_s)}/step vs {r.method} {_fmt_ms(r.step_s)}/step "
+                      f"({r.step_s / dense.step_s:.2g}x slower) {where}")
+        else:
+            reason = f"dense: the only exact candidate {where}"
+    else:
+        reason = (f"{best.method}: predicted {_fmt_ms(best.step_s)}/step vs dense {_fmt_ms(dense.step_s)}/step "
+                  f"({dense.step_s / best.step_s:.2g}x) {where}")
+    if slower:
+        reason += " (dense is predicted faster per step)"
+    return Choice(method=best.method, predictions=preds, reason=reason, dense_expected_faster=bool(slower))
+
+
+def dense_expected_faster(method: str, *, n: int, m: int, d: int, **kwargs) -> bool:
+    """True when ``method`` is predicted slower per step than dense (keywords of :func:`predict`)."""
+    p = predict(method, n=n, m=m, d=d, **kwargs)
+    q = predict("dense", n=n, m=m, d=d, **kwargs)
+    return q.step_s < p.step_s
