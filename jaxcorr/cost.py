@@ -227,7 +227,8 @@ def _memory_bytes(method: str, n: int, m: int, d: int, itemsize: int, optimizer:
     from jaxcorr import memory
 
     try:
-        return int(memory.estimate_bytes(method, n, m, d, itemsize=itemsize, optimizer=optimizer))
+        return int(memory.estimate(method, n=n, m=m, d=d, optimizer=optimizer,
+                                   dtype="float64" if itemsize == 8 else "float32").total)
     except (TypeError, ValueError):
         return None
 

@@ -2,7 +2,7 @@ r"""Use and judge a trained 2NN(m, b): its outputs on new data, the loss, the er
 
 One call per task, for either model kind: a full-width :class:`jaxcorr.nn.Params` (what
 :func:`jaxcorr.train.fit` returns) or a wide model held as its key plus its active rows (the
-:class:`ImplicitParams` of the wide-model module, streamed over ``m``).
+:class:`WideParams` of the wide-model module, streamed over ``m``).
 
 - :func:`predict`: :math:`f(W, x_i, a) = \frac{1}{\sqrt m}\sum_r a_r \sigma_b(\langle w_r, x_i\rangle)`
   (Definition 2.1) for every row of ``X``.
@@ -40,9 +40,9 @@ __all__ = ["Evaluation", "predict", "evaluate"]
 
 def _wide():
     """The wide-model module (key + active rows)."""
-    from jaxcorr import implicit
+    from jaxcorr import wide
 
-    return implicit
+    return wide
 
 
 class Evaluation(NamedTuple):
@@ -66,7 +66,7 @@ def predict(model, X, *, b=None):
 
     Args:
       model: a :class:`jaxcorr.nn.Params` (``W`` (m, d), ``a`` (m,)) or a wide model
-        (``ImplicitParams``: streamed over ``m``, the held rows swapped into W(0)).
+        (``WideParams``: streamed over ``m``, the held rows swapped into W(0)).
       X: (n, d) points, finite, ``d`` matching the model.
       b: the threshold of :math:`\sigma_b`. Default: :func:`jaxcorr.nn.default_threshold` ``(m)``
         for ``Params``; the model's own ``b`` for a wide model (another ``b`` is refused: its held
@@ -81,7 +81,7 @@ def predict(model, X, *, b=None):
     """
     b = _check_b(b)
     wide = _wide()
-    if isinstance(model, wide.ImplicitParams):
+    if isinstance(model, wide.WideParams):
         _checks.check_matrix("X", X, cols=model.d)
         if b is not None and b != float(model.b):
             raise ValueError(f"b={b} differs from the wide model's b={model.b}: its held rows are the rows "
@@ -89,7 +89,7 @@ def predict(model, X, *, b=None):
         return wide.predict(model, jnp.asarray(X, model.W.dtype))
     if not (hasattr(model, "W") and hasattr(model, "a")) or np.ndim(model.W) != 2:
         raise ValueError("model must be a jaxcorr.nn.Params (W (m, d), a (m,)) or a wide model "
-                         f"(ImplicitParams), got {type(model).__name__}")
+                         f"(WideParams), got {type(model).__name__}")
     m, d = np.shape(model.W)
     if np.shape(model.a) != (m,):
         raise ValueError(f"model.a must have shape (m,)=({m},), got {np.shape(model.a)}")

@@ -11,9 +11,9 @@ from jaxcorr import data, evaluation, nn
 
 
 def _wide():
-    from jaxcorr import implicit
+    from jaxcorr import wide
 
-    return implicit
+    return wide
 
 
 def _oracle(W, a, X, b):
@@ -65,13 +65,13 @@ def test_accuracy_for_pm1_labels():
 
 @pytest.mark.parametrize("x64", [False, True])
 def test_wide_model_matches_brute_force(x64):
-    implicit = _wide()
+    wide = _wide()
     with jax.enable_x64(x64):
         dt = jnp.float64 if x64 else jnp.float32
         m, d = 3000, 6
         X, y = data.synthetic(seed=4, n=5, d=d, dtype=dt)
         key = jax.random.key(7)
-        model, _ = implicit.setup(key, m, d, X, dtype=dt)
+        model, _ = wide.setup(key, m, d, X, dtype=dt)
         full = nn.init(key, m, d, dtype=dt)
         W = np.asarray(full.W, np.float64).copy()
         # trained rows: perturb the held rows and swap them into W(0) for the oracle
@@ -110,8 +110,8 @@ def test_bad_inputs():
         evaluation.predict({"W": 1}, X)
     with pytest.raises(ValueError, match="b"):
         evaluation.predict(params, X, b=float("nan"))
-    implicit = _wide()
-    model, _ = implicit.setup(jax.random.key(0), 512, 3, X)
+    wide = _wide()
+    model, _ = wide.setup(jax.random.key(0), 512, 3, X)
     with pytest.raises(ValueError, match="d=3 columns"):
         evaluation.predict(model, jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="finite"):
