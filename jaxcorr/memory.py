@@ -377,7 +377,7 @@ def check(method: str, *, n: int, m: int, d: int, wide: bool = False, available=
 
 def plan(method: str, *, n: int, m: int, d: int, wide: str = "auto", resumed: str | None = None,
          compare: str | None = None, available=None, width_option: str = "--m", **kw) -> Plan:
-    """Full width or the wide model (``--implicit``/``--wide auto|on|off``), checked against memory.
+    """Full width or the wide model (``--wide auto|on|off``), checked against memory.
 
     Full width is kept whenever it fits and ``wide`` is not ``"on"``; otherwise, for a sparse
     method without ``compare``, the wide model. ``resumed`` is the kind of the checkpoint a run

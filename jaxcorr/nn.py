@@ -82,7 +82,7 @@ def init(key: jax.Array, m: int, d: int, dtype=None) -> Params:
 
     Row ``r`` of ``W`` and ``a_r`` are a pure function of ``(key, r, d, dtype)``, whatever ``m`` is
     (see :func:`init_rows`): ``init(key, m, d)`` is ``init_rows(key, m, d)``, so any block of rows
-    can be regenerated on demand without materialising ``W`` (:mod:`jaxcorr.implicit`), and a
+    can be regenerated on demand without materialising ``W`` (:mod:`jaxcorr.wide`), and a
     narrower network's rows are the first rows of a wider one's.
 
     Args:
@@ -200,7 +200,7 @@ def rows_at(key: jax.Array, idx, d: int, *, dtype=None) -> Params:
 
     The generator of :func:`init_rows` hashes each row's own counter, so rows can be drawn one by
     one: ``len(idx) * ceil(d / 2)`` hashes, whatever the width (a compact model's rows of W(0)
-    without a pass over all ``m``, :func:`jaxcorr.implicit.load`).
+    without a pass over all ``m``, :func:`jaxcorr.checkpoint.restore`).
 
     Args:
       key: a JAX PRNG key.
