@@ -23,8 +23,26 @@ Correlation Preprocessing" (Alman, Liang, Song, Zhang, Zhuo, NeurIPS 2023):
 - :mod:`jaxcorr.distributed`: the main job across JAX processes (hosts).
 """
 
-from jaxcorr import (checkpoint, data, datafiles, ddfn, distributed, dtree, errors, maxtree, memory, methods, nn,
-                     optimizers, reductions, sharding, span_init, train, wide, wtree)
+from jaxcorr import (
+                     checkpoint,
+                     data,
+                     datafiles,
+                     ddfn,
+                     distributed,
+                     dtree,
+                     errors,
+                     maxtree,
+                     memory,
+                     methods,
+                     nn,
+                     optimizers,
+                     reductions,
+                     sharding,
+                     span_init,
+                     train,
+                     wide,
+                     wtree,
+)
 from jaxcorr.maxtree import Frontier, MaxTree
 
 __version__ = "0.1.0"

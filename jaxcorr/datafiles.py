@@ -28,7 +28,7 @@ Examples:
   >>> datafiles.load_data(path)
   Traceback (most recent call last):
   ...
-  jaxcorr.errors.DataError: data file '...d.csv', line 1: not a row of numbers: field 3 is '1_0' (a decimal number has no underscores)
+  jaxcorr.errors.DataError: data file '...d.csv', line 1: not a row of numbers: field 3 is '1_0' ...
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def load_data(path, dtype=np.float32, *, return_info: bool = False):
     elif ext == ".csv":
         X, y = _read_csv(path, info)
     else:
-        raise DataError(f"data file {path!r}: unknown format {ext or '(no suffix)'!r}; use .npz (arrays X, y) or .csv (last column y)", path)
+        raise DataError(f"data file {path!r}: unknown format {ext or '(no suffix)'!r}; use .npz (arrays X, y) or "
+                        f".csv (last column y)", path)
     X, y = _validate(path, X, y, dtype)
     return (X, y, info) if return_info else (X, y)
 
@@ -87,7 +88,8 @@ def _read_npz(path: str):
             missing = [k for k in ("X", "y") if k not in z.files]
             if missing:
                 raise DataError(
-                    f"data file {path!r} has no array {' or '.join(missing)} (it holds {sorted(z.files) or 'nothing'}); "
+                    f"data file {path!r} has no array {' or '.join(missing)} (it holds "
+                    f"{sorted(z.files) or 'nothing'}); "
                     "an .npz needs arrays X (n, d) and y (n,)", path)
             return z["X"], z["y"]
     except DataError:
@@ -124,7 +126,8 @@ def _read_csv(path: str, info: dict):
         if width is None:
             width = len(vals)
         elif len(vals) != width:
-            raise DataError(f"data file {path!r}, line {lineno}: {len(vals)} columns, the first data row has {width}", path)
+            raise DataError(f"data file {path!r}, line {lineno}: {len(vals)} columns, the first data row has {width}",
+                            path)
         values.append(vals)
     if width < 2:
         raise DataError(f"data file {path!r} needs at least 2 columns (features, then y), got {width}", path)
@@ -174,7 +177,8 @@ def _validate(path: str, X, y, dtype):
     for name, arr in (("X", X), ("y", y)):
         bad = int(arr.size - np.isfinite(arr).sum())
         if bad:
-            raise DataError(f"data file {path!r}: {name} holds {bad} NaN or infinite value(s) (as {np.dtype(dtype).name})", path)
+            raise DataError(f"data file {path!r}: {name} holds {bad} NaN or infinite value(s) (as "
+                            f"{np.dtype(dtype).name})", path)
     return X, y
 
 

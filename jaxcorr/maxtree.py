@@ -390,7 +390,6 @@ def _frontier(levels, tau, capacity: int, t=None):
     forest); if even it has more than ``capacity``, it is tested and compacted first. Returns leaf
     ids (min(capacity, s_0),) with sentinel s_0, the count lower bound and the overflow flag.
     """
-    n_lv = len(levels)
     start = _start_level([lv.shape[-1] for lv in levels], capacity)
     size = levels[start].shape[-1]
     count, overflow = jnp.zeros((), _I32), jnp.zeros((), bool)

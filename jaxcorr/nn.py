@@ -48,7 +48,8 @@ from jax.extend.random import threefry2x32_p
 
 from jaxcorr import _checks, _linalg
 
-__all__ = ["Params", "init", "init_rows", "rows_at", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound", "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
+__all__ = ["Params", "init", "init_rows", "rows_at", "BLOCK_ROWS", "MAX_WIDTH", "MAX_DIM", "normal_bound",
+           "default_threshold", "relu_b", "predict", "loss", "grad_W", "fire_mask"]
 
 
 class Params(NamedTuple):

@@ -64,8 +64,9 @@ import functools
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -268,7 +269,7 @@ def _host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x) if isinstance(x, jax.Array) else x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _normal_bound(dtype) -> float:
     with jax.transfer_guard("allow"):  # nn computes it from two constant words: a transfer meant, once
         return float(nn.normal_bound(dtype))
@@ -400,10 +401,12 @@ def fit(model: WideParams, X, y, *, steps: int, method: str = methods.DEFAULT, *
             raise ValueError("this model carries its optimizer state in model.coefficients (a span-path run); "
                              "pass opt_state=None, or drop them: dataclasses.replace(model, coefficients=None)")
         opt = kwargs.get("optimizer")  # None: train.fit's default, train.sgd
-        if method == "dense" or kwargs.get("mesh") is not None or not (opt is None or isinstance(opt, train.LinearOptimizer)):
+        span = opt is None or isinstance(opt, train.LinearOptimizer)
+        if method == "dense" or kwargs.get("mesh") is not None or not span:
             raise ValueError("this model carries coefficients of a train.sgd run, which go on only with "
                              "train.sgd on one device and a sparse method; to train it otherwise, drop them "
-                             "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from checkpoint.restore")
+                             "(dataclasses.replace(model, coefficients=None)) and pass its opt_state from "
+                             "checkpoint.restore")
         params = nn.Params(W=_initial_rows(model), a=model.a)  # the base the coefficients add to
     from_init = c0 is not None or model.initial
 

@@ -29,11 +29,9 @@
 
 # %%
 # %matplotlib inline
-import dataclasses
+import json
 import os
 import tempfile
-
-import json
 
 import jax
 import matplotlib.pyplot as plt

@@ -171,7 +171,8 @@ def compacted_rows(n_active: int) -> int:
 
 
 def derived_bytes(n_pad: int, L: int, d: int, span: bool, itemsize: int = 4) -> dict:
-    """The step's collectives (the dtree step of :mod:`jaxcorr.train._steps` on a mesh, through ``sharding.Axis``), in bytes.
+    """The step's collectives in bytes (the dtree step of :mod:`jaxcorr.train._steps` on a mesh, through
+    ``sharding.Axis``).
 
     ``L`` is the padded number of active rows (:func:`compacted_rows`), ``n_pad`` the padded points.
 
@@ -222,7 +223,8 @@ def _print_report(args, out: dict) -> None:
             "span", "loss_rel_diff"]
     print(benchmarking.format_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in rows], cols))
     print(f"communication per step, derived: {derived['payload_bytes_per_step']} bytes payload "
-          f"({derived['main']['op']} {derived['main']['bytes']} + union flags {derived['union_flags']['bytes']} + scalars 16)")
+          f"({derived['main']['op']} {derived['main']['bytes']} + union flags {derived['union_flags']['bytes']} + "
+          f"scalars 16)")
     for P, c in comm.items():
         print(f"  HLO, {P} processes: {c['payload_bytes_per_step']} bytes payload in "
               f"{len(c['collectives'])} collectives; ring estimate {c['ring_bytes_sent_per_process_per_step']:.0f} "

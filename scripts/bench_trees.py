@@ -128,7 +128,7 @@ def _m_point(out, lm, n, d, s_fixed):
 def _print(out, s_fixed, m_query):
     """The tables of ``out`` as text."""
     n, d = out["n"], out["d"]
-    print("\ninit (ms), n=%d d=%d" % (n, d))
+    print(f"\ninit (ms), n={n} d={d}")
     print(benchmarking.format_table(out["init"], ["m", "dtree_ms", "wtree_ms"]))
     print(f"\nupdate of {UPDATE_BATCH} random neurons, in place (us): amortised over {UPDATE_STEPS} in a scan,"
           " and per jitted call")

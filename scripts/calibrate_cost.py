@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 
 import numpy as np
@@ -79,7 +78,8 @@ def main(argv=None) -> int:
         cal = [r for r in rows if r["method"] == meth and calibrating(r)]
         step[meth] = _fit([_features(cost, r, "step") for r in cal], [r["ms_per_step"] / 1e3 for r in cal]).tolist()
         setup[meth] = _fit([_features(cost, r, "setup") for r in cal], [max(r["setup_s"], 1e-4) for r in cal]).tolist()
-        compile_s[meth] = statistics.median(max(r["first_call_s"] - r["setup_s"] - r["steps"] * r["ms_per_step"] / 1e3, 0.0)
+        compile_s[meth] = statistics.median(max(r["first_call_s"] - r["setup_s"]
+                                                - r["steps"] * r["ms_per_step"] / 1e3, 0.0)
                                             for r in cal)
     cost.STEP_COEF.update({k: tuple(v) for k, v in step.items()})
     cost.SETUP_COEF.update({k: tuple(v) for k, v in setup.items()})

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-# Over 500 lines: one command a user copies to a device machine, its three parts (correctness, speed, audit) in one file.
+# Over 500 lines: one command a user copies to a device machine, its three parts (correctness, speed, audit) in one
+# file.
 r"""One command for a machine with an accelerator: a correctness subset and the speed table, one JSON.
 
 On whatever backend JAX finds (CPU, GPU, TPU) this runs
@@ -169,7 +170,8 @@ def check_methods_agree(m, n, d, *, x64: bool, optimizers=("sgd", "adam")):
                 ok = (rl <= tol and rw <= (1e-9 if x64 else 2e-3) and str(p.W.dtype) == np.dtype(dt).name
                       and max(h["fire_max"]) > 0)
                 rows.append((f"{meth}_vs_dense_{oname}_{np.dtype(dt).name}", ok,
-                             f"m={m}, n={n}, d={d}, 8 steps: loss rel diff {rl:.2e} (tol {tol:g}), W rel diff {rw:.2e}"))
+                             f"m={m}, n={n}, d={d}, 8 steps: loss rel diff {rl:.2e} (tol {tol:g}), W rel diff "
+                             f"{rw:.2e}"))
     return rows
 
 
@@ -348,7 +350,8 @@ def speed(size: dict, budget_s: float, t_start: float) -> list:
         base = {"method": name, "m": m, "ms_per_step": None, "setup_s": None}
         need, have = _estimate(meth, size["n"], size["d"], m, wide=wide), _available(dev)
         if need > 0.8 * have:
-            rows.append({**base, "skipped": f"needs about {need / 2**30:.1f} GiB, the device has {have / 2**30:.1f} GiB free"})
+            rows.append({**base,
+                         "skipped": f"needs about {need / 2**30:.1f} GiB, the device has {have / 2**30:.1f} GiB free"})
             continue
         if time.perf_counter() - t_start > budget_s:
             rows.append({**base, "skipped": f"time budget of {budget_s:.0f} s spent"})
@@ -358,7 +361,8 @@ def speed(size: dict, budget_s: float, t_start: float) -> list:
         except Exception:  # noqa: BLE001 - an out-of-memory or a crash is recorded with its reason
             rows.append({**base, "skipped": "failed: " + traceback.format_exc(limit=3)[-800:]})
         gc.collect()
-        print(f"  {name:12s} m=2^{int(math.log2(m))}: {rows[-1].get('ms_per_step')} ms/step", file=sys.stderr, flush=True)
+        print(f"  {name:12s} m=2^{int(math.log2(m))}: {rows[-1].get('ms_per_step')} ms/step", file=sys.stderr,
+              flush=True)
     return rows
 
 
@@ -387,7 +391,8 @@ REASONS = {
     ("scatter", "_update_impl"): ("kept", "the k new rows of W in the Correlation tree's state: a set of k rows, "
                                   "distinct (last_occurrence)"),
     ("scatter", "fire_coefficients"): ("kept (owner: training floor)", "Algorithm 8 lines 16-23 on the frontier "
-                                       "path: (i, r) pairs are unique per point, unused slots out of range and dropped; "
+                                       "path: (i, r) pairs are unique per point, unused slots out of range and "
+                                       "dropped; "
                                        "a set. Only where FIND does not test every leaf (config B)"),
     ("scatter", "_fire_sets_from_ids"): ("kept (owner: training floor)", "marks the rows hit by any point "
                                          "(frontier path only): every writer stores the same 1, int32 set, contention "
@@ -410,7 +415,8 @@ def _jaxcorr_frame(eqn):
     tb = eqn.source_info.traceback
     for fr in (tb.frames if tb is not None else []):
         path = fr.file_name.replace(os.sep, "/")
-        if "/jaxcorr/" in path and not fr.function_name.split(".")[-1].startswith("<"):  # a genexpr: its function names it
+        # a genexpr's frame: its enclosing function names it
+        if "/jaxcorr/" in path and not fr.function_name.split(".")[-1].startswith("<"):
             mod = path.split("/jaxcorr/", 1)[1][:-3].replace("/", ".")
             return mod, fr.function_name.split(".")[-1]
     return None
@@ -534,15 +540,18 @@ def undocumented_scatters(current: dict, documented: dict) -> dict:
 
 def audit_markdown(table: dict) -> str:
     """The audit as the markdown table docs/accelerators.md carries (generated, never edited by hand)."""
-    lines = ["| program | config | primitive | where | operand / indices / updates | sorted / unique / mode | count | verdict |",
+    lines = ["| program | config | primitive | where | operand / indices / updates | sorted / unique / mode | count "
+             "| verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for e in table["entries"]:
         if e.get("primitive") is None:
             lines.append(f"| {e['program']} | {e['config']} | none | ({e['note']}) | | | 0 | nothing to audit |")
             continue
-        shapes = " / ".join("x".join(map(str, s)) if s is not None else "-" for s in (e["operand"], e["indices"], e["updates"]))
+        shapes = " / ".join("x".join(map(str, s)) if s is not None else "-" for s in (e["operand"], e["indices"],
+                                                                                      e["updates"]))
         flags = f"{'yes' if e['indices_are_sorted'] else 'no'} / {'yes' if e['unique_indices'] else 'no'} / {e['mode']}"
-        lines.append(f"| {e['program']} | {e['config']} | {e['primitive']} | `{e['module']}.{e['function']}` | {shapes} "
+        lines.append(f"| {e['program']} | {e['config']} | {e['primitive']} | `{e['module']}.{e['function']}` | "
+                     f"{shapes} "
                      f"| {flags} | {e['count']} | {e['verdict'] or 'unreviewed'} |")
     lines += ["", "### Verdicts", ""]
     seen = {(e.get("primitive"), e.get("function")) for e in table["entries"]}
@@ -583,7 +592,8 @@ def main(argv=None) -> int:
     if args.audit:
         print(audit_markdown(write_audit(args.audit)))
         return 0
-    label = "tiny" if args.tiny or os.environ.get("JAXCORR_DEVICE_CHECK") == "tiny" else ("quick" if args.quick else "full")
+    tiny = args.tiny or os.environ.get("JAXCORR_DEVICE_CHECK") == "tiny"
+    label = "tiny" if tiny else ("quick" if args.quick else "full")
     size = SIZES[label]
     t_start = time.perf_counter()
 

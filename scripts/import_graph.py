@@ -53,7 +53,8 @@ def _imports(path: pathlib.Path, name: str) -> set[str]:
                 continue
             for a in node.names:
                 sub = ".".join(p for p in (mod, a.name) if p)
-                target = sub if (PKG / (sub.replace(".", "/") + ".py")).exists() or (PKG / sub.replace(".", "/")).is_dir() else mod
+                path_of = PKG / sub.replace(".", "/")
+                target = sub if path_of.with_suffix(".py").exists() or path_of.is_dir() else mod
                 if target:
                     found.add(target)
     return found

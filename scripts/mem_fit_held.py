@@ -12,6 +12,7 @@ import jax
 
 from jaxcorr import data, optimizers, wide
 
+
 def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):

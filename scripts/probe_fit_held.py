@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     else:
         times = collections.defaultdict(list)
         for meth in methods:
-            for o, opt in opts.items():
+            for opt in opts.values():
                 train.fit(params, X, y, steps=args.steps, method=meth, optimizer=opt, width=m)
         for _ in range(args.repeats):
             for meth in methods:

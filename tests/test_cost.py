@@ -140,7 +140,8 @@ def test_memory_estimate_is_attached():
     (dict(n=True), "n must be an int"), (dict(steps=-1), "steps must be an int >= 0"),
     (dict(b=float("nan")), "b must be a finite"), (dict(dtype="int32"), "dtype must be"),
     (dict(optimizer="lion"), "unknown optimizer 'lion'"), (dict(optimizer=3), "optimizer must be"),
-    (dict(x_norms=[1.0]), "x_norms must have n=8"), (dict(x_norms=[1.0] * 7 + [float("inf")]), "x_norms must be finite"),
+    (dict(x_norms=[1.0]), "x_norms must have n=8"), (dict(x_norms=[1.0] * 7 + [float("inf")]),
+                                                     "x_norms must be finite"),
 ])
 def test_bad_arguments(kw, match):
     args = dict(n=8, m=2**10, d=4)

@@ -58,7 +58,8 @@ def test_every_correctness_row_is_ok_and_every_family_ran(report):
     assert {"maxtree_vs_brute_force", "dtree_wtree_vs_brute_force", "ddfn_vs_brute_force", "transfer_guard",
             "wide_law"} <= names
     for meth in ("active", "dtree", "wtree"):
-        assert {f"{meth}_vs_dense_sgd_float32", f"{meth}_vs_dense_adam_float32", f"{meth}_vs_dense_sgd_float64"} <= names
+        assert {f"{meth}_vs_dense_sgd_float32", f"{meth}_vs_dense_adam_float32",
+                f"{meth}_vs_dense_sgd_float64"} <= names
 
 
 def test_the_speed_table_covers_every_method(report):

@@ -105,7 +105,8 @@ def test_plan_keeps_full_width_when_it_fits_else_the_wide_model():
         memory.plan("active", m=2**28, compare="dense", **kw)
     assert memory.plan("active", m=2**20, resumed="wide", **kw).wide
     assert memory.plan("active", m=2**20, resumed="compact", **kw).wide is False
-    for bad in (dict(resumed="wide", wide="off"), dict(resumed="wide", compare="dense"), dict(resumed="full", wide="on")):
+    for bad in (dict(resumed="wide", wide="off"), dict(resumed="wide", compare="dense"), dict(resumed="full",
+                                                                                              wide="on")):
         with pytest.raises(ValueError, match="checkpoint"):
             memory.plan("active", m=2**20, **kw, **bad)
     with pytest.raises(errors.InsufficientMemoryError):  # a full checkpoint stays full width
@@ -118,7 +119,8 @@ def test_width_limits_are_the_ones_they_name():
     from jaxcorr import nn
 
     assert memory.MAX_WIDE_WIDTH == nn.MAX_WIDTH and memory.MAX_TREE_WIDTH == 2**30
-    assert memory.expected_active(2**20, 8) == pytest.approx(memory.expected_active(2**20, 8, float(nn.default_threshold(2**20))))
+    assert memory.expected_active(2**20, 8) == pytest.approx(memory.expected_active(2**20, 8,
+                                                                                    float(nn.default_threshold(2**20))))
 
 
 def test_available_reads_this_machine():

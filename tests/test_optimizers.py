@@ -267,7 +267,8 @@ def test_rates_overflowing_the_dtype_are_refused():
     p = nn.init(jax.random.key(1), M, D, dtype=jnp.float32)
     for kw in ({"learning_rate": 1e39}, {"learning_rate": 1e308}, {"optimizer": train.sgd(1e39)},
                {"optimizer": train.sgd(0.1, momentum=1e39)}):
-        with pytest.raises(ValueError, match=r"overflows the parameters' dtype float32 \(its largest finite value is 3.40282e\+38\)"):
+        with pytest.raises(ValueError, match=r"overflows the parameters' dtype float32 \(its largest finite value "
+                                             r"is 3.40282e\+38\)"):
             train.fit(p, X, y, steps=2, b=B, **kw)
     with jax.enable_x64(True):
         p64 = nn.init(jax.random.key(1), M, D, dtype=jnp.float64)

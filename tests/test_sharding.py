@@ -38,7 +38,8 @@ def results(tmp_path_factory) -> dict:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", CASES,
                            f"--junitxml={xml}"], env=env, capture_output=True, text=True, timeout=900, cwd=root)
     if not xml.exists():
-        pytest.fail(f"the sharded cases did not run (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        pytest.fail(f"the sharded cases did not run (exit "
+                    f"{proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     out: dict = {}
     for case in ET.parse(xml).getroot().iter("testcase"):
         name = case.get("name", "")

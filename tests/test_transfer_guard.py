@@ -70,7 +70,8 @@ def test_maxtree_build_update_query(small):
         leaves = jax.device_get(maxtree.leaves(updated))
     want = vals > 2.5
     assert sorted(one.indices[one.valid].tolist()) == np.flatnonzero(want[3]).tolist()
-    assert [sorted(i[v].tolist()) for i, v in zip(every.indices, every.valid)] == [np.flatnonzero(r).tolist() for r in want]
+    assert [sorted(i[v].tolist()) for i, v in zip(every.indices,
+                                                  every.valid)] == [np.flatnonzero(r).tolist() for r in want]
     assert forest.count == forest_ref.count == want.sum() and np.array_equal(mask[0], want)
     assert np.array_equal(ref.indices, one.indices)
     expect = vals.copy()
@@ -96,7 +97,8 @@ def test_correlation_trees_init_update_query(mod, small):
     W2[11] = 2.0
     want = X @ W2.T if mod is dtree else W2 @ X.T
     assert np.array_equal(ip, want)
-    assert [sorted(i[v].tolist()) for i, v in zip(qa.indices, qa.valid)] == [np.flatnonzero(row > 1.5).tolist() for row in want]
+    assert [sorted(i[v].tolist()) for i, v in zip(qa.indices,
+                                                  qa.valid)] == [np.flatnonzero(row > 1.5).tolist() for row in want]
     assert sorted(q.indices[q.valid].tolist()) == np.flatnonzero(want[2] > 1.5).tolist()
 
 

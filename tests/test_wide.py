@@ -223,7 +223,8 @@ def test_coefficient_checkpoint_is_smaller_and_resumes_bit_for_bit(tmp_path, sma
     adam, _ = wide.fit(model, X, y, steps=2, optimizer=optax.adam(1e-2))
     assert adam.coefficients is None  # not the span path: rows
     snaps = []  # a callback's snapshot is the model after that chunk, with its coefficients
-    wide.fit(model, X, y, steps=6, optimizer=opt, chunk_size=3, method="active", callback=lambda info: snaps.append(info["snapshot"]()))
+    wide.fit(model, X, y, steps=6, optimizer=opt, chunk_size=3, method="active",
+             callback=lambda info: snaps.append(info["snapshot"]()))
     np.testing.assert_array_equal(np.asarray(snaps[0][0].coefficients.K), np.asarray(c.K))
     np.testing.assert_array_equal(np.asarray(snaps[1][0].W), np.asarray(whole.W))
 

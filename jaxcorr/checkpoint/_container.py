@@ -390,7 +390,8 @@ def _read_member(z: zipfile.ZipFile, name: str) -> np.ndarray:
         if dtype.hasobject:
             raise ValueError("object arrays are not checkpoint data")
         if math.prod(shape) * dtype.itemsize > z.getinfo(name).file_size:
-            raise ValueError(f"member {name}'s header says {shape} {dtype}, more than its {z.getinfo(name).file_size} bytes")
+            raise ValueError(f"member {name}'s header says {shape} {dtype}, more than its "
+                             f"{z.getinfo(name).file_size} bytes")
         arr = np.empty(shape, dtype, order="F" if fortran else "C")
         mv = memoryview(arr.reshape(-1, order="A")).cast("B") if arr.size else memoryview(bytearray())
         pos = 0
@@ -445,7 +446,8 @@ def read_meta(path) -> dict:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file can make zipfile raise anything
-        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})", path) from None
+        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})",
+                              path) from None
 
 
 def read(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -460,7 +462,8 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 -- a damaged file can make zipfile/numpy raise anything
-        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})", path) from None
+        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated ({type(e).__name__}: {e})",
+                              path) from None
 
 
 def _read(path: str) -> tuple[dict, dict[str, np.ndarray]]:

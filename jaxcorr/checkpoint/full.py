@@ -77,7 +77,8 @@ def load(path, *, X=None, y=None, optimizer=None, meta_arrays=None) -> dict:
     m, d = W.shape
     for key, have in (("m", m), ("d", d)):
         if key in config and config[key] != have:
-            raise CheckpointError(f"checkpoint {path!r} is inconsistent: config {key}={config[key]} but W is {W.shape}", path)
+            raise CheckpointError(f"checkpoint {path!r} is inconsistent: config {key}={config[key]} but W is "
+                                  f"{W.shape}", path)
     fp = meta.get("fingerprint", {})
     _container.check_data(path, fp, X, y, d)
     leaves = state_leaves(arrays)

@@ -108,7 +108,8 @@ def save(path, model: _wide.WideParams, X, y, *, opt_state: Any = (), step: int 
                          "by train.sgd on one device); this one has none")
     use_coef = c is not None and (form == "coefficients" or (form == "auto" and _coefficients_smaller(model, X)))
     key_data = np.asarray(jax.random.key_data(model.key))
-    meta = {"format": FORMAT, "prng": prng_settings(), "width": model.m, "d": model.d, "b": model.b, "n_active": model.n_active,
+    meta = {"format": FORMAT, "prng": prng_settings(), "width": model.m, "d": model.d, "b": model.b,
+            "n_active": model.n_active,
             "key_impl": str(jax.random.key_impl(model.key)), "data_sha256": model.data_sha256,
             "full_width": bool(full_width), "form": "coefficients" if use_coef else "rows"}
     cfg = dict(config or {})
