@@ -321,9 +321,6 @@ def available(device=None) -> tuple[int | None, str]:
     return min(found)
 
 
-available_bytes = available  # removed at merge (cli.py calls it)
-
-
 def format_bytes(x: float) -> str:
     """``1536 -> '1.5 KiB'``."""
     x = float(x)

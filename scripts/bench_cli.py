@@ -13,7 +13,7 @@ acknowledgement, ``saving checkpoint`` (the chunk that was running has ended), t
 
 ``--save-sizes`` measures, in one process, a full-width run's checkpoint both ways: trained 2 steps
 (``active``, ``jaxcorr.train.sgd``) at each ``--ms`` width, then saved compactly
-(:func:`jaxcorr.implicit.save_trained`: the active rows) and in full (:func:`jaxcorr.checkpoint.save`:
+(:func:`jaxcorr.checkpoint.save`, ``form="compact"``: the active rows) and in full (``form="full"``:
 all of W), interleaved, with the phases of each save and the load time; median of ``--repeats``.
 
 Run it alone on the machine (``flock /work/bench.lock ...`` on a shared one).
@@ -22,8 +22,10 @@ Examples:
   $ python scripts/bench_cli.py --quick                      # default sizes, 1 repeat
   $ python scripts/bench_cli.py --repeats 3 --out docs/bench/bench_cli.json
   $ python scripts/bench_cli.py --stop --quick               # stop latency at the default sizes
-  $ flock /work/bench.lock python scripts/bench_cli.py --stop --repeats 3 --out docs/bench/bench_stop.json -- --m 2^22 --d 64
-  $ flock /work/bench.lock python scripts/bench_cli.py --save-sizes --ms 17,20,22 --d 64 --out docs/bench/bench_save.json
+  $ flock /work/bench.lock python scripts/bench_cli.py --stop --repeats 3 --out docs/bench/bench_stop.json \
+      -- --m 2^22 --d 64
+  $ flock /work/bench.lock python scripts/bench_cli.py --save-sizes --ms 17,20,22 --d 64 \
+      --out docs/bench/bench_save.json
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def save_rows(log_ms: list[int], d: int, n: int, repeats: int, directory: str) -
     """Compact vs full checkpoints of a full-width run at each width 2^K (see the module docstring)."""
     import jax
 
-    from jaxcorr import checkpoint, data, implicit, nn
+    from jaxcorr import checkpoint, data, nn, wide
 
     rows = []
     for k in log_ms:
@@ -151,22 +153,21 @@ def save_rows(log_ms: list[int], d: int, n: int, repeats: int, directory: str) -
         opt = train.sgd(1.0)
         p, h = train.fit(W0, X, y, steps=2, method="active", optimizer=opt, b=b)
         t0 = time.perf_counter()
-        active = implicit.active_rows(W0.W, X, b)
+        active = wide.active_rows(W0.W, X, b)
         active_s = time.perf_counter() - t0
-        implicit.from_params(key, p, X, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt, active=active)  # compile
+        wide.from_params(key, p, X, b=b, W0=W0, opt_state=h.opt_state, optimizer=opt, active=active)  # compile
         paths = {"compact": os.path.join(directory, "compact.ckpt"), "full": os.path.join(directory, "full.ckpt")}
         got = {"compact": [], "full": []}
         for _ in range(repeats):
             for kind, path in paths.items():
                 t, t0 = {}, time.perf_counter()
-                if kind == "compact":
-                    implicit.save_trained(path, key, p, X, y, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt,
-                                          step=2, active=active, timings=t)
-                else:
-                    checkpoint.save(path, p, h["opt_state"], 2, {"m": m}, X, y, timings=t)
+                compact = {"key": key, "b": b, "W0": W0, "optimizer": opt, "active": active}
+                written = checkpoint.save(path, p, X=X, y=y, opt_state=h.opt_state, step=2, config={"m": m},
+                                          form=kind, timings=t, **(compact if kind == "compact" else {}))
+                assert written == kind, (written, kind)
                 t["save_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                (implicit.load if kind == "compact" else checkpoint.load)(path)
+                checkpoint.restore(path, optimizer=opt, as_wide=kind == "compact")  # compact: the held rows, as before
                 t["load_s"] = time.perf_counter() - t0
                 got[kind].append(t)
                 os.unlink(path)
@@ -183,18 +184,22 @@ def save_rows(log_ms: list[int], d: int, n: int, repeats: int, directory: str) -
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", default=",".join(train.METHODS), help="comma-separated (default: all of jaxcorr.train.METHODS)")
+    ap.add_argument("--methods", default=",".join(train.METHODS),
+                    help="comma-separated (default: all of jaxcorr.train.METHODS)")
     ap.add_argument("--repeats", type=int, default=3, help="fresh caches per method (default 3)")
     ap.add_argument("--runs", type=int, default=3, help="runs per cache: 1 cold, then warm (default 3)")
     ap.add_argument("--quick", action="store_true", help="1 repeat of 2 runs")
     ap.add_argument("--stop", action="store_true", help="measure signal-to-exit latency instead (see above)")
-    ap.add_argument("--save-sizes", action="store_true", help="measure compact vs full checkpoints in process (see above)")
+    ap.add_argument("--save-sizes", action="store_true",
+                    help="measure compact vs full checkpoints in process (see above)")
     ap.add_argument("--ms", default="17,20,22", help="with --save-sizes: log2 of the widths (default 17,20,22)")
     ap.add_argument("--d", type=int, default=64, help="with --save-sizes: input dimension (default 64)")
     ap.add_argument("--n", type=int, default=8, help="with --save-sizes: data points (default 8)")
-    ap.add_argument("--signals", default="SIGINT,SIGTERM", help="with --stop: signals to send (default SIGINT,SIGTERM)")
+    ap.add_argument("--signals", default="SIGINT,SIGTERM",
+                    help="with --stop: signals to send (default SIGINT,SIGTERM)")
     ap.add_argument("--save-modes", default="no,yes", help="with --stop: without/with --save (default no,yes)")
-    ap.add_argument("--repo", default=None, help="run the jaxcorr of this checkout (e.g. an older commit, for a before/after comparison)")
+    ap.add_argument("--repo", default=None,
+                    help="run the jaxcorr of this checkout (e.g. an older commit, for a before/after comparison)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     ap.add_argument("extra", nargs="*", help="more `jaxcorr train` options after --, e.g. -- --m 65536")
     args = ap.parse_args(argv)
@@ -203,7 +208,8 @@ def main(argv=None) -> int:
     RUN_REPO = os.path.abspath(args.repo) if args.repo else REPO
     if args.save_sizes:
         with tempfile.TemporaryDirectory(dir=REPO) as tmp:  # the repository's disk, as a user's run would
-            rows = save_rows([int(v) for v in args.ms.split(",")], args.d, args.n, 1 if args.quick else args.repeats, tmp)
+            rows = save_rows([int(v) for v in args.ms.split(",")], args.d, args.n, 1 if args.quick else args.repeats,
+                             tmp)
         result = {"machine": benchmarking.machine_info(), "mode": "save-sizes", "repeats": args.repeats, "rows": rows}
         if args.out:
             with open(args.out, "w") as f:

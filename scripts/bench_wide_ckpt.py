@@ -40,7 +40,7 @@ def timed(cmd: list[str]) -> dict:
         kib, wall = tf.read().split()[-2:]
     out = json.loads(proc.stdout)
     keep = ("method", "optimizer", "steps", "step_start", "step_end", "loss_final", "ms_per_step", "setup_s",
-            "wall_s", "n_active", "memory_estimate_bytes", "implicit", "implicit_setup_s")
+            "wall_s", "n_active", "memory_estimate_bytes", "wide", "wide_setup_s")
     return {**{k: out.get(k) for k in keep}, "peak_rss_bytes": int(kib) * 1024, "wall_s_os": float(wall)}
 
 
@@ -73,7 +73,7 @@ def one(optimizer: str, args, directory: str) -> dict:
     base = ["jaxcorr", "train", "--m", f"2^{args.logm}", "--d", str(args.d), "--n", str(args.n), "--json"]
     row = {"optimizer": optimizer, "lr": lr}
     row["train"] = timed([*base, "--steps", str(args.steps), "--optimizer", optimizer, "--lr", str(lr),
-                          "--implicit", "on", "--save", ckpt])
+                          "--wide", "on", "--save", ckpt])
     row["checkpoint"] = rows_form(ckpt, optimizer, lr)
     row["resume"] = timed(["jaxcorr", "train", "--resume", ckpt, "--save", ckpt, "--steps", str(args.resume_steps),
                            "--json"])

@@ -12,7 +12,7 @@ data, runs in its own subprocess (so the peak resident memory is that run's, rea
   :func:`jaxcorr.memory.estimate` (full width) fits ``--dense-budget-gib``.
 
 Reports per run: set-up seconds (generation + fire sets; for dense, nn.init), the fit's own set-up,
-ms per step (median over the run's chunks is not available: ``history["ms_per_step"]``, compiled
+ms per step (median over the run's chunks is not available: ``History.ms_per_step``, compiled
 steps only), |A|, the peak RSS, the estimate of :func:`jaxcorr.memory.estimate`, and whether
 the issue's memory targets hold. Where both ran, the implicit and dense loss trajectories are
 compared (they must agree to float rounding: same network, same steps). Writes JSON with the machine.
@@ -68,8 +68,8 @@ def _one(args) -> dict:
         out["setup_s"] = time.perf_counter() - t0
         out["n_active"] = m
         params, hist = train.fit(params, X, y, steps=args.steps, method="dense")
-    out.update(method=hist["method"], fit_setup_s=hist["setup_s"], ms_per_step=hist["ms_per_step"],
-               loss=[float(v) for v in hist["loss"]], total_s=time.perf_counter() - t0,
+    out.update(method=hist.method, fit_setup_s=hist.setup_s, ms_per_step=hist.ms_per_step,
+               loss=[float(v) for v in hist.loss], total_s=time.perf_counter() - t0,
                peak_bytes=benchmarking.peak_rss_bytes(), load_average=benchmarking.load_average())
     del np
     return out

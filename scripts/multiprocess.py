@@ -90,7 +90,7 @@ def _final_weights(args, path):
     if args.mode == "train":
         from jaxcorr import checkpoint  # noqa: PLC0415
 
-        return np.asarray(checkpoint.load(path)["params"].W)
+        return np.asarray(checkpoint.load(path).model.W)
     return np.load(path)
 
 

@@ -86,10 +86,39 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_promptly(tmp_path):
     said = int(err.split("interrupted by SIGTERM at step ")[1].split()[0])
     # The state where the run stopped (0 only if the signal came as the run restarted with longer
     # chunks, which starts over from step 0; test_cli.py checks a mid-run save deterministically).
-    assert checkpoint.load(ck)["step"] == said < 1000000
-    assert checkpoint.read_meta(ck)["config"]["implicit"]["full_width"]  # the compact form: rows that moved
+    assert checkpoint.restore(ck).step == said < 1000000
+    assert checkpoint.kind(ck) == "compact"  # the compact form: rows that moved
     assert f"saving checkpoint {ck} at step {said}" in err
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_second_run_saving_to_the_same_path_is_refused(tmp_path):
+    """Two runs saving to one path (issue 23 item 10): the second exits 2 with one line naming the
+    lock and its holder, before training; the first goes on undisturbed and saves its own state; once
+    it has ended (killed by a signal: its lock file is left behind) the path is free again."""
+    ck = tmp_path / "same.ckpt"
+    first = Proc(tmp_path, "train", *TINY, "--method", "dense", "--steps", "1000000", "--save", str(ck))
+    first.wait_for("set-up done")
+    second = subprocess.run([sys.executable, "-m", "jaxcorr", "train", *TINY, "--steps", "2", "--save", str(ck)],
+                            capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=120)
+    assert second.returncode == 2 and second.stdout == "", second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+    for words in (f"jaxcorr: error: --save {ck}:", "being written by another run", f"{ck}.lock",
+                  f"process {first.p.pid}", "save to another path"):
+        assert words in lines[0], lines[0]
+    assert "setting up" not in second.stderr  # refused before any set-up
+    assert first.p.poll() is None  # the first run is still training
+    first.p.send_signal(signal.SIGTERM)
+    rc, out, err = first.finish()
+    assert rc == 143, err
+    saved = checkpoint.restore(ck).step
+    assert saved > 0 and f"saving checkpoint {ck} at step {saved}" in err
+    again = subprocess.run([sys.executable, "-m", "jaxcorr", "train", "--resume", str(ck), "--save", str(ck),
+                            "--steps", "1", "--quiet"], capture_output=True, text=True, env=_env(tmp_path),
+                           cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert checkpoint.restore(ck).step == saved + 1
 
 
 def test_ctrl_c_during_setup_exits_at_once(tmp_path):
@@ -133,7 +162,8 @@ def test_progress_bar_on_a_terminal(tmp_path):
     import pty
 
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40", "--json"],
+    p = subprocess.Popen([sys.executable, "-m", "jaxcorr", "train", *TINY, "--method", "dense", "--steps", "40",
+                          "--json"],
                          stdout=subprocess.PIPE, stderr=slave, env=_env(tmp_path), cwd=tmp_path)
     text = _read_terminal(master, slave)
     rc = p.wait(timeout=120)

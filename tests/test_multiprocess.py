@@ -97,7 +97,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
     assert abs(summaries[0]["loss_final"] - float(hist.loss[6])) <= 1e-5 * float(hist.loss[6])
     for s in resumed:
         assert abs(s["loss_final"] - ref_loss) <= 1e-5 * ref_loss
-    W = np.asarray(checkpoint.load(str(dirs[0] / "run.ckpt"))["params"].W)
+    W = np.asarray(checkpoint.load(str(dirs[0] / "run.ckpt")).model.W)
     assert np.max(np.abs(W - np.asarray(ref.W))) <= 1e-5 * np.max(np.abs(np.asarray(ref.W)))
 
 
@@ -120,7 +120,8 @@ def test_killed_peer_stops_the_other_with_a_clear_error():
             break
         time.sleep(0.05)
     results = run.wait(DEADLINE)
-    assert t_kill is not None, f"training never started:\n{results[0]['stderr'][-3000:]}\n{results[1]['stderr'][-3000:]}"
+    tails = "\n".join(r["stderr"][-3000:] for r in results[:2])
+    assert t_kill is not None, f"training never started:\n{tails}"
     survivor = results[0]
     assert survivor["returncode"] == distributed.PEER_FAILURE_EXIT, survivor["stderr"][-3000:]
     assert "jaxcorr: error: process 0 of 2: a peer process failed or became unreachable" in survivor["stderr"]

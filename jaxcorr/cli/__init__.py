@@ -109,9 +109,10 @@ def _main(argv, process: bool, t_start: float) -> int:
         return 130
     except BrokenPipeError:
         raise
-    except (*_library.CHECKPOINT_ERRORS, errors.DataError) as e:  # by type: a file that cannot be used
-        return _error(e)
-    except (ValueError, OSError, MemoryError) as e:  # bad input, or a run too big for memory
+    # By type: a checkpoint or data file that cannot be used or written; other bad input; a run refused
+    # by the memory plan (InsufficientMemoryError, a ValueError) or an allocation that failed all the same.
+    except (errors.CheckpointError, errors.DataError, errors.InsufficientMemoryError, ValueError, OSError,
+            MemoryError) as e:
         return _error(e)
 
 

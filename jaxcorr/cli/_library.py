@@ -1,9 +1,9 @@
 """The command line's calls into the training, wide-model, checkpoint and memory modules (private).
 
-Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.implicit` (the wide model),
-:mod:`jaxcorr.checkpoint` and :mod:`jaxcorr.memory` goes through a function here, so that the rest
-of the package depends on what it needs, not on where the library keeps it. The functions marked
-``# removed at merge`` adapt today's library to the typed errors of :mod:`jaxcorr.errors`.
+Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.checkpoint` and
+:mod:`jaxcorr.memory` goes through a function here, so that the rest of the package depends on what
+it needs, not on where the library keeps it. The modules are imported on first use (the parser and
+the option checks need no JAX).
 """
 
 from __future__ import annotations
@@ -11,34 +11,28 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-
-from jaxcorr import errors
+import warnings
 
 __all__ = [
-    "CHECKPOINT_ERRORS",
-    "MEMORY_ERRORS",
     "active_rows",
-    "available_bytes",
+    "available",
     "capacity_reruns",
-    "check_memory",
     "check_target",
     "empty_history",
-    "expand",
     "expected_active",
     "fit_function",
     "from_params",
     "is_span",
     "is_wide",
-    "load_full",
-    "load_wide",
+    "kind",
+    "lock",
+    "memory_plan",
     "read_meta",
-    "save_full",
-    "save_trained",
-    "save_wide",
-    "wide_check_fits",
+    "restore",
+    "save",
     "wide_fit_function",
-    "wide_largest_width",
     "wide_setup",
+    "wide_width",
 ]
 
 
@@ -49,9 +43,9 @@ def _train():
 
 
 def _wide():
-    from jaxcorr import implicit
+    from jaxcorr import wide
 
-    return implicit
+    return wide
 
 
 def _checkpoint():
@@ -66,28 +60,23 @@ def _memory():
     return memory
 
 
-#: What a checkpoint that cannot be used raises (the shared type, and the checkpoint module's own).
-CHECKPOINT_ERRORS: tuple = (errors.CheckpointError,)
-#: What a run that cannot fit in memory raises before anything is allocated.
-MEMORY_ERRORS: tuple = (errors.InsufficientMemoryError, MemoryError)
-
-
-def _late_types() -> None:
-    """Add the library modules' own error types to the tuples above, once they are imported."""
-    global CHECKPOINT_ERRORS, MEMORY_ERRORS
-    ck = _checkpoint().CheckpointError
-    if ck not in CHECKPOINT_ERRORS:
-        CHECKPOINT_ERRORS = (*CHECKPOINT_ERRORS, ck)
-    mem = _wide().InsufficientMemoryError
-    if mem not in MEMORY_ERRORS:
-        MEMORY_ERRORS = (*MEMORY_ERRORS, mem)
-
-
 # ------------------------------------------------------------------------------------------ train
+def _once(fit):
+    """``fit`` without its "loss rose" UserWarning: the CLI says it once itself, in its own terms."""
+
+    @functools.wraps(fit)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*loss rose", category=UserWarning)
+            return fit(*args, **kwargs)
+
+    return quiet
+
+
 def fit_function(mesh=None):
     """``train.fit`` (on ``mesh`` when one is given)."""
     fit = _train().fit
-    return fit if mesh is None else functools.partial(fit, mesh=mesh)
+    return _once(fit if mesh is None else functools.partial(fit, mesh=mesh))
 
 
 def is_span(optimizer) -> bool:
@@ -108,11 +97,11 @@ def empty_history(**fields):
 # ------------------------------------------------------------------------------------------ wide
 def is_wide(params) -> bool:
     """``params`` is a wide model (its key and the rows that can fire), not all m rows."""
-    return isinstance(params, _wide().ImplicitParams)
+    return isinstance(params, _wide().WideParams)
 
 
 def expected_active(m: int, n: int, b: float) -> float:
-    return _wide().expected_active(m, n, b)
+    return _memory().expected_active(m, n, b)
 
 
 def wide_setup(key, m: int, d: int, X, *, b: float, dtype, progress):
@@ -136,7 +125,7 @@ def wide_fit_function(mesh):
             kwargs["opt_state"] = None
         return wide.fit(model, X, y, **kwargs)
 
-    return fit
+    return _once(fit)
 
 
 def active_rows(W0, X, b: float):
@@ -144,85 +133,58 @@ def active_rows(W0, X, b: float):
 
 
 def from_params(key, params, X, *, b, W0, opt_state, optimizer, active):
+    """:func:`jaxcorr.wide.from_params` (ValueError: ``params`` did not start from ``W0``, or a
+    state that only the full form can hold)."""
     return _wide().from_params(key, params, X, b=b, W0=W0, opt_state=opt_state, optimizer=optimizer,
                                active=active)
 
 
-def expand(model, opt_state, optimizer):
-    """A wide checkpoint's model back to all m rows: ``(params, opt_state, W0)``."""
-    return _wide().expand(model, opt_state, optimizer)
-
-
 # ------------------------------------------------------------------------------------- checkpoint
-@contextlib.contextmanager
-def _corrupt_as_checkpoint_error(path):  # removed at merge: checkpoint raises CheckpointError for every corrupt file
-    """Today's reader lets some corruptions (a bit flipped in the zip's "version needed" field or
-    in a member's .npy header) escape as the parser's own error: raise them as the checkpoint error."""
-    import tokenize
-
-    try:
-        yield
-    except (NotImplementedError, SyntaxError, tokenize.TokenError, EOFError, OverflowError) as e:
-        raise errors.CheckpointError(f"checkpoint {str(path)!r} is corrupted or unreadable "
-                                     f"({type(e).__name__}: {e})", path) from None
-
-
 def read_meta(path) -> dict:
-    _late_types()
-    with _corrupt_as_checkpoint_error(path):
-        return _checkpoint().read_meta(path)
+    return _checkpoint().read_meta(path)
+
+
+def kind(path) -> str:
+    """``"full"``, ``"compact"`` or ``"wide"``: :func:`jaxcorr.checkpoint.kind`."""
+    return _checkpoint().kind(path)
+
+
+def wide_width(config: dict) -> int | None:
+    """The width a compact or wide checkpoint's config records (None: a full checkpoint)."""
+    from jaxcorr.checkpoint import wide as form
+
+    meta = form.wide_meta(config)
+    return None if meta is None else meta.get("width")
 
 
 def check_target(path, protect=()) -> None:
-    _late_types()
     _checkpoint().check_target(path, protect=protect)
 
 
-def load_full(path, *, X, y, optimizer) -> dict:
-    """A full checkpoint (all of W): ``params``, ``opt_state``, ``step``."""
-    with _corrupt_as_checkpoint_error(path):
-        return _checkpoint().load(path, X=X, y=y, optimizer=optimizer)
+def lock(path) -> contextlib.AbstractContextManager:
+    """The writer's lock of ``path`` (:func:`jaxcorr.checkpoint.lock`), held for a whole run."""
+    return _checkpoint().lock(path)
 
 
-def load_wide(path, *, X, y, optimizer) -> dict:
-    """A wide or compact checkpoint: ``model``, ``opt_state``, ``step``."""
-    with _corrupt_as_checkpoint_error(path):
-        return _wide().load(path, X=X, y=y, optimizer=optimizer)
+def restore(path, *, X, y, optimizer, as_wide: bool):
+    """:func:`jaxcorr.checkpoint.restore`: ``Restored(kind, model, opt_state, step, config)``."""
+    return _checkpoint().restore(path, X=X, y=y, optimizer=optimizer, as_wide=as_wide)
 
 
-def save_full(path, params, opt_state, step: int, config: dict, X, y) -> None:
-    _checkpoint().save(path, params, opt_state, step, config, X, y)
-
-
-def save_wide(path, model, X, y, *, opt_state, step: int, config: dict) -> None:
-    _wide().save(path, model, X, y, opt_state=opt_state, step=step, config=config)
-
-
-def save_trained(path, key, params, X, y, *, b, W0, opt_state, optimizer, step: int, config: dict, active) -> None:
-    """A full-width run's compact checkpoint: the rows that differ from ``W0`` and the active rows."""
-    _wide().save_trained(path, key, params, X, y, b=b, W0=W0, opt_state=opt_state, optimizer=optimizer,
-                         step=step, config=config, active=active)
+def save(path, model, *, X, y, opt_state, step: int, config: dict, **compact) -> str:
+    """:func:`jaxcorr.checkpoint.save` in its smallest form (``compact``: the compact form's
+    ``key``, ``b``, ``W0``, ``optimizer``, ``active``); returns the form written."""
+    return _checkpoint().save(path, model, X=X, y=y, opt_state=opt_state, step=step, config=config, **compact)
 
 
 # ----------------------------------------------------------------------------------------- memory
-def available_bytes(device):
-    """``(bytes or None, where the figure comes from)``."""
-    _late_types()
-    return _memory().available_bytes(device)
+def available(device):
+    """``(bytes or None, where the figure comes from)``: :func:`jaxcorr.memory.available`."""
+    return _memory().available(device)
 
 
-def check_memory(method, n, m, d, *, itemsize, optimizer, compare, available) -> dict:
-    """The full-width run's memory check: ``estimate``/``available``/``source``; raises a memory error."""
-    return _memory().check(method, n, m, d, itemsize=itemsize, optimizer=optimizer, compare=compare,
-                           available=available)
-
-
-def wide_largest_width(method, n, d, available, dtype, *, optimizer_slots, span) -> int:
-    return _wide().largest_width(method, n, d, available, dtype, b=None, optimizer_slots=optimizer_slots, span=span)
-
-
-def wide_check_fits(method, n, d, m, dtype, *, available, b, x_norm, optimizer_slots, span) -> dict:
-    """The wide run's memory check: a dict with ``total`` (bytes); raises a memory error."""
-    _late_types()
-    return _wide().check_fits(method, n, d, m, dtype, available=available, b=b, x_norm=x_norm,
-                              optimizer_slots=optimizer_slots, span=span)
+def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer, dtype, b, x_norm):
+    """:func:`jaxcorr.memory.plan`: ``Plan(wide, estimate, available, source)``; raises
+    :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way."""
+    return _memory().plan(method, n=n, m=m, d=d, wide=wide, resumed=resumed, compare=compare, available=available,
+                          optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm)

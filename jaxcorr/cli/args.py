@@ -91,33 +91,59 @@ def _add_train_arguments(t) -> None:
     d = DEFAULTS
     helps = "; ".join(f"{k}: {methods.get(k).help}" for k in METHODS)
     rates = ", ".join(f"{k} {optimizers.spec(k).learning_rate:g}" for k in optimizers.NAMES)
-    t.add_argument("--method", choices=METHODS, default=None, help=f"{helps} (default {d['method']}; with --resume: the checkpoint's)")
-    t.add_argument("--n", type=int, default=None, help=f"number of synthetic data points (default {d['n']}; with --data: the file's)")
-    t.add_argument("--m", type=_width_arg, default=None, help=f"width, number of neurons: an integer or 2^K (default {d['m']})")
-    t.add_argument("--d", type=int, default=None, help=f"input dimension of synthetic data (default {d['d']}; with --data: the file's)")
-    t.add_argument("--steps", type=int, default=d["steps"], help=f"gradient steps to run; with --resume: steps to add (default {d['steps']})")
-    t.add_argument("--lr", type=float, default=None, help=f"learning rate (default: the optimizer's own, jaxcorr.optimizers.TABLE: {rates})")
+    t.add_argument("--method", choices=METHODS, default=None,
+                   help=f"{helps} (default {d['method']}; with --resume: the checkpoint's)")
+    t.add_argument("--n", type=int, default=None,
+                   help=f"number of synthetic data points (default {d['n']}; with --data: the file's)")
+    t.add_argument("--m", type=_width_arg, default=None,
+                   help=f"width, number of neurons: an integer or 2^K (default {d['m']})")
+    t.add_argument("--d", type=int, default=None,
+                   help=f"input dimension of synthetic data (default {d['d']}; with --data: the file's)")
+    t.add_argument("--steps", type=int, default=d["steps"],
+                   help=f"gradient steps to run; with --resume: steps to add (default {d['steps']})")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default: the optimizer's own, jaxcorr.optimizers.TABLE: {rates})")
     t.add_argument("--b", type=float, default=None, help="activation threshold b (default sqrt(0.4 ln m), Remark 2.6)")
-    t.add_argument("--seed", type=int, default=None, help=f"seed of the initial weights and of the synthetic data, 0..2^32-1 (default {d['seed']})")
-    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None, help=f"{', '.join(f'{k} = {v}' for k, v in OPTIMIZERS.items())} (default {d['optimizer']})")
-    t.add_argument("--data", metavar="FILE", default=None, help="train on FILE: .npz with arrays X (n, d) and y (n,), or .csv whose last column is y")
-    t.add_argument("--normalize", action="store_true", help="scale each row of the --data X to unit norm, as the paper assumes")
-    t.add_argument("--fallback", choices=("error", "dense"), default="error", help="when a fire set outgrows the DDFN cap ceil(m^(4/5)) of the sparse methods: stop with an error (default) or continue with dense GD")
-    t.add_argument("--compare", choices=("dense",), default=None, help="also run dense GD from the same start; report the speed ratio per step and end to end, and the loss difference")
-    t.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line of stdout (instead of the summary)")
-    t.add_argument("--save", metavar="PATH", default=None, help="write a checkpoint to PATH at the end, on Ctrl-C/SIGTERM and every --save-every steps (atomically); PATH must be new or a checkpoint")
-    t.add_argument("--save-every", metavar="K", type=int, default=None, help="with --save: also checkpoint every K steps")
-    t.add_argument("--resume", metavar="PATH", default=None, help="continue the run saved in PATH for --steps more steps (same data by content, sizes and hyperparameters); needs --save unless --steps 0")
-    t.add_argument("--cache-dir", metavar="DIR", default=None, help="persistent XLA compilation cache (default $JAXCORR_CACHE_DIR, else $XDG_CACHE_HOME/jaxcorr/xla or ~/.cache/jaxcorr/xla)")
+    t.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the initial weights and of the synthetic data, 0..2^32-1 (default {d['seed']})")
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=None,
+                   help=f"{', '.join(f'{k} = {v}' for k, v in OPTIMIZERS.items())} (default {d['optimizer']})")
+    t.add_argument("--data", metavar="FILE", default=None,
+                   help="train on FILE: .npz with arrays X (n, d) and y (n,), or .csv whose last column is y")
+    t.add_argument("--normalize", action="store_true",
+                   help="scale each row of the --data X to unit norm, as the paper assumes")
+    t.add_argument("--fallback", choices=("error", "dense"), default="error",
+                   help="when a fire set outgrows the DDFN cap ceil(m^(4/5)) of the sparse methods: stop with an "
+                        "error (default) or continue with dense GD")
+    t.add_argument("--compare", choices=("dense",), default=None,
+                   help="also run dense GD from the same start; report the speed ratio per step and end to end, and "
+                        "the loss difference")
+    t.add_argument("--json", action="store_true",
+                   help="print one JSON object with the results as the last line of stdout (instead of the summary)")
+    t.add_argument("--save", metavar="PATH", default=None,
+                   help="write a checkpoint to PATH at the end, on Ctrl-C/SIGTERM and every --save-every steps "
+                        "(atomically); PATH must be new or a checkpoint, and no other run may be saving to it")
+    t.add_argument("--save-every", metavar="K", type=int, default=None,
+                   help="with --save: also checkpoint every K steps")
+    t.add_argument("--resume", metavar="PATH", default=None,
+                   help="continue the run saved in PATH for --steps more steps (same data by content, sizes and "
+                        "hyperparameters); needs --save unless --steps 0")
+    t.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="persistent XLA compilation cache (default $JAXCORR_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/jaxcorr/xla or ~/.cache/jaxcorr/xla)")
     t.add_argument("--no-cache", action="store_true", help="do not read or write the persistent compilation cache")
     t.add_argument("--wide", choices=("auto", "on", "off"), default="auto",
                    help="the wide model: hold only the rows that can fire (W(0) streamed from the seed, compact "
-                        "checkpoints): auto (default) when the full-width run would not fit in memory but this one does")
+                        "checkpoints): auto (default) when the full-width run would not fit in memory but this one "
+                        "does")
     t.add_argument("--quiet", action="store_true", help="no progress display (warnings and errors still go to stderr)")
     # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
-    t.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="several processes: address of process 0's coordinator (with --num-processes and --process-id; see jaxcorr.distributed)")
+    t.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="several processes: address of process 0's coordinator (with --num-processes and "
+                        "--process-id; see jaxcorr.distributed)")
     t.add_argument("--num-processes", metavar="N", type=int, default=None, help="several processes: how many take part")
-    t.add_argument("--process-id", metavar="I", type=int, default=None, help="several processes: this one's index, 0..N-1 (process 0 writes the checkpoints)")
+    t.add_argument("--process-id", metavar="I", type=int, default=None,
+                   help="several processes: this one's index, 0..N-1 (process 0 writes the checkpoints)")
 
 
 def _width_arg(text: str) -> int:
@@ -163,8 +189,9 @@ def check_options(args) -> None:
             f"add --save {args.resume} to continue in place (or --save NEW to keep {args.resume} as it is), "
             "or --steps 0 to only evaluate the checkpoint")
     if args.method is not None and args.compare == args.method:
+        others = ", ".join(k for k in METHODS if k != args.compare)
         raise ValueError(f"--compare {args.compare} with --method {args.method} compares a method with itself; "
-                         f"drop --compare, or train another --method ({', '.join(k for k in METHODS if k != args.compare)})")
+                         f"drop --compare, or train another --method ({others})")
     if args.compare and args.steps == 0:
         raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.wide == "on" and args.compare:

@@ -3,8 +3,9 @@
 :func:`prepare` turns the parsed options into a :class:`Run`: the settings (:class:`Config`: the
 options given, else the ``--resume`` checkpoint's, else :data:`jaxcorr.cli.args.DEFAULTS`), the
 data (a ``--data`` file, matched to a resumed checkpoint by content, or the synthetic data), the
-memory check that picks the full-width or the wide model (:class:`MemoryPlan`), and the state the
-run starts from (fresh ``nn.init``, or the checkpoint's).
+memory plan that picks the full-width or the wide model (:func:`jaxcorr.memory.plan`), and the
+state the run starts from (fresh ``nn.init``, or the checkpoint's). With ``--save`` the run holds the
+checkpoint's writer's lock (:func:`jaxcorr.checkpoint.lock`) from here to its end.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import numpy as np
 
 from jaxcorr import errors, optimizers
 from jaxcorr.cli import _library
-from jaxcorr.cli.args import DEFAULT_METHOD, DEFAULTS, METHODS
+from jaxcorr.cli.args import DEFAULTS, METHODS
 
-__all__ = ["CONFIG_KEYS", "Config", "MemoryPlan", "Run", "make_optimizer", "prepare"]
+__all__ = ["CONFIG_KEYS", "Config", "Run", "make_optimizer", "prepare"]
 
 #: The settings fixed for a run, checked against the checkpoint on ``--resume``.
 CONFIG_KEYS = ("n", "m", "d", "b", "lr", "optimizer", "seed")
@@ -48,16 +49,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class MemoryPlan:
-    """The memory check's figures: the estimate and the bytes available (None: unknown) and where
-    the latter come from."""
-
-    estimate: float | None
-    available: int | None
-    source: str | None = None
-
-
 @dataclasses.dataclass
 class Run:
     """Everything a run needs once it is prepared (:func:`prepare`)."""
@@ -73,7 +64,7 @@ class Run:
     W0: Any  # nn.init(seed) where the run holds it (the base of compact checkpoints), else None
     dtype: np.dtype
     notes: list
-    memory: MemoryPlan
+    memory: Any  # the jaxcorr.memory.Plan: full width or wide, its estimate, the memory available
     platform: str
     mesh: Any
     wide: bool
@@ -90,9 +81,11 @@ def make_optimizer(name: str, lr: float):
     return optimizers.make(name, lr)
 
 
-def prepare(args, sig, t_start: float) -> Run:
-    """Everything before training: settings, data, memory check, start state. Raises ValueError /
-    OSError / MemoryError with one-line messages."""
+def prepare(args, sig, t_start: float, hold) -> Run:
+    """Everything before training: settings, data, memory plan, start state. ``hold`` enters a
+    context for the rest of the run (the ``--save`` path's lock). Raises ValueError / OSError with
+    one-line messages (:class:`jaxcorr.errors.CheckpointError` for a checkpoint that cannot be used
+    or written, :class:`jaxcorr.errors.InsufficientMemoryError` for a run that cannot fit)."""
     import jax
     import jax.numpy as jnp
 
@@ -103,10 +96,7 @@ def prepare(args, sig, t_start: float) -> Run:
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
     cfg, kind = _resolve_config(args)
     if args.save is not None:
-        try:
-            _library.check_target(args.save, protect=(cfg.data,))
-        except (ValueError, OSError) as e:
-            raise ValueError(f"--save {args.save}: {e}") from None
+        _claim(args.save, cfg, hold, writer=jax.process_index() == 0)
     X, y, notes = _load_data(args, cfg, dtype)
     norms = np.linalg.norm(X.astype(np.float64), axis=1)
     if not np.allclose(norms, 1, atol=1e-3):
@@ -118,11 +108,26 @@ def prepare(args, sig, t_start: float) -> Run:
     if cfg.lr is None:
         cfg.lr = float(optimizers.spec(cfg.optimizer).learning_rate)  # each optimizer's own default
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
-    mem, wide = _memory_plan(args, cfg, dtype, _library.available_bytes(device), norms, resumed=kind)
-    params0, state0, step0, W0 = _start_state(args, cfg, kind, wide, X, y, optimizer, dtype, mesh is None)
+    plan = _memory_plan(args, cfg, dtype, _library.available(device), norms, resumed=kind)
+    params0, state0, step0, W0 = _start_state(args, cfg, kind, plan.wide, X, y, optimizer, dtype, mesh is None)
     return Run(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0, step0=step0,
-               W0=W0, dtype=dtype, notes=notes, memory=mem, platform=device.platform, mesh=mesh, wide=wide,
+               W0=W0, dtype=dtype, notes=notes, memory=plan, platform=device.platform, mesh=mesh, wide=plan.wide,
                t_start=t_start)
+
+
+def _claim(path: str, cfg: Config, hold, writer: bool) -> None:
+    """Check that ``--save path`` may be written (new, or a checkpoint; never the data file), then
+    hold its writer's lock for the run (the writing process only): a second run saving to the same
+    path is refused here, before it trains."""
+    try:
+        _library.check_target(path, protect=(cfg.data,))
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--save {path}: {e}") from None
+    if writer:
+        try:
+            hold(_library.lock(path))
+        except errors.CheckpointError as e:
+            raise errors.CheckpointError(f"--save {path}: {e}", path) from None
 
 
 def _load_data(args, cfg: Config, dtype):
@@ -148,9 +153,10 @@ def _load_data(args, cfg: Config, dtype):
 
 def _start_state(args, cfg: Config, kind, wide: bool, X, y, optimizer, dtype, one_process: bool = True):
     """``(params0, state0, step0, W0)``: the fresh ``nn.init`` (None for a wide run, which draws its
-    rows in set-up), or the ``--resume`` checkpoint (a compact one of a full-width run expanded back
-    to all m rows, unless the run is wide). ``W0`` is ``nn.init(seed)`` where the run holds it (the
-    base of compact checkpoints; several processes save all of W), else None."""
+    rows in set-up), or the ``--resume`` checkpoint's model (:func:`jaxcorr.checkpoint.restore`: all m
+    rows, or for a wide run the held rows; the data matched by content). ``W0`` is ``nn.init(seed)``
+    where the run holds it and saves (the base of compact checkpoints; several processes save all of
+    W), else None."""
     import jax
 
     from jaxcorr import nn
@@ -160,30 +166,22 @@ def _start_state(args, cfg: Config, kind, wide: bool, X, y, optimizer, dtype, on
             return None, None, 0, None
         p = nn.init(jax.random.key(cfg.seed), cfg.m, cfg.d, dtype=dtype)
         return p, None, 0, p
-    if kind == "full":  # W(0) drawn again (as a fresh run holds it) so that the next saves are compact
-        ck = _library.load_full(args.resume, X=X, y=y, optimizer=optimizer)  # data matched by content
-        again = args.save is not None and one_process
-        W0 = nn.init(jax.random.key(cfg.seed), cfg.m, cfg.d, dtype=dtype) if again else None
-        return ck["params"], ck["opt_state"], ck["step"], W0
-    ck = _library.load_wide(args.resume, X=X, y=y, optimizer=optimizer)
+    ck = _library.restore(args.resume, X=X, y=y, optimizer=optimizer, as_wide=wide)
     if wide:  # a model carrying coefficients goes on from their state: the row form is not kept
-        state = None if one_process and ck["model"].coefficients is not None else ck["opt_state"]
-        return ck["model"], state, ck["step"], None
-    params, state, W0 = _library.expand(ck["model"], ck["opt_state"], optimizer)
-    return params, state, ck["step"], W0
+        state = None if one_process and ck.model.coefficients is not None else ck.opt_state
+        return ck.model, state, ck.step, None
+    again = args.save is not None and one_process  # W(0) drawn again, as a fresh run holds it
+    W0 = nn.init(jax.random.key(cfg.seed), cfg.m, cfg.d, dtype=dtype) if again else None
+    return ck.model, ck.opt_state, ck.step, W0
 
 
-def _memory_plan(args, cfg: Config, dtype, available, norms, resumed=None) -> tuple[MemoryPlan, bool]:
-    """Check the run's memory before allocating anything and pick the full-width or the wide model.
-
-    The full-width model (``nn.init`` + ``train.fit`` over all m rows) is kept whenever it fits and
-    ``--wide`` is not ``on``; otherwise, for a sparse method, the wide model (W(0) streamed from the
-    seed, only the rows that can fire held). A run that fits neither way raises one line naming the
-    estimate, the memory available and the widest m that fits. ``resumed`` is the kind of the
-    ``--resume`` checkpoint (:func:`_resolve_config`): a wide run's stays wide, a full one stays
-    full width, a compact one of a full-width run goes either way.
-    """
-    method, n, m, d = cfg.method, cfg.n, cfg.m, cfg.d
+def _memory_plan(args, cfg: Config, dtype, available, norms, resumed=None):
+    """The full-width or the wide model, checked against memory before anything is allocated
+    (:func:`jaxcorr.memory.plan`: full width whenever it fits and ``--wide`` is not ``on``, else the
+    wide model for a sparse method; a run that fits neither way is refused with one line naming the
+    estimate, the memory available and the widest m that fits). ``resumed`` is the kind of the
+    ``--resume`` checkpoint: a wide one stays wide, a full one full width, a compact one goes either
+    way; an option that contradicts it is refused here, naming the option."""
     if resumed == "wide" and args.wide == "off":
         raise ValueError(f"--resume {args.resume} holds a wide model (only its active rows); drop --wide off")
     if resumed == "wide" and args.compare:  # (the baseline would train the held rows as a narrow network)
@@ -191,22 +189,9 @@ def _memory_plan(args, cfg: Config, dtype, available, norms, resumed=None) -> tu
                          f"{args.compare} needs the full-width weights; drop --compare")
     if resumed == "full" and args.wide == "on":
         raise ValueError(f"--resume {args.resume} holds a full-width model; drop --wide on")
-    spec = optimizers.spec(cfg.optimizer)
-    if not (resumed == "wide" or args.wide == "on"):
-        try:
-            mem = _library.check_memory(method, n, m, d, itemsize=dtype.itemsize, optimizer=cfg.optimizer,
-                                        compare=args.compare, available=available)
-            return MemoryPlan(mem["estimate"], mem["available"], mem.get("source")), False
-        except (MemoryError, ValueError) as e:
-            if method == "dense" and isinstance(e, MemoryError) and not args.compare:
-                fits = _library.wide_largest_width(DEFAULT_METHOD, n, d, available[0] or 0, dtype,
-                                                   optimizer_slots=spec.state_slots, span=spec.span)
-                raise MemoryError(f"{e}; --method {DEFAULT_METHOD} (wide) fits up to --m {fits}") from None
-            if args.wide == "off" or method == "dense" or args.compare or resumed == "full":
-                raise  # (a resumed full checkpoint stays full width)
-    est = _library.wide_check_fits(method, n, d, m, dtype, available=available[0], b=cfg.b,
-                                   x_norm=float(np.max(norms)), optimizer_slots=spec.state_slots, span=spec.span)
-    return MemoryPlan(est["total"], available[0], available[1]), True
+    return _library.memory_plan(cfg.method, n=cfg.n, m=cfg.m, d=cfg.d, wide=args.wide, resumed=resumed,
+                                compare=args.compare, available=available, optimizer=cfg.optimizer, dtype=dtype,
+                                b=cfg.b, x_norm=float(np.max(norms)) if norms.size else 1.0)
 
 
 def _resolve_config(args) -> tuple[Config, str | None]:
@@ -228,11 +213,10 @@ def _resolve_config(args) -> tuple[Config, str | None]:
         return Config(**vals, method=args.method or DEFAULTS["method"], data=args.data,
                       normalize=args.normalize), None
     path = args.resume
+    kind = _library.kind(path)
     saved = _library.read_meta(path).get("config") or {}
-    form = saved.get("implicit")  # the checkpoint format's key for the wide and compact forms
-    kind = "full" if not isinstance(form, dict) else ("compact" if form.get("full_width") else "wide")
     if kind != "full" and "m" not in saved:  # a wide checkpoint's width
-        saved = {**saved, "m": form.get("width")}
+        saved = {**saved, "m": _library.wide_width(saved)}
     missing = [k for k in (*CONFIG_KEYS, "data") if k not in saved]
     if missing:
         raise errors.CheckpointError(f"checkpoint {path!r} lacks the run settings {missing}; it was not written "

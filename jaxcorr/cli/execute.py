@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,13 +19,13 @@ __all__ = ["train"]
 
 
 def train(args, process: bool, t_start: float) -> int:
-    """The ``train`` command; returns the exit status (raises ValueError/OSError/MemoryError with a
-    one-line message on bad input)."""
+    """The ``train`` command; returns the exit status (raises ValueError/OSError with a one-line
+    message on bad input). With ``--save`` the path's writer's lock is held until the run ends."""
     check_options(args)
     cache = enable_cache(cache_dir(args, process))
     what = f" and saving to {args.save}" if args.save else ""
-    with Signals(process, what_on_stop=what, saving=args.save is not None) as sig:
-        run = config.prepare(args, sig, t_start)
+    with Signals(process, what_on_stop=what, saving=args.save is not None) as sig, contextlib.ExitStack() as held:
+        run = config.prepare(args, sig, t_start, held.enter_context)
         run.cache = cache
         return _execute(args, run, sig)
 
@@ -129,28 +130,27 @@ def _after_training(args, run: config.Run, sig, out: run_mod.Outcome, save, plan
 
 
 def _saver(args, run: config.Run, sig):
-    """``save(params, opt_state, step)`` for ``--save``: process 0 writes; a wide run its compact
-    checkpoint; a full-width run that holds ``W(0)`` only the rows that differ from it and the
-    active rows (megabytes where ``W`` is gigabytes); otherwise (a resumed full checkpoint, several
-    processes) all of ``W``."""
+    """``save(params, opt_state, step)`` for ``--save``: process 0 writes :func:`jaxcorr.checkpoint.save`'s
+    smallest form: a wide run its rows or coefficients; a full-width run that holds ``W(0)`` only the
+    rows that differ from it and the active rows (megabytes where ``W`` is gigabytes); otherwise (a
+    resumed full checkpoint whose ``a`` is not the seed's, several processes) all of ``W``."""
     import jax
 
     cfg, X, y = run.cfg, run.X, run.y
     saved = {**cfg.as_dict(), "dtype": str(run.dtype)}
     if cfg.data is not None:
         saved["data_abspath"] = os.path.abspath(cfg.data)
-    # the checkpoint loader checks config["m"] against the held rows: a wide checkpoint records its width itself
-    compact_config = {k: v for k, v in saved.items() if k != "m"}
-    compact = run.W0 is not None and run.mesh is None and not run.wide
-    active = None
-    if compact:  # once per run, not per save: the active rows, and the save's programs compiled now
-        active = _library.active_rows(run.W0.W, X, cfg.b)
+    compact = {}
+    if run.W0 is not None and run.mesh is None and not run.wide:
+        # once per run, not per save: the active rows, and the save's programs compiled now
+        key, active = jax.random.key(cfg.seed), _library.active_rows(run.W0.W, X, cfg.b)
         state0 = run.state0 if run.state0 is not None else run.optimizer.init(run.params0.W)
         try:
-            _library.from_params(jax.random.key(cfg.seed), run.params0, X, b=cfg.b, W0=run.W0, opt_state=state0,
+            _library.from_params(key, run.params0, X, b=cfg.b, W0=run.W0, opt_state=state0,
                                  optimizer=run.optimizer, active=active)
+            compact = {"key": key, "b": cfg.b, "W0": run.W0, "optimizer": run.optimizer, "active": active}
         except ValueError:  # a resumed model whose a is not the seed's: save all of W
-            compact = False
+            pass
         del state0
 
     def save(p, s, step):
@@ -158,14 +158,7 @@ def _saver(args, run: config.Run, sig):
         if jax.process_index() != 0:  # one writer across processes
             return
         with jax.transfer_guard("allow"):  # meant: the state goes to the host and the file
-            if run.wide:
-                _library.save_wide(args.save, p, X, y, opt_state=s, step=step, config=compact_config)
-            elif compact:
-                _library.save_trained(args.save, jax.random.key(cfg.seed), p, X, y, b=cfg.b, W0=run.W0,
-                                      opt_state=s, optimizer=run.optimizer, step=step, config=compact_config,
-                                      active=active)
-            else:
-                _library.save_full(args.save, p, s, step, saved, X, y)
+            _library.save(args.save, p, X=X, y=y, opt_state=s, step=step, config=saved, **compact)
 
     return save
 
@@ -184,7 +177,7 @@ def _wide_setup(run: config.Run, mode: str, sig):
 
     if mode == "lines":
         progress.report(f"set-up: drawing W(0) from seed {cfg.seed} and keeping the rows that can fire "
-                        f"(wide model, m={cfg.m}; memory estimate {run.memory.estimate / 2**30:.2f} GiB)")
+                        f"(wide model, m={cfg.m}; memory estimate {run.memory.estimate.total / 2**30:.2f} GiB)")
     try:
         model, info = _library.wide_setup(jax.random.key(cfg.seed), cfg.m, cfg.d, run.X, b=cfg.b, dtype=run.dtype,
                                           progress=on_chunk)

@@ -167,7 +167,7 @@ class Progress:
 
 
 class SetupProgress:
-    """Progress of the implicit set-up (rows of W(0) drawn, active rows kept) on stderr: a tqdm bar
+    """Progress of the wide set-up (rows of W(0) drawn, active rows kept) on stderr: a tqdm bar
     (``mode="bar"``), a plain line every :attr:`every_s` seconds and at the end (``"lines"``), or nothing."""
 
     every_s = 10.0
@@ -182,7 +182,7 @@ class SetupProgress:
                             file=sys.stderr, leave=False, **_width())
 
     def update(self, p: dict) -> None:
-        """``p``: :func:`jaxcorr.implicit.setup`'s progress dict."""
+        """``p``: :func:`jaxcorr.wide.setup`'s progress dict."""
         if self.bar is not None:
             self.bar.set_postfix_str(f"{p['n_active']} active", refresh=False)
             self.bar.update(p["rows_done"] - self.bar.n)

@@ -110,7 +110,7 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
         **{k: getattr(cfg, k) for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
         "data": cfg.data or "synthetic",
         "checkpoint": save,
-        "memory_estimate_bytes": run.memory.estimate,
+        "memory_estimate_bytes": run.memory.estimate.total,
         "memory_available_bytes": run.memory.available,
         "compilation_cache": run.cache,
         "wide": run.wide,
@@ -218,9 +218,11 @@ def print_summary(r: dict, out, events=()) -> None:
         f"done: {r['steps']} steps of {what} (steps {r['step_start']} -> {r['step_end']}) in {r['process_s']:.2f} s "
         f"end to end (the whole process), of which training {r['wall_s']:.2f} s and set-up and compilation "
         f"{r['setup_s']:.2f} s",
-        f"loss        {r['loss_initial']:.6g} -> {r['loss_final']:.6g}   (1/2 sum_i (f(x_i) - y_i)^2 of the returned weights)",
+        f"loss        {r['loss_initial']:.6g} -> {r['loss_final']:.6g}   "
+        "(1/2 sum_i (f(x_i) - y_i)^2 of the returned weights)",
         f"speed       {ms}",
-        f"fire sets   |S_i,fire| mean {f['mean']:.1f}, max {f['max']}; union over i: max {f['union_max']}   (of m = {r['m']})",
+        f"fire sets   |S_i,fire| mean {f['mean']:.1f}, max {f['max']}; union over i: max {f['union_max']}   "
+        f"(of m = {r['m']})",
         _bounds(f, r["b"]),
     ]
     reruns = _library.capacity_reruns(events)
@@ -235,7 +237,8 @@ def print_summary(r: dict, out, events=()) -> None:
     if r["checkpoint"]:
         lines.append(f"checkpoint  {r['checkpoint']} (step {r['step_end']})")
     if not c and methods.get(r["method"]).sparse and not r["wide"]:
-        lines.append("next        jaxcorr train --compare dense   (speed and loss against plain GD);  jaxcorr train --help")
+        lines.append("next        jaxcorr train --compare dense   (speed and loss against plain GD);  "
+                     "jaxcorr train --help")
     elif not c:
         lines.append("next        jaxcorr train --help")
     print("\n".join(lines), file=out)

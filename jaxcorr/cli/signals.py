@@ -142,8 +142,8 @@ def exit_now(code: int) -> None:
 
     Called after the checkpoint is written (fsynced and renamed) and the last line printed. It skips
     the interpreter's teardown, which frees every device buffer and joins XLA's threads one by one
-    (its time grows with the buffers held) and adds nothing a stopped run needs. Returns without exiting when JAX runs several processes (their shutdown
-    handshake must run) or is not loaded.
+    (its time grows with the buffers held) and adds nothing a stopped run needs. Returns without
+    exiting when JAX runs several processes (their shutdown handshake must run) or is not loaded.
     """
     jax = sys.modules.get("jax")
     try:

@@ -1,4 +1,4 @@
-"""`jaxcorr train --wide` (the wide model, today :mod:`jaxcorr.implicit`): same run as the full-width one,
+"""`jaxcorr train --wide` (the wide model, :mod:`jaxcorr.wide`): same run as the full-width one,
 checkpoints and resume, ``--m 2^K``, and one-line memory refusals before anything is allocated."""
 
 
@@ -7,10 +7,10 @@ import shutil
 import jax
 import numpy as np
 import pytest
-
-from jaxcorr import checkpoint, cli, implicit, memory, nn
 from test_cli import assert_one_line_error as _one_line_error
 from test_cli import load_state, run, run_json
+
+from jaxcorr import checkpoint, cli, memory, nn
 
 TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
 
@@ -21,17 +21,18 @@ def assert_one_line_error(rc, out, err, *words):
 
 
 @pytest.mark.parametrize("method", ["active", "dtree"])
-def test_implicit_run_is_the_eager_run(capsys, tmp_path, method):
+def test_wide_run_is_the_eager_run(capsys, tmp_path, method):
     """Same losses, and the trained rows of A equal the eager run's rows; every other eager row is W(0)."""
-    pe, pi = tmp_path / "eager.ckpt", tmp_path / "implicit.ckpt"
+    pe, pi = tmp_path / "eager.ckpt", tmp_path / "wide.ckpt"
     e = run_json(capsys, *TINY, "--method", method, "--steps", "6", "--wide", "off", "--save", str(pe))
     i = run_json(capsys, *TINY, "--method", method, "--steps", "6", "--wide", "on", "--save", str(pi))
     assert (e["wide"], i["wide"]) == (False, True)
     assert e["m"] == i["m"] == 256
     np.testing.assert_allclose(i["loss_initial"], e["loss_initial"], rtol=1e-6)
     np.testing.assert_allclose(i["loss_final"], e["loss_final"], rtol=1e-5)
-    ck = implicit.load(pi)
-    model, full = ck["model"], load_state(pe)["params"]
+    ck = checkpoint.restore(pi)
+    assert ck.kind == "wide"
+    model, full = ck.model, load_state(pe)["params"]
     assert i["n_active"] == model.n_active < 256
     idx = np.asarray(model.idx)
     np.testing.assert_allclose(np.asarray(model.W), np.asarray(full.W)[idx], rtol=1e-5, atol=1e-6)
@@ -40,18 +41,18 @@ def test_implicit_run_is_the_eager_run(capsys, tmp_path, method):
     assert np.array_equal(np.asarray(full.W)[rest], W0[rest])
 
 
-def test_implicit_checkpoint_resume(capsys, tmp_path):
-    """6 steps at once == 3 + 3 through an implicit checkpoint (resume detects the kind)."""
+def test_wide_checkpoint_resume(capsys, tmp_path):
+    """6 steps at once == 3 + 3 through a wide checkpoint (resume detects the kind)."""
     full, part = tmp_path / "full.ckpt", tmp_path / "part.ckpt"
     a = run_json(capsys, *TINY, "--steps", "6", "--wide", "on", "--save", str(full))
     run_json(capsys, *TINY, "--steps", "3", "--wide", "on", "--save", str(part))
     b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--quiet")
     assert b["wide"] is True and b["step_start"] == 3 and b["step_end"] == 6
     np.testing.assert_allclose(b["loss_final"], a["loss_final"], rtol=1e-5)
-    x, y = implicit.load(full), implicit.load(part)
-    assert x["step"] == y["step"] == 6
-    assert np.array_equal(np.asarray(x["model"].idx), np.asarray(y["model"].idx))
-    np.testing.assert_allclose(np.asarray(x["model"].W), np.asarray(y["model"].W), rtol=1e-5, atol=1e-6)
+    x, y = checkpoint.restore(full), checkpoint.restore(part)
+    assert x.step == y.step == 6 and x.kind == y.kind == "wide"
+    assert np.array_equal(np.asarray(x.model.idx), np.asarray(y.model.idx))
+    np.testing.assert_allclose(np.asarray(x.model.W), np.asarray(y.model.W), rtol=1e-5, atol=1e-6)
     rc, out, err = run(capsys, "--resume", str(part), "--steps", "0", "--wide", "off")
     assert_one_line_error(rc, out, err, "wide model", "--wide off")
     rc, out, err = run(capsys, "--resume", str(part), "--save", str(part), "--steps", "1", "--compare", "dense")
@@ -68,21 +69,22 @@ def test_width_accepts_powers_of_two(capsys):
 
 def test_too_wide_is_one_line_exit_2(capsys):
     rc, out, err = run(capsys, "--m", "2^40", "--steps", "1")
-    assert_one_line_error(rc, out, err, "m=1099511627776", "needs about", "available", "widest that fits is m=")
+    assert_one_line_error(rc, out, err, "--m 1099511627776 does not fit", "(wide model) needs about", "available",
+                          "at most --m")
 
 
 def test_dense_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device=None: (2**30, "test limit"))
+    monkeypatch.setattr(memory, "available", lambda device=None: (2**30, "test limit"))
     rc, out, err = run(capsys, "--m", "2^26", "--method", "dense", "--steps", "1")
     assert_one_line_error(rc, out, err, "--m 67108864 does not fit", "1.0 GiB is available", "at most --m",
-                          "--method active (wide) fits")
-    # the default sparse method goes implicit, whose estimate at 2^26 (about 2.5 GiB) is over 1 GiB too
+                          "the wide model (method active) fits up to --m", "--method active")
+    # the default sparse method goes wide, whose estimate at 2^26 (about 2.5 GiB) is over 1 GiB too
     rc, out, err = run(capsys, "--m", "2^26", "--steps", "1")
-    assert_one_line_error(rc, out, err, "active (implicit) at m=67108864", "needs about", "1.0 GiB is available",
-                          "widest that fits is m=")
+    assert_one_line_error(rc, out, err, "--m 67108864 does not fit", "method active (wide model) needs about",
+                          "1.0 GiB is available (test limit)", "at most --m")
 
 
-def test_compare_dense_with_implicit_is_refused(capsys):
+def test_compare_dense_with_wide_is_refused(capsys):
     rc, out, err = run(capsys, *TINY, "--wide", "on", "--compare", "dense")
     assert_one_line_error(rc, out, err, "--compare dense", "--wide on")
 
@@ -103,8 +105,8 @@ def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path)
     a = run_json(capsys, *args, "--steps", "4", "--wide", "off", "--save", str(full))
     run_json(capsys, *args, "--steps", "2", "--wide", "off", "--save", str(part))
     meta = checkpoint.read_meta(part)
-    assert meta["config"]["implicit"]["full_width"] is True
-    n_held = meta["config"]["implicit"]["n_active"]
+    assert meta["config"]["wide"]["full_width"] is True and checkpoint.kind(part) == "compact"
+    n_held = meta["config"]["wide"]["n_active"]
     assert n_held < m / 8 and part.stat().st_size < m * (2 * 8 + 1) * 4 / 4  # W, a, momentum: 1/7 of them
     shutil.copy(part, lazy)
     b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "2", "--quiet")
@@ -119,27 +121,27 @@ def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path)
 
 
 def test_sgd_run_checkpoints_its_coefficients_and_resumes(capsys, tmp_path):
-    """An implicit momentum run (n < d) checkpoints K (|A|, n) and its state instead of the rows
+    """A wide momentum run (n < d) checkpoints K (|A|, n) and its state instead of the rows
     (form "coefficients", smaller than the rows form); 3 + 3 steps through it equal 6 at once, and a
     checkpoint written from the callback mid-run (--save-every) holds the same rows as the end state."""
     args = ["--n", "4", "--m", "4096", "--d", "16", "--quiet", "--optimizer", "momentum", "--wide", "on"]
     full, part, every = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "every.ckpt"
     a = run_json(capsys, *args, "--steps", "6", "--save", str(full))
     run_json(capsys, *args, "--steps", "3", "--save", str(part))
-    meta = checkpoint.read_meta(part)["config"]["implicit"]
+    meta = checkpoint.read_meta(part)["config"]["wide"]
     assert meta["form"] == "coefficients"
     k = meta["n_active"]
     assert part.stat().st_size < k * (2 * 16 + 2) * 4 * 0.6  # rows form: W, a, momentum (|A| (2d + 2))
     b = run_json(capsys, "--resume", str(part), "--save", str(part), "--steps", "3", "--quiet")
     assert b["wide"] is True and b["step_end"] == 6
     np.testing.assert_allclose(b["loss_final"], a["loss_final"], rtol=1e-6)
-    x, y = implicit.load(full), implicit.load(part)
-    assert x["model"].coefficients is not None and y["step"] == 6
-    np.testing.assert_allclose(np.asarray(y["model"].W), np.asarray(x["model"].W), rtol=1e-6, atol=1e-7)
+    x, y = checkpoint.restore(full), checkpoint.restore(part)
+    assert x.model.coefficients is not None and y.step == 6
+    np.testing.assert_allclose(np.asarray(y.model.W), np.asarray(x.model.W), rtol=1e-6, atol=1e-7)
     run_json(capsys, *args, "--steps", "6", "--save-every", "3", "--save", str(every))
-    z = implicit.load(every)
-    assert z["step"] == 6 and checkpoint.read_meta(every)["config"]["implicit"]["form"] == "coefficients"
-    np.testing.assert_allclose(np.asarray(z["model"].W), np.asarray(x["model"].W), rtol=1e-6, atol=1e-7)
+    z = checkpoint.restore(every)
+    assert z.step == 6 and checkpoint.read_meta(every)["config"]["wide"]["form"] == "coefficients"
+    np.testing.assert_allclose(np.asarray(z.model.W), np.asarray(x.model.W), rtol=1e-6, atol=1e-7)
 
 
 def test_wide_run_where_no_neuron_fires_warns_like_a_full_width_run(capsys, tmp_path):
