@@ -23,7 +23,7 @@ def _python_blocks(text: str) -> list[str]:
 
 def test_readme_opens_with_the_two_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
-    assert lines[2:4] == ['pip install . && jaxcorr train', 'pip install ".[test]" && python -m pytest -q']
+    assert lines[3:5] == ['pip install . && jaxcorr train', 'pip install ".[test]" && python -m pytest -q']
     assert len(lines) <= 160, "README is a front page: about 150 lines"
 
 
