@@ -62,20 +62,22 @@ __all__ = ["Prediction", "Choice", "predict", "choose", "expected_active", "expe
            "dense_expected_faster", "STEP_COEF", "SETUP_COEF", "COMPILE_S"]
 
 # Coefficients from docs/bench/cost_calibration.json (scripts/calibrate_cost.py over
-# docs/bench/bench_regime.json): per method, seconds per unit of each feature of _step_features /
-# _setup_features, in order; COMPILE_S: median first-call compile seconds per method.
+# docs/bench/bench_regime.json).
+#: Per method, seconds per unit of each per-step feature (in the order the step features are formed).
 STEP_COEF: dict[str, tuple[float, ...]] = {
     "dense": (7.071e-18, 3.567e-10, 4.75e-10),
     "active": (3.6e-05, 6.59e-11, 2.906e-11, 6.564e-10),
     "dtree": (0.0001029, 8.978e-11, 3.08e-11, 2.956e-10),
     "wtree": (1.067e-13, 1.069e-18, 1.282e-09, 5.908e-09),
 }
+#: Per method, seconds per unit of each set-up feature.
 SETUP_COEF: dict[str, tuple[float, ...]] = {
     "dense": (0.01463, 4.592e-09),
     "active": (0.001615, 7.78e-10, 3.374e-09),
     "dtree": (0.006419, 2.79e-10, 2.901e-08),
     "wtree": (0.006465, 6.348e-10, 2.019e-08),
 }
+#: Per method, the median compile time of a first call, seconds.
 COMPILE_S: dict[str, float] = {"dense": 1.07, "active": 1.22, "dtree": 4.07, "wtree": 0.613}
 
 

@@ -292,7 +292,7 @@ def is_writer() -> bool:
 def mesh_method(preferred: str | None = None) -> str:
     """The sparse method to run on a mesh: ``preferred`` if given, else the default method
     (:data:`jaxcorr.methods.DEFAULT`) if it shards, else the first method of the registry that
-    shards (:attr:`jaxcorr.methods.Method.shards`)."""
+    shards (``jaxcorr.methods.Method.shards``)."""
     from jaxcorr import methods  # noqa: PLC0415
 
     if preferred is not None:

@@ -2,7 +2,7 @@ r"""Use and judge a trained 2NN(m, b): its outputs on new data, the loss, the er
 
 One call per task, for either model kind: a full-width :class:`jaxcorr.nn.Params` (what
 :func:`jaxcorr.train.fit` returns) or a wide model held as its key plus its active rows (the
-:class:`WideParams` of the wide-model module, streamed over ``m``).
+:class:`jaxcorr.wide.WideParams`, streamed over ``m``).
 
 - :func:`predict`: :math:`f(W, x_i, a) = \frac{1}{\sqrt m}\sum_r a_r \sigma_b(\langle w_r, x_i\rangle)`
   (Definition 2.1) for every row of ``X``.

@@ -56,7 +56,7 @@ __all__ = ["Estimate", "Plan", "estimate", "available", "largest_width", "check"
 BASE = 640 * 2**20
 #: Multiplier on the full-width per-row estimate (the model is calibrated, this is the margin on top).
 SAFETY = 1.25
-#: The widest full-width network: tree indices are int32 with the sentinel m, over power-of-two
+#: The widest full-width network -- tree indices are int32 with the sentinel m, over power-of-two
 #: padded levels of up to 2 m leaves.
 MAX_TREE_WIDTH = 2**30
 #: The widest wide model -- the key-counter limit of the generator, :data:`jaxcorr.nn.MAX_WIDTH`.
@@ -336,7 +336,7 @@ def check(method: str, *, n: int, m: int, d: int, wide: bool = False, available=
     """Refuse a run that cannot fit, before anything is allocated.
 
     Args:
-      method, n, m, d, wide, **kw: as :func:`estimate` (``optimizer``, ``dtype``, ``b``, ...).
+      method, n, m, d, wide, kw: as :func:`estimate` (``optimizer``, ``dtype``, ``b``, ...).
       available: ``(bytes, source)`` as :func:`available` returns it (default: measured now, host).
       width_option: how the message names the width (the CLI's ``--m``).
 
@@ -382,7 +382,7 @@ def plan(method: str, *, n: int, m: int, d: int, wide: str = "auto", resumed: st
     compact one goes either way.
 
     Args:
-      method, n, m, d, compare, **kw: as :func:`estimate`.
+      method, n, m, d, compare, kw: as :func:`estimate`.
       wide: ``"auto"``, ``"on"`` or ``"off"``.
       resumed: None, ``"full"``, ``"compact"`` or ``"wide"``.
       available, width_option: as :func:`check`.

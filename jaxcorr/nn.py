@@ -69,7 +69,7 @@ def default_threshold(m: int) -> float:
     return math.sqrt(0.4 * math.log(int(m)))
 
 
-#: Rows per addressing block of W(0): traced code names row ``block * BLOCK_ROWS + offset`` with 32-bit
+#: Rows per addressing block of W(0) -- traced code names row ``block * BLOCK_ROWS + offset`` with 32-bit
 #: integers. A constant of the construction; the rows never depend on it or on memory.
 BLOCK_ROWS = 1 << 16
 #: Largest width -- a row index has 48 bits (32 in the Threefry counter's first word, 16 in its second).

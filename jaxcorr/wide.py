@@ -81,7 +81,7 @@ __all__ = [
     "expected_active", "release_host_memory", "CHUNK_BUDGET", "StateLayoutError",
 ]
 
-#: Chunk working set, bytes: a chunk of W(0) with its inner products, masks and hash words.
+#: Chunk working set, bytes -- a chunk of W(0) with its inner products, masks and hash words.
 CHUNK_BUDGET = 256 << 20
 
 @partial(jax.tree_util.register_dataclass, data_fields=["key", "idx", "W", "a", "coefficients"],

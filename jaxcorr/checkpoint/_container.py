@@ -11,7 +11,7 @@ turned into it). Arrays of the ``ml_dtypes`` types (bfloat16, float8, ...) are s
 integers of their width with the dtype's name in ``meta["views"]`` and come back with their dtype.
 Format ``jaxcorr-checkpoint/1`` files (a SHA-256 over every array) are still read.
 
-:func:`write` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
+``write`` writes a temporary file in the target directory, flushes and fsyncs it, then renames it
 over the target with :func:`os.replace`, so a crash during a save leaves the previous checkpoint
 intact. The temporary file is named ``.<name>.<pid>-<random>.tmp``; the next save of the same path
 removes every such file whose process is gone. :func:`lock` holds ``path + ".lock"`` (``flock``) so
@@ -163,7 +163,7 @@ _HELD: dict = {}
 def lock(path):
     """Hold the writer's lock of checkpoint ``path`` (``flock`` on ``path + ".lock"``) for the block.
 
-    A run that saves to ``path`` holds it for its whole life; :func:`write` takes it for each save
+    A run that saves to ``path`` holds it for its whole life; ``write`` takes it for each save
     (re-entrant within one process). The lock file is removed when the block ends; the lock is
     released when the block ends or the process dies.
 

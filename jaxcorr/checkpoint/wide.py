@@ -84,7 +84,7 @@ def save(path, model: _wide.WideParams, X, y, *, opt_state: Any = (), step: int 
       path: target file (its directory must exist).
       model: the :class:`_wide.WideParams`.
       X, y: the training data (its fingerprint is stored and checked by :func:`load`).
-      opt_state: optax state over ``model.W`` (as ``history["opt_state"]`` of :func:`fit`).
+      opt_state: optax state over ``model.W`` (``history.opt_state`` of :func:`jaxcorr.wide.fit`).
       step: total steps trained.
       config: extra JSON-serialisable run configuration, returned by :func:`load`. A key ``"m"`` in
         it is not stored (the full layout reads ``"m"`` as the number of stored rows); the width is

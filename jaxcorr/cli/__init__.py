@@ -7,7 +7,7 @@ loss, time per step and end to end, and the fire-set sizes :math:`|S_{i,\mathrm{
 :math:`m^{4/5}` and :math:`m e^{-b^2/2}` bounds of Lemma 2.5.
 
 With no options it trains on :func:`jaxcorr.data.synthetic` (``--seed 0``) with the sizes in
-:data:`DEFAULTS`, the default method (:data:`DEFAULT_METHOD`) and each optimizer's own learning rate
+``DEFAULTS``, the default method (``DEFAULT_METHOD``) and each optimizer's own learning rate
 (:data:`jaxcorr.optimizers.TABLE`). ``--data FILE`` trains on the user's ``.npz``/``.csv``
 (:func:`jaxcorr.datafiles.load_data`); ``--save``/``--save-every``/``--resume`` write and read
 :mod:`jaxcorr.checkpoint` files, and a resumed run is matched to its data by content (SHA-256), not

@@ -19,7 +19,7 @@ import time
 
 __all__ = ["Notice", "Progress", "SetupProgress", "fmt_s", "progress_line", "report"]
 
-#: The step bar: percentage, bar, count, time left, rate and the loss (no elapsed time, one speed).
+#: The step bar -- percentage, bar, count, time left, rate and the loss (no elapsed time, one speed).
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{remaining}, {rate_fmt}{postfix}]"
 
 
@@ -39,7 +39,7 @@ def progress_line(method: str, step: int, total: int, info: dict) -> str:
 
 
 class Notice:
-    """Say ``text`` (through ``say``) if :meth:`done` is not called within ``delay_s`` seconds."""
+    """Say ``text`` (through ``say``) if ``done()`` is not called within ``delay_s`` seconds."""
 
     def __init__(self, say, text: str, delay_s: float = 1.0):
         self._timer = threading.Timer(delay_s, say, args=(text,))
@@ -54,7 +54,7 @@ class Progress:
     """Progress on stderr: ``mode`` ``"bar"`` (tqdm), ``"lines"`` (plain) or ``"off"``.
 
     ``report`` prints one plain line (the CLI passes its own seam). Lines mode prints a line at each
-    tenth of the run and at least every :attr:`every_s` seconds.
+    tenth of the run and at least every ``every_s`` seconds.
     """
 
     every_s = 10.0
@@ -168,7 +168,7 @@ class Progress:
 
 class SetupProgress:
     """Progress of the wide set-up (rows of W(0) drawn, active rows kept) on stderr: a tqdm bar
-    (``mode="bar"``), a plain line every :attr:`every_s` seconds and at the end (``"lines"``), or nothing."""
+    (``mode="bar"``), a plain line every ``every_s`` seconds and at the end (``"lines"``), or nothing."""
 
     every_s = 10.0
 

@@ -34,7 +34,7 @@ __all__ = [
     "run_steps",
 ]
 
-#: Wall time a chunk should take: the longest wait between a signal and the stop.
+#: Wall time a chunk should take -- the longest wait between a signal and the stop.
 TARGET_CHUNK_S = 0.5
 
 
@@ -46,7 +46,7 @@ def initial_chunk(n: int, m: int, d: int, steps: int, platform: str = "cpu", *, 
     The model: a dense step (``rows=None``) costs 1 ns per multiply-add, ``n m d`` of them; a
     sparse step (``rows``: the active rows it works on, |A| or its estimate) costs per row and point
     4 ns on the span path (``span``: no ``d``) or 0.6 ns per dimension otherwise, times the method's
-    relative step cost (``cost``: :attr:`jaxcorr.methods.Method.step_cost`, the trees' frontier and
+    relative step cost (``cost``: ``jaxcorr.methods.Method.step_cost``, the trees' frontier and
     rebuild). An accelerator is counted 50 times faster. Every step costs at least 0.2 ms (the
     fixed cost of a step). The bounds are deliberately pessimistic for a CPU: a chunk too long
     delays a stop, one too short only pays a per-chunk cost, which :class:`ChunkTimer` corrects
@@ -78,7 +78,7 @@ def choose_chunk(cmax: int, seg: int) -> int:
 class ChunkTimer:
     """Measures the chunks of one ``fit`` call and says when another chunk length would be better.
 
-    :meth:`observe` after a callback returns a new chunk length when a chunk took over 2 s (the
+    ``observe()`` after a callback returns a new chunk length when a chunk took over 2 s (the
     stop latency), or when chunks are so short that the per-chunk overhead saved over the rest of
     the segment is worth twice a new set-up (which costs what this call's set-up cost) and that
     set-up is short enough (<= 1 s) not to delay a stop.

@@ -31,11 +31,11 @@ _AT_ONCE = {
 class Signals:
     """SIGINT/SIGTERM handling for one run (a context manager).
 
-    The first signal sets :attr:`signum` (the caller stops at its next check, saves, and exits with
-    :attr:`exit_code`); a second one aborts at once: ``os._exit`` in a command-line process,
+    The first signal sets ``signum`` (the caller stops at its next check, saves, and exits with
+    ``exit_code``); a second one aborts at once: ``os._exit`` in a command-line process,
     ``KeyboardInterrupt`` otherwise. With ``process=True`` a watchdog thread reads the signals from
     a wakeup pipe, so they are seen even while the main thread is inside XLA; if the run is still in
-    :attr:`phase` ``"setup"`` (nothing trained since the last durable state), ``"finish"`` or
+    ``phase`` ``"setup"`` (nothing trained since the last durable state), ``"finish"`` or
     ``"compare"`` (training over, checkpoint written), the process ends at once; in ``"resetup"``
     (a new ``fit`` call after some steps) it does so only when nothing would be saved anyway.
     """
