@@ -131,6 +131,45 @@ def _cli_section(d: dict) -> list[str]:
         ["command", "first run", "second run", "second / first"], body) + [""]
 
 
+def _stop_section(d: dict) -> list[str]:
+    body = [[r["method"], r["signal"], "yes" if r["save"] else "no",
+             f"{r['checkpoint_bytes'] / 1e6:.0f} MB" if r.get("checkpoint_bytes") else "", f"{r['exit_s']:.2f} s"]
+            for r in d["rows"]]
+    return ["## Stopping a run", "",
+            "Signal to process exit of `jaxcorr train --steps 1000000` at m = 2^22, d = 64 (n = 8), median of "
+            f"{d['repeats']} runs; with `--save` the state at the stop is written first.", "",
+            "Command: `python scripts/bench_cli.py --stop --repeats 3 --out docs/bench/bench_stop.json`. "
+            f"Machine: {_machine(d['machine'])}.", ""] + _table(
+        ["method", "signal", "--save", "checkpoint", "signal to exit"], body) + [""]
+
+
+def _save_section(d: dict) -> list[str]:
+    body = [[_pow(r["m"]), f"{r['n_active']:,}", f"{r['compact_bytes'] / 1e6:.0f} MB", f"{r['compact_load_s']:.2f} s",
+             f"{r['full_bytes'] / 1e6:.0f} MB", f"{r['full_load_s']:.2f} s"] for r in d["rows"]]
+    return ["## Checkpoints of full-width runs", "",
+            "A run built from `--seed` saves its active rows and every row that moved (compact form) instead "
+            "of all of W; resuming redraws W(0) from the seed.", "",
+            "Command: `python scripts/bench_cli.py --save-sizes --ms 22 --out docs/bench/bench_save.json`. "
+            f"Machine: {_machine(d['machine'])}.", ""] + _table(
+        ["m", "\\|A\\|", "compact", "compact load", "all of W", "full load"], body) + [""]
+
+
+def _wide_ckpt_section(d: dict) -> list[str]:
+    body = []
+    for r in d["runs"]:
+        t, c, z = r["train"], r["checkpoint"], r["resume"]
+        body.append([r["optimizer"], f"{c['bytes'] / 1e6:.0f} MB ({c['form']})", f"{c['rows_form_bytes'] / 1e6:.0f} MB",
+                     f"{t['wall_s_os']:.1f} s, {t['peak_rss_bytes'] / 2**30:.2f} GiB",
+                     f"{z['wall_s_os']:.1f} s, {z['peak_rss_bytes'] / 2**30:.2f} GiB"])
+    return ["## Checkpoints of wide runs", "",
+            f"m = {_pow(1 << d['logm'])}, n = {d['n']}, d = {d['d']}: `jaxcorr train --steps 20 --save`, then "
+            "`--resume` and 5 more steps, each under `/usr/bin/time`. With sgd and momentum the checkpoint "
+            "holds the coefficients K (\\|A\\| x n) instead of the rows.", "",
+            f"Command: `python scripts/bench_wide_ckpt.py --logm {d['logm']} --out docs/bench/bench_wide_ckpt.json`. "
+            f"Machine: {_machine(d['machine'])}.", ""] + _table(
+        ["optimizer", "checkpoint", "as rows", "train: wall, peak", "resume + 5 steps: wall, peak"], body) + [""]
+
+
 def _figures(train: dict | None, width: dict | None) -> None:
     import matplotlib
 
@@ -180,7 +219,9 @@ def page() -> str:
              "side by side in one process. No accelerator figure exists yet: see "
              "[accelerators](accelerators.md) for the check to run on one.", ""]
     for name, section in (("bench_train.json", _train_section), ("bench_trees.json", _trees_section),
-                          ("bench_width.json", _width_section), ("bench_cli.json", _cli_section)):
+                          ("bench_width.json", _width_section), ("bench_wide_ckpt.json", _wide_ckpt_section),
+                          ("bench_save.json", _save_section), ("bench_stop.json", _stop_section),
+                          ("bench_cli.json", _cli_section)):
         d = _load(name)
         if d is not None:
             lines += section(d)
