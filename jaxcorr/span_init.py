@@ -1,7 +1,8 @@
 r"""W(0) defined by its key and the data's basis: only the rows that can fire are drawn (``--init span``).
 
 One concept, the second definition of W(0) beside :func:`jaxcorr.nn.init` (``--init rows``); the
-module runs long because the law, its proof and its samplers belong together.
+module runs long because the law, its proof, its samplers and training in its coordinates belong
+together.
 
 Only the law of W(0) matters to gradient descent (Section 2: :math:`w_r \sim N(0, I_d)` i.i.d.).
 Let ``U`` (d, k) be an orthonormal basis of span(X), ``k = rank X``, and :math:`c_i = U^T x_i`
@@ -93,6 +94,7 @@ import functools
 import math
 import operator
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -101,10 +103,10 @@ from jax import lax
 from jax.extend.random import threefry2x32_p
 from jax.scipy.special import ndtri
 
-from jaxcorr import nn
+from jaxcorr import _linalg, nn, train
 
-__all__ = ["SpanInit", "ActiveSet", "define", "setup", "span_coords", "rows", "materialize",
-           "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
+__all__ = ["SpanInit", "ActiveSet", "SpanTrained", "define", "setup", "span_coords", "rows", "materialize",
+           "output_weights", "fit", "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
 
 #: Rows per candidate block: the gaps of block ``B`` are hashed from ``(j, B)``; a construction
 #: constant (the rows never depend on how many blocks one call draws).
@@ -654,3 +656,134 @@ def materialize(spec: SpanInit, active: ActiveSet, *, dtype=None):
     if spec.m > _MAX_MATERIALIZE:
         raise ValueError(f"materialize holds all m rows: m must be <= {_MAX_MATERIALIZE}, got {spec.m}; use rows()")
     return rows(spec, active, np.arange(spec.m), dtype=dtype)
+
+
+@jax.jit
+def _signs_call(seed, r):
+    lo, hi = _split(r)
+    return (_row_hash(seed, lo, hi, 0)[0] & 1) == 1
+
+
+def output_weights(spec: SpanInit, idx, *, dtype=None, chunk: int = 1 << 22) -> jax.Array:
+    """The output weights ``a_r`` (+-1, as :func:`rows` gives them) of rows ``idx``, without the rows:
+    O(len(idx)) hashes, no d-dimensional value."""
+    dt = _dtype(dtype)
+    idx = _check_idx(spec, idx)
+    out = np.zeros(idx.size, bool)
+    with jax.enable_x64(True):
+        seed = jnp.asarray(spec.seeds[_A], jnp.uint32)
+        size = min(int(chunk), _pow2(idx.size))
+        for s in range(0, idx.size, size):
+            part = idx[s:s + size]
+            r = np.zeros(size, np.int64)
+            r[:part.size] = part
+            out[s:s + part.size] = np.asarray(_signs_call(seed, jnp.asarray(r)))[:part.size]
+    return jnp.asarray(np.where(out, 1.0, -1.0), dt)
+
+
+# ----------------------------------------------------------------------------------- training
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpanTrained:
+    r"""The held rows A after :func:`fit`: the trained network is W(0) with rows ``idx`` replaced.
+
+    Span path (:func:`jaxcorr.train.sgd`): ``K`` (|A|, n), the trained row ``idx[j]`` is
+    :math:`w_{idx_j}(0) + \sum_i K_{ji} x_i` (``W`` is None: no d-dimensional row was formed).
+    Row path (any other optimizer): ``W`` (|A|, d) holds the trained rows and ``K`` is None.
+    Rows outside A are W(0)'s, bit for bit (they never fire, so they never move).
+    """
+
+    idx: np.ndarray  # shape=(|A|,), int64, sorted: the held rows (ActiveSet.idx)
+    a: jax.Array  # shape=(|A|,): their output weights (never trained)
+    K: Any  # shape=(|A|, n) (span path) or None
+    W: Any  # shape=(|A|, d) (row path) or None
+    opt_state: Any  # the optimizer's state over K (span path) or over the rows of A (row path)
+
+    def trained_rows(self, spec: SpanInit, active: ActiveSet, X) -> nn.Params:
+        """The trained rows of A as :class:`jaxcorr.nn.Params` (|A| d numbers: at moderate |A|)."""
+        if self.W is not None:
+            return nn.Params(W=self.W, a=self.a)
+        W0 = rows(spec, active, self.idx, dtype=self.K.dtype).W
+        return nn.Params(W=W0 + _linalg.matmul(self.K, jnp.asarray(X, self.K.dtype)), a=self.a)
+
+
+@jax.jit
+def _span_inner(C, G):
+    """(n, |A|) initial inner products <w_r, x_i> = <g_r, c_i>, from the span coordinates alone."""
+    return _linalg.inner(C, G)
+
+
+def _check_data(spec: SpanInit, active, X, y):
+    if not isinstance(spec, SpanInit):
+        raise ValueError(f"spec must be a SpanInit (span_init.define), got {type(spec).__name__}")
+    if not isinstance(active, ActiveSet) or active.G.shape[1:] != (spec.k,):
+        raise ValueError("active must be the ActiveSet of spec (span_init.setup(spec))")
+    Xh = _check_x(X)
+    if Xh.shape != (spec.n, spec.d):
+        raise ValueError(f"X must be the (n, d)=({spec.n}, {spec.d}) points spec was defined from, got {Xh.shape}")
+    scale = max(1.0, float(np.abs(Xh).max()))
+    if np.abs(Xh - spec.C @ spec.U.T).max() > 1e-9 * scale or np.abs(Xh @ spec.U - spec.C).max() > 1e-9 * scale:
+        raise ValueError("X must be the points spec was defined from (X differs from C U^T: the rows' inner "
+                         "products <w_r, x_i> = <g_r, c_i> hold only for those points)")
+    if np.shape(y) != (spec.n,):
+        raise ValueError(f"y must have shape (n,)=({spec.n},), got {np.shape(y)}")
+    if active.n_active == 0:
+        raise ValueError("active holds no rows: no neuron fires at t = 0, so the network is zero and GD never moves it")
+
+
+def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = train.DEFAULT_METHOD,
+        optimizer=None, learning_rate: float = train.DEFAULT_LEARNING_RATE, b: float | None = None,
+        callback=None, chunk_size: int | None = None) -> tuple[SpanTrained, train.History]:
+    r"""Train the network ``spec`` defines on the points it was defined from: the held rows A only.
+
+    By the active-set invariant (:mod:`jaxcorr.train`) only the rows of A can move, so this is
+    gradient descent on all ``m`` rows (Section 2), exactly as ``train.fit`` on the materialised
+    W(0) (to float rounding of the inner products).
+
+    - Span path (``optimizer`` None or :func:`jaxcorr.train.sgd`: SGD, momentum, Nesterov):
+      :func:`jaxcorr.train.fit_coordinates` from the inner products :math:`\langle w_r, x_i\rangle
+      = (G C^T)_{ri}` (O(|A| n k)); state O(|A| n), no d-dimensional row anywhere, O(|A| n^2) per
+      step. The result is ``K``.
+    - Row path (any other optax optimizer the sparse methods accept): the rows of A are
+      materialised (:func:`rows`, O(|A| (n k + d k)) time, |A| d memory) and trained by
+      ``train.fit(..., width=m)``.
+
+    Args:
+      spec, active: the definition and its set-up (:func:`define`, :func:`setup`); the training
+        dtype is ``active.G``'s.
+      X: (n, d) the points ``spec`` was defined from (checked against ``C U^T``). y: (n,) targets.
+      steps, method, optimizer, learning_rate, callback, chunk_size: as :func:`jaxcorr.train.fit`
+        (``method`` ``"active"``, ``"dtree"`` or ``"wtree"``).
+      b: threshold; default ``spec.b``. A larger one is allowed (A still holds every row that can
+        fire); a smaller one is refused.
+
+    Returns:
+      ``(SpanTrained, History)``.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, span_init
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> spec = span_init.define(jax.random.key(0), X, m=4096, b=1.5)
+      >>> act = span_init.setup(spec)
+      >>> out, hist = span_init.fit(spec, act, X, y, steps=5)
+      >>> out.K.shape == (act.n_active, 4), out.W is None, hist.loss.shape
+      (True, True, (5,))
+    """
+    _check_data(spec, active, X, y)
+    b = spec.b if b is None else b
+    if np.ndim(b) != 0 or not math.isfinite(float(b)) or float(b) < spec.b:
+        raise ValueError(f"b must be a finite scalar >= spec.b = {spec.b} (A holds the rows that can fire at spec.b), got {b!r}")
+    dt = active.G.dtype
+    Xd, yd = jnp.asarray(X, dt), jnp.asarray(y, dt)
+    if optimizer is None or isinstance(optimizer, train.LinearOptimizer):
+        a = output_weights(spec, active.idx, dtype=dt)
+        ip = _span_inner(jnp.asarray(spec.C, dt), active.G)
+        coef, hist = train.fit_coordinates(ip, a, Xd, yd, steps=steps, width=spec.m, b=float(b), method=method,
+                                           optimizer=optimizer, learning_rate=learning_rate, callback=callback,
+                                           chunk_size=chunk_size,
+                                           donate_inner_products=True)
+        return SpanTrained(idx=active.idx, a=a, K=coef.K, W=None, opt_state=coef.opt_state), hist
+    p = rows(spec, active, active.idx, dtype=dt)
+    trained, hist = train.fit(p, Xd, yd, steps=steps, method=method, optimizer=optimizer, b=float(b),
+                              learning_rate=learning_rate, callback=callback, chunk_size=chunk_size, width=spec.m)
+    return SpanTrained(idx=active.idx, a=p.a, K=None, W=trained.W, opt_state=hist.opt_state), hist

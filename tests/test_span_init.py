@@ -336,3 +336,73 @@ def test_bad_input():
 def test_bounds_of_the_margin():
     """NORMAL_BOUND bounds ndtri of the extreme 53-bit uniforms (the margin relies on it)."""
     assert 0.5 * math.erfc(span_init.NORMAL_BOUND / math.sqrt(2)) < 2.0 ** -54
+
+
+# ----------------------------------------------------------------------------------- training in coordinates
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def test_fit_in_coordinates_equals_dense_float64(logm=11):
+    """span_init.fit on the span path (K from G C^T, no row formed) equals dense on the materialised
+    W(0) and train.fit on the materialised held rows with width=m, within 1e-9 relative, for every
+    sparse method and sgd / momentum; the rows outside A are W(0)'s."""
+    with jax.enable_x64(True):
+        X, y = data.synthetic(seed=3, n=4, d=6, dtype=jnp.float64)
+        m = 1 << logm
+        spec = span_init.define(jax.random.key(logm), X, m)
+        act = span_init.setup(spec, dtype=jnp.float64)
+        p = span_init.materialize(spec, act, dtype=jnp.float64)
+        held = nn.Params(p.W[act.idx], p.a[act.idx])
+        assert np.array_equal(np.asarray(span_init.output_weights(spec, act.idx, dtype=jnp.float64)), np.asarray(held.a))
+        for opt in (train.sgd(1.0), train.sgd(0.5, momentum=0.9)):
+            ref, h_ref = train.fit(p, X, y, steps=6, method="dense", optimizer=opt)
+            assert h_ref.loss[-1] < h_ref.loss[0]  # it trains: rows move
+            moved = np.flatnonzero(np.any(np.asarray(ref.W) != np.asarray(p.W), axis=1))
+            assert moved.size and np.isin(moved, act.idx).all()  # only rows of A move
+            for method in ("active", "dtree", "wtree"):
+                out, h = span_init.fit(spec, act, X, y, steps=6, method=method, optimizer=opt)
+                assert out.W is None and out.K.shape == (act.n_active, spec.n) and h.span
+                assert _rel(h.loss, h_ref.loss) <= 1e-9, method
+                W_tr = out.trained_rows(spec, act, X).W
+                assert _rel(W_tr, ref.W[act.idx]) <= 1e-9, method
+                rows_ref, h_rows = train.fit(held, X, y, steps=6, method=method, optimizer=opt, width=m)
+                assert _rel(h.loss, h_rows.loss) <= 1e-9 and _rel(W_tr, rows_ref.W) <= 1e-9, method
+
+
+def test_fit_row_path_and_float32():
+    """A row-path optimizer (adam) trains the materialised rows of A, as train.fit on the held rows;
+    float32 keeps its dtype and follows float64 to float32 rounding."""
+    X, y = data.synthetic(seed=3, n=4, d=6)
+    spec = span_init.define(jax.random.key(2), X, 1 << 11)
+    act = span_init.setup(spec)
+    p = span_init.materialize(spec, act)
+    import optax  # noqa: PLC0415
+    opt = optax.adam(0.05)
+    ref, h_ref = train.fit(p, X, y, steps=4, method="dense", optimizer=opt)
+    out, h = span_init.fit(spec, act, X, y, steps=4, optimizer=opt)
+    assert out.K is None and out.W.shape == (act.n_active, spec.d) and out.W.dtype == jnp.float32
+    assert _rel(h.loss, h_ref.loss) <= 1e-5 and _rel(out.W, ref.W[act.idx]) <= 1e-5
+    out, h = span_init.fit(spec, act, X, y, steps=4)
+    assert out.K.dtype == jnp.float32 and h.loss.dtype == np.float32
+    ref, h_ref = train.fit(p, X, y, steps=4, method="dense")
+    assert _rel(h.loss, h_ref.loss) <= 1e-5 and _rel(out.trained_rows(spec, act, X).W, ref.W[act.idx]) <= 1e-5
+
+
+def test_fit_bad_input():
+    X, y = data.synthetic(seed=3, n=4, d=6)
+    spec = span_init.define(jax.random.key(2), X, 1 << 11)
+    act = span_init.setup(spec)
+    for kw, match in (({"X": np.asarray(X) + 0.1}, "defined from"), ({"X": X[:3]}, "defined from"),
+                      ({"y": y[:3]}, "y must"), ({"b": spec.b - 0.1}, "b must"), ({"method": "dense"}, "method"),
+                      ({"steps": -1}, "steps"), ({"spec": "x"}, "spec")):
+        args = {"spec": spec, "X": X, "y": y} | kw
+        with pytest.raises(ValueError, match=match):
+            span_init.fit(args["spec"], act, args["X"], args["y"], steps=kw.get("steps", 1),
+                          **{k: v for k, v in kw.items() if k in ("b", "method")})
+    c, _ = train.fit_coordinates(X @ nn.init(jax.random.key(0), 64, 6).W.T, jnp.ones(64), X, y, steps=1, width=64, b=0.5)
+    assert c.base_digest is None
+    with pytest.raises(ValueError, match="optimizer must be train.sgd"):
+        train.fit_coordinates(X @ nn.init(jax.random.key(0), 64, 6).W.T, jnp.ones(64), X, y, steps=1, width=64,
+                              b=0.5, optimizer=__import__("optax").adam(0.1))

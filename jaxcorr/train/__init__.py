@@ -66,7 +66,7 @@ Examples:
 
 from __future__ import annotations
 
-from jaxcorr.train._fit import DEFAULT_CHUNK, fit, setup
+from jaxcorr.train._fit import DEFAULT_CHUNK, fit, fit_coordinates, setup
 from jaxcorr.train._finalize import coefficients, finalize
 from jaxcorr.train._history import CapacityGrown, FellBackToDense, History, InitialCapacity
 from jaxcorr.train._loop import _cap_message, run_chunk  # noqa: F401 (_cap_message: the CLI's until it catches the type)
@@ -75,7 +75,7 @@ from jaxcorr.train._sgd import LinearOptimizer, sgd
 from jaxcorr.train._state import Coefficients, Config, StepConfig, StepStats, TrainState
 from jaxcorr.train._validate import DEFAULT_LEARNING_RATE, DEFAULT_METHOD, FALLBACKS, METHODS
 
-__all__ = ["fit", "setup", "run_chunk", "finalize", "coefficients", "Coefficients", "TrainState", "Config",
+__all__ = ["fit", "fit_coordinates", "setup", "run_chunk", "finalize", "coefficients", "Coefficients", "TrainState", "Config",
            "StepConfig", "StepStats", "History", "InitialCapacity", "CapacityGrown", "FellBackToDense", "sgd",
            "LinearOptimizer", "METHODS", "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "DEFAULT_CHUNK", "FALLBACKS",
            "ddfn_cap"]

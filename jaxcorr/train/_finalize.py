@@ -65,6 +65,9 @@ def rows_and_state(cfg: Config, state: TrainState, *, copy_dense: bool = True):
     """
     if not methods.get(cfg.step.method).sparse:
         return copy((state.rows, state.opt_state)) if copy_dense else (state.rows, state.opt_state)
+    if state.base.W is None:
+        raise ValueError("this run was set up from inner products (train.fit_coordinates) and holds no rows: "
+                         "its result is train.coefficients(cfg, state), the trained rows w_r(0) + K X")
     trained, row_state, X = state.rows, state.opt_state, state.consts.X
     lay = cfg.step.layout
     if lay is not None:  # replicated first, so every process can read its copy
@@ -129,7 +132,8 @@ def coefficients(cfg: Config, state: TrainState) -> Coefficients | None:
     K, s = _coefficient_rows(state.rows, state.opt_state, L=cfg.n_active, transposed=cfg.step.transposed,
                              row_axes=cfg.step.row_axes)
     rows = np.arange(cfg.m, dtype=np.int64) if cfg.identity else np.asarray(state.base.idx[:cfg.n_active], np.int64)
-    return Coefficients(rows=rows, K=K, opt_state=s, base_digest=base_digest(state.base.W, rows))
+    digest = None if state.base.W is None else base_digest(state.base.W, rows)  # no rows: nothing to fingerprint
+    return Coefficients(rows=rows, K=K, opt_state=s, base_digest=digest)
 
 
 _MIX = (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D), np.uint32(0x27D4EB2F))

@@ -15,17 +15,18 @@ import warnings
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import optax
 
-from jaxcorr import errors, methods, sharding
+from jaxcorr import _checks, errors, methods, sharding
 from jaxcorr.nn import Params
-from jaxcorr.train import _finalize, _loop, _setup, _validate
+from jaxcorr.train import _finalize, _loop, _setup, _sgd, _validate
 from jaxcorr.train._arrays import nbytes
 from jaxcorr.train._history import FellBackToDense, History, InitialCapacity, Recorder
 from jaxcorr.train._state import Coefficients, Config, TrainState
 from jaxcorr.train._validate import DEFAULT_LEARNING_RATE, DEFAULT_METHOD
 
-__all__ = ["fit", "setup", "DEFAULT_CHUNK"]
+__all__ = ["fit", "setup", "fit_coordinates", "DEFAULT_CHUNK"]
 
 DEFAULT_CHUNK = 100
 
@@ -266,3 +267,117 @@ def _loss_rose(loss) -> bool:
         return False
     first, last = float(loss[0]), float(loss[-1])
     return not math.isfinite(last) or last > first
+
+
+# ------------------------------------------------------------------ training in coordinates
+def _coordinate_arguments(ip, a, X, y, steps, method, optimizer, learning_rate, b, callback, chunk_size, width):
+    """The eager checks of :func:`fit_coordinates`; returns the arguments in the dtype of ``ip``."""
+    if np.ndim(ip) != 2 or np.shape(ip)[1] < 1:
+        raise ValueError(f"ip must have shape (n, m) with m >= 1 rows to train, got {np.shape(ip)}")
+    n, m = np.shape(ip)
+    if np.shape(a) != (m,):
+        raise ValueError(f"a must have shape (m,)=({m},) to match ip {np.shape(ip)}, got {np.shape(a)}")
+    if np.ndim(X) != 2 or np.shape(X)[0] != n:
+        raise ValueError(f"X must have shape (n, d) with n={n} rows to match ip {np.shape(ip)}, got {np.shape(X)}")
+    if np.shape(y) != (n,):
+        raise ValueError(f"y must have shape (n,)=({n},), got {np.shape(y)}")
+    for name, arr in (("ip", ip), ("a", a), ("X", X), ("y", y)):
+        _checks.check_dtype(name, arr)
+    dt = jax.numpy.result_type(ip)
+    if not jax.numpy.issubdtype(dt, jax.numpy.floating):
+        raise ValueError(f"ip must be floating (the training dtype), got {dt}")
+    ip, a, X, y = (jax.numpy.asarray(v, dt) for v in (ip, a, X, y))
+    for name, ok in zip(("ip", "a", "X", "y"), np.asarray(_validate.all_finite((ip, a, X, y)))):
+        if not ok:
+            raise ValueError(f"{name} must be finite, but it holds NaN or infinite values")
+    if isinstance(steps, (bool, np.bool_)):
+        raise ValueError(f"steps must be an int, got {steps!r}")
+    steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
+    if method not in _validate.METHODS or not methods.get(method).sparse:
+        raise ValueError(f"method must be a sparse method {[k for k in _validate.METHODS if methods.get(k).sparse]} "
+                         f"(the rows are given by their inner products only), got {method!r}")
+    width = _checks.check_int("width", width, minimum=m, type_error=ValueError)
+    b = _checks.check_real("b", b)
+    optimizer = _validate._optimizer(optimizer, learning_rate, dt)
+    if not _sgd.is_linear(optimizer):
+        raise ValueError("optimizer must be train.sgd(...) (SGD, momentum, Nesterov: the span path, linear by "
+                         "construction); other optimizers need the rows themselves: use train.fit")
+    if chunk_size is not None:
+        chunk_size = _checks.check_int("chunk_size", chunk_size, minimum=1, what="an int or None",
+                                       type_error=ValueError)
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable or None")
+    return ip, a, X, y, steps, b, optimizer, chunk_size, dt, width
+
+
+def fit_coordinates(ip, a, X, y, *, steps: int, width: int, b: float, method: str = DEFAULT_METHOD,
+                    optimizer=None, learning_rate: float = DEFAULT_LEARNING_RATE, callback=None,
+                    chunk_size: int | None = None, donate_inner_products: bool = False):
+    r"""Train rows given by their initial inner products alone, on the span path: no row is ever formed.
+
+    The rows ``r`` of a network of width ``width`` whose initial inner products are
+    ``ip[i, r]`` :math:`= \langle w_r(0), x_i\rangle` (all other rows must be rows that never fire,
+    the active-set invariant of :mod:`jaxcorr.train`) are trained as :func:`fit` trains them on the
+    span path (:func:`sgd`): the optimizer runs on the coefficients ``K`` (m, n) with the Gram matrix
+    ``X X^T``, state O(m n), and the trained row ``r`` is :math:`w_r(0) + \sum_i K_{ri} x_i`.
+    ``fit(params, X, y, method=method, width=width)`` on rows with these inner products follows the
+    same trajectory (the same steps on the same leaves).
+
+    Args:
+      ip: (n, m) initial inner products, the training dtype (float32, or float64 under x64).
+      a: (m,) the rows' output weights. X: (n, d) points. y: (n,) targets.
+      steps, method, learning_rate, callback, chunk_size: as for :func:`fit` (``method`` sparse:
+        ``"active"``, ``"dtree"`` or ``"wtree"``); the callback's dict has ``"coefficients"``.
+      width: the network's width (>= m): the scale :math:`1/\sqrt{width}` and the DDFN cap.
+      b: the threshold of :math:`\sigma_b`.
+      optimizer: :func:`sgd` (default ``sgd(learning_rate)``); others are refused (they need rows).
+      donate_inner_products: delete ``ip`` once the state is set up (its leaves are copied into it),
+        to keep the peak memory at one (n, m) array fewer.
+
+    Returns:
+      ``(coefficients, history)``: :class:`Coefficients` with ``rows = arange(m)``, ``K`` (m, n) and
+      the optimizer's state over ``K`` (no ``base_digest``: there are no base rows), and a
+      :class:`History` as :func:`fit`'s (``opt_state`` is the state over ``K``).
+
+    Raises:
+      ValueError: bad arguments, or an optimizer other than :func:`sgd`.
+      jaxcorr.errors.DDFNCapExceeded: a fire set beyond the DDFN cap (no dense fallback: no rows).
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import _linalg, data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> p = nn.init(jax.random.key(0), m=256, d=8)
+      >>> c, h = train.fit_coordinates(_linalg.inner(X, p.W), p.a, X, y, steps=5, width=256, b=1.0)
+      >>> p2, h2 = train.fit(p, X, y, steps=5, b=1.0)
+      >>> bool(abs(p.W + c.K @ X - p2.W).max() < 1e-5), bool(abs(h.loss - h2.loss).max() < 1e-5)
+      (True, True)
+    """
+    t_start = time.perf_counter()
+    ip, a, X, y, steps, b, optimizer, chunk_size, dt, width = _coordinate_arguments(
+        ip, a, X, y, steps, method, optimizer, learning_rate, b, callback, chunk_size, width)
+    cfg, ts = _setup.from_inner_products(method, ip, a, X, y, b, optimizer, width)
+    if donate_inner_products:
+        ip.delete()
+    del ip
+    rec = Recorder(steps, callback)
+    info = {"n_active": cfg.n_active, "span": True, "fallback_step": None, "state_bytes": nbytes((ts.carry, ts.consts))}
+    if methods.get(method).trees == "dtree":
+        rec.events.append(InitialCapacity(capacity=cfg.step.capacity, kmax=cfg.kmax0))
+    if cfg.kmax0 > cfg.cap_ddfn:
+        raise _loop.cap_error(cfg.width, cfg.cap_ddfn, cfg.kmax0, 0)
+    try:
+        cfg, ts = _loop.loop(cfg, ts, rec, min(max(steps, 1), chunk_size or DEFAULT_CHUNK),
+                             donate=methods.get(method).trees != "dtree")
+    except _loop.Stop as err:
+        raise err.error from None
+    coef = _finalize.coefficients(cfg, ts)
+    coef = jax.block_until_ready(coef)
+    hist = History(**rec.arrays(dt), events=rec.events, opt_state=coef.opt_state, method=method, b=float(b),
+                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info)
+    hist.loss_rose = _loss_rose(hist.loss)
+    if hist.loss_rose:
+        warnings.warn(f"train.fit_coordinates: the loss rose from {float(hist.loss[0]):.6g} to "
+                      f"{float(hist.loss[-1]):.6g} over {len(hist.loss)} steps; the learning rate may be too large",
+                      UserWarning, stacklevel=2)
+    return coef, hist

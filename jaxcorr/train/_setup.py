@@ -39,7 +39,7 @@ from jaxcorr.train._arrays import row_first as _row_first
 from jaxcorr.train._arrays import put, zeros
 from jaxcorr.train._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
 
-__all__ = ["build", "dense", "compact", "analysis", "ddfn_cap", "refused"]
+__all__ = ["build", "dense", "compact", "from_inner_products", "analysis", "ddfn_cap", "refused"]
 
 
 
@@ -419,11 +419,57 @@ def _placed(cfg, P0, state_A, ip, idx, c, base, lay):
                       consts=consts, base=base)
 
 
+# ----------------------------------------------------------- the span path from inner products
+@jax.jit
+def _kmax(ip, b):
+    return jnp.max(jnp.sum(ip > b, axis=1))
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
+def _coordinate_consts(a, X, L_padded: int):
+    """``a`` padded with zeros to ``L_padded`` rows and the Gram matrix ``X X^T`` (span path)."""
+    return jnp.zeros((L_padded,), a.dtype).at[:a.shape[0]].set(a), _linalg.inner(X, X)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _coordinate_state(optimizer, P0):
+    """A fresh optimizer state over the zero coefficients ``P0`` (every trace starts at zero)."""
+    return optimizer.init(P0)
 
 
+def from_inner_products(method, ip, a, X, y, b, optimizer, width: int):
+    r"""``(Config, TrainState)`` of the span path over rows given only by their initial inner products.
 
+    ``ip`` (n, m) holds :math:`\langle w_r(0), x_i\rangle` of the ``m`` rows to train (A is every
+    one of them, in order: ``identity``), ``a`` (m,) their output weights; no ``W`` is read or kept,
+    and the optimizer (:func:`jaxcorr.train.sgd`, validated by the caller) starts fresh over
+    ``K = 0``. The state is :func:`compact`'s for the same ``ip`` (same steps, trees, constants),
+    with a :class:`Base` that holds no rows: the result is :func:`jaxcorr.train.coefficients` only.
 
+    Raises:
+      jaxcorr.errors.OptimizerRefused: the optimizer's program on the padded rows differs.
+    """
+    n, m = ip.shape
+    d, dt = X.shape[1], ip.dtype
+    verdict = analysis(optimizer, m, d, dt)
+    if not verdict.ok:
+        raise refused(method, verdict.reason)
+    axes = tuple(verdict.row_axes)
+    L_padded = maxtree.bucket(m + 1)  # at least one padding row, as compact's
+    if not analysis(optimizer, m, d, dt, L=L_padded):
+        raise refused(method, f"its computation on {L_padded} rows differs from that on {m} rows beyond shapes")
+    idx_host = np.full((L_padded,), m, np.int32)
+    idx_host[:m] = np.arange(m, dtype=np.int32)
+    idx = put(idx_host)
+    transposed = methods.get(method).trees != "wtree"
+    step = StepConfig(method, optimizer, 0, True, axes, transposed, None)
+    P0 = zeros((n, L_padded), dt) if transposed else zeros((L_padded, n), dt)
+    a_A, gram = _coordinate_consts(a, X, L_padded)
+    bb = put(b, dt)
+    consts = CompactConsts(X=X, y=y, a=a_A, b=bb, scale=put(1.0 / math.sqrt(width), dt), n_real=put(m, np.int32),
+                           gram=gram, ip0=None, ref=(), valid=None, n_points=None)
+    levels, ip0, _ = _trees(ip, idx, None, method=method, span=True)
+    cfg = _config(method, step, m, n, d, width, m, L_padded, int(_kmax(ip, bb)), True)
+    base = Base(W=None, a=a, W0=None, idx=idx, opt_state=None)
+    return cfg, TrainState(rows=P0, opt_state=_coordinate_state(optimizer, P0), levels=levels,
+                           consts=consts._replace(ip0=ip0), base=base)
