@@ -53,7 +53,7 @@ Examples:
   True
   >>> model, hist = wide.fit(model, X, y, steps=5)
   >>> ref, h2 = train.fit(nn.init(jax.random.key(0), 4096, 8), X, y, steps=5)
-  >>> bool(abs(hist["loss"] - h2["loss"]).max() < 1e-5)
+  >>> bool(abs(hist.loss - h2.loss).max() < 1e-5)
   True
 """
 

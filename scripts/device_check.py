@@ -166,9 +166,9 @@ def check_methods_agree(m, n, d, *, x64: bool, optimizers=("sgd", "adam")):
             tol = LOSS_RTOL[np.dtype(dt).name]
             for meth in METHODS[1:]:
                 p, h = out[meth]
-                rl, rw = _rel(h["loss"], ref_h["loss"]), _rel(p.W, ref_p.W)
+                rl, rw = _rel(h.loss, ref_h.loss), _rel(p.W, ref_p.W)
                 ok = (rl <= tol and rw <= (1e-9 if x64 else 2e-3) and str(p.W.dtype) == np.dtype(dt).name
-                      and max(h["fire_max"]) > 0)
+                      and max(h.fire_max) > 0)
                 rows.append((f"{meth}_vs_dense_{oname}_{np.dtype(dt).name}", ok,
                              f"m={m}, n={n}, d={d}, 8 steps: loss rel diff {rl:.2e} (tol {tol:g}), W rel diff "
                              f"{rw:.2e}"))

@@ -5,7 +5,7 @@ The rows of W(0) that fire for no point at t = 0 never move and never fire (the 
 invariant of :mod:`jaxcorr.train`), so ``fit(params_A, ..., width=m)`` on the rows of A alone runs
 the same trajectory as on all m rows (that is how :mod:`jaxcorr.wide` trains). Here the rows are
 drawn from numpy's generator (w_r ~ N(0, I_d), a_r = +-1, kept where max_i <w_r, x_i> > b), so a
-width-m problem costs O(|A| d) memory, not O(m d): the per-step figures of ``history["ms_per_step"]``
+width-m problem costs O(|A| d) memory, not O(m d): the per-step figures of ``history.ms_per_step``
 are those of the full-width run (same executable, same |A| in law), without dense's reference.
 
 Modes:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
             for meth in methods:
                 for o, opt in opts.items():
                     _, h = train.fit(params, X, y, steps=args.steps, method=meth, optimizer=opt, width=m)
-                    times[f"{o}/{meth}"].append(h["ms_per_step"])
+                    times[f"{o}/{meth}"].append(h.ms_per_step)
         res["runs"] = {k: {"ms_per_step": statistics.median(v), "min": min(v), "all": v} for k, v in times.items()}
         print(json.dumps({"logm": args.logm, "n_active": res["n_active"],
                           **{k: round(v["ms_per_step"], 3) for k, v in res["runs"].items()}}))

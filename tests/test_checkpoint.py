@@ -145,13 +145,13 @@ def test_python_api_resume_equals_uninterrupted(tmp_path, method):
 
     p, h = train.fit(params0, X, y, steps=2, **kw)
     path = tmp_path / "c.ckpt"
-    checkpoint.save(path, p, X=X, y=y, opt_state=h["opt_state"], step=2, config={"m": 256, "d": 4})
+    checkpoint.save(path, p, X=X, y=y, opt_state=h.opt_state, step=2, config={"m": 256, "d": 4})
     ck = checkpoint.load(path, X=X, y=y, optimizer=opt)
     p2, h2 = train.fit(ck.model, X, y, steps=4, opt_state=ck.opt_state, **kw)
     tol = {"rtol": 0, "atol": 0} if method == "dense" else {"rtol": 1e-5, "atol": 1e-6}
     np.testing.assert_allclose(p2.W, full.W, **tol)
-    np.testing.assert_allclose(np.concatenate([h["loss"], h2["loss"]]), hfull["loss"], **tol)
-    for a, b in zip(jax.tree_util.tree_leaves(h2["opt_state"]), jax.tree_util.tree_leaves(hfull["opt_state"])):
+    np.testing.assert_allclose(np.concatenate([h.loss, h2.loss]), hfull.loss, **tol)
+    for a, b in zip(jax.tree_util.tree_leaves(h2.opt_state), jax.tree_util.tree_leaves(hfull.opt_state)):
         np.testing.assert_allclose(a, b, **tol)
     # The resumed run really moved: not a silent restart from params0.
     assert not np.allclose(p2.W, p.W) and not np.allclose(p.W, params0.W)
@@ -308,9 +308,9 @@ def test_compact_checkpoint_of_a_full_width_run_restores_it_bit_for_bit(tmp_path
     b = float(nn.default_threshold(m))
     p, h = train.fit(W0, X, y, steps=3, method=method, optimizer=opt, b=b)
     small, full = tmp_path / "small.ckpt", tmp_path / "full.ckpt"
-    kind = checkpoint.save(small, p, X=X, y=y, key=key, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt,
+    kind = checkpoint.save(small, p, X=X, y=y, key=key, b=b, W0=W0, opt_state=h.opt_state, optimizer=opt,
                            step=3, config={"run": 1})
-    checkpoint.save(full, p, X=X, y=y, opt_state=h["opt_state"], step=3, config={"m": m}, form="full")
+    checkpoint.save(full, p, X=X, y=y, opt_state=h.opt_state, step=3, config={"m": m}, form="full")
     assert kind == "compact" and small.stat().st_size < full.stat().st_size / 4
     held = checkpoint.restore(small, X=X, y=y, optimizer=opt, as_wide=True)
     assert held.kind == "compact" and held.step == 3 and held.config["run"] == 1 and held.config["wide"]["full_width"]
@@ -319,7 +319,7 @@ def test_compact_checkpoint_of_a_full_width_run_restores_it_bit_for_bit(tmp_path
     ck = checkpoint.restore(small, X=X, y=y, optimizer=opt)
     assert ck.kind == "compact" and isinstance(ck.model, nn.Params)
     assert _bits_equal(ck.model.W, p.W) and _bits_equal(ck.model.a, p.a)
-    assert _state_equal(ck.opt_state, h["opt_state"])
+    assert _state_equal(ck.opt_state, h.opt_state)
     ref = checkpoint.restore(full, X=X, y=y, optimizer=opt)
     a1, _ = train.fit(ck.model, X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=ck.opt_state)
     a2, _ = train.fit(ref.model, X, y, steps=2, method=method, optimizer=opt, b=b, opt_state=ref.opt_state)
@@ -338,7 +338,7 @@ def test_load_of_a_compact_checkpoint_is_the_trained_model(tmp_path):
     opt = optax.adam(1e-2)
     p, h = train.fit(W0, X, y, steps=4, optimizer=opt, b=b)
     path = tmp_path / "run.ckpt"
-    assert checkpoint.save(path, p, X=X, y=y, key=key, b=b, W0=W0, opt_state=h["opt_state"], optimizer=opt,
+    assert checkpoint.save(path, p, X=X, y=y, key=key, b=b, W0=W0, opt_state=h.opt_state, optimizer=opt,
                            step=4) == "compact"
     with pytest.raises(checkpoint.CheckpointError, match="optimizer="):
         checkpoint.load(path)  # the state of the rows not held needs the optimizer: refused, not partial

@@ -206,11 +206,11 @@ def test_training_on_span_rows_equals_dense_float64():
         ref, h_ref = train.fit(p, X, y, steps=5, method="dense")
         for method in ("active", "dtree"):
             out, h = train.fit(p, X, y, steps=5, method=method)
-            np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-9)
+            np.testing.assert_allclose(h.loss, h_ref.loss, rtol=1e-9)
             np.testing.assert_allclose(out.W, ref.W, rtol=1e-9, atol=1e-12)
         held = nn.Params(p.W[act.idx], p.a[act.idx])  # the held rows alone at the full width's scale
         out, h = train.fit(held, X, y, steps=5, method="active", width=m)
-        np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-9)
+        np.testing.assert_allclose(h.loss, h_ref.loss, rtol=1e-9)
         np.testing.assert_allclose(out.W, ref.W[act.idx], rtol=1e-9, atol=1e-12)
         assert np.array_equal(np.asarray(act.G), span_init.span_coords(spec, act, act.idx))
 

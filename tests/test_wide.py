@@ -117,8 +117,8 @@ def test_fit_equals_eager_training(small, method):
     assert 0 < info["n_active"] < m
     trained, hist = wide.fit(model, X, y, steps=6, method=method)
     eager, ehist = train.fit(nn.init(KEY, m, 8), X, y, steps=6, method=method)
-    np.testing.assert_allclose(hist["loss"], ehist["loss"], rtol=2e-6, atol=1e-7)
-    assert hist["loss"][-1] < hist["loss"][0]
+    np.testing.assert_allclose(hist.loss, ehist.loss, rtol=2e-6, atol=1e-7)
+    assert hist.loss[-1] < hist.loss[0]
     full = wide.materialize(trained)
     np.testing.assert_allclose(full.W, eager.W, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(full.a, eager.a)
@@ -151,7 +151,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path, small):
     model, _ = wide.setup(KEY, m, 8, X)
     part, h1 = wide.fit(model, X, y, steps=3, optimizer=opt)
     path = tmp_path / "wide.ckpt"
-    checkpoint.save(path, part, X=X, y=y, opt_state=h1["opt_state"], step=3, config={"lr": 1e-2, "m": m, "d": 8})
+    checkpoint.save(path, part, X=X, y=y, opt_state=h1.opt_state, step=3, config={"lr": 1e-2, "m": m, "d": 8})
     assert os.path.getsize(path) < m * 8 * 4  # active rows and their adam state: less than W alone
     ck = checkpoint.restore(path, X=X, y=y, optimizer=opt)
     got = ck.model
@@ -162,7 +162,7 @@ def test_checkpoint_round_trip_and_resume(tmp_path, small):
         np.testing.assert_array_equal(getattr(got, f), getattr(part, f))
     rest, h2 = wide.fit(got, X, y, steps=2, optimizer=opt, opt_state=ck.opt_state)
     whole, h = wide.fit(model, X, y, steps=5, optimizer=opt)
-    np.testing.assert_allclose(np.concatenate([h1["loss"], h2["loss"]]), h["loss"], rtol=1e-5)
+    np.testing.assert_allclose(np.concatenate([h1.loss, h2.loss]), h.loss, rtol=1e-5)
     np.testing.assert_allclose(rest.W, whole.W, rtol=1e-5, atol=1e-6)
     with pytest.raises(checkpoint.CheckpointError, match="other data"):
         checkpoint.restore(path, X=X + 1, y=y)
@@ -191,8 +191,8 @@ def test_coefficient_checkpoint_is_smaller_and_resumes_bit_for_bit(tmp_path, sma
     base[c.rows] += np.asarray(c.K, np.float64) @ np.asarray(X, np.float64)  # float64 oracle of W(0) + K X
     np.testing.assert_allclose(np.asarray(part.W), base, rtol=1e-6, atol=1e-6)
     coef_path, rows_path = tmp_path / "coef.ckpt", tmp_path / "rows.ckpt"
-    checkpoint.save(coef_path, part, X=X, y=y, opt_state=h1["opt_state"], step=3)
-    checkpoint.save(rows_path, part, X=X, y=y, opt_state=h1["opt_state"], step=3, form="rows")
+    checkpoint.save(coef_path, part, X=X, y=y, opt_state=h1.opt_state, step=3)
+    checkpoint.save(rows_path, part, X=X, y=y, opt_state=h1.opt_state, step=3, form="rows")
     assert os.path.getsize(coef_path) < 0.75 * os.path.getsize(rows_path)
     ck = checkpoint.restore(coef_path, optimizer=opt)  # stands alone: X is in the file
     got = ck.model
@@ -201,11 +201,11 @@ def test_coefficient_checkpoint_is_smaller_and_resumes_bit_for_bit(tmp_path, sma
         np.testing.assert_array_equal(getattr(got, f), getattr(part, f))
     np.testing.assert_array_equal(got.coefficients.rows, c.rows)
     np.testing.assert_array_equal(got.coefficients.K, c.K)
-    for u, v in zip(jax.tree_util.tree_leaves(ck.opt_state), jax.tree_util.tree_leaves(h1["opt_state"])):
+    for u, v in zip(jax.tree_util.tree_leaves(ck.opt_state), jax.tree_util.tree_leaves(h1.opt_state)):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7)
     rest, h2 = wide.fit(got, X, y, steps=3, optimizer=opt, chunk_size=3, method="active")
     whole, h = wide.fit(model, X, y, steps=6, optimizer=opt, chunk_size=3, method="active")
-    np.testing.assert_array_equal(np.concatenate([h1["loss"], h2["loss"]]), h["loss"])
+    np.testing.assert_array_equal(np.concatenate([h1.loss, h2.loss]), h.loss)
     np.testing.assert_array_equal(np.asarray(rest.W), np.asarray(whole.W))
     np.testing.assert_array_equal(wide.predict(rest, X), wide.predict(whole, X))
     with pytest.raises(ValueError, match="opt_state=None"):
@@ -215,7 +215,7 @@ def test_coefficient_checkpoint_is_smaller_and_resumes_bit_for_bit(tmp_path, sma
             wide.fit(got, X, y, steps=1, **kwargs)
     plain = dataclasses.replace(got, coefficients=None)  # dropped: trains from its rows and row-form state
     _, h_plain = wide.fit(plain, X, y, steps=3, optimizer=opt, opt_state=ck.opt_state, method="active")
-    np.testing.assert_allclose(h_plain["loss"], h2["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h_plain.loss, h2.loss, rtol=1e-5)
     with pytest.raises(ValueError, match="coefficients"):
         checkpoint.save(tmp_path / "x.ckpt", model, X=X, y=y, form="coefficients")
     with pytest.raises(checkpoint.CheckpointError, match="other data"):

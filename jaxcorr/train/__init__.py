@@ -69,7 +69,7 @@ from __future__ import annotations
 from jaxcorr.train._fit import DEFAULT_CHUNK, fit, fit_coordinates, setup
 from jaxcorr.train._finalize import coefficients, finalize
 from jaxcorr.train._history import CapacityGrown, FellBackToDense, History, InitialCapacity
-from jaxcorr.train._loop import _cap_message, run_chunk  # noqa: F401 (_cap_message: the CLI's until it catches the type)
+from jaxcorr.train._loop import run_chunk
 from jaxcorr.train._setup import ddfn_cap
 from jaxcorr.train._sgd import LinearOptimizer, sgd
 from jaxcorr.train._state import Coefficients, Config, StepConfig, StepStats, TrainState

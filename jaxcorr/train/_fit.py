@@ -183,19 +183,18 @@ def fit(
         (bit for bit for ``"active"`` on one backend), and its result is again relative to that base.
 
     Returns:
-      ``(params, history)``: the trained :class:`Params` (same ``a``, same dtype) and a
-      :class:`History` of host values (dict-style reads ``history["loss"]`` still work, for one
-      release): ``"loss"`` (steps,) with ``loss[t] = L(W(t))``; ``"fire_mean"``, ``"fire_max"``
-      (mean / max over i of ``k_{i,t}``, Definition 2.4) and ``"fire_union"``
-      (:math:`|\bigcup_i S_{i,fire}(t)|`), each (steps,); ``events`` (typed:
-      :class:`InitialCapacity`, :class:`CapacityGrown`, :class:`FellBackToDense`; ``"capacity_events"``
-      gives them as the dicts of earlier releases, with ``step``, ``old_capacity``, ``new_capacity``,
-      ``reason``); ``"opt_state"`` (the final state,
-      full shape); ``"ms_per_step"`` (wall time of the jitted chunks per step, set-up and
-      compilation excluded); ``"setup_s"`` (everything else); ``"method"``; ``"b"``; plus
-      ``"n_active"`` (|A|), ``"span"`` (Gram path used), ``"fallback_step"`` (None, or the step
-      from which the dense method ran) and ``"state_bytes"`` (bytes of the arrays the training loop
-      carries and reads: rows, optimizer state, trees, data; all devices together). For a span-path run
+      ``(params, history)``: the trained :class:`jaxcorr.nn.Params` (same ``a``, same dtype) and a
+      :class:`History` of host values, read by attribute: ``loss`` (steps,) with
+      ``loss[t] = L(W(t))``; ``fire_mean``, ``fire_max`` (mean / max over i of ``k_{i,t}``,
+      Definition 2.4) and ``fire_union`` (:math:`|\bigcup_i S_{i,fire}(t)|`), each (steps,);
+      ``events`` (typed: :class:`InitialCapacity`, :class:`CapacityGrown`, :class:`FellBackToDense`;
+      ``capacity_events`` gives them as dicts with ``step``, ``old_capacity``, ``new_capacity``,
+      ``reason``); ``opt_state`` (the final state, full shape); ``ms_per_step`` (wall time of the
+      jitted chunks per step, set-up and compilation excluded); ``setup_s`` (everything else);
+      ``method``; ``b``; ``n_active`` (|A|); ``span`` (Gram path used); ``fallback_step`` (None, or
+      the step from which the dense method ran); ``loss_rose``; and ``state_bytes`` (bytes of the
+      arrays the training loop carries and reads: rows, optimizer state, trees, data; all devices
+      together). For a span-path run
       on one device ``history.coefficients`` is the result as :class:`Coefficients` relative to
       ``params`` (the rows that moved are ``params.W[rows] + K X``; ``n`` numbers per row instead of
       ``d``); None otherwise. The callback's dict then also has ``"coefficients"`` (a function, as

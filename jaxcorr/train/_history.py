@@ -8,10 +8,9 @@ Events are small frozen records told apart by type, never by the text of a messa
 - :class:`FellBackToDense` -- with ``fallback="dense"``, the sparse method stopped being exact
   (DDFN cap, refused optimizer, idle-row guard) and the dense method ran from ``step``.
 
-:class:`History` holds the arrays and the events. For one release it also answers the old
-dict-style reads (``hist["loss"]``, ``hist.get("n_active")``, ``hist["capacity_events"]`` as a list
-of dicts with ``step``, ``old_capacity``, ``new_capacity``, ``reason``), which the CLI and scripts
-still use.
+:class:`History` holds the arrays and the events, read by attribute (``hist.loss``,
+``hist.n_active``); ``hist.capacity_events`` gives the events as dicts (``step``, ``old_capacity``,
+``new_capacity``, ``reason``) for JSON.
 
 Examples:
   >>> from jaxcorr.train._history import CapacityGrown
@@ -111,27 +110,8 @@ class History:
 
     @property
     def capacity_events(self) -> list:
-        """The events as the dicts of earlier releases (``step``, ``old_capacity``, ``new_capacity``, ``reason``)."""
+        """The events as dicts (``step``, ``old_capacity``, ``new_capacity``, ``reason``), e.g. for JSON."""
         return [e.as_dict() for e in self.events]
-
-    # -- dict-style reads, kept for one release ------------------------------------------------
-    def _keys(self) -> list:
-        keys = [f.name for f in dataclasses.fields(self) if f.name not in ("events", "loss_rose")] + ["capacity_events"]
-        return [k for k in keys if k not in ("shards", "bytes_per_device", "coefficients") or getattr(self, k) is not None]
-
-    def __getitem__(self, key: str):
-        if key not in self._keys():
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key) -> bool:
-        return key in self._keys()
-
-    def get(self, key: str, default=None):
-        return self[key] if key in self else default
-
-    def keys(self) -> list:
-        return self._keys()
 
 
 class Recorder:
@@ -145,10 +125,11 @@ class Recorder:
         self.events: list = []
 
     def add(self, stats, n_steps: int, seconds: float, snapshot: Callable | None = None,
-            coefficients: Callable | None = None) -> None:
+            coefficients: Callable | None = None, method: str | None = None) -> None:
         """Record one accepted chunk of ``n_steps`` steps (``stats`` stacked by ``lax.scan``);
         ``snapshot()`` gives ``(W, opt_state)`` after it and ``coefficients()`` the run's
-        coefficients or None (both valid during the callback only)."""
+        coefficients or None (both valid during the callback only); ``method`` is the method that ran
+        the chunk (after a fallback: ``"dense"``), passed on to the callback."""
         host = type(stats)(*(np.asarray(v)[:n_steps] for v in stats))
         self.parts.append(host)
         self.done += n_steps
@@ -156,6 +137,8 @@ class Recorder:
         if self.callback is not None:
             info = {"step": self.done, "steps": self.steps, "loss": float(host.loss[-1]),
                     "ms_per_step": 1e3 * self.run_s / max(self.done, 1)}
+            if method is not None:
+                info["method"] = method
             if snapshot is not None:
                 wrap = self.wrap or (lambda *x: x)
                 info["snapshot"] = lambda: wrap(*snapshot())

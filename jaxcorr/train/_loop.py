@@ -131,5 +131,5 @@ def loop(cfg: Config, state: TrainState, rec: Recorder, chunk: int, donate: bool
             continue
         state = new
         rec.add(stats, clen, secs, snapshot=lambda cfg=cfg, state=state: _finalize.rows_and_state(cfg, state),
-                coefficients=lambda cfg=cfg, state=state: _finalize.coefficients(cfg, state))
+                coefficients=lambda cfg=cfg, state=state: _finalize.coefficients(cfg, state), method=cfg.step.method)
     return cfg, state
