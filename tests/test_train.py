@@ -179,9 +179,9 @@ def test_cap_exceeded_mid_run():
         with pytest.raises(errors.DDFNCapExceeded, match="148") as err:
             train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2)
         assert err.value.step == 2 and err.value.k == fire_ref[2].max()
-        ran = []  # the callback is told which method ran each chunk (a progress bar relabels on fallback)
+        ran: list = []  # the callback is told which method ran each chunk (a progress bar relabels on fallback)
         _, h = train.fit(p, X, y, steps=6, method=method, optimizer=opt, b=b, chunk_size=2, fallback="dense",
-                         callback=lambda info: ran.append((info["step"], info["method"])))
+                         callback=lambda info, ran=ran: ran.append((info["step"], info["method"])))
         assert h.fallback_step == 2
         assert rel(h.loss, loss_ref) <= 2e-4
         assert ran[0] == (2, method) and ran[-1] == (6, "dense"), ran

@@ -6,7 +6,8 @@ r"""Gradient-descent training of 2NN(m, b): dense, on the active rows, or on the
 - ``"active"`` (the default): the same GD on the active rows ``A`` only (below), with the fire
   sets from the masked comparison :math:`\langle w_r, x_i\rangle > b` over (n, |A|) every step and
   no trees in the loop; ``A`` comes from the same comparison on the leaves of INIT at set-up
-  (dtree and wtree find it by QUERY on their trees). Inside ``A`` about 1/n of the rows fire per point, so a frontier would cost as much
+  (dtree and wtree find it by QUERY on their trees). Inside ``A`` about 1/n of the rows fire per point, so a
+  frontier would cost as much
   as the masked pass it replaces: this is the fastest exact method on one device and on a mesh;
 - ``"dtree"``: Algorithm 8 / Theorem 4.1 -- fire sets from Correlation DTree queries (Theorem 3.1),
   forward pass from the stored inner products, sparse gradient, tree updates for the changed rows;
@@ -37,11 +38,13 @@ value, independent of the row's parameters, on every idle row; weight decay, per
 (LARS/LAMB, adafactor), ``reduce_max`` over rows (sm3) and per-row randomness are refused up front.
 What remains, whether that common value is "no move", is checked every step on a padding row of
 the compacted tensor (the idle-row guard, O(d)): if it would move, the step is not kept and ``fit``
-raises :class:`jaxcorr.errors.IdleRowMoved` naming the step (or, with ``fallback="dense"``, continues dense from the last
+raises :class:`jaxcorr.errors.IdleRowMoved` naming the step (or, with ``fallback="dense"``, continues dense from
+the last
 exact state, the start of that chunk). So ``w_r(t+1) = w_r(0)`` and ``r`` still fires for no point.
 Hence training runs on the ``|A|`` rows only, trees included, and the result is scattered back at
 the end (when ``A`` is every held row, as for the implicit wide models, the held rows are used as
-they are and sliced back, with no gathered copy and no scatter). A capacity never needs to exceed ``|A|``. The span (Gram) path, which runs the optimizer on
+they are and sliced back, with no gathered copy and no scatter). A capacity never needs to exceed ``|A|``. The span
+(Gram) path, which runs the optimizer on
 the (|A|, n) coefficients of the data instead of (|A|, d) rows, is taken only for :func:`sgd`
 (linear by construction).
 
@@ -50,7 +53,8 @@ static: sized from the data (``max_i k_{i,0}`` plus 25% headroom), and grown onl
 chunk reports a sticky overflow flag (FIND found more firing neurons than the capacity holds); the
 host then reruns the chunk from its starting state with a larger capacity, and records a capacity
 event. A firing neuron is never dropped. Past the DDFN cap :math:`\lceil m^{4/5}\rceil` per point
-(Definition 1.3, Theorem 4.1), ``fit`` raises :class:`jaxcorr.errors.DDFNCapExceeded` naming the cap, or continues with the
+(Definition 1.3, Theorem 4.1), ``fit`` raises :class:`jaxcorr.errors.DDFNCapExceeded` naming the cap, or continues
+with the
 dense method if ``fallback="dense"``.
 
 Examples:
@@ -66,8 +70,8 @@ Examples:
 
 from __future__ import annotations
 
-from jaxcorr.train._fit import DEFAULT_CHUNK, fit, fit_coordinates, setup
 from jaxcorr.train._finalize import coefficients, finalize
+from jaxcorr.train._fit import DEFAULT_CHUNK, fit, fit_coordinates, setup
 from jaxcorr.train._history import CapacityGrown, FellBackToDense, History, InitialCapacity
 from jaxcorr.train._loop import run_chunk
 from jaxcorr.train._setup import ddfn_cap
@@ -75,7 +79,8 @@ from jaxcorr.train._sgd import LinearOptimizer, sgd
 from jaxcorr.train._state import Coefficients, Config, StepConfig, StepStats, TrainState
 from jaxcorr.train._validate import DEFAULT_LEARNING_RATE, DEFAULT_METHOD, FALLBACKS, METHODS
 
-__all__ = ["fit", "fit_coordinates", "setup", "run_chunk", "finalize", "coefficients", "Coefficients", "TrainState", "Config",
+__all__ = ["fit", "fit_coordinates", "setup", "run_chunk", "finalize", "coefficients", "Coefficients", "TrainState",
+           "Config",
            "StepConfig", "StepStats", "History", "InitialCapacity", "CapacityGrown", "FellBackToDense", "sgd",
            "LinearOptimizer", "METHODS", "DEFAULT_METHOD", "DEFAULT_LEARNING_RATE", "DEFAULT_CHUNK", "FALLBACKS",
            "ddfn_cap"]

@@ -73,7 +73,8 @@ def rows_and_state(cfg: Config, state: TrainState, *, copy_dense: bool = True):
     if lay is not None:  # replicated first, so every process can read its copy
         trained, row_state, X = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(sharding.replicate(x, lay))),
                                             (trained, row_state, X))
-    return _to_full(trained, row_state, X, state.base, span=cfg.step.span, transposed=cfg.step.transposed, identity=cfg.identity,
+    return _to_full(trained, row_state, X, state.base, span=cfg.step.span, transposed=cfg.step.transposed,
+                    identity=cfg.identity,
                     row_axes=cfg.step.row_axes)
 
 

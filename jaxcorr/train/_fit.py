@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -108,7 +109,8 @@ def _run_compacted(method, W, a, X, y, b, optimizer, state, width, lay, fallback
             raise err.error from None
         W_out, s_out = _finalize.rows_and_state(err.cfg, err.state)
         rec.events.append(FellBackToDense(step=rec.done, reason=str(err),
-                                          capacity=err.cfg.step.capacity if methods.get(method).trees == "dtree" else None))
+                                          capacity=(err.cfg.step.capacity if methods.get(method).trees == "dtree"
+                                                    else None)))
         info["fallback_step"] = rec.done
         return _run_dense(W_out, a, X, y, b, optimizer, s_out, width, rec, chunk)
 

@@ -15,7 +15,8 @@ Set-up of the compacted methods (Algorithms 8 and 9 restricted to the active row
    guard), one jitted call: rows, optimizer state, trees, constants.
 
 When A is every held row (an implicit wide model, :mod:`jaxcorr.implicit`), the span path keeps
-the caller's rows as ``W_A(0)`` without a copy and :func:`jaxcorr.train._finalize.finalize` slices instead of scattering.
+the caller's rows as ``W_A(0)`` without a copy and :func:`jaxcorr.train._finalize.finalize` slices instead of
+scattering.
 On a mesh, steps 1-2 run sharded by points and the pieces are then padded and placed
 (:mod:`jaxcorr.sharding`).
 """
@@ -35,8 +36,8 @@ from jax.sharding import PartitionSpec as P
 from jaxcorr import _linalg, ddfn, errors, maxtree, methods, sharding
 from jaxcorr.train import _linearity, _sgd
 from jaxcorr.train._arrays import copy as _copy
-from jaxcorr.train._arrays import row_first as _row_first
 from jaxcorr.train._arrays import put, zeros
+from jaxcorr.train._arrays import row_first as _row_first
 from jaxcorr.train._state import Base, Coefficients, CompactConsts, Config, DenseConsts, StepConfig, TrainState
 
 __all__ = ["build", "dense", "compact", "from_inner_products", "analysis", "ddfn_cap", "refused"]
@@ -96,7 +97,8 @@ def _init(W, X, b, method: str):
     for ``method="active"`` (fire sets by comparison, no trees), the (m,) mask of the rows that fire."""
     ip = _linalg.inner(X, W)
     fire = ip > b
-    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if methods.get(method).finds_active == "compare" else None)
+    by_compare = methods.get(method).finds_active == "compare"
+    return ip, jnp.max(jnp.sum(fire, axis=1)), (jnp.any(fire, axis=0) if by_compare else None)
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "method"))
@@ -212,7 +214,8 @@ def _trees(ip, idx, valid, P0=None, gram=None, *, method, span, lay=None):
     ip_A = ip.at[:, idx].get(mode="fill", fill_value=-jnp.inf)
     lv = ip_A if valid is None else jnp.where(valid[:, None], ip_A, -jnp.inf)
     if P0 is not None:  # in the step's own layout and order of operations: the same bits
-        lv = lv + _linalg.matmul(gram, P0) if methods.get(method).trees != "wtree" else (lv.T + _linalg.matmul(P0, gram)).T
+        wtree = methods.get(method).trees == "wtree"
+        lv = (lv.T + _linalg.matmul(P0, gram)).T if wtree else lv + _linalg.matmul(gram, P0)
     levels = ()
     trees = methods.get(method).trees
     if trees == "dtree":
@@ -352,7 +355,8 @@ def compact(method, W, a, X, y, b, optimizer, state, verdict, *, width: int, lin
         if coef is not None:
             break
     span = coef is not None or coefficients is not None
-    step = StepConfig(method, optimizer, 0, span, axes, span and methods.get(method).trees != "wtree" and lay is None, lay)
+    transposed = span and methods.get(method).trees != "wtree" and lay is None
+    step = StepConfig(method, optimizer, 0, span, axes, transposed, lay)
     if coefficients is not None:
         P0, coef = _start_rows(coefficients, A, L_padded, axes, step.transposed)
     else:

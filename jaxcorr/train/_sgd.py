@@ -31,7 +31,7 @@ __all__ = ["LinearOptimizer", "sgd", "is_linear", "check_rates", "default_optimi
 _TOKEN = object()
 #: update function -> (init function, learning rate (float or schedule), momentum), for every
 #: optimizer :func:`sgd` built (weak keys: a discarded optimizer leaves no entry).
-_BUILT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class LinearOptimizer(optax.GradientTransformation):
@@ -114,7 +114,7 @@ def sgd(learning_rate, momentum: float | None = None, nesterov: bool = False) ->
       >>> train.sgd(lambda t: 0.1 * jnp.ones(3))
       Traceback (most recent call last):
       ...
-      ValueError: learning_rate must be a scalar: the schedule returns shape (3,), expected () (one step size for every coordinate)
+      ValueError: learning_rate must be a scalar: the schedule returns shape (3,), expected () ...
     """
     learning_rate = _check_scalar_rate(learning_rate)
     if momentum is not None:

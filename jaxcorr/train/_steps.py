@@ -29,7 +29,8 @@ Two ways to hold the trained rows (``cfg.span``):
   ``X W_A^T`` (O(|A| n d)).
 - span: for optimizers that are linear in the gradient, independent of the parameters and identical
   on every coordinate by construction (:func:`jaxcorr.train.sgd`: SGD, momentum, Nesterov, with a
-  constant or scheduled step size; never decided numerically), every update of row ``r`` is a combination of the ``x_i`` (the gradient
+  constant or scheduled step size; never decided numerically), every update of row ``r`` is a combination of the
+  ``x_i`` (the gradient
   row is :math:`\sum_i c_{ir} x_i`, Section 2). Then ``W_A = W_A(0) + K X`` with ``K`` (|A|, n), the
   optimizer runs on ``K`` with the coefficient gradient ``C^T``, and the leaves are
   ``<w_r, x_i> = IP0 + (K G)_{ri}`` with the n x n Gram matrix ``G = X X^T``: O(|A| n^2) per step,
@@ -38,7 +39,6 @@ Two ways to hold the trained rows (``cfg.span``):
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -46,9 +46,9 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, maxtree, methods
+from jaxcorr.sharding import Axis
 from jaxcorr.train import _guard
 from jaxcorr.train._state import CompactConsts, DenseConsts, StepConfig, StepStats
-from jaxcorr.sharding import Axis
 
 __all__ = ["run", "compile", "keep_dtypes", "active_forward", "fire_forward", "fire_coefficients"]
 

@@ -118,7 +118,8 @@ def start_coefficients(c, method, optimizer, opt_state, mesh, W, n: int, dt):
     if c is None:
         return None
     if not isinstance(c, Coefficients):
-        raise ValueError(f"coefficients must be a jaxcorr.train.Coefficients (history.coefficients), got {type(c).__name__}")
+        raise ValueError("coefficients must be a jaxcorr.train.Coefficients (history.coefficients), "
+                         f"got {type(c).__name__}")
     if not methods.get(method).sparse or mesh is not None or not _sgd.is_linear(optimizer):
         raise ValueError("coefficients= continues a span-path run: method 'active', 'dtree' or 'wtree' with "
                          f"optimizer=train.sgd(...) on one device (got method={method!r}, "
