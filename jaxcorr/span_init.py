@@ -45,7 +45,7 @@ law N(0, I_d) with independent rows. Tested in ``tests/test_span_init.py`` (coun
 eager Monte Carlo, KS of projections, independence, exact fire checks).
 
 **q >= 1** (so many points, or so low a threshold, that the mixture does not apply): the *full
-draw*, said in :attr:`SpanInit.mode` (``"full"``): every row's ``g`` is N(0, I_k) from its own
+draw*, said in ``SpanInit.mode`` (``"full"``): every row's ``g`` is N(0, I_k) from its own
 bits and A is found by testing all ``m`` rows, O(m n k) at set-up.
 
 **Cost.** Set-up: O(m q) candidates, each O(n k) plus its rejection rounds (mean
@@ -108,14 +108,14 @@ from jaxcorr import _linalg, nn, train
 __all__ = ["SpanInit", "ActiveSet", "SpanTrained", "define", "setup", "span_coords", "rows", "materialize",
            "output_weights", "fit", "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
 
-#: Rows per candidate block: the gaps of block ``B`` are hashed from ``(j, B)``; a construction
+#: Rows per candidate block -- the gaps of block ``B`` are hashed from ``(j, B)``; a construction
 #: constant (the rows never depend on how many blocks one call draws).
 CANDIDATE_BLOCK = 1 << 16
-#: Largest width: a row index has 48 bits (32 in the first counter word, 16 in the second).
+#: Largest width -- a row index has 48 bits (32 in the first counter word, 16 in the second).
 MAX_WIDTH = 1 << 48
-#: Largest ``d`` (and ``k + 2``): a variate's slot has 16 bits of the counter's second word.
+#: Largest ``d`` (and ``k + 2``) -- a variate's slot has 16 bits of the counter's second word.
 _MAX_SLOTS = 1 << 16
-#: Bound on every standard normal drawn here: ndtri of a 53-bit uniform in [2^-54, 1 - 2^-54].
+#: Bound on every standard normal drawn here -- ndtri of a 53-bit uniform in [2^-54, 1 - 2^-54].
 NORMAL_BOUND = 8.3
 _EXP_BOUND = 37.5  # Exp(1) variates -log(u), u >= 2^-54: at most 54 ln 2 = 37.43
 _MAX_MATERIALIZE = 1 << 24
@@ -163,7 +163,7 @@ class SpanInit:
                 "U": self.U, "C": self.C, "beta": self.beta, "mode": self.mode}
 
     @classmethod
-    def from_arrays(cls, arrays: dict) -> "SpanInit":
+    def from_arrays(cls, arrays: dict) -> SpanInit:
         """Rebuild from :meth:`to_arrays`; the rows are the same bits as the original's."""
         key = jax.random.wrap_key_data(jnp.asarray(arrays["key_data"], jnp.uint32), impl=str(arrays["key_impl"]))
         U = np.asarray(arrays["U"], np.float64)
@@ -177,7 +177,8 @@ def _as_key(key):
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
     if key.shape != (2,) or key.dtype != jnp.uint32:
-        raise ValueError(f"key must be a JAX PRNG key (typed, or raw uint32 of shape (2,)), got {key.dtype} {key.shape}")
+        raise ValueError(f"key must be a JAX PRNG key (typed, or raw uint32 of shape (2,)), got {key.dtype} "
+                         f"{key.shape}")
     return jax.random.wrap_key_data(key)
 
 
@@ -772,7 +773,8 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
     _check_data(spec, active, X, y)
     b = spec.b if b is None else b
     if np.ndim(b) != 0 or not math.isfinite(float(b)) or float(b) < spec.b:
-        raise ValueError(f"b must be a finite scalar >= spec.b = {spec.b} (A holds the rows that can fire at spec.b), got {b!r}")
+        raise ValueError(f"b must be a finite scalar >= spec.b = {spec.b} (A holds the rows that can fire at "
+                         f"spec.b), got {b!r}")
     dt = active.G.dtype
     Xd, yd = jnp.asarray(X, dt), jnp.asarray(y, dt)
     if optimizer is None or isinstance(optimizer, train.LinearOptimizer):

@@ -234,7 +234,8 @@ def test_deterministic_across_calls_and_block_sizes():
     base = span_init.rows(spec, ref, idx)
     for chunk in (300,):
         p = span_init.rows(spec, ref, idx, chunk=chunk)
-        assert np.array_equal(np.asarray(p.W), np.asarray(base.W)) and np.array_equal(np.asarray(p.a), np.asarray(base.a))
+        assert np.array_equal(np.asarray(p.W), np.asarray(base.W))
+        assert np.array_equal(np.asarray(p.a), np.asarray(base.a))
     perm = rng.permutation(idx.size)
     p = span_init.rows(spec, ref, idx[perm])
     assert np.array_equal(np.asarray(p.W), np.asarray(base.W)[perm])
@@ -355,7 +356,8 @@ def test_fit_in_coordinates_equals_dense_float64(logm=11):
         act = span_init.setup(spec, dtype=jnp.float64)
         p = span_init.materialize(spec, act, dtype=jnp.float64)
         held = nn.Params(p.W[act.idx], p.a[act.idx])
-        assert np.array_equal(np.asarray(span_init.output_weights(spec, act.idx, dtype=jnp.float64)), np.asarray(held.a))
+        a_held = span_init.output_weights(spec, act.idx, dtype=jnp.float64)
+        assert np.array_equal(np.asarray(a_held), np.asarray(held.a))
         for opt in (train.sgd(1.0), train.sgd(0.5, momentum=0.9)):
             ref, h_ref = train.fit(p, X, y, steps=6, method="dense", optimizer=opt)
             assert h_ref.loss[-1] < h_ref.loss[0]  # it trains: rows move
@@ -401,7 +403,8 @@ def test_fit_bad_input():
         with pytest.raises(ValueError, match=match):
             span_init.fit(args["spec"], act, args["X"], args["y"], steps=kw.get("steps", 1),
                           **{k: v for k, v in kw.items() if k in ("b", "method")})
-    c, _ = train.fit_coordinates(X @ nn.init(jax.random.key(0), 64, 6).W.T, jnp.ones(64), X, y, steps=1, width=64, b=0.5)
+    ip0 = X @ nn.init(jax.random.key(0), 64, 6).W.T
+    c, _ = train.fit_coordinates(ip0, jnp.ones(64), X, y, steps=1, width=64, b=0.5)
     assert c.base_digest is None
     with pytest.raises(ValueError, match="optimizer must be train.sgd"):
         train.fit_coordinates(X @ nn.init(jax.random.key(0), 64, 6).W.T, jnp.ones(64), X, y, steps=1, width=64,
