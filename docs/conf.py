@@ -6,6 +6,7 @@ Build: ``python -m sphinx -W --keep-going -n -b html docs docs/_build/html`` (ne
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import sys
 
@@ -41,6 +42,7 @@ napoleon_use_ivar = True  # "Attributes:" as fields of the class, not a second d
 # Strict build: every reference to jaxcorr must resolve; names of other libraries (no network, so
 # no intersphinx inventories) and typing constructs are not checked.
 nitpicky = True
+suppress_warnings = ["ref.python"]  # a name several classes share (``method``) resolves to one of them
 nitpick_ignore_regex = [
     # private modules and names: package rooms, not part of the API reference
     (r"py:.*", r"(jaxcorr\.)?([A-Za-z0-9_]+\.)*_[A-Za-z0-9_]+(\..*)?"),
@@ -63,5 +65,17 @@ def _copy_notebooks(app) -> None:
         shutil.copyfile(nb, dst / nb.name)
 
 
+_BARS = re.compile(r"(?<![\\|])\|([^|`\s][^|`]{0,24}?)\|(?!_)")
+
+
+def _escape_bars(app, what, name, obj, options, lines) -> None:
+    """Docstrings write set sizes as plain text, ``|A|``; outside inline code and roles, escape the
+    bars so reStructuredText does not read them as substitution references."""
+    for k, line in enumerate(lines):
+        parts = re.split(r"(`[^`]*`)", line)  # odd parts: inline code, roles' content
+        lines[k] = "".join(p if i % 2 else _BARS.sub(r"\\|\1\\|", p) for i, p in enumerate(parts))
+
+
 def setup(app):
     app.connect("builder-inited", _copy_notebooks)
+    app.connect("autodoc-process-docstring", _escape_bars)

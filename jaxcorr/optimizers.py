@@ -3,14 +3,10 @@ r"""The optimizers jaxcorr's command line and scripts name: one table, one const
 ``jaxcorr train --optimizer NAME``, the benchmarks and the claim scripts all build their optimizer
 here, so a name means the same transformation everywhere:
 
-==========  ==========================================  ==========  ===========  ===========
-name        constructor (``lr``: the learning rate)      default lr  state slots  span path
-==========  ==========================================  ==========  ===========  ===========
-sgd         ``jaxcorr.train.sgd(lr)``                    1.0         0            yes
-momentum    ``jaxcorr.train.sgd(lr, momentum=0.9)``      0.1         1            yes
-adam        ``optax.adam(lr)`` (b1=0.9, b2=0.999,        0.01        2            no
-            eps=1e-8)
-==========  ==========================================  ==========  ===========  ===========
+- ``sgd``: ``jaxcorr.train.sgd(lr)``; default lr 1.0; 0 state slots; span path.
+- ``momentum``: ``jaxcorr.train.sgd(lr, momentum=0.9)``; default lr 0.1; 1 state slot; span path.
+- ``adam``: ``optax.adam(lr)`` (b1=0.9, b2=0.999, eps=1e-8); default lr 0.01; 2 state slots; the
+  generic (row) path.
 
 - *default lr*: each optimizer's own step size, what :func:`make` uses when no learning rate is
   given and what the command line should use for ``--optimizer NAME`` without ``--lr``

@@ -31,7 +31,7 @@ class Coefficients(NamedTuple):
     rows are their starting rows plus ``K X`` with ``K`` (k, n), and the optimizer's state is a
     state over ``K``. ``n`` numbers per moved row instead of ``d`` (and the same for momentum):
     :func:`jaxcorr.train.fit` returns them as ``history.coefficients`` and continues from them
-    exactly (``coefficients=``); :func:`jaxcorr.implicit.save` checkpoints a wide model with them.
+    exactly (``coefficients=``); :func:`jaxcorr.checkpoint.save` checkpoints a wide model with them.
 
     Every held row outside ``rows`` is its base row, bit for bit. ``base_digest`` fingerprints the
     base rows ``W_base[rows]``: ``fit(params, coefficients=c)`` refuses a ``params`` whose rows are
