@@ -390,21 +390,18 @@ REASONS = {
                               "a set of k rows per level"),
     ("scatter", "_update_impl"): ("kept", "the k new rows of W in the Correlation tree's state: a set of k rows, "
                                   "distinct (last_occurrence)"),
-    ("scatter", "fire_coefficients"): ("kept (owner: training floor)", "Algorithm 8 lines 16-23 on the frontier "
+    ("scatter", "fire_coefficients"): ("kept", "Algorithm 8 lines 16-23 on the frontier "
                                        "path: (i, r) pairs are unique per point, unused slots out of range and "
                                        "dropped; "
                                        "a set. Only where FIND does not test every leaf (config B)"),
-    ("scatter", "_fire_sets_from_ids"): ("kept (owner: training floor)", "marks the rows hit by any point "
+    ("scatter", "_fire_sets_from_ids"): ("kept", "marks the rows hit by any point "
                                          "(frontier path only): every writer stores the same 1, int32 set, contention "
                                          "up to n writers per row; a candidate for a masked pass"),
     ("gather", "_descend"): ("kept", "the frontier reads the 2^JUMP descendants of each slot as one contiguous row"),
     ("gather", "_set_path_one"): ("kept", "the two children of each recomputed parent"),
     ("gather", "_frontier_reference"): ("kept", "the plain reference search (tests only)"),
-    ("gather", "fire_forward"): ("kept (owner: training floor)", "stored inner products and a_r at the frontier "
+    ("gather", "fire_forward"): ("kept", "stored inner products and a_r at the frontier "
                                  "slots (frontier path only)"),
-    ("gather", "apply_rows"): ("kept (owner: training floor)", "the idle-row guard reads one padding row of each "
-                               "optimizer-state leaf (jnp.take of a Python int lowers to a gather; a static slice "
-                               "would do)"),
     ("gather", "last_occurrence"): ("kept", "the k batch indices in sorted order (k = batch size)"),
 }
 SCATTER_FAMILY = ("scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter-min", "scatter-max")

@@ -140,7 +140,8 @@ def apply_rows(cfg: StepConfig, c: CompactConsts, P, state, grad):
     moved = jnp.any(P[-1] != 0) | idle_sum
     rows = [x for x, ax in zip(jax.tree_util.tree_leaves(new_state), cfg.row_axes) if ax is not None]
     for x, ax, r in zip(rows, [ax for ax in cfg.row_axes if ax is not None], c.ref):
-        moved = moved | jnp.any(jnp.take(x, x.shape[ax] - 1, axis=ax) != r)
+        last = lax.index_in_dim(x, x.shape[ax] - 1, axis=ax, keepdims=False)  # a static slice, no gather
+        moved = moved | jnp.any(last != r)
     return P, new_state, moved
 
 
