@@ -1,3 +1,4 @@
+# Over 500 lines: one concept, the `train` command end to end (its options, data files, checkpoints, resume, errors).
 """`jaxcorr train`: smoke runs, user data, compare, checkpoints and resume, bad input.
 
 Most runs call :func:`jaxcorr.cli.main` in-process at tiny sizes (so the jitted training step is

@@ -1,3 +1,4 @@
+# Over 500 lines: one concept, train.fit against its oracles (every method, optimizer, dtype and event).
 """Training (Algorithms 8 and 9, Theorems 4.1 and 4.2) against dense GD and a numpy float64 oracle.
 
 Every method must follow the dense trajectory: losses within 2e-4 relative in float32 and 1e-9 in
