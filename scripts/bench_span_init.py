@@ -24,7 +24,8 @@ out (recorded as skipped).
 
 Example (run it alone):
   flock /work/bench.lock python scripts/bench_span_init.py --out docs/bench/bench_span_init.json
-  flock /work/bench.lock python scripts/bench_span_init.py --train --logms 22 26 28 30 32 --out docs/bench/bench_span_init.json
+  flock /work/bench.lock python scripts/bench_span_init.py --train --logms 22 26 28 30 32 \
+      --out docs/bench/bench_span_init.json
 """
 
 from __future__ import annotations
