@@ -192,7 +192,7 @@ def _write(path: str, fmt: str, f: np.ndarray, record: dict) -> None:
             if fmt == ".npz":
                 np.savez(out, predictions=f)
             elif fmt == ".csv":
-                out.write(("prediction\n" + "".join(f"{x}\n" for x in f)).encode())
+                out.write(("prediction\n" + "".join(str(x) + "\n" for x in f)).encode())
             else:
                 out.write((json.dumps(record) + "\n").encode())
         umask = os.umask(0)
