@@ -100,6 +100,10 @@ def test_predict_is_the_models_forward_pass(capsys, files, form):
     W, a, b = _full_weights(path)
     np.testing.assert_allclose(got, _oracle(W, a, X, b), rtol=1e-5, atol=1e-6)
     assert np.any(got != 0)  # the oracle is not vacuous: some neuron fires
+    if form == "compact":  # the held rows streamed over m = all m rows expanded (restore with the optimizer)
+        cfg = checkpoint.read_meta(path)["config"]
+        r = checkpoint.restore(path, optimizer=cli._make_optimizer(cfg["optimizer"], cfg["lr"]))
+        np.testing.assert_allclose(got, np.asarray(evaluation.predict(r.model, X, b=cfg["b"])), rtol=1e-6, atol=1e-7)
     rec = _json(capsys, "predict", path, "--data", str(files["new_npz"]))
     assert rec["kind"] == _kind(files, form) and rec["n"] == 5 and rec["d"] == D and rec["m"] == M
     assert rec["targets"] is False and rec["normalize"] == (form in NORMALIZED)
@@ -246,3 +250,6 @@ def test_outputs_that_overflow_are_refused(capsys, files, tmp_path):
     np.savez(tmp_path / "big.npz", X=np.full((2, D), 3e38, np.float32))
     rc, out, err = _cli(capsys, "predict", str(files["full"]), "--data", str(tmp_path / "big.npz"))
     assert_one_line_error(rc, out, err, "not finite", "2 of 2")
+    np.savez(tmp_path / "big.npz", X=np.full((2, D), 3e38, np.float32), y=np.ones(2, np.float32))
+    rc, out, err = _cli(capsys, "evaluate", str(files["full"]), "--data", str(tmp_path / "big.npz"))
+    assert_one_line_error(rc, out, err, "not finite", "big.npz")

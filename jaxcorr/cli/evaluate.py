@@ -32,6 +32,7 @@ stderr.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -92,8 +93,10 @@ def evaluate(args, process: bool) -> int:
         raise errors.DataError(f"data file {args.data!r} holds no targets y, and evaluate compares the outputs "
                                f"with them: give an .npz with an array y, or a .csv of d + 1 = {job.loaded.d + 1} "
                                "columns (y last)", args.data)
-    _finite_outputs(args, np.asarray(evaluation.predict(job.loaded, job.X)))
-    e = evaluation.evaluate(job.loaded, job.X, job.y)
+    e = evaluation.evaluate(job.loaded, job.X, job.y)  # (one pass of the model: a wide one streams all m rows)
+    if not math.isfinite(e.loss_sum):  # y is finite and L is summed in float64: some output is not finite
+        raise ValueError(f"the model's outputs on {args.data!r} are not finite (they overflow): the data are far "
+                         "larger than the training data (--normalize?)")
     record = dict(_describe(args, job), loss_sum=e.loss_sum, loss_mean=e.loss_mean, mse=e.mse, accuracy=e.accuracy)
     _notes(job)
     print(json.dumps(record) if args.json else _summary(args, job, e))
