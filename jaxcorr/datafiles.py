@@ -42,7 +42,7 @@ import numpy as np
 
 from jaxcorr.errors import DataError
 
-__all__ = ["load_data", "unit_rows"]
+__all__ = ["load_data", "load_inputs", "unit_rows"]
 
 
 def load_data(path, dtype=np.float32, *, return_info: bool = False):
@@ -64,34 +64,95 @@ def load_data(path, dtype=np.float32, *, return_info: bool = False):
         that is not a decimal number (naming its line and field), wrong shapes, X and y of
         different lengths, non-finite values.
     """
+    path, ext, info = _open(path)
+    if ext == ".npz":
+        X, y = _read_npz(path)
+    else:
+        X, y = _read_csv(path, info)
+    X, y = _validate(path, X, y, dtype)
+    return (X, y, info) if return_info else (X, y)
+
+
+def load_inputs(path, d: int | None = None, dtype=np.float32, *, return_info: bool = False):
+    """Read the points ``X`` of an ``.npz`` or ``.csv`` file, and its targets ``y`` where it has them:
+    the input of a trained model's outputs (``jaxcorr predict``, :func:`jaxcorr.evaluation.predict`).
+
+    - ``.npz``: the array ``X`` (n, d), and ``y`` (n,) when the file holds one.
+    - ``.csv``: read as :func:`load_data` reads it; given ``d`` (the model's input dimension), a file
+      of ``d`` columns is ``X`` alone and one of ``d + 1`` columns is ``X`` and then ``y``; without
+      ``d`` the last column is ``y``, as for :func:`load_data` (a single column: ``X`` alone).
+
+    Args:
+      path: the file (``.npz`` or ``.csv``, any case).
+      d: the input dimension the points must have (None: any).
+      dtype, return_info: as :func:`load_data` (``info`` also says ``targets``: whether ``y`` was read).
+
+    Returns:
+      ``(X, y)`` with ``y`` None when the file holds no targets; with ``return_info``, ``(X, y, info)``.
+
+    Raises:
+      jaxcorr.errors.DataError: as :func:`load_data`, or points with other than ``d`` coordinates
+        (a CSV with neither ``d`` nor ``d + 1`` columns).
+
+    Examples:
+      >>> import os, tempfile
+      >>> from jaxcorr import datafiles
+      >>> path = os.path.join(tempfile.mkdtemp(), "new.csv")
+      >>> _ = open(path, "w").write("0.6,0.8\\n1,0\\n")
+      >>> X, y = datafiles.load_inputs(path, d=2)
+      >>> X.shape, y
+      ((2, 2), None)
+      >>> datafiles.load_inputs(path, d=3)
+      Traceback (most recent call last):
+      ...
+      jaxcorr.errors.DataError: data file '...new.csv' has 2 columns; ... d=3 needs 3 (X alone) or 4 (X, then y)
+    """
+    path, ext, info = _open(path)
+    if ext == ".npz":
+        X, y = _read_npz(path, need_y=False)
+    else:
+        arr = _read_table(path, info)
+        c = arr.shape[1]
+        if d is not None and c not in (d, d + 1):
+            raise DataError(f"data file {path!r} has {c} columns; a model of input dimension d={d} needs {d} "
+                            f"(X alone) or {d + 1} (X, then y)", path)
+        if (d is None and c < 2) or c == d:
+            X, y = arr, None
+        else:
+            X, y = arr[:, :-1], arr[:, -1]
+    X, y = _validate(path, X, y, dtype)
+    if d is not None and X.shape[1] != d:
+        raise DataError(f"data file {path!r}: X has {X.shape[1]} columns, but the model's input dimension is "
+                        f"d={d}", path)
+    info["targets"] = y is not None
+    return (X, y, info) if return_info else (X, y)
+
+
+def _open(path):
+    """``(path, suffix, info)`` of a data file that exists and has a known suffix."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"data file {path!r} does not exist", path)
     if os.path.isdir(path):
         raise DataError(f"data file {path!r} is a directory", path)
     ext = os.path.splitext(path)[1].lower()
-    info = {"format": ext[1:], "header": None, "header_line": None, "skipped_lines": 0}
-    if ext == ".npz":
-        X, y = _read_npz(path)
-    elif ext == ".csv":
-        X, y = _read_csv(path, info)
-    else:
+    if ext not in (".npz", ".csv"):
         raise DataError(f"data file {path!r}: unknown format {ext or '(no suffix)'!r}; use .npz (arrays X, y) or "
                         f".csv (last column y)", path)
-    X, y = _validate(path, X, y, dtype)
-    return (X, y, info) if return_info else (X, y)
+    return path, ext, {"format": ext[1:], "header": None, "header_line": None, "skipped_lines": 0}
 
 
-def _read_npz(path: str):
+def _read_npz(path: str, need_y: bool = True):
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("X", "y") if k not in z.files]
+            missing = [k for k in ("X", "y") if k not in z.files and (need_y or k == "X")]
             if missing:
                 raise DataError(
                     f"data file {path!r} has no array {' or '.join(missing)} (it holds "
                     f"{sorted(z.files) or 'nothing'}); "
-                    "an .npz needs arrays X (n, d) and y (n,)", path)
-            return z["X"], z["y"]
+                    f"an .npz needs arrays X (n, d){' and y (n,)' if need_y else ' (and y (n,) if it has targets)'}",
+                    path)
+            return z["X"], (z["y"] if "y" in z.files else None)
     except DataError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
@@ -99,7 +160,16 @@ def _read_npz(path: str):
 
 
 def _read_csv(path: str, info: dict):
-    """Rows of numbers from a CSV file (BOM, quoting and a header row handled); fills ``info``."""
+    """``(X, y)`` of a CSV file whose last column is ``y``; fills ``info``."""
+    arr = _read_table(path, info)
+    if arr.shape[1] < 2:
+        raise DataError(f"data file {path!r} needs at least 2 columns (features, then y), got {arr.shape[1]}", path)
+    return arr[:, :-1], arr[:, -1]
+
+
+def _read_table(path: str, info: dict) -> np.ndarray:
+    """Rows of numbers from a CSV file (BOM, quoting and a header row handled) as one (n, columns)
+    float64 array; fills ``info``."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops a byte-order mark
             records = list(csv.reader(f))
@@ -129,10 +199,7 @@ def _read_csv(path: str, info: dict):
             raise DataError(f"data file {path!r}, line {lineno}: {len(vals)} columns, the first data row has {width}",
                             path)
         values.append(vals)
-    if width < 2:
-        raise DataError(f"data file {path!r} needs at least 2 columns (features, then y), got {width}", path)
-    arr = np.asarray(values, np.float64)
-    return arr[:, :-1], arr[:, -1]
+    return np.asarray(values, np.float64)
 
 
 #: A decimal number -- sign, digits with an optional point, optional exponent (no underscores, no hex).
@@ -160,22 +227,27 @@ def _number(path: str, lineno: int, j: int, field: str) -> float:
 
 
 def _validate(path: str, X, y, dtype):
-    X, y = np.asarray(X), np.asarray(y)
+    """``(X, y)`` checked and converted to ``dtype`` (``y`` None: ``X`` alone, ``y`` stays None)."""
+    X, y = np.asarray(X), (None if y is None else np.asarray(y))
     for name, arr in (("X", X), ("y", y)):
-        if arr.dtype.kind not in "biuf":
+        if arr is not None and arr.dtype.kind not in "biuf":
             raise DataError(f"data file {path!r}: {name} must hold real numbers, got dtype {arr.dtype}", path)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise DataError(f"data file {path!r}: X must be a 2-D array (n, d) with n, d >= 1, got shape {X.shape}", path)
+    if y is None:
+        return _finite(path, np.ascontiguousarray(X, dtype), None, dtype)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.ndim != 1:
         raise DataError(f"data file {path!r}: y must be a 1-D array (n,), got shape {y.shape}", path)
     if X.shape[0] != y.shape[0]:
         raise DataError(f"data file {path!r}: X has {X.shape[0]} rows but y has {y.shape[0]} entries", path)
-    X = np.ascontiguousarray(X, dtype)
-    y = np.ascontiguousarray(y, dtype)
+    return _finite(path, np.ascontiguousarray(X, dtype), np.ascontiguousarray(y, dtype), dtype)
+
+
+def _finite(path: str, X, y, dtype):
     for name, arr in (("X", X), ("y", y)):
-        bad = int(arr.size - np.isfinite(arr).sum())
+        bad = 0 if arr is None else int(arr.size - np.isfinite(arr).sum())
         if bad:
             raise DataError(f"data file {path!r}: {name} holds {bad} NaN or infinite value(s) (as "
                             f"{np.dtype(dtype).name})", path)

@@ -6,6 +6,9 @@ One call per task, for either model kind: a full-width :class:`jaxcorr.nn.Params
 
 - :func:`predict`: :math:`f(W, x_i, a) = \frac{1}{\sqrt m}\sum_r a_r \sigma_b(\langle w_r, x_i\rangle)`
   (Definition 2.1) for every row of ``X``.
+- :func:`load_model`: the model of a checkpoint of any form (:func:`jaxcorr.checkpoint.restore`),
+  with the threshold it was trained with; :func:`predict` and :func:`evaluate` also take the
+  checkpoint's path, so each task is one call (``evaluation.evaluate("run.ckpt", X, y)``).
 - :func:`evaluate`: the paper's loss :math:`L = \frac12 \sum_i (f(x_i) - y_i)^2` (Definition 2.1,
   :func:`jaxcorr.nn.loss`'s convention), its mean over the points (comparable across data sets of
   different ``n``), the mean squared error :math:`\frac1n \sum_i (f(x_i) - y_i)^2` (twice the mean
@@ -28,14 +31,16 @@ Examples:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+import os
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr import _checks, nn
 
-__all__ = ["Evaluation", "predict", "evaluate"]
+__all__ = ["Evaluation", "Loaded", "load_model", "predict", "evaluate"]
 
 
 def _wide():
@@ -65,8 +70,10 @@ def predict(model, X, *, b=None):
     r"""The network's outputs :math:`f(W, x_i, a)` (Definition 2.1) on the rows of ``X``.
 
     Args:
-      model: a :class:`jaxcorr.nn.Params` (``W`` (m, d), ``a`` (m,)) or a wide model
-        (``WideParams``: streamed over ``m``, the held rows swapped into W(0)).
+      model: a :class:`jaxcorr.nn.Params` (``W`` (m, d), ``a`` (m,)), a wide model
+        (``WideParams``: streamed over ``m``, the held rows swapped into W(0)), or a checkpoint:
+        its path or its :class:`Loaded` model (:func:`load_model`; ``b`` then defaults to the
+        threshold it was trained with).
       X: (n, d) points, finite, ``d`` matching the model.
       b: the threshold of :math:`\sigma_b`. Default: :func:`jaxcorr.nn.default_threshold` ``(m)``
         for ``Params``; the model's own ``b`` for a wide model (another ``b`` is refused: its held
@@ -79,6 +86,8 @@ def predict(model, X, *, b=None):
       ValueError: a model of neither kind, ``X`` not 2-D, with other than ``d`` columns or holding
         NaN/inf, a non-finite ``b``, or a wide model asked for another ``b``.
     """
+    if isinstance(model, (str, os.PathLike, Loaded)):
+        return _predict_loaded(model, X, b)
     b = _check_b(b)
     wide = _wide()
     if isinstance(model, wide.WideParams):
@@ -125,3 +134,77 @@ def evaluate(model, X, y, *, b=None) -> Evaluation:
     acc = float(np.mean(f * t > 0)) if labels else None
     return Evaluation(n=int(f.shape[0]), loss_sum=0.5 * sq, loss_mean=0.5 * sq / f.shape[0], mse=sq / f.shape[0],
                       accuracy=acc)
+
+
+class Loaded(NamedTuple):
+    """A trained model read from a checkpoint by :func:`load_model`, ready for :func:`predict` and
+    :func:`evaluate` (pass it, or the checkpoint's path, as their ``model``)."""
+
+    kind: str  # the checkpoint's kind: "full", "compact" or "wide" (jaxcorr.checkpoint.restore)
+    model: Any  # nn.Params (full), the held rows (compact, wide: a WideParams), or another restored model
+    b: float  # the threshold the model was trained with
+    m: int  # width
+    d: int  # input dimension
+    step: int  # steps trained
+    config: dict  # the run configuration saved with it
+    path: str
+
+
+def load_model(path) -> Loaded:
+    r"""The model in the checkpoint at ``path`` (any form :func:`jaxcorr.checkpoint.restore` reads).
+
+    Reads only what predicting needs: no training data and no optimizer. A ``"full"`` file gives
+    its :class:`jaxcorr.nn.Params`; a ``"compact"`` one its held rows (the rows that differ from
+    W(0)) and a wide one its :class:`jaxcorr.wide.WideParams`, both applied by streaming W(0) from
+    the key under the PRNG settings recorded at save (:func:`jaxcorr.wide.predict`), so a width
+    whose W does not fit in memory predicts too. The threshold is the model's own ``b`` (a wide
+    model), else ``config["b"]`` (what ``jaxcorr train`` records), else
+    :func:`jaxcorr.nn.default_threshold` ``(m)``.
+
+    Raises:
+      jaxcorr.errors.CheckpointError: missing, not a checkpoint, corrupted or inconsistent.
+
+    Examples:
+      >>> import jax, os, tempfile
+      >>> from jaxcorr import checkpoint, data, evaluation, nn
+      >>> X, y = data.synthetic(seed=0, n=4, d=3)
+      >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+      >>> checkpoint.save(path, nn.init(jax.random.key(0), 16, 3), X=X, y=y, config={"b": 0.25})
+      'full'
+      >>> r = evaluation.load_model(path)
+      >>> r.kind, r.m, r.d, r.b
+      ('full', 16, 3, 0.25)
+      >>> evaluation.predict(path, X).shape                  # a path works as well
+      (4,)
+    """
+    from jaxcorr import checkpoint  # noqa: PLC0415
+
+    path = os.fspath(path)
+    r = checkpoint.restore(path, as_wide=True)  # compact: the held rows, no optimizer needed
+    model, config = r.model, dict(r.config or {})
+    if hasattr(model, "m") and hasattr(model, "d"):
+        m, d = int(model.m), int(model.d)
+    else:
+        m, d = (int(k) for k in np.shape(model.W))
+    if hasattr(model, "b"):
+        b = float(model.b)
+    elif isinstance(config.get("b"), (int, float)) and not isinstance(config.get("b"), bool):
+        b = float(config["b"])
+    else:
+        b = float(nn.default_threshold(m))
+    return Loaded(kind=r.kind, model=model, b=b, m=m, d=d, step=int(r.step), config=config, path=path)
+
+
+def _drawing(loaded: Loaded):
+    """The PRNG settings W(0) of ``loaded`` was drawn under (a file without W(0): no change)."""
+    from jaxcorr.checkpoint import wide as wide_form  # noqa: PLC0415
+
+    meta = wide_form.wide_meta(loaded.config)
+    return contextlib.nullcontext() if meta is None else wide_form.drawing_as(meta, loaded.path)
+
+
+def _predict_loaded(model, X, b):
+    """:func:`predict` of a checkpoint's path or of a :class:`Loaded` model."""
+    loaded = model if isinstance(model, Loaded) else load_model(model)
+    with _drawing(loaded):
+        return predict(loaded.model, X, b=loaded.b if b is None else b)

@@ -1,4 +1,4 @@
-r"""Command line: ``jaxcorr train`` (also ``python -m jaxcorr train``).
+r"""Command line: ``jaxcorr train``, ``jaxcorr predict``, ``jaxcorr evaluate`` (also ``python -m jaxcorr ...``).
 
 Trains the two-layer ReLU network of Definition 2.1, :math:`f(x) = \frac{1}{\sqrt m}\sum_r a_r
 \sigma_b(\langle w_r, x\rangle)`, by gradient descent on :math:`L(W) = \frac12\sum_i (f(x_i) - y_i)^2`
@@ -15,6 +15,11 @@ by path. A run holds ``W(0)`` (drawn from ``--seed``), so its checkpoints keep o
 differ from it and the active rows (O(|A| d) numbers instead of O(m d)); resuming draws ``W(0)``
 again and restores the run bit for bit. ``--wide`` holds only the rows that can fire (the wide
 model), for widths whose full weights do not fit in memory.
+
+``jaxcorr predict CHECKPOINT --data FILE [--out FILE]`` prints (or writes as ``.csv``, ``.npz``
+or ``.json``) the outputs of a checkpoint's model on new points, and ``jaxcorr evaluate CHECKPOINT
+--data FILE`` its loss (the paper's sum and the mean), mean squared error and accuracy for +-1 labels
+(:mod:`~jaxcorr.cli.evaluate`), for every checkpoint form.
 
 Process behaviour:
 
@@ -34,8 +39,9 @@ Process behaviour:
 The package: :mod:`~jaxcorr.cli.args` (parser and checks), :mod:`~jaxcorr.cli.config` (settings,
 data, memory plan, resume: the typed :class:`~jaxcorr.cli.config.Run`), :mod:`~jaxcorr.cli.run`
 (the fit calls, chunk sizing, saves and stops), :mod:`~jaxcorr.cli.signals`,
-:mod:`~jaxcorr.cli.progress`, :mod:`~jaxcorr.cli.report` (result, JSON, warnings, summary) and
-:mod:`~jaxcorr.cli.execute` (the command from options to exit status); every call into the
+:mod:`~jaxcorr.cli.progress`, :mod:`~jaxcorr.cli.report` (result, JSON, warnings, summary),
+:mod:`~jaxcorr.cli.execute` (the command from options to exit status) and
+:mod:`~jaxcorr.cli.evaluate` (``predict`` and ``evaluate``, over :mod:`jaxcorr.evaluation`); every call into the
 training, wide-model, checkpoint and memory modules is in :mod:`jaxcorr.cli._library`.
 
 Examples:
@@ -43,6 +49,8 @@ Examples:
   $ jaxcorr train --n 4 --m 256 --d 4 --steps 5 --json
   $ jaxcorr train --data mydata.csv --normalize --optimizer adam --lr 0.01 --save run.ckpt --save-every 50
   $ jaxcorr train --resume run.ckpt --save run.ckpt --steps 100
+  $ jaxcorr predict run.ckpt --data new.csv --out predictions.csv
+  $ jaxcorr evaluate run.ckpt --data heldout.csv --json
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import os
 import sys
 
 from jaxcorr import errors
-from jaxcorr.cli import _library, args, config, execute, progress, report, run, signals  # noqa: F401
+from jaxcorr.cli import _library, args, config, evaluate, execute, progress, report, run, signals  # noqa: F401
 from jaxcorr.cli.args import (
     DEFAULT_METHOD,
     DEFAULTS,
@@ -103,7 +111,10 @@ def _main(argv, process: bool, t_start: float) -> int:
     except SystemExit as e:  # --help/--version (0) or a usage error (2, one line already printed)
         return e.code
     try:
-        return execute.train(args, process, t_start)
+        if args.command == "train":
+            return execute.train(args, process, t_start)
+        apply = {"predict": evaluate.predict, "evaluate": evaluate.evaluate}[args.command]
+        return apply(args, process)
     except KeyboardInterrupt:
         print("jaxcorr: interrupted", file=sys.stderr)
         return 130

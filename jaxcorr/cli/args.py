@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``jaxcorr`` argument parser (subcommand ``train``)."""
+    """The ``jaxcorr`` argument parser (subcommands ``train``, ``predict`` and ``evaluate``)."""
     parser = _Parser(
         prog="jaxcorr",
         description="Train wide two-layer ReLU networks exactly and fast with weight-data correlation "
@@ -84,7 +84,58 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Paper: {PAPER}",
     )
     _add_train_arguments(t)
+    _add_predict_parser(sub)
+    _add_evaluate_parser(sub)
     return parser
+
+
+_APPLY_EXIT = ("Exit status: 0 done, 2 bad input (a missing or damaged checkpoint or data file, points of another "
+               "dimension than the model's, non-finite data), one 'jaxcorr: error: ...' line on stderr.")
+
+
+def _add_checkpoint_and_data(p) -> None:
+    """The arguments ``predict`` and ``evaluate`` share: the checkpoint, the data, normalisation, --json."""
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a checkpoint written by `jaxcorr train --save` or jaxcorr.checkpoint.save, any form "
+                        "(full, compact, wide rows or coefficients); no training data or optimizer needed")
+    p.add_argument("--data", metavar="FILE", required=True,
+                   help="the points: .npz with array X (n, d) (and y (n,) if it has targets), or .csv as train "
+                        "--data reads it: d columns (the model's input dimension) are X alone, d + 1 are X then y")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale each row of X to unit norm (default: as the checkpoint's run did, i.e. on when it "
+                        "was trained with --normalize)")
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="a checkpoint's outputs f(x) on the points of a data file",
+        description=("The outputs f(x_i) = 1/sqrt(m) sum_r a_r relu(<w_r, x_i> - b) (paper, Def. 2.1) of the model "
+                     "in CHECKPOINT on the points of --data FILE: one value per line on stdout, or --out FILE. "
+                     + _APPLY_EXIT),
+        epilog=f"Paper: {PAPER}",
+    )
+    _add_checkpoint_and_data(p)
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="write the outputs to FILE, by its suffix: .csv (header 'prediction', one value a line), "
+                        ".npz (array 'predictions') or .json (the --json object)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (the checkpoint, the data, 'predictions') as the last line of stdout")
+
+
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="a checkpoint's loss, mean loss, MSE and accuracy on a data file",
+        description=("Evaluate the model in CHECKPOINT on --data FILE (with targets y): n, the paper's loss "
+                     "L = 1/2 sum_i (f(x_i) - y_i)^2 (Def. 2.1), the mean loss L/n, the MSE 1/n sum_i (f(x_i) - "
+                     "y_i)^2 and, for labels in {-1, +1}, the accuracy (the fraction with f(x_i) y_i > 0). "
+                     + _APPLY_EXIT),
+        epilog=f"Paper: {PAPER}",
+    )
+    _add_checkpoint_and_data(p)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with the results as the last line of stdout (instead of the summary)")
 
 
 def _add_train_arguments(t) -> None:
