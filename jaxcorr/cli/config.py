@@ -231,7 +231,7 @@ def _auto(args, plan_for, ask: dict, kind):
             choice = _library.choose_method(**ask, steps=args.steps, methods=cands)
         except ValueError as e:
             if refused:
-                raise _widest(list(refused.values())) from None
+                raise _widest(refused) from None
             raise ValueError(f"--method auto: {e}") from None
         try:
             plan = plan_for(choice.method)
@@ -239,7 +239,7 @@ def _auto(args, plan_for, ask: dict, kind):
             refused[choice.method] = e
             cands = [k for k in cands if k != choice.method]
             if not cands:
-                raise _widest(list(refused.values())) from None
+                raise _widest(refused) from None
             continue
         return plan, _auto_info(args, choice, cands, excluded, refused, plan)
 
@@ -257,10 +257,16 @@ def _candidates(args, kind) -> tuple[list, dict]:
     return [k for k in METHODS if k not in excluded], excluded
 
 
-def _widest(errs: list) -> Exception:
-    """Of the refusals of the candidates, the one whose widest fitting ``m`` is largest (else the first)."""
-    mem = [e for e in errs if isinstance(e, errors.InsufficientMemoryError)]
-    return max(mem, key=lambda e: e.largest or 0) if mem else errs[0]
+def _widest(refused: dict) -> Exception:
+    """Of the candidates' refusals (method -> error), the one whose widest fitting ``m`` is largest,
+    the sparse methods' first (they may go wide; dense's refusal names a sparse method as the way
+    out, which was refused too); else the first."""
+    errs = list(refused.values())
+    for pool in ([e for k, e in refused.items() if methods.get(k).sparse], errs):
+        mem = [e for e in pool if isinstance(e, errors.InsufficientMemoryError)]
+        if mem:
+            return max(mem, key=lambda e: e.largest or 0)
+    return errs[0]
 
 
 def _auto_info(args, choice, cands, excluded: dict, refused: dict, plan) -> dict:
