@@ -229,7 +229,7 @@ def _auto(args, plan_for, ask: dict, kind):
     while True:
         try:
             choice = _library.choose_method(**ask, steps=args.steps, methods=cands)
-        except ValueError as e:
+        except (ValueError, KeyError) as e:  # no exact candidate left (KeyError: a method the cost model lacks)
             if refused:
                 raise _widest(refused) from None
             raise ValueError(f"--method auto: {e}") from None
