@@ -111,12 +111,12 @@ def test_a_sparse_method_where_dense_is_predicted_faster_is_warned_not_refused(c
 
 def test_auto_without_dense_for_a_wide_model_and_for_compare_dense(capsys):
     sparse = [k for k in methods.names() if methods.get(k).sparse]
-    oracle = _oracle(4, 256, 4, 2, methods_=sparse)
-    r = run_json(capsys, *TINY, "--steps", "2", "--wide", "on", "--quiet")
+    oracle = _oracle(4, 256, 4, 1, methods_=sparse)
+    r = run_json(capsys, *TINY, "--steps", "1", "--wide", "on", "--quiet")
     assert r["wide"] is True and r["method"] == oracle.method
     assert "dense" in r["method_choice"]["excluded"] and "dense" not in r["method_choice"]["candidates"]
     assert "dense is not a candidate" in r["method_choice"]["reason"]
-    r = run_json(capsys, *TINY, "--steps", "2", "--compare", "dense", "--quiet")
+    r = run_json(capsys, *TINY, "--steps", "1", "--compare", "dense", "--quiet")
     assert r["method"] == oracle.method and r["compare"]["method"] == "dense"
     assert "--compare dense" in r["method_choice"]["excluded"]["dense"]
 
@@ -165,8 +165,8 @@ def test_eval_data_equals_evaluate_on_the_final_model_and_numpy(capsys, tmp_path
     ck = tmp_path / "m.ckpt"
     monkeypatch.setattr(cli.run, "initial_chunk", lambda *a, **k: 1)  # a progress line per step
     monkeypatch.setattr(cli.run.ChunkTimer, "observe", lambda *a, **k: None)
-    rc, out, err = run(capsys, *TINY, "--method", "active", "--steps", "5", "--eval-data", str(path), "--save",
-                       str(ck), "--json")
+    rc, out, err = run(capsys, *TINY, "--method", "active", "--b", "1.2", "--steps", "5", "--eval-data", str(path),
+                       "--save", str(ck), "--json")
     assert rc == 0, err
     r = json.loads(out.strip().splitlines()[-1])
     e = r["eval"]
