@@ -104,7 +104,8 @@ def test_json_last_line(capsys):
     r = run_json(capsys, *TINY, "--steps", "5")
     for key in ("method", "steps", "loss_initial", "loss_final", "ms_per_step", "fire"):
         assert key in r
-    assert r["method"] == cli.DEFAULT_METHOD and r["steps"] == 5
+    assert r["method"] == r["method_choice"]["chosen"] and r["method_choice"]["requested"] == "auto"  # the default
+    assert r["steps"] == 5
     assert (r["n"], r["m"], r["d"]) == (4, 256, 4)
     assert r["b"] == pytest.approx(nn.default_threshold(256))
     assert r["fire"]["bound_m_4_5"] == pytest.approx(256**0.8)
@@ -380,7 +381,7 @@ def test_unnormalised_data_names_normalize(capsys, tmp_path):
     rng = np.random.default_rng(0)
     X = 20 * rng.normal(size=(4, 4))
     path = _write(tmp_path, "big.npz", {"X": X, "y": np.ones(4)})
-    rc, out, err = run(capsys, "--data", path, "--m", "256", "--steps", "2", "--quiet")
+    rc, out, err = run(capsys, "--data", path, "--m", "256", "--steps", "2", "--quiet", "--method", "active")
     assert rc == 2 and out == ""
     last = err.strip().splitlines()[-1]
     for w in ("at step 0", "--normalize", "--method dense", "--fallback dense", "unit norm"):
@@ -434,7 +435,7 @@ def test_methods_and_default_follow_the_library():
 
     assert cli.METHODS == tuple(train.METHODS)
     assert cli.DEFAULT_METHOD == ("active" if "active" in train.METHODS else "dtree") == train.DEFAULT_METHOD
-    assert cli.DEFAULTS["method"] == cli.DEFAULT_METHOD
+    assert cli.DEFAULTS["method"] == "auto"  # the CLI's default: the cost model picks (test_cli_auto.py)
 
 
 def test_cache_dir_resolution(monkeypatch, tmp_path):
@@ -644,7 +645,7 @@ def test_a_loss_that_rose_is_warned(capsys, opt):
 def test_fallback_dense_says_what_ran(capsys, tmp_path):
     rng = np.random.default_rng(0)
     path = _write(tmp_path, "big.npz", {"X": 20 * rng.normal(size=(4, 4)), "y": np.ones(4)})
-    argv = ["--data", path, "--m", "256", "--steps", "3", "--fallback", "dense", "--quiet"]
+    argv = ["--data", path, "--m", "256", "--steps", "3", "--fallback", "dense", "--quiet", "--method", "active"]
     r = run_json(capsys, *argv)
     assert r["method"] == "active" and r["fallback_step"] == 0
     rc, out, err = run(capsys, *argv)
@@ -665,7 +666,7 @@ def test_small_norm_data_that_fires_nothing_names_normalize(capsys, tmp_path):
 def test_summary_suggests_compare_only_where_it_applies(capsys):
     rc, out, err = run(capsys, *TINY, "--steps", "2", "--method", "dense", "--quiet")
     assert rc == 0 and "--compare dense" not in out and "jaxcorr train --help" in out
-    rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet")
+    rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet", "--method", "active")
     assert rc == 0 and "jaxcorr train --compare dense" in out
     rc, out, err = run(capsys, *TINY, "--steps", "2", "--quiet", "--compare", "dense")
     assert "reused programs both compile" not in out and "reused any compiled programs" in out

@@ -7,14 +7,17 @@ loss, time per step and end to end, and the fire-set sizes :math:`|S_{i,\mathrm{
 :math:`m^{4/5}` and :math:`m e^{-b^2/2}` bounds of Lemma 2.5.
 
 With no options it trains on :func:`jaxcorr.data.synthetic` (``--seed 0``) with the sizes in
-``DEFAULTS``, the default method (``DEFAULT_METHOD``) and each optimizer's own learning rate
-(:data:`jaxcorr.optimizers.TABLE`). ``--data FILE`` trains on the user's ``.npz``/``.csv``
-(:func:`jaxcorr.datafiles.load_data`); ``--save``/``--save-every``/``--resume`` write and read
-:mod:`jaxcorr.checkpoint` files, and a resumed run is matched to its data by content (SHA-256), not
-by path. A run holds ``W(0)`` (drawn from ``--seed``), so its checkpoints keep only the rows that
-differ from it and the active rows (O(|A| d) numbers instead of O(m d)); resuming draws ``W(0)``
-again and restores the run bit for bit. ``--wide`` holds only the rows that can fire (the wide
-model), for widths whose full weights do not fit in memory.
+``DEFAULTS``, the exact method the cost model predicts fastest (``--method auto``,
+:func:`jaxcorr.cost.choose`; one line on stderr says which and why) and each optimizer's own
+learning rate (:data:`jaxcorr.optimizers.TABLE`). ``--eval-data FILE`` reports the held-out mean
+loss and accuracy (:func:`jaxcorr.evaluation.evaluate`) as it trains. ``--data FILE`` trains on the
+user's ``.npz``/``.csv`` (:func:`jaxcorr.datafiles.load_data`);
+``--save``/``--save-every``/``--resume`` write and read :mod:`jaxcorr.checkpoint` files, and a
+resumed run is matched to its data by content (SHA-256), not by path. A run holds ``W(0)`` (drawn
+from ``--seed``), so its checkpoints keep only the rows that differ from it and the active rows
+(O(|A| d) numbers instead of O(m d)); resuming draws ``W(0)`` again and restores the run bit for
+bit. ``--wide`` holds only the rows that can fire (the wide model), for widths whose full weights do
+not fit in memory.
 
 ``jaxcorr predict CHECKPOINT --data FILE [--out FILE]`` prints (or writes as ``.csv``, ``.npz``
 or ``.json``) the outputs of a checkpoint's model on new points, and ``jaxcorr evaluate CHECKPOINT

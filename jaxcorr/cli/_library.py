@@ -1,9 +1,9 @@
-"""The command line's calls into the training, wide-model, checkpoint and memory modules (private).
+"""The command line's calls into the training, wide-model, checkpoint, memory, cost and evaluation modules (private).
 
-Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.checkpoint` and
-:mod:`jaxcorr.memory` goes through a function here, so that the rest of the package depends on what
-it needs, not on where the library keeps it. The modules are imported on first use (the parser and
-the option checks need no JAX).
+Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.checkpoint`,
+:mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes through a function
+here, so that the rest of the package depends on what it needs, not on where the library keeps it.
+The modules are imported on first use (the parser and the option checks need no JAX).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ __all__ = [
     "available",
     "capacity_reruns",
     "check_target",
+    "choose_method",
+    "dense_expected_faster",
     "empty_history",
+    "evaluate",
     "expected_active",
     "fit_function",
     "from_params",
@@ -188,3 +191,28 @@ def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer
     :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way."""
     return _memory().plan(method, n=n, m=m, d=d, wide=wide, resumed=resumed, compare=compare, available=available,
                           optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm)
+
+
+# ------------------------------------------------------------------------------------ cost model
+def choose_method(n: int, m: int, d: int, *, optimizer: str, steps: int, b: float, x_norms, dtype, methods):
+    """:func:`jaxcorr.cost.choose` among ``methods``: a ``Choice(method, predictions, reason,
+    dense_expected_faster)``; ValueError when no candidate can run exactly."""
+    from jaxcorr import cost
+
+    return cost.choose(n, m, d, optimizer=optimizer, steps=steps, b=b, x_norms=x_norms, dtype=dtype,
+                       methods=tuple(methods))
+
+
+def dense_expected_faster(method: str, *, n: int, m: int, d: int, optimizer: str, b: float, x_norms, dtype) -> bool:
+    """:func:`jaxcorr.cost.dense_expected_faster`: ``method`` is predicted slower per step than dense."""
+    from jaxcorr import cost
+
+    return cost.dense_expected_faster(method, n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def evaluate(model, X, y, *, b):
+    """:func:`jaxcorr.evaluation.evaluate`: ``Evaluation(n, loss_sum, loss_mean, mse, accuracy)``."""
+    from jaxcorr import evaluation
+
+    return evaluation.evaluate(model, X, y, b=None if is_wide(model) else b)

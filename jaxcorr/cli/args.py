@@ -10,6 +10,7 @@ import sys
 from jaxcorr import methods, optimizers
 
 __all__ = [
+    "AUTO",
     "DEFAULTS",
     "DEFAULT_METHOD",
     "METHODS",
@@ -23,8 +24,10 @@ __all__ = [
 
 #: The training methods (:mod:`jaxcorr.methods`, the one registry).
 METHODS = methods.names()
-#: The default method (:data:`jaxcorr.methods.DEFAULT`).
+#: The library's default method (:data:`jaxcorr.methods.DEFAULT`; ``train.fit``'s).
 DEFAULT_METHOD = methods.DEFAULT
+#: ``--method auto``: the fastest exact method for the run, by :func:`jaxcorr.cost.choose` (the CLI's default).
+AUTO = "auto"
 
 #: Sizes and settings of the default run (``jaxcorr train`` with no options).
 DEFAULTS = {
@@ -33,7 +36,7 @@ DEFAULTS = {
     "m": 2**17,
     "steps": 100,
     "seed": 0,
-    "method": DEFAULT_METHOD,
+    "method": AUTO,
     "optimizer": "sgd",
 }
 
@@ -142,8 +145,10 @@ def _add_train_arguments(t) -> None:
     d = DEFAULTS
     helps = "; ".join(f"{k}: {methods.get(k).help}" for k in METHODS)
     rates = ", ".join(f"{k} {optimizers.spec(k).learning_rate:g}" for k in optimizers.NAMES)
-    t.add_argument("--method", choices=METHODS, default=None,
-                   help=f"{helps} (default {d['method']}; with --resume: the checkpoint's)")
+    t.add_argument("--method", choices=(AUTO, *METHODS), default=None,
+                   help=f"{AUTO}: the exact method predicted fastest for this run by the cost model jaxcorr.cost "
+                        f"(dense included; one line on stderr says which and why); {helps} (default {d['method']}; "
+                        "with --resume: the checkpoint's)")
     t.add_argument("--n", type=int, default=None,
                    help=f"number of synthetic data points (default {d['n']}; with --data: the file's)")
     t.add_argument("--m", type=_width_arg, default=None,
@@ -162,7 +167,10 @@ def _add_train_arguments(t) -> None:
     t.add_argument("--data", metavar="FILE", default=None,
                    help="train on FILE: .npz with arrays X (n, d) and y (n,), or .csv whose last column is y")
     t.add_argument("--normalize", action="store_true",
-                   help="scale each row of the --data X to unit norm, as the paper assumes")
+                   help="scale each row of the --data (and --eval-data) X to unit norm, as the paper assumes")
+    t.add_argument("--eval-data", metavar="FILE", default=None,
+                   help="held-out data (read like --data): its mean loss, and its accuracy for +-1 labels, at each "
+                        "progress line and at the end (jaxcorr.evaluation.evaluate; not counted in the step times)")
     t.add_argument("--fallback", choices=("error", "dense"), default="error",
                    help="when a fire set outgrows the DDFN cap ceil(m^(4/5)) of the sparse methods: stop with an "
                         "error (default) or continue with dense GD")
@@ -232,7 +240,7 @@ def check_options(args) -> None:
             raise ValueError(f"--save-every must be >= 1, got {args.save_every}")
         if args.save is None:
             raise ValueError("--save-every needs --save PATH")
-    if args.normalize and args.data is None and args.resume is None:
+    if args.normalize and args.data is None and args.resume is None and args.eval_data is None:
         raise ValueError("--normalize rescales the rows of a --data file; the synthetic data are unit-norm already")
     if args.resume is not None and args.save is None and args.steps > 0:
         raise ValueError(

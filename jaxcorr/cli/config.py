@@ -6,6 +6,13 @@ data (a ``--data`` file, matched to a resumed checkpoint by content, or the synt
 memory plan that picks the full-width or the wide model (:func:`jaxcorr.memory.plan`), and the
 state the run starts from (fresh ``nn.init``, or the checkpoint's). With ``--save`` the run holds the
 checkpoint's writer's lock (:func:`jaxcorr.checkpoint.lock`) from here to its end.
+
+``--method auto`` (the default) is resolved here, with the memory plan: the candidates are the
+methods of :mod:`jaxcorr.methods` that can run this run (dense is none for a wide model or with
+``--compare dense``; several processes take :func:`jaxcorr.distributed.mesh_method`);
+:func:`jaxcorr.cost.choose` picks the one predicted fastest for ``--steps`` steps from the data's
+sizes and row norms, and when its memory plan is refused the next fastest is taken. ``--eval-data``
+is read here too (like ``--data``; ``--normalize`` applies to it).
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxcorr import errors, optimizers
+from jaxcorr import errors, methods, optimizers
 from jaxcorr.cli import _library
-from jaxcorr.cli.args import DEFAULTS, METHODS
+from jaxcorr.cli.args import AUTO, DEFAULTS, METHODS
 
-__all__ = ["CONFIG_KEYS", "Config", "Run", "make_optimizer", "prepare"]
+__all__ = ["CONFIG_KEYS", "Config", "EvalData", "Run", "make_optimizer", "prepare"]
 
 #: The settings fixed for a run, checked against the checkpoint on ``--resume``.
 CONFIG_KEYS = ("n", "m", "d", "b", "lr", "optimizer", "seed")
@@ -41,12 +48,21 @@ class Config:
     lr: float | None
     optimizer: str
     seed: int
-    method: str
+    method: str  # "auto" until prepare() resolves it, then the method that runs
     data: str | None
     normalize: bool
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """The ``--eval-data`` file's points, read like ``--data`` (normalised with ``--normalize``)."""
+
+    path: str
+    X: np.ndarray
+    y: np.ndarray
 
 
 @dataclasses.dataclass
@@ -71,6 +87,9 @@ class Run:
     t_start: float  # time.perf_counter() at the start of the process (or of the main() call)
     cache: str | None = None
     setup: dict | None = None  # the wide set-up's info, once it ran
+    choice: dict | None = None  # how the method was chosen (the --json "method_choice")
+    method_warning: str | None = None  # a sparse --method predicted slower per step than dense
+    eval_data: EvalData | None = None  # --eval-data
 
 
 @functools.lru_cache(maxsize=32)
@@ -98,6 +117,7 @@ def prepare(args, sig, t_start: float, hold) -> Run:
     if args.save is not None:
         _claim(args.save, cfg, hold, writer=jax.process_index() == 0)
     X, y, notes = _load_data(args, cfg, dtype)
+    eval_data = _load_eval(args, cfg, dtype, notes)
     norms = np.linalg.norm(X.astype(np.float64), axis=1)
     if not np.allclose(norms, 1, atol=1e-3):
         notes.append(f"note: the rows of X have norms in [{norms.min():.3g}, {norms.max():.3g}]; the paper's "
@@ -108,11 +128,11 @@ def prepare(args, sig, t_start: float, hold) -> Run:
     if cfg.lr is None:
         cfg.lr = float(optimizers.spec(cfg.optimizer).learning_rate)  # each optimizer's own default
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
-    plan = _memory_plan(args, cfg, dtype, _library.available(device), norms, resumed=kind)
+    plan, choice, warning = _method_and_plan(args, cfg, dtype, _library.available(device), norms, kind, mesh)
     params0, state0, step0, W0 = _start_state(args, cfg, kind, plan.wide, X, y, optimizer, dtype, mesh is None)
     return Run(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0, step0=step0,
                W0=W0, dtype=dtype, notes=notes, memory=plan, platform=device.platform, mesh=mesh, wide=plan.wide,
-               t_start=t_start)
+               t_start=t_start, choice=choice, method_warning=warning, eval_data=eval_data)
 
 
 def _claim(path: str, cfg: Config, hold, writer: bool) -> None:
@@ -149,6 +169,146 @@ def _load_data(args, cfg: Config, dtype):
             raise ValueError(f"--{name} {getattr(args, name)} given, but the data file has {name}={have}")
     cfg.n, cfg.d = X.shape
     return X, y, notes
+
+
+def _load_eval(args, cfg: Config, dtype, notes: list) -> EvalData | None:
+    """The ``--eval-data`` file, read like ``--data`` (:func:`jaxcorr.datafiles.load_data`, rows to
+    unit norm with ``--normalize``); its ``d`` must be the training data's."""
+    from jaxcorr import datafiles
+
+    path = args.eval_data
+    if path is None:
+        return None
+    try:
+        X, y, info = datafiles.load_data(path, dtype, return_info=True)
+    except errors.DataError as e:
+        raise errors.DataError(f"--eval-data: {e}", e.path) from None
+    if X.shape[1] != cfg.d:
+        raise ValueError(f"--eval-data {path} has d={X.shape[1]} (columns of X), but the model is trained on "
+                         f"d={cfg.d}: the held-out points must have the training data's dimension")
+    if info["header"] is not None:
+        notes.append(f"eval data: skipped the header row (line {info['header_line']}: {info['header'][:60]!r})")
+    if cfg.normalize:
+        X = datafiles.unit_rows(X)
+    return EvalData(path=path, X=X, y=y)
+
+
+# ------------------------------------------------------------------------------------ the method
+def _method_and_plan(args, cfg: Config, dtype, available, norms, kind, mesh):
+    """``(memory plan, method_choice dict, warning or None)``; sets ``cfg.method`` when it is ``auto``.
+
+    A named method is planned as given, with a warning when it is sparse, the run is full width and
+    :func:`jaxcorr.cost.dense_expected_faster` says dense would be faster per step. ``auto``: the
+    fastest exact candidate by :func:`jaxcorr.cost.choose` whose memory plan is not refused; a
+    refused one is dropped and the choice made again among the rest (its reason says so). When
+    every candidate is refused, the refusal naming the widest ``m`` that fits is raised."""
+    ask = dict(n=cfg.n, m=cfg.m, d=cfg.d, optimizer=cfg.optimizer, b=cfg.b, x_norms=[float(v) for v in norms],
+               dtype=np.dtype(dtype).name)
+
+    def plan_for(method: str):
+        cfg.method = method
+        return _memory_plan(args, cfg, dtype, available, norms, resumed=kind)
+
+    if cfg.method != AUTO:
+        plan = plan_for(cfg.method)
+        return (plan, *_named(args, cfg, plan, ask))
+    if mesh is not None:  # several processes: the library's method for a mesh (the cost model is one process's)
+        from jaxcorr import distributed
+
+        plan = plan_for(distributed.mesh_method())
+        return plan, {"requested": AUTO, "chosen": cfg.method, "dense_expected_faster": None,
+                      "reason": f"{cfg.method}: several processes, the method of jaxcorr.distributed.mesh_method "
+                                "(the cost model jaxcorr.cost is calibrated on one process)"}, None
+    return (*_auto(args, plan_for, ask, kind), None)
+
+
+def _auto(args, plan_for, ask: dict, kind):
+    """``(plan, method_choice)`` of ``--method auto`` on one process (see :func:`_method_and_plan`)."""
+    cands, excluded = _candidates(args, kind)
+    refused: dict = {}
+    while True:
+        try:
+            choice = _library.choose_method(**ask, steps=args.steps, methods=cands)
+        except (ValueError, KeyError) as e:  # no exact candidate left (KeyError: a method the cost model lacks)
+            if refused:
+                raise _widest(refused) from None
+            raise ValueError(f"--method auto: {e}") from None
+        try:
+            plan = plan_for(choice.method)
+        except (errors.InsufficientMemoryError, ValueError) as e:
+            refused[choice.method] = e
+            cands = [k for k in cands if k != choice.method]
+            if not cands:
+                raise _widest(refused) from None
+            continue
+        return plan, _auto_info(args, choice, cands, excluded, refused, plan)
+
+
+def _candidates(args, kind) -> tuple[list, dict]:
+    """The methods ``auto`` chooses among (one process), and why the others are not (name -> reason)."""
+    excluded = {}
+    for k in METHODS:
+        if methods.get(k).sparse:
+            continue
+        if args.wide == "on" or kind == "wide":
+            excluded[k] = "the wide model holds only the rows that can fire; dense trains all m rows"
+        elif args.compare == k:
+            excluded[k] = f"--compare {k} runs it as the baseline"
+    return [k for k in METHODS if k not in excluded], excluded
+
+
+def _widest(refused: dict) -> Exception:
+    """Of the candidates' refusals (method -> error), the one whose widest fitting ``m`` is largest,
+    the sparse methods' first (they may go wide; dense's refusal names a sparse method as the way
+    out, which was refused too); else the first."""
+    errs = list(refused.values())
+    for pool in ([e for k, e in refused.items() if methods.get(k).sparse], errs):
+        mem = [e for e in pool if isinstance(e, errors.InsufficientMemoryError)]
+        if mem:
+            return max(mem, key=lambda e: e.largest or 0)
+    return errs[0]
+
+
+def _auto_info(args, choice, cands, excluded: dict, refused: dict, plan) -> dict:
+    """The ``--json`` ``method_choice`` of ``auto``: what was chosen and why, every prediction."""
+    reason = choice.reason
+    if refused:
+        reason += "; " + ", ".join(refused) + " would not fit in memory"
+    if plan.wide and args.wide == "auto":
+        reason += "; the wide model, as the full-width run would not fit in memory"
+    for k, why in excluded.items():
+        reason += f"; {k} is not a candidate: {why}"
+    preds = choice.predictions
+    return {"requested": AUTO, "chosen": choice.method, "reason": reason,
+            "dense_expected_faster": bool(choice.dense_expected_faster),
+            "candidates": list(cands) + list(refused),
+            "predicted_step_s": {k: p.step_s for k, p in preds.items()},
+            "predicted_total_s": {k: p.total_s for k, p in preds.items()},
+            "excluded": {**excluded, **{k: p.reason for k, p in preds.items() if not p.exact},
+                         **{k: " ".join(str(e).split()) for k, e in refused.items()}}}
+
+
+def _named(args, cfg: Config, plan, ask: dict) -> tuple[dict, str | None]:
+    """The ``method_choice`` of a method given (or a resumed checkpoint's), and the warning when it is
+    sparse, full width, and dense is predicted faster per step (:func:`jaxcorr.cost.dense_expected_faster`)."""
+    given = args.method is not None
+    info = {"requested": cfg.method if given else None, "chosen": cfg.method,
+            "reason": f"--method {cfg.method}" if given else "the --resume checkpoint's method",
+            "dense_expected_faster": None}
+    if not methods.get(cfg.method).sparse or plan.wide:
+        return info, None
+    try:
+        slower = _library.dense_expected_faster(cfg.method, **ask)
+    except ValueError:  # the cost model cannot say (sizes outside it): no warning
+        return info, None
+    info["dense_expected_faster"] = bool(slower)
+    if not (slower and given):
+        return info, None
+    preds = _library.choose_method(**ask, steps=args.steps, methods=(cfg.method, "dense")).predictions
+    ms = {k: f"{preds[k].step_s * 1e3:.3g} ms" for k in (cfg.method, "dense")}
+    return info, (f"--method {cfg.method}: dense GD is predicted faster per step here ({ms['dense']} against "
+                  f"{cfg.method}'s {ms[cfg.method]} at n={cfg.n}, m={cfg.m}, d={cfg.d}, jaxcorr.cost); "
+                  "--method dense or --method auto may train faster")
 
 
 def _start_state(args, cfg: Config, kind, wide: bool, X, y, optimizer, dtype, one_process: bool = True):

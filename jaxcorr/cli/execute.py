@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 
 from jaxcorr.cli import _library, config, progress, report
 from jaxcorr.cli import run as run_mod
-from jaxcorr.cli.args import cache_dir, check_options, enable_cache
+from jaxcorr.cli.args import AUTO, cache_dir, check_options, enable_cache
 from jaxcorr.cli.signals import Signals
 
 __all__ = ["train"]
@@ -34,9 +35,10 @@ def _plan(args, run: config.Run, mode: str, sig) -> run_mod.Plan:
     import jax.numpy as jnp
 
     cfg = run.cfg
+    ev = None if run.eval_data is None else run_mod.Evaluator(run.eval_data.X, run.eval_data.y, cfg.b)
     return run_mod.Plan(X=jnp.asarray(run.X), y=jnp.asarray(run.y), b=cfg.b, optimizer=run.optimizer,
                         step0=run.step0, steps=args.steps, fallback=args.fallback, platform=run.platform,
-                        norms=run.norms, lr=cfg.lr, mode=mode, signals=sig)
+                        norms=run.norms, lr=cfg.lr, mode=mode, signals=sig, evaluator=ev)
 
 
 def _execute(args, run: config.Run, sig) -> int:
@@ -44,12 +46,15 @@ def _execute(args, run: config.Run, sig) -> int:
     cfg = run.cfg
     for note in run.notes:
         print(f"jaxcorr: {note}", file=sys.stderr)
+    _say_method(run)
     mode = progress.Progress.pick_mode(args.quiet)
     if mode != "off":
         src = cfg.data or f"synthetic (jaxcorr.data.synthetic, seed {cfg.seed})"
         start = f"resuming {args.resume} at step {run.step0}" if args.resume else "fresh start"
-        progress.report(f"jaxcorr train: method={cfg.method}  n={cfg.n} d={cfg.d} m={cfg.m}  b={cfg.b:.4g}  "
-                        f"optimizer={cfg.optimizer} lr={cfg.lr:g}  steps={args.steps}  ({start})\ndata: {src}")
+        auto = f" ({AUTO})" if run.choice and run.choice["requested"] == AUTO else ""
+        held = f"\neval data: {run.eval_data.path} (n={len(run.eval_data.y)})" if run.eval_data else ""
+        progress.report(f"jaxcorr train: method={cfg.method}{auto}  n={cfg.n} d={cfg.d} m={cfg.m}  b={cfg.b:.4g}  "
+                        f"optimizer={cfg.optimizer} lr={cfg.lr:g}  steps={args.steps}  ({start})\ndata: {src}{held}")
     plan = _plan(args, run, mode, sig)
     fit = _library.fit_function(run.mesh)
     if run.wide:
@@ -66,6 +71,17 @@ def _execute(args, run: config.Run, sig) -> int:
         return _after_training(args, run, sig, out, save, plan)
     finally:
         out.quiet()
+
+
+def _say_method(run: config.Run) -> None:
+    """One line on stderr: the method ``--method auto`` chose and why; or the warning for a sparse
+    method given where dense is predicted faster per step (printed even with ``--quiet``)."""
+    c = run.choice
+    if c is not None and c["requested"] == AUTO:
+        why = c["reason"].removeprefix(f"{c['chosen']}: ")
+        print(f"jaxcorr: --method {AUTO} chose {c['chosen']}: {why}", file=sys.stderr)
+    if run.method_warning:
+        print(f"jaxcorr: warning: {run.method_warning}", file=sys.stderr)
 
 
 def _cannot_move(run: config.Run, plan: run_mod.Plan) -> run_mod.Outcome:
@@ -106,11 +122,14 @@ def _after_training(args, run: config.Run, sig, out: run_mod.Outcome, save, plan
         return sig.exit_code
     sig.phase = "finish"
     res = report.result(run, hist, params, out.wall_s, done, args.save)
+    if plan.evaluator is not None:
+        plan.evaluator.at(params, step_end)  # the returned model, evaluated anew
+        res["eval"] = report.evaluation(plan.evaluator, run.eval_data.path, step_end)
     res["warnings"] = report.warnings(hist, res, run)
     if args.compare:
         sig.phase = "compare"
-        cmp = run_mod.run_steps(_library.fit_function(), run.params0, run.state0, plan, method=args.compare,
-                                idle_phase="compare")
+        cmp = run_mod.run_steps(_library.fit_function(), run.params0, run.state0,
+                                dataclasses.replace(plan, evaluator=None), method=args.compare, idle_phase="compare")
         cmp.quiet()
         if cmp.interrupted:
             print(f"jaxcorr: interrupted by {sig.name} during the {args.compare} comparison run "
@@ -120,7 +139,8 @@ def _after_training(args, run: config.Run, sig, out: run_mod.Outcome, save, plan
         res["compare"] = report.comparison(args.compare, cmp, hist, res, params, plan.X, plan.y, cfg.b)
     out.quiet()
     for w in res["warnings"]:
-        print(f"jaxcorr: warning: {w}", file=sys.stderr)
+        if w != run.method_warning:  # (said before the run)
+            print(f"jaxcorr: warning: {w}", file=sys.stderr)
     res["process_s"] = time.perf_counter() - run.t_start  # end to end: the process until the summary
     if args.json:
         print(json.dumps(report.jsonable(res)))

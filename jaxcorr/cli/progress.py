@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-__all__ = ["Notice", "Progress", "SetupProgress", "fmt_s", "progress_line", "report"]
+__all__ = ["Notice", "Progress", "SetupProgress", "eval_text", "fmt_s", "progress_line", "report"]
 
 #: The step bar -- percentage, bar, count, time left, rate and the loss (no elapsed time, one speed).
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{remaining}, {rate_fmt}{postfix}]"
@@ -28,14 +28,24 @@ def report(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def progress_line(method: str, step: int, total: int, info: dict) -> str:
-    """``dtree  step  40/100  L(W(39)) = 0.0447  3.86 ms/step``: fit reports the loss of the weights
-    the last step started from."""
+def progress_line(method: str, step: int, total: int, info: dict, n: int | None = None, extra: str = "") -> str:
+    """``dtree  step  40/100  L(W(39)) = 0.0447  L/n = 0.00559  3.86 ms/step``: fit reports the loss
+    of the weights the last step started from; ``n`` (the number of points) adds the mean loss
+    beside the paper's sum, and ``extra`` follows (the ``--eval-data`` figures)."""
     w = len(str(total))
     ms = info.get("ms_per_step")
     speed = f"{ms:8.2f} ms/step" if ms is not None and math.isfinite(ms) else ""
     loss = f"L(W({step - 1})) = {float(info['loss']):.6g}"
-    return f"{method:<5}  step {step:>{w}}/{total}  {loss:<{w + 21}} {speed}".rstrip()
+    mean = f"L/n = {float(info['loss']) / n:<10.4g} " if n else ""
+    return f"{method:<5}  step {step:>{w}}/{total}  {loss:<{w + 21}} {mean}{speed}{extra}".rstrip()
+
+
+def eval_text(e, short: bool = False) -> str:
+    """The ``--eval-data`` figures of an :class:`jaxcorr.evaluation.Evaluation`: the mean loss, and the
+    accuracy for +-1 labels (``short``: for the bar's postfix)."""
+    acc = "" if e.accuracy is None else (f" acc {100 * e.accuracy:.3g}%" if short else
+                                          f", accuracy {100 * e.accuracy:.4g}%")
+    return f" eval {e.loss_mean:.4g}{acc}" if short else f"  eval L/n = {e.loss_mean:.6g}{acc}"
 
 
 class Notice:
@@ -68,6 +78,7 @@ class Progress:
         self.step0 = 0
         self._last_line = 0.0
         self._last_tenth = -1
+        self._postfix = ""  # the bar's latest --eval-data figures
 
     @staticmethod
     def pick_mode(quiet: bool, stream=None) -> str:
@@ -120,14 +131,28 @@ class Progress:
             self.bar = tqdm(total=total, initial=step0, desc=self.label, unit="step", file=sys.stderr,
                             smoothing=0.1, bar_format=BAR_FORMAT, **_width())
 
-    def update(self, step: int, loss: float, ms_per_step: float, line: str) -> None:
-        """Steps done up to ``step`` (absolute), the latest loss and the time per step."""
+    def _tenth(self, step: int) -> int:
+        return int(10 * (step - self.step0) / max(self.total - self.step0, 1))
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`update` at ``step`` shows a new line (lines: at each tenth of the run, every
+        ``every_s`` seconds and at the end; the bar: at each tenth and the end; off: never)."""
+        if self.mode == "off" or (self.mode == "bar" and self.bar is None):
+            return False
+        late = self.mode == "lines" and time.perf_counter() - self._last_line >= self.every_s
+        return self._tenth(step) != self._last_tenth or late or step >= self.total
+
+    def update(self, step: int, loss: float, ms_per_step: float, line: str, postfix: str = "") -> None:
+        """Steps done up to ``step`` (absolute), the latest loss and the time per step (``postfix``:
+        more for the bar, after the loss)."""
         if self.mode == "bar" and self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)  # the rate is the bar's own
+            self._last_tenth = self._tenth(step)
+            self._postfix = postfix or self._postfix  # the latest evaluation stays shown until the next
+            self.bar.set_postfix_str(f"loss {loss:.4g}{self._postfix}", refresh=False)  # the rate is the bar's own
             self.bar.update(step - self.bar.n)
         elif self.mode == "lines":
             now = time.perf_counter()
-            tenth = int(10 * (step - self.step0) / max(self.total - self.step0, 1))
+            tenth = self._tenth(step)
             if tenth != self._last_tenth or now - self._last_line >= self.every_s or step >= self.total:
                 eta = (self.total - step) * ms_per_step / 1e3
                 tail = f"  eta {fmt_s(eta)}" if step < self.total and math.isfinite(eta) else ""

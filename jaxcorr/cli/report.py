@@ -20,6 +20,7 @@ __all__ = [
     "cap_message",
     "comparison",
     "divergence_message",
+    "evaluation",
     "jsonable",
     "print_summary",
     "process_start",
@@ -92,14 +93,18 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
     loss_initial = float(hist.loss[0]) if done else loss_final
     ms = hist.ms_per_step if done and math.isfinite(hist.ms_per_step) else None
     setup = run.setup["setup_s"] if run.setup else None
+    n = max(int(cfg.n), 1)
     return {
         "method": cfg.method,
+        "method_choice": run.choice,
         "fallback_step": None if hist.fallback_step is None else run.step0 + hist.fallback_step,
         "steps": done,
         "step_start": run.step0,
         "step_end": run.step0 + done,
         "loss_initial": loss_initial,
         "loss_final": loss_final,
+        "loss_initial_mean": loss_initial / n,  # L / n: comparable across data sets of other n
+        "loss_final_mean": loss_final / n,
         "ms_per_step": ms,
         "setup_s": hist.setup_s + (setup or 0.0),
         "wall_s": wall,
@@ -123,7 +128,7 @@ def warnings(hist, res: dict, run) -> list[str]:
     """Things a user should know about a finished run (printed even with --quiet)."""
     from jaxcorr import nn
 
-    out = []
+    out = [run.method_warning] if run.method_warning else []
     if res["steps"] and int(np.max(hist.fire_union)) == 0:
         small = "" if _unit(run.norms) or run.cfg.normalize else (
             f"; the rows of X have norms up to {np.max(run.norms):.3g}, but the paper assumes unit norm: "
@@ -137,6 +142,15 @@ def warnings(hist, res: dict, run) -> list[str]:
         out.append(f"the loss rose over the run, from {first:.6g} to {last:.6g}: lower --lr (now {res['lr']:g}; "
                    f"{res['optimizer']}'s default is {own:g})")
     return out
+
+
+def evaluation(ev, path: str, step: int) -> dict:
+    """The ``--eval-data`` report of a :class:`jaxcorr.cli.run.Evaluator`: the returned model's
+    :class:`jaxcorr.evaluation.Evaluation` (after ``step`` steps), the evaluations made at the
+    progress lines, and the time spent evaluating (not part of the training time)."""
+    e = ev.last
+    return {"data": path, "step": step, "n": e.n, "loss_sum": e.loss_sum, "loss_mean": e.loss_mean, "mse": e.mse,
+            "accuracy": e.accuracy, "eval_s": ev.seconds, "history": list(ev.history)}
 
 
 def comparison(method: str, cmp, hist, res: dict, params, X, y, b) -> dict:
@@ -159,6 +173,7 @@ def comparison(method: str, cmp, hist, res: dict, params, X, y, b) -> dict:
         "speedup_per_step": (bms / ms) if (ms and bms) else None,
         "speedup_end_to_end": cmp.wall_s / res["wall_s"] if res["wall_s"] > 0 else None,
         "loss_final": bloss_final,
+        "loss_final_mean": bloss_final / max(len(X), 1),
         "max_loss_diff_abs": max(float(absd.max()) if k else 0.0, fin),
         "max_loss_diff_rel": max(float((absd / ref).max()) if k else 0.0, fin / max(abs(bloss_final), 1e-300)),
         "max_weight_diff": float(np.max(np.abs(np.asarray(params.W) - np.asarray(cmp.params.W)))),
@@ -220,11 +235,18 @@ def print_summary(r: dict, out, events=()) -> None:
         f"{r['setup_s']:.2f} s",
         f"loss        {r['loss_initial']:.6g} -> {r['loss_final']:.6g}   "
         "(1/2 sum_i (f(x_i) - y_i)^2 of the returned weights)",
+        f"mean loss   {r['loss_initial_mean']:.6g} -> {r['loss_final_mean']:.6g}   (the loss / n, n = {r['n']} points)",
         f"speed       {ms}",
         f"fire sets   |S_i,fire| mean {f['mean']:.1f}, max {f['max']}; union over i: max {f['union_max']}   "
         f"(of m = {r['m']})",
         _bounds(f, r["b"]),
     ]
+    if r.get("eval"):
+        lines.append(_eval_line(r["eval"]))
+    choice = r.get("method_choice") or {}
+    if choice.get("requested") == "auto":
+        why = choice["reason"].removeprefix(f"{choice['chosen']}: ")
+        lines.append(f"method      {r['method']}, chosen by --method auto (jaxcorr.cost): {why}")
     reruns = _library.capacity_reruns(events)
     if reruns:
         lines.append(f"capacity    {reruns} chunk(s) rerun with a larger frontier capacity (a fire set outgrew it)")
@@ -242,6 +264,12 @@ def print_summary(r: dict, out, events=()) -> None:
     elif not c:
         lines.append("next        jaxcorr train --help")
     print("\n".join(lines), file=out)
+
+
+def _eval_line(e: dict) -> str:
+    acc = "" if e["accuracy"] is None else f", accuracy {100 * e['accuracy']:.4g}% (labels +-1)"
+    return (f"eval        {e['data']} (n = {e['n']}): mean loss {e['loss_mean']:.6g}, mse {e['mse']:.6g}{acc}   "
+            f"(loss {e['loss_sum']:.6g}; evaluated in {e['eval_s']:.2f} s, apart from the training time)")
 
 
 def _compare_lines(r: dict, c: dict) -> list[str]:

@@ -6,7 +6,10 @@ stops the run at the next chunk boundary. The jitted chunks are sized so that on
 :data:`TARGET_CHUNK_S` seconds at any size (the stop latency is one chunk): a first length from a
 cost model of the step (:func:`initial_chunk`), corrected once from the first measured chunks
 (:class:`ChunkTimer`). The CLI's own code between the chunks runs under
-``jax.transfer_guard("disallow")``; the transfers it means (a checkpoint's arrays) are explicit.
+``jax.transfer_guard("disallow")``; the transfers it means (a checkpoint's arrays, an evaluation's
+data and outputs) are explicit. With ``--eval-data`` an :class:`Evaluator` scores the current model
+at each progress line, timed apart from the steps (its time is not in ``ms_per_step`` nor in the
+training wall time).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "TARGET_CHUNK_S",
     "ChunkTimer",
     "Divergence",
+    "Evaluator",
     "Outcome",
     "Plan",
     "choose_chunk",
@@ -139,6 +143,38 @@ def _segment(cmax: int, done: int, steps: int, save_every):
     return seg, choose_chunk(cmax, seg)
 
 
+# ----------------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """``--eval-data`` during a run: :func:`jaxcorr.evaluation.evaluate` of the model at a step.
+
+    ``history`` lists each evaluation (step, mean loss, mse, accuracy); ``seconds`` is the time spent
+    evaluating (the snapshot of the model included), kept out of the training time.
+    """
+
+    def __init__(self, X, y, b: float):
+        self.X, self.y, self.b = X, y, b
+        self.seconds = 0.0
+        self.history: list = []
+        self.last = None  # the latest Evaluation
+
+    def at(self, model, step: int):
+        """The :class:`jaxcorr.evaluation.Evaluation` of ``model`` (the weights after ``step`` steps);
+        ``model`` may be a function returning ``(model, opt_state)`` (a callback's snapshot)."""
+        import jax
+
+        t0 = time.perf_counter()
+        with jax.transfer_guard("allow"):  # meant: the data to the device, the outputs back
+            if callable(model):
+                model = model()[0]
+            e = _library.evaluate(model, self.X, self.y, b=self.b)
+        self.seconds += time.perf_counter() - t0
+        if self.history and self.history[-1]["step"] == step:
+            self.history.pop()
+        self.history.append({"step": int(step), "loss_mean": e.loss_mean, "mse": e.mse, "accuracy": e.accuracy})
+        self.last = e
+        return e
+
+
 # ------------------------------------------------------------------------------------------ types
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -156,6 +192,7 @@ class Plan:
     lr: float = 1.0
     mode: str = "off"  # progress: "bar", "lines" or "off"
     signals: Any = None  # a jaxcorr.cli.signals.Signals, or None
+    evaluator: Any = None  # an Evaluator (--eval-data), or None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +269,7 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
     if sig is not None:
         sig.on_exit = prog.close
     st = _Loop(steps=steps, saved_at=step0 if step0 else None, t_run=time.perf_counter(), label=method)
+    ev_s0 = _eval_seconds(plan)
     diverged = None
     if steps > 0:
         what, short = _setup_words(method)
@@ -274,8 +312,13 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
     if opt_state is None:
         opt_state = plan.optimizer.init(params.W)
     return Outcome(params=params, opt_state=opt_state, history=merge(st.hists, plan.b, opt_state),
-                   interrupted=interrupted, diverged=diverged, wall_s=time.perf_counter() - st.t_run,
+                   interrupted=interrupted, diverged=diverged,
+                   wall_s=time.perf_counter() - st.t_run - (_eval_seconds(plan) - ev_s0),
                    saved_at=st.saved_at, method=st.label, finishing=st.finishing)
+
+
+def _eval_seconds(plan: Plan) -> float:
+    return plan.evaluator.seconds if plan.evaluator is not None else 0.0
 
 
 def _setup_words(method: str) -> tuple[str, str]:
@@ -319,7 +362,9 @@ def _steps_callback(st: _Loop, timer: ChunkTimer, resize: dict, plan: Plan, prog
             st.label = running
             prog.relabel(f"{running} (fell back from {plan_method})")
         loss = float(info["loss"])
-        prog.update(abs_step, loss, info["ms_per_step"], progress.progress_line(st.label, abs_step, total, info))
+        extra, postfix = _evaluate(plan.evaluator, info, abs_step, prog, timer)
+        prog.update(abs_step, loss, info["ms_per_step"],
+                    progress.progress_line(st.label, abs_step, total, info, plan.X.shape[0], extra), postfix)
         if not math.isfinite(loss):
             return True
         stop = bool(sig is not None and sig.requested)
@@ -339,6 +384,18 @@ def _steps_callback(st: _Loop, timer: ChunkTimer, resize: dict, plan: Plan, prog
         return stop
 
     return callback
+
+
+def _evaluate(ev: Evaluator | None, info: dict, step: int, prog, timer: ChunkTimer) -> tuple[str, str]:
+    """``(line text, bar text)`` of an evaluation of the model after ``step`` steps, where a progress
+    line is due and ``--eval-data`` was given; its time is taken off the chunk timer's overheads."""
+    if ev is None or "snapshot" not in info or not math.isfinite(float(info["loss"])) or not prog.due(step):
+        return "", ""
+    before = ev.seconds
+    e = ev.at(info["snapshot"], step)
+    timer.t0 += ev.seconds - before
+    timer.t_last += ev.seconds - before
+    return progress.eval_text(e), progress.eval_text(e, short=True)
 
 
 def _divergence(loss, step_base: int, saved_at, first_call: bool = False) -> Divergence | None:
