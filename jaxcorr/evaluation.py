@@ -104,8 +104,27 @@ def predict(model, X, *, b=None):
         raise ValueError(f"model.a must have shape (m,)=({m},), got {np.shape(model.a)}")
     _checks.check_matrix("X", X, cols=d)
     W = jnp.asarray(model.W)
-    return nn.predict(nn.Params(W, jnp.asarray(model.a, W.dtype)), jnp.asarray(X, W.dtype),
-                      nn.default_threshold(m) if b is None else b)
+    return _by_point_blocks(nn.Params(W, jnp.asarray(model.a, W.dtype)), jnp.asarray(X, W.dtype),
+                            nn.default_threshold(m) if b is None else b)
+
+
+#: Largest (points x neurons) block of pre-activations :func:`predict` forms at once for a full-width
+#: model (64 MiB of float32): the points go through in blocks of ``max(1, 2^24 // m)``, the last one
+#: padded to the same size (one compiled program per (block, m, d)).
+PREDICT_BLOCK_ELEMENTS = 1 << 24
+
+
+def _by_point_blocks(params: nn.Params, X, b):
+    """``nn.predict`` over blocks of points, so that no more than :data:`PREDICT_BLOCK_ELEMENTS`
+    inner products exist at once (each output depends on its own point only: exact)."""
+    n, m = X.shape[0], params.W.shape[0]
+    block = max(1, PREDICT_BLOCK_ELEMENTS // max(m, 1))
+    if n <= block:
+        return nn.predict(params, X, b)
+    pad = -n % block
+    Xp = jnp.concatenate([X, jnp.zeros((pad, X.shape[1]), X.dtype)]) if pad else X
+    parts = [nn.predict(params, Xp[s:s + block], b) for s in range(0, n + pad, block)]
+    return jnp.concatenate(parts)[:n]
 
 
 def evaluate(model, X, y, *, b=None) -> Evaluation:

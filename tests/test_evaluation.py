@@ -116,3 +116,17 @@ def test_bad_inputs():
         evaluation.predict(model, jnp.ones((2, 4)))
     with pytest.raises(ValueError, match="finite"):
         evaluation.evaluate(model, X.at[0, 0].set(jnp.inf), y)
+
+
+def test_full_width_predict_goes_through_point_blocks(monkeypatch):
+    """A full-width model's outputs are formed over blocks of points (never an n x m matrix beyond
+    PREDICT_BLOCK_ELEMENTS); with blocks of 8 points, 37 points (a padded last block) give the
+    brute-force outputs, and a block size too small for one point still takes one at a time."""
+    X, _ = data.synthetic(seed=3, n=37, d=5)
+    params = nn.init(jax.random.key(1), 4096, 5)
+    ref = _oracle(params.W, params.a, X, 1.0)
+    for elements in (4096 * 8, 1):
+        monkeypatch.setattr(evaluation, "PREDICT_BLOCK_ELEMENTS", elements)
+        out = np.asarray(evaluation.predict(params, X, b=1.0))
+        assert out.shape == (37,)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
