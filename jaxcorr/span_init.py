@@ -768,9 +768,9 @@ def _check_trained(spec: SpanInit, active: ActiveSet, trained, dt, name: str = "
         raise ValueError(f"{name} must be a result over active's held rows ({name}.idx differs from active.idx)")
     if (trained.K is None) == (trained.W is None):
         raise ValueError(f"{name} must hold exactly one of K (span path) and W (row path)")
-    arr, want = (trained.K, (active.n_active, spec.n)) if trained.K is not None else (trained.W, (active.n_active, spec.d))
+    field, arr, cols = ("K", trained.K, spec.n) if trained.K is not None else ("W", trained.W, spec.d)
+    want = (active.n_active, cols)
     if tuple(np.shape(arr)) != want or jnp.dtype(arr.dtype) != jnp.dtype(dt):
-        field = "K" if trained.K is not None else "W"
         raise ValueError(f"{name}.{field} must have shape {want} and dtype {dt} (active's), got {np.shape(arr)} "
                          f"{arr.dtype}")
     if np.shape(trained.a) != (active.n_active,):
