@@ -884,13 +884,14 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
       ('span', (3,))
     """
     _check_data(spec, active, X, y)
-    b = _check_fit_b(spec, b, start)
     dt = active.G.dtype
+    if start is not None:
+        _check_trained(spec, active, start, dt)
+    b = _check_fit_b(spec, b, start)
     Xd, yd = jnp.asarray(X, dt), jnp.asarray(y, dt)
     kw = {"steps": steps, "method": method, "learning_rate": learning_rate, "b": b, "callback": callback,
           "chunk_size": chunk_size}
     if start is not None:
-        _check_trained(spec, active, start, dt)
         if start.K is not None:
             return _resume_span(spec, active, start, yd, optimizer, **kw)
         return _resume_rows(spec, start, Xd, yd, optimizer, **kw)
@@ -1010,11 +1011,11 @@ def _block_sum(Xn, W, a, b):
 
 
 @functools.partial(jax.jit, static_argnames=("which", "d", "dt"))
-def _outside_call(cs, r, valid, Xn, b, *, which: str, d: int, dt):
-    """The same sum over rows ``r`` drawn on the device (W(0)'s rows, as :func:`rows` gives them)."""
+def _outside_rows(cs, r, valid, *, which: str, d: int, dt):
+    """Rows ``r`` of W(0) drawn on the device, as :func:`rows` gives them (``a = 0`` where not ``valid``);
+    compiled once per block size, whatever the points."""
     _, w, a = _row_values(cs, r, which, _pad8(d))
-    w = w[:, :d].astype(dt)
-    return _block_sum(Xn, w, jnp.where(valid, a, 0.0).astype(dt), b)
+    return w[:, :d].astype(dt), jnp.where(valid, a, 0.0).astype(dt)
 
 
 def _held_sum(spec, active, trained, X_train, Xn, b, block):
@@ -1027,7 +1028,7 @@ def _held_sum(spec, active, trained, X_train, Xn, b, block):
         if trained is not None and trained.W is not None:
             W, a = trained.W[part], trained.a[part]
         else:
-            p = rows(spec, active, idx[part], dtype=dt, chunk=min(block, 1 << 12))
+            p = rows(spec, active, idx[part], dtype=dt)  # rows()'s own chunk: its compiled draw is shared
             W, a = p.W, p.a
             if Xd is not None:
                 W = W + _linalg.matmul(trained.K[part], Xd)
@@ -1052,8 +1053,9 @@ def _outside_sum(spec, active, Xn, b, block):
                 continue
             rp = np.zeros(block, np.int64)
             rp[:r.size] = r
-            out = out + _outside_call(cs, jnp.asarray(rp), jnp.asarray(np.arange(block) < r.size), Xn, b,
-                                      which=which, d=spec.d, dt=dt)
+            w, a = _outside_rows(cs, jnp.asarray(rp), jnp.asarray(np.arange(block) < r.size), which=which,
+                                 d=spec.d, dt=dt)
+            out = out + _block_sum(Xn, w, a, b)
     return out
 
 
