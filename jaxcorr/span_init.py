@@ -850,6 +850,7 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
       memory, no d-dimensional row); from ``W`` (row path) ``train.fit`` with ``opt_state=``.
       ``fit(steps=s + t)`` equals ``fit(steps=s)`` then ``fit(steps=t, start=...)`` to float
       rounding (1e-15 relative measured in float64: the resumed run's Gram matrix is ``C C^T``).
+      A callback's ``"snapshot"`` then gives the rows in those coordinates (``G + K C``).
 
     Args:
       spec, active: the definition and its set-up (:func:`define`, :func:`setup`); the training
@@ -978,7 +979,7 @@ class SpanModel:
 
     @property
     def b(self) -> float:
-        """The network's threshold: the one it was trained at, else the definition's."""
+        """The network's threshold (the one it was trained at, else the definition's)."""
         return self.spec.b if self.trained is None or self.trained.b is None else float(self.trained.b)
 
     @property
@@ -1074,7 +1075,7 @@ def predict(spec: SpanInit, active: ActiveSet, trained: SpanTrained | None, X_tr
     may fire for a point off the training set, so those rows are drawn as they are needed:
     :math:`[0, m)` is streamed in blocks of ``block`` rows, each block's rows outside A drawn on the
     device exactly as :func:`rows` gives them and summed. Equals :func:`jaxcorr.nn.predict` on the
-    materialised trained W (:meth:`SpanModel.params`) to float rounding of the sums over ``r``.
+    materialised trained W (:meth:`jaxcorr.span_init.SpanModel.params`) to float rounding of the sums over ``r``.
 
     **Cost.** Streaming: O(m (d k + n k + d n')) time per call for n' points (each row outside A:
     d normals, its ``U g`` and rejection rounds of O(n k), mean :math:`1/(1 - P(held))`), memory

@@ -23,6 +23,8 @@ from jaxcorr.errors import CheckpointError
 RESUME_TOL = 1e-12
 PREDICT_TOL = 1e-9
 GIB = 2**30
+#: One optimizer object per path, shared by every test (compiled chunks are reused across tests).
+OPTS = {"span": train.sgd(0.5, momentum=0.9), "rows": optax.adam(0.01)}
 
 
 def _rel(a, b) -> float:
@@ -39,6 +41,15 @@ def setup64():
     return X, y, spec, act
 
 
+@pytest.fixture(scope="module")
+def runs(setup64):
+    """Per path: 4 steps and 10 steps from W(0) (span path: sgd with momentum; row path: adam)."""
+    X, y, spec, act = setup64
+    with jax.enable_x64(True):
+        return {path: {steps: span_init.fit(spec, act, X, y, steps=steps, optimizer=opt) for steps in (4, 10)}
+                for path, opt in OPTS.items()}
+
+
 def _coef(t: span_init.SpanTrained):
     return t.K if t.K is not None else t.W
 
@@ -50,16 +61,15 @@ def _off_span(d: int, count: int = 6) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- resume
-@pytest.mark.parametrize("opt_name", ["momentum", "adam"])
-def test_resume_equals_uninterrupted_and_through_a_checkpoint(setup64, tmp_path, opt_name):
+@pytest.mark.parametrize("path", ["span", "rows"])
+def test_resume_equals_uninterrupted_and_through_a_checkpoint(setup64, runs, tmp_path, path):
     """fit(10) == fit(4) then fit(6, start=...), directly, after a checkpoint round trip with the
     optimizer, and with the flat state a restore without it gives (span path: K; row path: W)."""
     X, y, spec, act = setup64
-    opt = train.sgd(0.5, momentum=0.9) if opt_name == "momentum" else optax.adam(0.01)
+    opt, opt_name = OPTS[path], path
     with jax.enable_x64(True):
-        full, h10 = span_init.fit(spec, act, X, y, steps=10, optimizer=opt)
-        part, h4 = span_init.fit(spec, act, X, y, steps=4, optimizer=opt)
-        assert full.path == part.path == ("span" if opt_name == "momentum" else "rows")
+        (full, h10), (part, h4) = runs[path][10], runs[path][4]
+        assert full.path == part.path == path
         rest, h6 = span_init.fit(spec, act, X, y, steps=6, optimizer=opt, start=part)
         assert _rel(_coef(rest), _coef(full)) <= RESUME_TOL
         assert _rel(np.concatenate([h4.loss, h6.loss]), h10.loss) <= RESUME_TOL
@@ -73,7 +83,7 @@ def test_resume_equals_uninterrupted_and_through_a_checkpoint(setup64, tmp_path,
             again, _ = span_init.fit(r.model.spec, r.model.active, X, y, steps=6, optimizer=opt,
                                      start=r.model.trained)
             assert _rel(_coef(again), _coef(full)) <= RESUME_TOL
-        if opt_name == "momentum":
+        if path == "span":
             # the trace is restored, not reset: a fresh momentum would give another trajectory
             fresh = span_init.SpanTrained(part.idx, part.a, part.K, None, opt.init(part.K), part.b)
             other, _ = span_init.fit(spec, act, X, y, steps=6, optimizer=opt, start=fresh)
@@ -83,27 +93,28 @@ def test_resume_equals_uninterrupted_and_through_a_checkpoint(setup64, tmp_path,
 def test_resume_bad_input(setup64):
     X, y, spec, act = setup64
     with jax.enable_x64(True):
-        part, _ = span_init.fit(spec, act, X, y, steps=1)
+        part = span_init.SpanTrained(act.idx, jnp.ones(act.n_active), jnp.zeros((act.n_active, spec.n)), None,
+                                     OPTS["span"].init(jnp.zeros((act.n_active, spec.n))))
         other = span_init.SpanTrained(part.idx[1:], part.a[1:], part.K[1:], None, part.opt_state)
         for start, opt, match in ((other, None, "held rows"), ("x", None, "SpanTrained"),
-                                  (part, optax.adam(0.1), "train.sgd"),
-                                  (part, train.sgd(0.5, momentum=0.9), "opt_state does not match")):
+                                  (part, OPTS["rows"], "train.sgd"),
+                                  (part, train.sgd(1.0), "opt_state does not match")):
             with pytest.raises(ValueError, match=match):
                 span_init.fit(spec, act, X, y, steps=1, optimizer=opt, start=start)
 
 
 # ----------------------------------------------------------------------------------- checkpoints
-def test_checkpoint_rebuilds_the_same_rows_bit_for_bit(setup64, tmp_path):
+def test_checkpoint_rebuilds_the_same_rows_bit_for_bit(setup64, runs, tmp_path):
     """The restored definition (stored U, C, beta, key) gives the original's rows, trained network
     and predictions bit for bit; a basis recomputed from other-ordered points would not."""
     X, y, spec, act = setup64
     with jax.enable_x64(True):
-        trained, _ = span_init.fit(spec, act, X, y, steps=3)
+        trained = runs["span"][4][0]
         model = span_init.SpanModel(spec, act, trained, X)
         path = tmp_path / "m.ckpt"
-        checkpoint.save(path, model, X=X, y=y, step=3)
+        checkpoint.save(path, model, X=X, y=y, step=4)
         assert checkpoint.kind(path) == "span" and checkpoint.read_meta(path)["init"] == "span"
-        r = checkpoint.restore(path, X=X, y=y, optimizer=train.sgd(1.0))
+        r = checkpoint.restore(path, X=X, y=y, optimizer=OPTS["span"])
         got = r.model
         for name in ("U", "C", "beta", "key_data", "seeds"):
             assert np.array_equal(getattr(got.spec, name), getattr(spec, name)), name
@@ -121,23 +132,23 @@ def test_checkpoint_rebuilds_the_same_rows_bit_for_bit(setup64, tmp_path):
         assert not np.array_equal(perm.U, spec.U)
 
 
-def test_untrained_and_row_path_models_round_trip(setup64, tmp_path):
+def test_untrained_and_row_path_models_round_trip(setup64, runs, tmp_path):
     X, y, spec, act = setup64
     with jax.enable_x64(True):
-        for trained in (None, span_init.fit(spec, act, X, y, steps=2, optimizer=optax.adam(0.01))[0]):
+        for trained in (None, runs["rows"][4][0]):
             model = span_init.SpanModel(spec, act, trained, X)
             path = tmp_path / f"{model.path}.ckpt"
-            checkpoint.save(path, model, X=X, y=y, step=0 if trained is None else 2)
+            checkpoint.save(path, model, X=X, y=y, step=0 if trained is None else 4)
             got = checkpoint.restore(path).model
             assert got.path == model.path and np.array_equal(np.asarray(got.params().W), np.asarray(model.params().W))
             if trained is not None:
                 assert len(checkpoint.restore(path).opt_state) == len(jax.tree_util.tree_leaves(trained.opt_state))
 
 
-def test_checkpoint_refusals_and_older_forms(setup64, tmp_path):
+def test_checkpoint_refusals_and_older_forms(setup64, runs, tmp_path):
     X, y, spec, act = setup64
     with jax.enable_x64(True):
-        trained, _ = span_init.fit(spec, act, X, y, steps=1, optimizer=train.sgd(0.5, momentum=0.9))
+        trained = runs["span"][4][0]
         model = span_init.SpanModel(spec, act, trained, X)
         path = tmp_path / "m.ckpt"
         with pytest.raises(ValueError, match="span"):
@@ -164,14 +175,13 @@ def test_checkpoint_refusals_and_older_forms(setup64, tmp_path):
 
 # ----------------------------------------------------------------------------------- predict
 @pytest.mark.parametrize("path", ["init", "span", "rows"])
-def test_predict_streamed_equals_materialized(setup64, path):
+def test_predict_streamed_equals_materialized(setup64, runs, path):
     """Off span X the rows outside A fire too: the streamed predict equals nn.predict on the
     materialised trained W (small m) within 1e-9, for any block size; on the training points the
     held rows alone give it (the margin), and evaluation.evaluate goes through the same."""
     X, y, spec, act = setup64
     with jax.enable_x64(True):
-        trained = None if path == "init" else span_init.fit(
-            spec, act, X, y, steps=4, optimizer=None if path == "span" else optax.adam(0.01))[0]
+        trained = None if path == "init" else runs[path][4][0]
         model = span_init.SpanModel(spec, act, trained, X)
         assert model.path == path
         P = model.params()

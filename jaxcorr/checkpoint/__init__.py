@@ -15,7 +15,7 @@ forms
   ``C``, thresholds), held rows and their training (``K`` or ``W``) with the optimizer state.
 
 Every form but ``"span"`` holds a network whose W(0) is ``nn.init`` rows (``init`` ``"rows"``);
-:attr:`Restored.init` says which definition a file uses. :func:`restore` reads every form and
+``Restored.init`` says which definition a file uses. :func:`restore` reads every form and
 returns the model the file describes: an :class:`jaxcorr.nn.Params` of all m rows for ``"full"``
 and ``"compact"`` (W(0) redrawn under the PRNG settings recorded at save), a
 :class:`jaxcorr.wide.WideParams` for a wide model, a :class:`jaxcorr.span_init.SpanModel` for the
