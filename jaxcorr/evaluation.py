@@ -1,8 +1,10 @@
 r"""Use and judge a trained 2NN(m, b): its outputs on new data, the loss, the error and the accuracy.
 
-One call per task, for either model kind: a full-width :class:`jaxcorr.nn.Params` (what
-:func:`jaxcorr.train.fit` returns) or a wide model held as its key plus its active rows (the
-:class:`jaxcorr.wide.WideParams`, streamed over ``m``).
+One call per task, for every model kind: a full-width :class:`jaxcorr.nn.Params` (what
+:func:`jaxcorr.train.fit` returns), a wide model held as its key plus its active rows (the
+:class:`jaxcorr.wide.WideParams`, streamed over ``m``) or a span-defined model (the
+:class:`jaxcorr.span_init.SpanModel`: rows outside A drawn as they are needed, streamed over ``m``;
+on the training points only A is read).
 
 - :func:`predict`: :math:`f(W, x_i, a) = \frac{1}{\sqrt m}\sum_r a_r \sigma_b(\langle w_r, x_i\rangle)`
   (Definition 2.1) for every row of ``X``.
@@ -50,6 +52,13 @@ def _wide():
     return wide
 
 
+def _span_init():
+    """The span-defined model's module (key + basis of span X)."""
+    from jaxcorr import span_init
+
+    return span_init
+
+
 class Evaluation(NamedTuple):
     """What :func:`evaluate` reports (host floats, computed in float64 from the model's outputs)."""
 
@@ -71,13 +80,15 @@ def predict(model, X, *, b=None):
 
     Args:
       model: a :class:`jaxcorr.nn.Params` (``W`` (m, d), ``a`` (m,)), a wide model
-        (``WideParams``: streamed over ``m``, the held rows swapped into W(0)), or a checkpoint:
-        its path or its :class:`Loaded` model (:func:`load_model`; ``b`` then defaults to the
-        threshold it was trained with).
+        (``WideParams``: streamed over ``m``, the held rows swapped into W(0)), a span-defined
+        model (``SpanModel``: :func:`jaxcorr.span_init.predict`, its cost stated there), or a
+        checkpoint: its path or its :class:`Loaded` model (:func:`load_model`; ``b`` then defaults
+        to the threshold it was trained with).
       X: (n, d) points, finite, ``d`` matching the model.
       b: the threshold of :math:`\sigma_b`. Default: :func:`jaxcorr.nn.default_threshold` ``(m)``
         for ``Params``; the model's own ``b`` for a wide model (another ``b`` is refused: its held
-        rows are exactly the rows that can fire at that ``b``).
+        rows are exactly the rows that can fire at that ``b``) and for a span model (another ``b``
+        is exact too: it streams every row).
 
     Returns:
       (n,) outputs in the model's dtype (float32, or float64 under x64).
@@ -96,9 +107,13 @@ def predict(model, X, *, b=None):
             raise ValueError(f"b={b} differs from the wide model's b={model.b}: its held rows are the rows "
                              "that can fire at its own b; pass b=None")
         return wide.predict(model, jnp.asarray(X, model.W.dtype))
+    span_init = _span_init()
+    if isinstance(model, span_init.SpanModel):
+        _checks.check_matrix("X", X, cols=model.d)
+        return model.predict(X, b=b)
     if not (hasattr(model, "W") and hasattr(model, "a")) or np.ndim(model.W) != 2:
-        raise ValueError("model must be a jaxcorr.nn.Params (W (m, d), a (m,)) or a wide model "
-                         f"(WideParams), got {type(model).__name__}")
+        raise ValueError("model must be a jaxcorr.nn.Params (W (m, d), a (m,)), a wide model (WideParams) "
+                         f"or a span-defined model (span_init.SpanModel), got {type(model).__name__}")
     m, d = np.shape(model.W)
     if np.shape(model.a) != (m,):
         raise ValueError(f"model.a must have shape (m,)=({m},), got {np.shape(model.a)}")

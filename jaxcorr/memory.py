@@ -19,6 +19,16 @@ available memory and the largest width that fits, instead of dying in XLA's allo
   :math:`|A| \le m \min(1, n Q(b/\|x\|))` (:func:`expected_active`, Lemma 2.5, 5% headroom), then
   training on those rows (the span path, :func:`jaxcorr.train.sgd`, holds ``n`` numbers per row and
   state slot instead of ``d``). Calibrated against ``scripts/bench_width.py``'s peaks.
+- the span-defined model (``init="span"``, :mod:`jaxcorr.span_init`: W(0) by its key and the basis
+  of span X, only the held rows A drawn): no term in ``m d`` or ``m`` at all. Set-up: the held rows'
+  span coordinates ``G`` (|A|, k), ``k = min(n, d)`` at most, three copies at its peak (the calls'
+  parts, their concatenation, the device copy) and their int64 indices twice, plus one call's
+  candidate slots. Training on the span path: ``G``, the indices and ``a``, and per padded row
+  (``L`` = :func:`jaxcorr.maxtree.bucket` ``(|A| + 1)``) ``n`` numbers for each of the inner
+  products, the initial leaves, ``K``, the step's temporaries (6 together), each state slot and the
+  trees' levels; another optimizer (the row path) holds the rows of A, ``|A| d`` in float64 on the
+  host while they are drawn, then the wide model's training terms. Calibrated against
+  ``scripts/bench_span_init.py --train`` (docs/span_init.md: 10.6 GiB at 2^32, n = 8, d = 64, sgd).
 
 **Available memory** (:func:`available`) is the smallest of the kernel's ``MemAvailable``, the room
 left under every cgroup memory limit on the way to the root (v2 ``memory.max`` or v1
@@ -76,13 +86,15 @@ class Estimate(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """:func:`plan`'s decision: ``wide`` (train the wide model), its ``estimate``, the ``available``
-    bytes (None: unknown) and their ``source``."""
+    """:func:`plan`'s decision: ``wide`` (train the wide model, or the span-defined one: only held
+    rows), its ``estimate``, the ``available`` bytes (None: unknown), their ``source``, and ``init``
+    (the definition of W(0): ``"rows"`` or ``"span"``)."""
 
     wide: bool
     estimate: Estimate
     available: int | None
     source: str
+    init: str = "rows"
 
 
 def expected_active(m: int, n: int, b: float | None = None, x_norm: float = 1.0) -> float:
@@ -147,8 +159,34 @@ def _fit_bytes(meth: methods.Method, n: int, d: int, rows: float, s: int, slots:
     return rows * s * (4 * d + 3 * slots * d + 10 * n)
 
 
+def _bucket(x: int) -> int:
+    """:func:`jaxcorr.maxtree.bucket` (the padded row count of a compacted run), without importing JAX."""
+    g = max(8, _pow2(x) // 8)
+    return -(-max(int(x), 1) // g) * g
+
+
+def _span_parts(meth: methods.Method, n: int, d: int, held: float, s: int, slots: int, span: bool) -> dict:
+    """The span-defined model's set-up and training bytes over ``held`` rows (the module docstring)."""
+    k = min(n, d)
+    cand = (1 << 15) * 8 * (6 * (_pad8(n) + _pad8(k)) + 16)  # one call's candidate slots, float64
+    setup = held * (3 * k * s + 2 * 8) + cand
+    keep = held * (k * s + 8 + s)  # G, idx, a
+    if span:
+        trees = 2 if meth.trees is not None else 0
+        train = keep + _bucket(held + 1) * n * s * (6 + slots + trees)
+    else:
+        setup = max(setup, held * (8 * (k + d + 1) + d * s) + keep)  # rows(): float64 on the host, then cast
+        train = keep + held * d * s + _fit_bytes(meth, n, d, held, s, slots, False)
+    return {"setup": setup, "train": train}
+
+
+def _pad8(x: int) -> int:
+    return -(-int(x) // 8) * 8
+
+
 def estimate(method: str, *, n: int, m: int, d: int, optimizer: str = "sgd", dtype="float32", wide: bool = False,
-             b: float | None = None, x_norm: float = 1.0, compare: str | None = None) -> Estimate:
+             b: float | None = None, x_norm: float = 1.0, compare: str | None = None,
+             init: str = "rows") -> Estimate:
     r"""Estimated peak memory of training 2NN(m, b) on n points in R^d, before allocating anything.
 
     Args:
@@ -157,16 +195,26 @@ def estimate(method: str, *, n: int, m: int, d: int, optimizer: str = "sgd", dty
       optimizer: a :mod:`jaxcorr.optimizers` name (``"sgd"``, ``"momentum"``, ``"adam"``; unknown
         names count as adam, without the span path).
       dtype: floating dtype of the weights (``"float32"``, ``"float64"``).
-      wide: the wide model (:mod:`jaxcorr.wide`) instead of full width.
+      wide: the wide model (:mod:`jaxcorr.wide`) instead of full width (ignored for ``init="span"``,
+        which holds only the held rows anyway).
       b: threshold (default :func:`jaxcorr.nn.default_threshold` ``(m)``); the wide model's |A|.
       x_norm: the largest :math:`\|x_i\|` (1 for :func:`jaxcorr.data.synthetic`).
-      compare: full width only: the baseline method of ``--compare``, whose run holds its own weights.
+      compare: full width only: the baseline method of ``--compare``, whose run holds its own weights
+        (with ``init="span"``: the materialised full-width network's baseline, added on top).
+      init: ``"rows"`` (W(0) = ``nn.init`` rows: full width or the wide model) or ``"span"`` (the
+        span-defined model, :mod:`jaxcorr.span_init`: O(|A| n) state, no ``m d`` term).
 
     Returns:
       :class:`Estimate`.
 
     Raises:
-      ValueError: an unknown method, or ``compare`` with ``wide``.
+      ValueError: an unknown method or ``init``, or ``compare`` with ``wide``.
+
+    Examples:
+      >>> from jaxcorr import memory
+      >>> est = memory.estimate("active", n=8, m=2**32, d=64, init="span")
+      >>> 10 * 2**30 < est.total < 16 * 2**30, sorted(est.parts)
+      (True, ['runtime', 'setup', 'train'])
     """
     import numpy as np  # noqa: PLC0415
 
@@ -176,8 +224,16 @@ def estimate(method: str, *, n: int, m: int, d: int, optimizer: str = "sgd", dty
     slots, span = _optimizer(optimizer)
     k = min(float(m), 1.05 * expected_active(m, n, b, x_norm) + 1024)
     inputs = {"method": method, "n": n, "m": m, "d": d, "optimizer": optimizer, "dtype": str(np.dtype(dtype)),
-              "wide": bool(wide), "b": b, "x_norm": float(x_norm), "compare": compare}
-    if wide:
+              "wide": bool(wide), "b": b, "x_norm": float(x_norm), "compare": compare, "init": init}
+    if init not in ("rows", "span"):
+        raise ValueError(f"init must be 'rows' or 'span', got {init!r}")
+    if init == "span":
+        parts = {"runtime": BASE, **_span_parts(meth, n, d, k, s, slots, span)}
+        total = BASE + max(parts["setup"], parts["train"])
+        if compare is not None:
+            parts["compare"] = SAFETY * s * m * (_row_elems(methods.get(compare), n, m, d, slots) + 2 * d)
+            total += parts["compare"]
+    elif wide:
         if compare is not None:
             raise ValueError("compare is a full-width baseline; the wide model has none")
         per_row = s * (2 * d + 3 * n) + 16  # XLA's temporaries (hash words, W, ip) hold ~3x this
@@ -195,9 +251,10 @@ def estimate(method: str, *, n: int, m: int, d: int, optimizer: str = "sgd", dty
 
 
 def largest_width(method: str, *, n: int, d: int, available: int, wide: bool = False, **kw) -> int:
-    """The largest width m (<= :data:`MAX_WIDE_WIDTH` for the wide model, else :data:`MAX_TREE_WIDTH`)
-    whose :func:`estimate` fits in ``available`` bytes; 0 if none does. ``kw``: :func:`estimate`'s."""
-    lo, hi = 0, MAX_WIDE_WIDTH if wide else MAX_TREE_WIDTH
+    """The largest width m (<= :data:`MAX_WIDE_WIDTH` for the wide and the span-defined model, else
+    :data:`MAX_TREE_WIDTH`) whose :func:`estimate` fits in ``available`` bytes; 0 if none does.
+    ``kw``: :func:`estimate`'s."""
+    lo, hi = 0, MAX_WIDE_WIDTH if wide or kw.get("init") == "span" else MAX_TREE_WIDTH
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if estimate(method, n=n, m=mid, d=d, wide=wide, **kw).total <= available:
@@ -349,23 +406,24 @@ def check(method: str, *, n: int, m: int, d: int, wide: bool = False, available=
         figure comes from) and the widest ``m`` that fits; for a full-width run of a sparse or dense
         method also the widest wide model that fits.
     """
-    limit, why = (MAX_WIDE_WIDTH, "the key's row counter") if wide else (MAX_TREE_WIDTH, "int32 tree indices")
+    span = kw.get("init") == "span"
+    limit, why = (MAX_WIDE_WIDTH, "the key's row counter") if wide or span else (MAX_TREE_WIDTH, "int32 tree indices")
     if m > limit:
         raise ValueError(f"{width_option} {m} is above the largest supported width 2^{limit.bit_length() - 1} = "
                          f"{limit} ({why})")
     est = estimate(method, n=n, m=m, d=d, wide=wide, **kw)
     avail, source = available if available is not None else globals()["available"]()
     if avail is None or est.total <= avail:
-        return Plan(bool(wide), est, avail, source)
+        return Plan(bool(wide) or span, est, avail, source, "span" if span else "rows")
     fits = largest_width(method, n=n, d=d, available=avail, wide=wide, **kw)
     alt = "no width fits" if fits == 0 else f"at most {width_option} {fits} fits (about 2^{math.log2(fits):.1f})"
-    mode = "wide model" if wide else "full width"
+    mode = "span-defined model" if span else "wide model" if wide else "full width"
     what = f"method {method} ({mode})" + (f" with --compare {kw['compare']}" if kw.get("compare") else "")
     bits = 8 * _itemsize(est.inputs["dtype"])
     msg = (f"{width_option} {m} does not fit in memory: {what} needs about {format_bytes(est.total)} at n={n}, "
            f"d={d} ({kw.get('optimizer', 'sgd')}, {bits}-bit floats), but {format_bytes(avail)} is available "
            f"({source}); {alt}")
-    if not wide and not kw.get("compare"):
+    if not wide and not span and not kw.get("compare"):
         other = {k: v for k, v in kw.items() if k != "compare"}
         best = largest_width(methods.DEFAULT, n=n, d=d, available=avail, wide=True, **other)
         msg += f"; the wide model (method {methods.DEFAULT}) fits up to {width_option} {best}"
@@ -379,12 +437,14 @@ def plan(method: str, *, n: int, m: int, d: int, wide: str = "auto", resumed: st
     Full width is kept whenever it fits and ``wide`` is not ``"on"``; otherwise, for a sparse
     method without ``compare``, the wide model. ``resumed`` is the kind of the checkpoint a run
     goes on from (:func:`jaxcorr.checkpoint.kind`): a wide one stays wide, a full one full width, a
-    compact one goes either way.
+    compact one goes either way. A span-defined model (``init="span"`` in ``kw``, or ``resumed``
+    ``"span"``) holds only its held rows: its estimate (no ``m d`` term) is checked, ``wide="off"``
+    refused.
 
     Args:
-      method, n, m, d, compare, kw: as :func:`estimate`.
+      method, n, m, d, compare, kw: as :func:`estimate` (``init``: ``"rows"`` or ``"span"``).
       wide: ``"auto"``, ``"on"`` or ``"off"``.
-      resumed: None, ``"full"``, ``"compact"`` or ``"wide"``.
+      resumed: None, ``"full"``, ``"compact"``, ``"wide"`` or ``"span"``.
       available, width_option: as :func:`check`.
 
     Returns:
@@ -396,6 +456,14 @@ def plan(method: str, *, n: int, m: int, d: int, wide: str = "auto", resumed: st
     """
     if wide not in ("auto", "on", "off"):
         raise ValueError(f"wide must be 'auto', 'on' or 'off', got {wide!r}")
+    if resumed == "span" and kw.get("init", "span") != "span":
+        raise ValueError("the checkpoint holds a span-defined model (--init span); it goes on with init='span'")
+    if resumed == "span" or kw.get("init") == "span":
+        if wide == "off":
+            raise ValueError("a span-defined model (--init span) holds only its held rows; --wide off is for "
+                             "--init rows")
+        kw["init"] = "span"
+        return check(method, n=n, m=m, d=d, compare=compare, available=available, width_option=width_option, **kw)
     if resumed == "wide" and wide == "off":
         raise ValueError("the checkpoint holds a wide model (only its active rows); it cannot go on at full width")
     if resumed == "wide" and compare:

@@ -103,10 +103,10 @@ from jax import lax
 from jax.extend.random import threefry2x32_p
 from jax.scipy.special import ndtri
 
-from jaxcorr import _linalg, nn, train
+from jaxcorr import _checks, _linalg, nn, train
 
-__all__ = ["SpanInit", "ActiveSet", "SpanTrained", "define", "setup", "span_coords", "rows", "materialize",
-           "output_weights", "fit", "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
+__all__ = ["SpanInit", "ActiveSet", "SpanTrained", "SpanModel", "define", "setup", "build", "span_coords", "rows",
+           "materialize", "output_weights", "fit", "predict", "CANDIDATE_BLOCK", "MAX_WIDTH", "NORMAL_BOUND"]
 
 #: Rows per candidate block -- the gaps of block ``B`` are hashed from ``(j, B)``; a construction
 #: constant (the rows never depend on how many blocks one call draws).
@@ -575,8 +575,9 @@ def _check_idx(spec, idx) -> np.ndarray:
     return idx
 
 
-@functools.partial(jax.jit, static_argnames=("which", "d"))
-def _rows_call(cs, r, *, which: str, d: int):
+def _row_values(cs, r, which: str, d: int):
+    """(g, w, a) of rows ``r`` drawn as ``which`` (``"cand"``, ``"out"`` or ``"full"``), float64;
+    ``w`` has ``d`` (a multiple of 8) columns, or is None for ``d = 0``."""
     lo, hi = _split(r)
     if which == "cand":
         g = _candidate_g(cs, lo, hi, jnp.ones(r.shape, bool))[0]
@@ -591,6 +592,11 @@ def _rows_call(cs, r, *, which: str, d: int):
     w = z + _dots(g - _dots(z, U.T), U)  # U g + (I - U U^T) z, fixed-order sums over k
     a = jnp.where((_row_hash(cs["seeds"][_A], lo, hi, 0)[0] & 1) == 1, 1.0, -1.0)
     return g, w, a
+
+
+@functools.partial(jax.jit, static_argnames=("which", "d"))
+def _rows_call(cs, r, *, which: str, d: int):
+    return _row_values(cs, r, which, d)
 
 
 def _by_kind(spec, active, idx, with_rows: bool, chunk: int):
@@ -690,7 +696,8 @@ class SpanTrained:
     Span path (:func:`jaxcorr.train.sgd`): ``K`` (|A|, n), the trained row ``idx[j]`` is
     :math:`w_{idx_j}(0) + \sum_i K_{ji} x_i` (``W`` is None: no d-dimensional row was formed).
     Row path (any other optimizer): ``W`` (|A|, d) holds the trained rows and ``K`` is None.
-    Rows outside A are W(0)'s, bit for bit (they never fire, so they never move).
+    Rows outside A are W(0)'s, bit for bit (they never fire, so they never move). ``fit(...,
+    start=trained)`` goes on from it.
     """
 
     idx: np.ndarray  # shape=(|A|,), int64, sorted: the held rows (ActiveSet.idx)
@@ -698,6 +705,17 @@ class SpanTrained:
     K: Any  # shape=(|A|, n) (span path) or None
     W: Any  # shape=(|A|, d) (row path) or None
     opt_state: Any  # the optimizer's state over K (span path) or over the rows of A (row path)
+    b: float | None = None  # the threshold it was trained at (fit's b); None: the definition's spec.b
+
+    @property
+    def path(self) -> str:
+        """``"span"`` (coefficients ``K``) or ``"rows"`` (trained rows ``W``)."""
+        return "span" if self.K is not None else "rows"
+
+    @property
+    def dtype(self):
+        """The training dtype (of ``K`` or ``W``)."""
+        return (self.K if self.K is not None else self.W).dtype
 
     def trained_rows(self, spec: SpanInit, active: ActiveSet, X) -> nn.Params:
         """The trained rows of A as :class:`jaxcorr.nn.Params` (|A| d numbers: at moderate |A|)."""
@@ -713,27 +731,106 @@ def _span_inner(C, G):
     return _linalg.inner(C, G)
 
 
-def _check_data(spec: SpanInit, active, X, y):
+def _check_spec(spec, active):
     if not isinstance(spec, SpanInit):
         raise ValueError(f"spec must be a SpanInit (span_init.define), got {type(spec).__name__}")
     if not isinstance(active, ActiveSet) or active.G.shape[1:] != (spec.k,):
         raise ValueError("active must be the ActiveSet of spec (span_init.setup(spec))")
+
+
+def _check_points(spec: SpanInit, X, name: str = "X") -> np.ndarray:
+    """``X`` (host float64) after checking it is the (n, d) points ``spec`` was defined from."""
     Xh = _check_x(X)
     if Xh.shape != (spec.n, spec.d):
-        raise ValueError(f"X must be the (n, d)=({spec.n}, {spec.d}) points spec was defined from, got {Xh.shape}")
+        raise ValueError(f"{name} must be the (n, d)=({spec.n}, {spec.d}) points spec was defined from, got "
+                         f"{Xh.shape}")
     scale = max(1.0, float(np.abs(Xh).max()))
     if np.abs(Xh - spec.C @ spec.U.T).max() > 1e-9 * scale or np.abs(Xh @ spec.U - spec.C).max() > 1e-9 * scale:
-        raise ValueError("X must be the points spec was defined from (X differs from C U^T: the rows' inner "
-                         "products <w_r, x_i> = <g_r, c_i> hold only for those points)")
+        raise ValueError(f"{name} must be the points spec was defined from ({name} differs from C U^T: the rows' "
+                         "inner products <w_r, x_i> = <g_r, c_i> hold only for those points)")
+    return Xh
+
+
+def _check_data(spec: SpanInit, active, X, y):
+    _check_spec(spec, active)
+    _check_points(spec, X)
     if np.shape(y) != (spec.n,):
         raise ValueError(f"y must have shape (n,)=({spec.n},), got {np.shape(y)}")
     if active.n_active == 0:
         raise ValueError("active holds no rows: no neuron fires at t = 0, so the network is zero and GD never moves it")
 
 
+def _check_trained(spec: SpanInit, active: ActiveSet, trained, dt, name: str = "start") -> None:
+    """``trained`` must be a :class:`SpanTrained` over ``active``'s held rows in the training dtype."""
+    if not isinstance(trained, SpanTrained):
+        raise ValueError(f"{name} must be a SpanTrained (what span_init.fit returns), got {type(trained).__name__}")
+    if not np.array_equal(np.asarray(trained.idx), active.idx):
+        raise ValueError(f"{name} must be a result over active's held rows ({name}.idx differs from active.idx)")
+    if (trained.K is None) == (trained.W is None):
+        raise ValueError(f"{name} must hold exactly one of K (span path) and W (row path)")
+    field, arr, cols = ("K", trained.K, spec.n) if trained.K is not None else ("W", trained.W, spec.d)
+    want = (active.n_active, cols)
+    if tuple(np.shape(arr)) != want or jnp.dtype(arr.dtype) != jnp.dtype(dt):
+        raise ValueError(f"{name}.{field} must have shape {want} and dtype {dt} (active's), got {np.shape(arr)} "
+                         f"{arr.dtype}")
+    if np.shape(trained.a) != (active.n_active,):
+        raise ValueError(f"{name}.a must have shape (|A|,)=({active.n_active},), got {np.shape(trained.a)}")
+
+
+def _state_like(optimizer, state, like):
+    """``state`` in the structure of ``optimizer.init(like)`` (a checkpoint read without an optimizer
+    gives the flat list of its leaves); counts, shapes and dtypes must match."""
+    ref, treedef = jax.tree_util.tree_flatten(jax.eval_shape(optimizer.init, jax.ShapeDtypeStruct(like.shape,
+                                                                                                  like.dtype)))
+    leaves = jax.tree_util.tree_leaves(state)
+    got = [(tuple(np.shape(x)), jnp.dtype(getattr(x, "dtype", np.asarray(x).dtype))) for x in leaves]
+    if got != [(tuple(r.shape), jnp.dtype(r.dtype)) for r in ref]:
+        raise ValueError(f"start.opt_state does not match this optimizer's state ({len(leaves)} arrays {got}, "
+                         f"expected {len(ref)}: {[(r.shape, r.dtype) for r in ref]}); resume with the optimizer "
+                         "it was trained with")
+    if jax.tree_util.tree_structure(state) == treedef:
+        return state
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in leaves])
+
+
+def _check_fit_b(spec: SpanInit, b, start):
+    b = (start.b if start is not None and start.b is not None else spec.b) if b is None else b
+    if np.ndim(b) != 0 or not math.isfinite(float(b)) or float(b) < spec.b:
+        raise ValueError(f"b must be a finite scalar >= spec.b = {spec.b} (A holds the rows that can fire at "
+                         f"spec.b), got {b!r}")
+    return float(b)
+
+
+def _resume_span(spec, active, start, yd, optimizer, *, learning_rate, **kw):
+    """Go on from coefficients ``K`` in the k coordinates of span X: rows ``G`` (|A|, k), points
+    ``C`` (n, k). Inner products and Gram matrix are those of W and X (``<g_r, c_i> = <w_r, x_i>``,
+    ``C C^T = X X^T``), so ``K`` is the same matrix: O(|A| (n + k)), no d-dimensional row."""
+    if optimizer is not None and not isinstance(optimizer, train.LinearOptimizer):
+        raise ValueError("start holds coefficients K (the span path): continue it with train.sgd(...), the "
+                         "optimizer it was trained with")
+    state = _state_like(optimizer or train.sgd(float(learning_rate)), start.opt_state, start.K)
+    coef = train.Coefficients(rows=np.arange(active.n_active, dtype=np.int64), K=start.K, opt_state=state)
+    dt = active.G.dtype
+    _, hist = train.fit(nn.Params(active.G, jnp.asarray(start.a, dt)), jnp.asarray(spec.C, dt), yd,
+                        optimizer=optimizer, learning_rate=learning_rate, width=spec.m, coefficients=coef, **kw)
+    c = hist.coefficients
+    if c is None or not np.array_equal(c.rows, coef.rows):  # compact() keeps every row continued from
+        raise RuntimeError("the continued span-path run did not return coefficients over every held row")
+    return SpanTrained(idx=active.idx, a=start.a, K=c.K, W=None, opt_state=c.opt_state, b=kw["b"]), hist
+
+
+def _resume_rows(spec, start, Xd, yd, optimizer, *, learning_rate, **kw):
+    """Go on from the trained rows ``W`` of A and their optimizer state (``train.fit(..., width=m)``)."""
+    state = _state_like(optimizer or train.sgd(float(learning_rate)), start.opt_state, start.W)
+    trained, hist = train.fit(nn.Params(start.W, jnp.asarray(start.a, start.W.dtype)), Xd, yd, optimizer=optimizer,
+                              learning_rate=learning_rate, opt_state=state, width=spec.m, **kw)
+    return SpanTrained(idx=start.idx, a=start.a, K=None, W=trained.W, opt_state=hist.opt_state, b=kw["b"]), hist
+
+
 def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = train.DEFAULT_METHOD,
         optimizer=None, learning_rate: float = train.DEFAULT_LEARNING_RATE, b: float | None = None,
-        callback=None, chunk_size: int | None = None) -> tuple[SpanTrained, train.History]:
+        callback=None, chunk_size: int | None = None, start: SpanTrained | None = None
+        ) -> tuple[SpanTrained, train.History]:
     r"""Train the network ``spec`` defines on the points it was defined from: the held rows A only.
 
     By the active-set invariant (:mod:`jaxcorr.train`) only the rows of A can move, so this is
@@ -747,18 +844,32 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
     - Row path (any other optax optimizer the sparse methods accept): the rows of A are
       materialised (:func:`rows`, O(|A| (n k + d k)) time, |A| d memory) and trained by
       ``train.fit(..., width=m)``.
+    - ``start`` (a previous result): the run goes on from it. From ``K`` (span path) it runs
+      :func:`jaxcorr.train.fit` with ``coefficients=`` in the k coordinates of span X (rows ``G``,
+      points ``C``: the same inner products and Gram matrix, so the same ``K``; O(|A| (n + k))
+      memory, no d-dimensional row); from ``W`` (row path) ``train.fit`` with ``opt_state=``.
+      ``fit(steps=s + t)`` equals ``fit(steps=s)`` then ``fit(steps=t, start=...)`` to float
+      rounding (1e-15 relative measured in float64: the resumed run's Gram matrix is ``C C^T``).
+      A callback's ``"snapshot"`` then gives the rows in those coordinates (``G + K C``).
 
     Args:
       spec, active: the definition and its set-up (:func:`define`, :func:`setup`); the training
         dtype is ``active.G``'s.
       X: (n, d) the points ``spec`` was defined from (checked against ``C U^T``). y: (n,) targets.
       steps, method, optimizer, learning_rate, callback, chunk_size: as :func:`jaxcorr.train.fit`
-        (``method`` ``"active"``, ``"dtree"`` or ``"wtree"``).
-      b: threshold; default ``spec.b``. A larger one is allowed (A still holds every row that can
-        fire); a smaller one is refused.
+        (``method`` ``"active"``, ``"dtree"`` or ``"wtree"``). Resuming needs the optimizer of the
+        run continued (its state's structure is checked).
+      b: threshold; default ``spec.b`` (``start.b`` when resuming). A larger one is allowed (A
+        still holds every row that can fire); a smaller one is refused.
+      start: a :class:`SpanTrained` over ``active``'s rows to continue (its ``opt_state`` a pytree,
+        or the flat list of leaves a checkpoint read without an optimizer gives).
 
     Returns:
       ``(SpanTrained, History)``.
+
+    Raises:
+      ValueError: bad arguments; a ``start`` of other rows, shapes or dtype, or whose state does
+        not match the optimizer.
 
     Examples:
       >>> import jax
@@ -769,23 +880,237 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
       >>> out, hist = span_init.fit(spec, act, X, y, steps=5)
       >>> out.K.shape == (act.n_active, 4), out.W is None, hist.loss.shape
       (True, True, (5,))
+      >>> more, h2 = span_init.fit(spec, act, X, y, steps=3, start=out)     # goes on from K
+      >>> more.path, h2.loss.shape
+      ('span', (3,))
     """
     _check_data(spec, active, X, y)
-    b = spec.b if b is None else b
-    if np.ndim(b) != 0 or not math.isfinite(float(b)) or float(b) < spec.b:
-        raise ValueError(f"b must be a finite scalar >= spec.b = {spec.b} (A holds the rows that can fire at "
-                         f"spec.b), got {b!r}")
     dt = active.G.dtype
+    if start is not None:
+        _check_trained(spec, active, start, dt)
+    b = _check_fit_b(spec, b, start)
     Xd, yd = jnp.asarray(X, dt), jnp.asarray(y, dt)
+    kw = {"steps": steps, "method": method, "learning_rate": learning_rate, "b": b, "callback": callback,
+          "chunk_size": chunk_size}
+    if start is not None:
+        if start.K is not None:
+            return _resume_span(spec, active, start, yd, optimizer, **kw)
+        return _resume_rows(spec, start, Xd, yd, optimizer, **kw)
     if optimizer is None or isinstance(optimizer, train.LinearOptimizer):
         a = output_weights(spec, active.idx, dtype=dt)
         ip = _span_inner(jnp.asarray(spec.C, dt), active.G)
-        coef, hist = train.fit_coordinates(ip, a, Xd, yd, steps=steps, width=spec.m, b=float(b), method=method,
-                                           optimizer=optimizer, learning_rate=learning_rate, callback=callback,
-                                           chunk_size=chunk_size,
-                                           donate_inner_products=True)
-        return SpanTrained(idx=active.idx, a=a, K=coef.K, W=None, opt_state=coef.opt_state), hist
+        coef, hist = train.fit_coordinates(ip, a, Xd, yd, width=spec.m, optimizer=optimizer,
+                                           donate_inner_products=True, **kw)
+        return SpanTrained(idx=active.idx, a=a, K=coef.K, W=None, opt_state=coef.opt_state, b=b), hist
     p = rows(spec, active, active.idx, dtype=dt)
-    trained, hist = train.fit(p, Xd, yd, steps=steps, method=method, optimizer=optimizer, b=float(b),
-                              learning_rate=learning_rate, callback=callback, chunk_size=chunk_size, width=spec.m)
-    return SpanTrained(idx=active.idx, a=p.a, K=None, W=trained.W, opt_state=hist.opt_state), hist
+    trained, hist = train.fit(p, Xd, yd, optimizer=optimizer, width=spec.m, **kw)
+    return SpanTrained(idx=active.idx, a=p.a, K=None, W=trained.W, opt_state=hist.opt_state, b=b), hist
+
+
+# ----------------------------------------------------------------------------------- the model
+def build(key, X, m: int, b: float | None = None, *, dtype=None, mode: str = "auto",
+          devices=None) -> tuple[SpanInit, ActiveSet]:
+    """:func:`define` then :func:`setup`: the entry the command line's ``--init span`` calls.
+
+    Args:
+      key, X, m, b, mode: as :func:`define`.
+      dtype, devices: as :func:`setup`.
+
+    Returns:
+      ``(spec, active)``.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, span_init
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> spec, act = span_init.build(jax.random.key(0), X, 4096, 1.5)
+      >>> spec.m, act.mode, act.n_active == act.idx.size
+      (4096, 'mixture', True)
+    """
+    spec = define(key, X, m, b, mode=mode)
+    return spec, setup(spec, dtype=dtype, devices=devices)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SpanModel:
+    """A span-defined 2NN(m, b) as one value: the definition, its held rows, their training (or
+    None: W(0) itself) and the training points (the trained rows of the span path are
+    :math:`w_r(0) + K_r X`). What :func:`jaxcorr.checkpoint.save` writes in the ``"span"`` form,
+    :func:`jaxcorr.checkpoint.restore` returns, and :func:`jaxcorr.evaluation.predict` /
+    ``evaluate`` accept.
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, evaluation, span_init
+      >>> X, y = data.synthetic(seed=0, n=4, d=8)
+      >>> spec, act = span_init.build(jax.random.key(0), X, 4096, 1.5)
+      >>> trained, _ = span_init.fit(spec, act, X, y, steps=5)
+      >>> model = span_init.SpanModel(spec, act, trained, X)
+      >>> model.m, model.path, evaluation.predict(model, X).shape
+      (4096, 'span', (4,))
+    """
+
+    spec: SpanInit
+    active: ActiveSet
+    trained: SpanTrained | None  # None: the untrained network W(0)
+    X: np.ndarray  # shape=(n, d): the training points spec was defined from (as given)
+
+    def __post_init__(self):
+        _check_spec(self.spec, self.active)
+        _check_points(self.spec, self.X)
+        if self.trained is not None:
+            _check_trained(self.spec, self.active, self.trained, self.active.G.dtype, name="trained")
+
+    @property
+    def m(self) -> int:
+        return self.spec.m
+
+    @property
+    def n(self) -> int:
+        return self.spec.n
+
+    @property
+    def d(self) -> int:
+        return self.spec.d
+
+    @property
+    def n_active(self) -> int:
+        return self.active.n_active
+
+    @property
+    def b(self) -> float:
+        """The network's threshold (the one it was trained at, else the definition's)."""
+        return self.spec.b if self.trained is None or self.trained.b is None else float(self.trained.b)
+
+    @property
+    def dtype(self):
+        return self.active.G.dtype
+
+    @property
+    def path(self) -> str:
+        """``"span"`` (trained by coefficients K), ``"rows"`` (trained rows W) or ``"init"`` (untrained)."""
+        return "init" if self.trained is None else self.trained.path
+
+    def predict(self, X_new, *, b: float | None = None, block: int | None = None) -> jax.Array:
+        """:func:`predict` of this model (its ``b`` by default)."""
+        return predict(self.spec, self.active, self.trained, self.X, X_new, b=self.b if b is None else b,
+                       block=block)
+
+    def params(self, *, dtype=None) -> nn.Params:
+        """All ``m`` rows of the trained network (``m <= 2^24``): W(0) with the rows of A trained."""
+        p = materialize(self.spec, self.active, dtype=self.dtype if dtype is None else dtype)
+        if self.trained is None:
+            return p
+        held = self.trained.trained_rows(self.spec, self.active, self.X).W
+        return nn.Params(W=p.W.at[jnp.asarray(self.active.idx)].set(held.astype(p.W.dtype)), a=p.a)
+
+
+@jax.jit
+def _block_sum(Xn, W, a, b):
+    """(n_new,) of sum_r a_r sigma_b(<w_r, x>) over the rows of one block (unscaled)."""
+    return _linalg.matmul(nn.relu_b(_linalg.inner(Xn, W), b), a.astype(W.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("which", "d", "dt"))
+def _outside_rows(cs, r, valid, *, which: str, d: int, dt):
+    """Rows ``r`` of W(0) drawn on the device, as :func:`rows` gives them (``a = 0`` where not ``valid``);
+    compiled once per block size, whatever the points."""
+    _, w, a = _row_values(cs, r, which, _pad8(d))
+    return w[:, :d].astype(dt), jnp.where(valid, a, 0.0).astype(dt)
+
+
+def _held_sum(spec, active, trained, X_train, Xn, b, block):
+    """The held rows' share: trained rows (or W(0)'s) in blocks of ``block`` rows."""
+    dt, idx = Xn.dtype, active.idx
+    out = jnp.zeros((Xn.shape[0],), dt)
+    Xd = None if trained is None or trained.K is None else jnp.asarray(X_train, dt)
+    for s in range(0, idx.size, block):
+        part = slice(s, s + block)
+        if trained is not None and trained.W is not None:
+            W, a = trained.W[part], trained.a[part]
+        else:
+            p = rows(spec, active, idx[part], dtype=dt)  # rows()'s own chunk: its compiled draw is shared
+            W, a = p.W, p.a
+            if Xd is not None:
+                W = W + _linalg.matmul(trained.K[part], Xd)
+        out = out + _block_sum(Xn, W, a, b)
+    return out
+
+
+def _outside_sum(spec, active, Xn, b, block):
+    """The share of the rows outside A: every block of ``block`` rows of [0, m), held rows dropped,
+    drawn on the device (one compiled shape) and summed; nothing larger than a block is held."""
+    dt = Xn.dtype
+    out = jnp.zeros((Xn.shape[0],), dt)
+    which = "full" if spec.mode == "full" else "out"
+    held = active.idx
+    with jax.enable_x64(True):
+        cs = _consts(spec)
+        for s in range(0, spec.m, block):
+            e = min(s + block, spec.m)
+            lo, hi = np.searchsorted(held, [s, e])
+            r = np.setdiff1d(np.arange(s, e, dtype=np.int64), held[lo:hi], assume_unique=True)
+            if not r.size:
+                continue
+            rp = np.zeros(block, np.int64)
+            rp[:r.size] = r
+            w, a = _outside_rows(cs, jnp.asarray(rp), jnp.asarray(np.arange(block) < r.size), which=which,
+                                 d=spec.d, dt=dt)
+            out = out + _block_sum(Xn, w, a, b)
+    return out
+
+
+def _training_points_only(Xn: np.ndarray, X_train) -> bool:
+    """Every row of ``Xn`` equals (in value) a row of the training points."""
+    known = {row.tobytes() for row in np.asarray(X_train, np.float64)}
+    return all(row.tobytes() in known for row in np.asarray(Xn, np.float64))
+
+
+def predict(spec: SpanInit, active: ActiveSet, trained: SpanTrained | None, X_train, X_new, *,
+            b: float | None = None, block: int | None = None) -> jax.Array:
+    r"""The network's outputs :math:`f(W, x, a)` (Definition 2.1) on new points, exact for the
+    network ``spec`` defines as ``trained`` left it.
+
+    Rows of A take their trained values (``trained``; None: W(0)). A row outside A never moved, but
+    may fire for a point off the training set, so those rows are drawn as they are needed:
+    :math:`[0, m)` is streamed in blocks of ``block`` rows, each block's rows outside A drawn on the
+    device exactly as :func:`rows` gives them and summed. Equals :func:`jaxcorr.nn.predict` on the
+    materialised trained W (:meth:`jaxcorr.span_init.SpanModel.params`) to float rounding of the sums over ``r``.
+
+    **Cost.** Streaming: O(m (d k + n k + d n')) time per call for n' points (each row outside A:
+    d normals, its ``U g`` and rejection rounds of O(n k), mean :math:`1/(1 - P(held))`), memory
+    O(block (d + n')). Points that are all training points (equal in value to rows of
+    ``X_train``, at ``b >= spec.b``): no row outside A fires for them (the margin), so only A is
+    read: O(|A| (d k + n k + d n')). At ``m = 2^32``, ``d = 64`` a streamed call draws 2^38
+    normals: minutes to hours; the shortcut's cost is the held rows' (the training loss).
+
+    Args:
+      spec, active: the definition and its set-up.
+      trained: :func:`fit`'s result over ``active``'s rows, or None (W(0)).
+      X_train: (n, d) the points ``spec`` was defined from (the span path's ``K X``).
+      X_new: (n', d) points, finite.
+      b: threshold of :math:`\sigma_b`; default ``trained.b`` (else ``spec.b``).
+      block: rows per streamed block (default 2^16; one compiled shape per block size).
+
+    Returns:
+      (n',) outputs in the training dtype (``active.G``'s).
+
+    Raises:
+      ValueError: bad ``spec``/``active``/``trained``, ``X_train`` not the defining points,
+        ``X_new`` not 2-D with ``d`` columns or not finite, a bad ``b`` or ``block``.
+    """
+    _check_spec(spec, active)
+    dt = active.G.dtype
+    if trained is not None:
+        _check_trained(spec, active, trained, dt, name="trained")
+    Xt = _check_points(spec, X_train, "X_train")
+    _checks.check_matrix("X_new", X_new, cols=spec.d)
+    b = (spec.b if trained is None or trained.b is None else trained.b) if b is None else b
+    b = _checks.check_real("b", b)
+    block = 1 << 16 if block is None else _checks.check_int("block", block, minimum=1, type_error=ValueError)
+    Xn = jnp.asarray(X_new, dt)
+    bd = jnp.asarray(b, dt)
+    out = _held_sum(spec, active, trained, Xt, Xn, bd, block)
+    if not (b >= spec.b and _training_points_only(np.asarray(X_new), Xt)):
+        out = out + _outside_sum(spec, active, Xn, bd, block)
+    return out / jnp.sqrt(jnp.asarray(spec.m, dt))

@@ -2,6 +2,7 @@
 
     python scripts/import_graph.py            # prints the table docs/architecture.md holds
     python scripts/import_graph.py --check    # exit 1 if docs/architecture.md's table differs
+    python scripts/import_graph.py --write    # writes the table into docs/architecture.md
 
 Modules are named without the ``jaxcorr.`` prefix; a package's private modules count as the
 package's own (``train._setup`` is ``train``), so the table shows the arrows between concepts.
@@ -105,15 +106,22 @@ def cycles(g: dict[str, set[str]] | None = None) -> list[list[str]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true")
+    p.add_argument("--write", action="store_true", help="replace docs/architecture.md's table with the code's")
     args = p.parse_args(argv)
     text = table()
+    path = ROOT / "docs" / "architecture.md"
+    if args.write:
+        doc = path.read_text()
+        head, rest = doc.split(BEGIN, 1)
+        path.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+        return 0
     if not args.check:
         print(text)
         return 0
-    doc = (ROOT / "docs" / "architecture.md").read_text()
+    doc = path.read_text()
     got = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip() if BEGIN in doc else ""
     if got != text:
-        print("docs/architecture.md's import table differs from the code: run scripts/import_graph.py")
+        print("docs/architecture.md's import table differs from the code: run scripts/import_graph.py --write")
         return 1
     return 0
 
