@@ -22,7 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
-EXPECTED = ["01_correlation_trees", "02_sparse_training", "03_ddfn_lower_bound", "04_wide_models"]
+EXPECTED = ["01_correlation_trees", "02_sparse_training", "03_ddfn_lower_bound", "04_wide_models",
+            "05_real_data"]
 #: Wall-clock limit (seconds) for one cell, and for a whole notebook.
 CELL_TIMEOUT = 300
 NOTEBOOK_TIMEOUT = 300
