@@ -49,13 +49,16 @@ norms are assumed when ``x_norms`` is not given). It is capped by
 fires for no point, the bound that holds when many points crowd a small ``d``.
 
 **Calibration.** The coefficients are :data:`STEP_COEF`, :data:`SETUP_COEF` and
-:data:`COMPILE_S`, fitted by ``scripts/calibrate_cost.py`` (least squares of the log time, over the
-calibration subset of ``docs/bench/bench_regime.json``) and stored in
-``docs/bench/cost_calibration.json`` with the model's error on the held-out points. They describe
-the CPU machine they were measured on; ``float64`` multiplies the compute terms by 2 (an assumption:
-twice the bytes moved per multiply-add). **On an accelerator** the same coefficients are used (an
-assumption, not a measurement): the ratios between methods are taken to carry over, absolute times
-do not; :attr:`Prediction.reason` and :func:`choose` say so.
+:data:`COMPILE_S`, fitted by ``scripts/calibrate_cost.py`` (least squares of the log time over every
+timed row of ``docs/bench/bench_regime.json``: 13 (n, m, d) points, n = 4 ... 2000, d = 10 ... 64,
+and a sweep over n at two widths) and stored in ``docs/bench/cost_calibration.json`` with the
+model's error in sample (every point's step time and ratio to dense within 2x) and held out (each
+point predicted by a model fitted without it: median 1.3x, max 3.8x; ``docs/regime.md``). They
+describe the shared 2-core CPU machine they were measured on; ``float64`` multiplies the compute
+terms by 2 (an assumption: twice the bytes moved per multiply-add). **On an accelerator** the same
+coefficients are used (an assumption, not a measurement): the ratios between methods are taken to
+carry over, absolute times do not. :func:`choose` ranks by total time (compile + set-up + steps),
+so for a short run the compile time can decide; its reason says so.
 
 Examples:
   >>> from jaxcorr import cost
