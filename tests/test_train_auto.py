@@ -89,3 +89,12 @@ def test_fit_coordinates_auto_is_sparse_and_exact():
     assert h.method_reason.startswith(h.method + ": predicted")
     c2, h2 = train.fit_coordinates(ip, params.a, X, y, steps=4, width=512, b=1.0, method=h.method)
     assert np.array_equal(np.asarray(c.K), np.asarray(c2.K)) and np.array_equal(h.loss, h2.loss)
+
+
+def test_auto_on_a_mesh_picks_among_the_sharded_methods():
+    from jaxcorr import sharding
+
+    params, X, y = _problem(8, 2**12, 8)
+    mesh = jax.make_mesh((1,), ("points",))
+    _, h = train.fit(params, X, y, steps=3, method="auto", mesh=mesh)
+    assert set(h.choice.predictions) == set(sharding.SHARDED_METHODS) and h.method in sharding.SHARDED_METHODS
