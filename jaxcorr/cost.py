@@ -6,38 +6,59 @@ of :func:`jaxcorr.train.fit` from the problem's sizes ``(n, m, d)``, the expecte
 span path, :data:`jaxcorr.optimizers.TABLE`) and the element size. Each time is a sum of terms,
 one coefficient (seconds per multiply-add, or per element) times one count:
 
-==========  ======================================================  =================================
-method      per step                                                set-up
-==========  ======================================================  =================================
-dense       :math:`c_0 + c_1\, n m d + c_2 (1 + s) m d`              :math:`c_0 + c_1 (1 + s) m d`
-active      :math:`c_0 + c_1 W_A + c_2 (1 + s) |A| w`                :math:`c_0 + c_1\, n m d + c_2 m d`
-dtree       :math:`c_0 + c_1 W_A + c_2 |A| n \log_2 |A|`             :math:`c_0 + c_1\, n m d + c_2\, n P(m)`
-wtree       :math:`c_0 + c_1 W_A + c_2 |A| n \log_2 P(n)`            :math:`c_0 + c_1\, n m d + c_2\, m P(n)`
-==========  ======================================================  =================================
+==========  ===============================================================  =====================================
+method      per step                                                         set-up
+==========  ===============================================================  =====================================
+dense       :math:`c_0 + c_1 nmd + c_2 nm + c_3 (1+s) md + c_4 [\cdot]`      :math:`c_0 + c_1 (1+s) md`
+active      :math:`c_0 + c_1 L n^2 + 2 c_2 L n d + c_3 L n + c_4 (1+s) L w`  :math:`c_0 + c_1 nmd + c_2 (md + nm)`
+dtree       as active (its own :math:`c_0, c_1, c_3`)                        :math:`c_0 + c_1 nmd + c_2 n P(m)`
+wtree       as active :math:`+ c_5 L n^2 [n > 32]`                           :math:`c_0 + c_1 nmd + c_2 m P(n)`
+==========  ===============================================================  =====================================
 
-with ``s`` the optimizer's state slots, ``P(x)`` the power of two >= x, and the active work
-:math:`W_A = |A| n^2 + |A| n` on the span path (sgd, momentum: the optimizer runs on the (|A|, n)
-coefficients, :class:`jaxcorr.train.LinearOptimizer`) or :math:`|A| n d` on the row path (adam),
-``w = n`` or ``d`` likewise. The trees' extra terms are the levels rebuilt per step: the DTree's n
-max-trees over the |A| active leaves (Theorem 3.1) and the WTree's |A| max-trees over the n points
-(Theorem 3.2). Set-up counts INIT's inner products over all ``m`` neurons (Lemmas D.2/D.6) and the
-tree build. ``total_s`` adds a per-method compile time (first call) and ``steps`` steps.
+with ``s`` the optimizer's state slots, ``P(x)`` the power of two >= x, and ``L`` the padded
+active rows the step really carries (:func:`jaxcorr.maxtree.bucket` ``(|A| + 1)``, at least one
+padding row); a term is zero where it does not apply. What one step does
+(``jaxcorr.train._steps``): on the **span path** (sgd,
+momentum: the optimizer runs on the (|A|, n) coefficients ``K``, :class:`jaxcorr.train.LinearOptimizer`)
+the products are the new leaves :math:`G K^T`, :math:`L n^2` multiply-adds with no ``d`` at
+all, and ``w = n``; on the **row path** (adam and every other optax optimizer) they are
+:math:`X W_A^T` and :math:`C^T X`, :math:`2 L n d` (its coefficient shared by the sparse methods,
+as the optimizer's), and ``w = d``. Every method then makes a few
+elementwise passes over the (n, L) leaves (the comparison :math:`\langle w_r, x_i\rangle > b`, the
+coefficients, the statistics; the trees' levels for dtree and wtree), the :math:`L n` term, and the
+optimizer's update over the trained rows and their state, the :math:`(1 + s) L w` term (one
+coefficient shared by the sparse methods: the same update on the same rows). The WTree step's fire
+sets :math:`S_{i,fire}` from its |A| trees compare every frontier slot with every point when
+``n > 32`` (``_members`` in ``jaxcorr.train._steps``), an :math:`L n^2` term; for ``n <= 32`` a bit mask
+makes it :math:`L n`. Dense makes two (n, m, d) products and passes over the (n, m) leaves: at
+small ``d`` (n = 442, d = 10) the passes, not the products, are its cost; :math:`c_4 [\cdot]` is
+:math:`c_4\, n m + c_5 (1 + s) m d`, each counted only where that array exceeds the last-level
+cache :data:`CACHE_BYTES` (streamed from memory: at m = 2^18, d = 64 the rows are 64 MiB and
+dense's time per element doubles). Set-up counts INIT's
+inner products over all ``m`` neurons (Lemmas D.2/D.6) and the tree build. ``total_s`` adds a
+per-method compile time (first call) and ``steps`` steps. Not modelled: the DTree's FIND by leaf
+ids, used instead of the mask when :math:`L / \text{capacity} > 32` (no measured point has it).
 
 **Expected |A|** (:func:`expected_active`). Rows are :math:`N(0, I_d)`, so
 :math:`\langle w_r, x_i\rangle \sim N(0, \|x_i\|^2)` and each point fires
 :math:`k_i = m\, Q(b / \|x_i\|)` neurons in expectation (Lemma 2.5). The estimate of |A| treats the
 points' fire events as independent: :math:`m (1 - \prod_i (1 - Q(b/\|x_i\|)))`, below the union bound
 :math:`m \min(1, \sum_i Q(b / \|x_i\|))` and equal to it to first order when that sum is small (unit
-norms are assumed when ``x_norms`` is not given).
+norms are assumed when ``x_norms`` is not given). It is capped by
+:math:`m\, P(\chi^2_d > b^2 / \max_i \|x_i\|^2)`: a row with :math:`\|w_r\| \max_i \|x_i\| \le b`
+fires for no point, the bound that holds when many points crowd a small ``d``.
 
 **Calibration.** The coefficients are :data:`STEP_COEF`, :data:`SETUP_COEF` and
-:data:`COMPILE_S`, fitted by ``scripts/calibrate_cost.py`` (least squares of the log time, over the
-calibration subset of ``docs/bench/bench_regime.json``) and stored in
-``docs/bench/cost_calibration.json`` with the model's error on the held-out points. They describe
-the CPU machine they were measured on; ``float64`` multiplies the compute terms by 2 (an assumption:
-twice the bytes moved per multiply-add). **On an accelerator** the same coefficients are used (an
-assumption, not a measurement): the ratios between methods are taken to carry over, absolute times
-do not; :attr:`Prediction.reason` and :func:`choose` say so.
+:data:`COMPILE_S`, fitted by ``scripts/calibrate_cost.py`` (least squares of the log time over every
+timed row of ``docs/bench/bench_regime.json``: 13 (n, m, d) points, n = 4 ... 2000, d = 10 ... 64,
+and a sweep over n at two widths) and stored in ``docs/bench/cost_calibration.json`` with the
+model's error in sample (every point's step time and ratio to dense within 2x) and held out (each
+point predicted by a model fitted without it: median 1.3x, max 3.8x; ``docs/regime.md``). They
+describe the shared 2-core CPU machine they were measured on; ``float64`` multiplies the compute
+terms by 2 (an assumption: twice the bytes moved per multiply-add). **On an accelerator** the same
+coefficients are used (an assumption, not a measurement): the ratios between methods are taken to
+carry over, absolute times do not. :func:`choose` ranks by total time (compile + set-up + steps),
+so for a short run the compile time can decide; its reason says so.
 
 Examples:
   >>> from jaxcorr import cost
@@ -59,26 +80,26 @@ from typing import NamedTuple
 from jaxcorr import methods as _methods
 
 __all__ = ["Prediction", "Choice", "predict", "choose", "expected_active", "expected_fire",
-           "dense_expected_faster", "STEP_COEF", "SETUP_COEF", "COMPILE_S"]
+           "dense_expected_faster", "STEP_COEF", "STEP_TERMS", "SETUP_COEF", "COMPILE_S", "CACHE_BYTES"]
 
 # Coefficients from docs/bench/cost_calibration.json (scripts/calibrate_cost.py over
 # docs/bench/bench_regime.json).
-#: Per method, seconds per unit of each per-step feature (in the order the step features are formed).
+#: Per method, seconds per unit of each per-step feature (in the order of :data:`STEP_TERMS`).
 STEP_COEF: dict[str, tuple[float, ...]] = {
-    "dense": (7.071e-18, 3.567e-10, 4.75e-10),
-    "active": (3.6e-05, 6.59e-11, 2.906e-11, 6.564e-10),
-    "dtree": (0.0001029, 8.978e-11, 3.08e-11, 2.956e-10),
-    "wtree": (1.067e-13, 1.069e-18, 1.282e-09, 5.908e-09),
+    "dense": (5.128e-21, 4.399e-11, 2.716e-09, 1.943e-10, 2.124e-09, 1.753e-10),
+    "active": (4.229e-06, 1.383e-11, 5.645e-11, 8.276e-10, 2.896e-10),
+    "dtree": (2.455e-05, 1.97e-11, 5.645e-11, 1.388e-09, 2.896e-10),
+    "wtree": (7.069e-05, 1.751e-10, 5.645e-11, 3.151e-10, 2.896e-10, 2.587e-10),
 }
 #: Per method, seconds per unit of each set-up feature.
 SETUP_COEF: dict[str, tuple[float, ...]] = {
-    "dense": (0.01463, 4.592e-09),
-    "active": (0.001615, 7.78e-10, 3.374e-09),
-    "dtree": (0.006419, 2.79e-10, 2.901e-08),
-    "wtree": (0.006465, 6.348e-10, 2.019e-08),
+    "dense": (0.001568, 1.769e-09),
+    "active": (0.0004767, 3.515e-10, 3.266e-09),
+    "dtree": (0.004082, 3.247e-10, 6.033e-09),
+    "wtree": (2.075e-14, 7.887e-10, 1.748e-08),
 }
 #: Per method, the median compile time of a first call, seconds.
-COMPILE_S: dict[str, float] = {"dense": 1.07, "active": 1.22, "dtree": 4.07, "wtree": 0.613}
+COMPILE_S: dict[str, float] = {"active": 0.81, "dense": 0.562, "dtree": 2.11, "wtree": 0.952}
 
 
 class Prediction(NamedTuple):
@@ -131,21 +152,61 @@ def expected_fire(m: int, b: float, x_norms=None, n: int = 1) -> float:
     return m * sum(_q(b / v) if v > 0 else float(b < 0) for v in x_norms)
 
 
-def expected_active(m: int, b: float, x_norms=None, n: int = 1) -> float:
-    r"""Expected :math:`|A| = |\bigcup_i S_{i,fire}(0)|`: :math:`m (1 - \prod_i (1 - Q(b/\|x_i\|)))`.
+def _gamma_q(a: float, x: float) -> float:
+    """The regularized upper incomplete gamma function Q(a, x) (series / continued fraction)."""
+    if x <= 0:
+        return 1.0
+    log_pre = -x + a * math.log(x) - math.lgamma(a)
+    if x < a + 1:  # the series of P(a, x)
+        term = total = 1.0 / a
+        k = a
+        while abs(term) > 1e-15 * abs(total):
+            k += 1
+            term *= x / k
+            total += term
+        return max(0.0, 1.0 - total * math.exp(log_pre))
+    tiny = 1e-300  # Lentz's continued fraction of Q(a, x)
+    bb, c, dd = x + 1 - a, 1 / tiny, 1 / (x + 1 - a)
+    h = dd
+    for i in range(1, 500):
+        an = -i * (i - a)
+        bb += 2
+        dd = an * dd + bb
+        dd = tiny if abs(dd) < tiny else dd
+        c = bb + an / c
+        c = tiny if abs(c) < tiny else c
+        dd = 1 / dd
+        h *= dd * c
+        if abs(dd * c - 1) < 1e-15:
+            break
+    return min(1.0, math.exp(log_pre) * h)
 
-    At most the union bound :math:`m \min(1, \sum_i Q(b/\|x_i\|))` (Lemma 2.5). ``x_norms`` None:
-    ``n`` unit-norm points.
+
+def expected_active(m: int, b: float, x_norms=None, n: int = 1, d: int | None = None) -> float:
+    r"""Expected :math:`|A| = |\bigcup_i S_{i,fire}(0)|`, at most two bounds.
+
+    The points' fire events taken as independent give :math:`m (1 - \prod_i (1 - Q(b/\|x_i\|)))`,
+    at most the union bound :math:`m \min(1, \sum_i Q(b/\|x_i\|))` (Lemma 2.5). With ``d`` given
+    it is also capped by :math:`m\,P(\chi^2_d > b^2 / \max_i \|x_i\|^2)`: a row fires for no point
+    while :math:`\|w_r\| \max_i \|x_i\| \le b` (Cauchy-Schwarz, :math:`w_r \sim N(0, I_d)`), the
+    bound that decides when n points crowd a small d (n = 442, d = 10: 0.92 m instead of m).
+    ``x_norms`` None: ``n`` unit-norm points.
 
     Examples:
       >>> from jaxcorr import cost
       >>> a = cost.expected_active(2**16, 2.1, n=8)
       >>> a <= cost.expected_fire(2**16, 2.1, n=8)
       True
+      >>> round(cost.expected_active(2**16, 2.1, n=442, d=10) / 2**16, 2)
+      0.93
     """
     qs = [_q(b)] * n if x_norms is None else [(_q(b / v) if v > 0 else float(b < 0)) for v in x_norms]
     log_idle = sum(math.log1p(-min(q, 1.0 - 1e-16)) for q in qs)
-    return m * -math.expm1(log_idle)
+    est = m * -math.expm1(log_idle)
+    top = 1.0 if x_norms is None else max(x_norms)
+    if d is not None and b > 0 and top > 0:
+        est = min(est, m * _gamma_q(d / 2.0, (b / top) ** 2 / 2.0))
+    return est
 
 
 # ------------------------------------------------------------------------------------ features
@@ -153,18 +214,47 @@ def _pow2(x: float) -> int:
     return 1 << max(int(math.ceil(x)) - 1, 0).bit_length()
 
 
-def _step_features(method: str, *, n, m, d, n_active, slots, span) -> tuple[float, ...]:
-    """The counts that :data:`STEP_COEF` multiplies (see the module docstring's table)."""
-    A = max(float(n_active), 1.0)
+def _bucket(x: float) -> int:
+    """The padded row count of the compacted state, :func:`jaxcorr.maxtree.bucket` ``(x)`` (host side)."""
+    x = max(int(math.ceil(x)), 1)
+    g = max(8, _pow2(x) // 8)
+    return -(-x // g) * g
+
+
+#: The last-level cache of the calibration machine, bytes (``docs/bench/bench_regime.json``'s
+#: ``machine.caches.L3``): a pass over an array larger than this streams it from memory.
+CACHE_BYTES = 33554432
+
+#: Sizes of the step features, in the order of :data:`STEP_COEF` (``L``: the padded active rows;
+#: ``[> cache]``: the same count again where that array exceeds :data:`CACHE_BYTES`).
+STEP_TERMS: dict[str, tuple[str, ...]] = {
+    "dense": ("1", "n m d (two products)", "n m (passes over the (n, m) leaves)", "(1+s) m d (optimizer, rows)",
+              "n m [> cache]", "(1+s) m d [> cache]"),
+    "active": ("1", "L n^2 (span path: the leaves G K^T)", "2 L n d (row path: X W^T, C^T X)",
+               "L n (passes over the (n, L) leaves)", "(1+s) L w (optimizer)"),
+    "dtree": ("1", "L n^2 (span path)", "2 L n d (row path)", "L n (passes, the n trees' levels)",
+              "(1+s) L w (optimizer)"),
+    "wtree": ("1", "L n^2 (span path)", "2 L n d (row path)", "L n (passes, the L trees' levels)",
+              "(1+s) L w (optimizer)", "L n^2 [n > 32] (fire-set membership by comparison)"),
+}
+
+
+def _beyond_cache(count: float, itemsize: int) -> float:
+    return count if count * itemsize > CACHE_BYTES else 0.0
+
+
+def _step_features(method: str, *, n, m, d, n_active, slots, span, itemsize=4) -> tuple[float, ...]:
+    """The counts that :data:`STEP_COEF` multiplies (:data:`STEP_TERMS`, the module docstring's table)."""
     if method == "dense":
-        return (1.0, n * m * d, (1 + slots) * m * d)
-    rows, gram = A * n * d, (A * n * n + A * n if span else 0.0)
-    if method == "active":
-        return (1.0, rows, gram, (1 + slots) * A * (n if span else d))
-    if method == "dtree":
-        return (1.0, rows, gram, A * n * math.log2(_pow2(A) * 2))
+        rows = (1 + slots) * m * d
+        return (1.0, n * m * d, n * m, rows, _beyond_cache(n * m, itemsize), _beyond_cache(rows, itemsize))
+    L = float(_bucket(min(float(n_active), float(m)) + 1))
+    feats = (1.0, L * n * n if span else 0.0, 0.0 if span else 2.0 * L * n * d, L * n,
+             (1 + slots) * L * (n if span else d))
+    if method in ("active", "dtree"):
+        return feats
     if method == "wtree":
-        return (1.0, rows, gram, A * n * math.log2(_pow2(n) * 2))
+        return feats + (L * n * n if n > 32 else 0.0,)
     raise KeyError(method)
 
 
@@ -173,7 +263,7 @@ def _setup_features(method: str, *, n, m, d, n_active, slots) -> tuple[float, ..
     if method == "dense":
         return (1.0, (1 + slots) * m * d)
     if method == "active":
-        return (1.0, n * m * d, m * d)
+        return (1.0, n * m * d, m * d + n * m)
     if method == "dtree":
         return (1.0, n * m * d, n * _pow2(m))
     if method == "wtree":
@@ -241,7 +331,7 @@ def _dot(coef, feats) -> float:
 
 # ------------------------------------------------------------------------------------- predict
 def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | None = None, x_norms=None,
-            steps: int = 100, dtype="float32") -> Prediction:
+            steps: int = 100, dtype="float32", rows: int | None = None) -> Prediction:
     r"""Predicted step, set-up and total time of ``train.fit(method=method)`` on an (n, m, d) problem.
 
     Args:
@@ -254,6 +344,9 @@ def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | 
       x_norms: the n data norms :math:`\|x_i\|` (default: unit norms, :mod:`jaxcorr.data`'s setting).
       steps: training steps (int >= 0) for ``total_s``.
       dtype: ``"float32"`` or ``"float64"``.
+      rows: the rows the parameters hold, ``1 <= rows <= m`` (default ``m``; fewer for a model of
+        width ``m`` given by its rows that can fire, ``train.fit(width=m)``): dense trains these
+        rows, and |A| is at most ``rows``.
 
     Returns:
       a :class:`Prediction`. For a sparse method whose expected fire count per point exceeds the
@@ -266,6 +359,9 @@ def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | 
     """
     spec = _methods.get(method)
     n, m, d = _size("n", n), _size("m", m), _size("d", d)
+    rows = m if rows is None else _size("rows", rows)
+    if rows > m:
+        raise ValueError(f"rows must be at most m={m} (the rows of a network of width m), got {rows}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if b is None:
@@ -278,12 +374,15 @@ def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | 
     scale = _itemsize(dtype) / 4.0
     if method not in STEP_COEF or method not in SETUP_COEF:
         raise KeyError(f"jaxcorr.cost has no cost terms for method {method!r}: add them (and calibrate)")
-    n_active = float(m) if not spec.sparse else min(float(m), expected_active(m, b, norms, n))
+    n_active = float(rows) if not spec.sparse else min(float(rows), expected_active(m, b, norms, n, d))
     span = span and spec.sparse
-    kw = dict(n=n, m=m, d=d, n_active=n_active, slots=slots)
-    fs = _step_features(method, span=span, **kw)
+    kw = dict(n=n, m=rows, d=d, n_active=n_active, slots=slots)
+    fs = _step_features(method, span=span, itemsize=_itemsize(dtype), **kw)
     gs = _setup_features(method, **kw)
     c, s = STEP_COEF[method], SETUP_COEF[method]
+    if len(c) != len(fs) or len(s) != len(gs):
+        raise RuntimeError(f"jaxcorr.cost: the coefficients of {method!r} do not match its features "
+                           f"({len(c)}/{len(fs)} step, {len(s)}/{len(gs)} set-up): rerun scripts/calibrate_cost.py")
     step_s = c[0] + scale * _dot(c[1:], fs[1:])
     setup_s = s[0] + scale * _dot(s[1:], gs[1:])
     compile_s = COMPILE_S[method]
@@ -296,7 +395,7 @@ def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | 
         exact = False
         reason = (f"{method}: excluded, a point's expected fire count {kmax:.0f} exceeds the DDFN cap "
                   f"ceil(m^(4/5)) = {cap} (Definition 1.3)")
-    mem = _memory_bytes(method, n, m, d, _itemsize(dtype), opt_label if isinstance(optimizer, str) else "adam")
+    mem = _memory_bytes(method, n, rows, d, _itemsize(dtype), opt_label if isinstance(optimizer, str) else "adam")
     return Prediction(method=method, step_s=step_s, setup_s=setup_s, total_s=compile_s + setup_s + steps * step_s,
                       n_active=n_active, reason=reason, compile_s=compile_s, memory_bytes=mem, exact=exact)
 
@@ -311,11 +410,11 @@ def _log2(m: int) -> str:
 
 
 def choose(n: int, m: int, d: int, *, optimizer="sgd", steps: int = 100, b: float | None = None, x_norms=None,
-           dtype="float32", methods=None) -> Choice:
+           dtype="float32", methods=None, rows: int | None = None) -> Choice:
     r"""The fastest exact method for ``steps`` steps by predicted total time (:func:`predict`).
 
     Args:
-      n, m, d, optimizer, steps, b, x_norms, dtype: as for :func:`predict`.
+      n, m, d, optimizer, steps, b, x_norms, dtype, rows: as for :func:`predict`.
       methods: the candidates (default every method of :func:`jaxcorr.methods.names`, dense included).
 
     Returns:
@@ -335,24 +434,27 @@ def choose(n: int, m: int, d: int, *, optimizer="sgd", steps: int = 100, b: floa
     names = tuple(_methods.names()) if methods is None else tuple(methods)
     if not names:
         raise ValueError("methods must name at least one method")
-    preds = {k: predict(k, n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, steps=steps, dtype=dtype)
-             for k in names}
+    kw = dict(n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, steps=steps, dtype=dtype, rows=rows)
+    preds = {k: predict(k, **kw) for k in names}
     ok = [p for p in preds.values() if p.exact]
     if not ok:
         raise ValueError(f"no exact method among {names}: " + "; ".join(p.reason for p in preds.values()))
     best = min(ok, key=lambda p: p.total_s)
     where = f"at n={n}, m={_log2(m)}, d={d}, {steps} steps"
-    dense = preds.get("dense") or predict("dense", n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms,
-                                          steps=steps, dtype=dtype)
+    dense = preds.get("dense") or predict("dense", **kw)
     slower = _methods.get(best.method).sparse and dense.step_s < best.step_s
     if best.method == "dense":
         rivals = [p for p in ok if p.method != "dense"]
-        if rivals:
+        if not rivals:
+            reason = f"dense: the only exact candidate {where}"
+        else:
             r = min(rivals, key=lambda p: p.total_s)
             reason = (f"dense: predicted {_fmt_ms(dense.step_s)}/step vs {r.method} {_fmt_ms(r.step_s)}/step "
                       f"({r.step_s / dense.step_s:.2g}x slower) {where}")
-        else:
-            reason = f"dense: the only exact candidate {where}"
+            if r.step_s < dense.step_s:  # few steps: the compile and set-up times decide
+                reason = (f"dense: predicted {_fmt_ms(dense.total_s)} in all vs {r.method} {_fmt_ms(r.total_s)} "
+                          f"{where} ({r.method} is {dense.step_s / r.step_s:.2g}x faster per step, but its "
+                          f"compile and set-up take longer than the steps save)")
     else:
         reason = (f"{best.method}: predicted {_fmt_ms(best.step_s)}/step vs dense {_fmt_ms(dense.step_s)}/step "
                   f"({dense.step_s / best.step_s:.2g}x) {where}")

@@ -20,31 +20,67 @@ def _points():
     return out
 
 
-def test_bench_has_six_points_spanning_n():
+CALIBRATION = BENCH.with_name("cost_calibration.json")
+
+
+def _predicted_ms(r):
+    return 1e3 * cost.predict(r["method"], n=r["n"], m=r["m"], d=r["d"], optimizer=r["optimizer"], b=r["b"]).step_s
+
+
+def _factor(a, b):
+    return max(a / b, b / a)
+
+
+def test_bench_has_the_points_of_issue_24():
     pts = _points()
     ns = sorted(n for n, _, _ in pts)
     assert len(pts) >= 6 and ns[0] <= 4 and ns[-1] >= 2000
     assert all("dense" in v and "active" in v for v in pts.values())
+    assert {d for _, _, d in pts} >= {10, 64}
+    assert any(n == 360 and d == 64 and 2**14 <= m <= 2**16 for n, m, d in pts)  # digits 0 vs 1
 
 
-def test_predicted_ratios_against_measured():
-    # Issue 24 asks for a factor of 2; the calibrated model meets it at most points but not all
-    # (docs/regime.md lists the misses: wtree at n=8, active at n=442/d=10 and n=1797). This test
-    # holds the model to what it achieves: median factor <= 2, every point within 8x.
-    bad, factors = [], []
-    for (n, m, d), by in _points().items():
-        dense = cost.predict("dense", n=n, m=m, d=d, b=by["dense"]["b"]).step_s
+def _factors(kind):
+    """Per measured (n, m, d) point: the worst factor over its methods between the predicted and the
+    measured ms/step (``kind="step"``) or speed ratio dense / method (``kind="ratio"``)."""
+    out = {}
+    for key, by in _points().items():
+        fs = []
         for meth, r in by.items():
-            if meth == "dense":
-                continue
-            measured = by["dense"]["ms_per_step"] / r["ms_per_step"]
-            predicted = dense / cost.predict(meth, n=n, m=m, d=d, b=r["b"]).step_s
-            f = max(measured / predicted, predicted / measured)
-            factors.append(f)
-            if f > 8.0:
-                bad.append(f"{meth} at n={n}, m={m}, d={d}: measured {measured:.3g}x, predicted {predicted:.3g}x")
-    assert not bad, bad
-    assert sorted(factors)[len(factors) // 2] <= 2.0, sorted(factors)
+            if kind == "step":
+                fs.append(_factor(_predicted_ms(r), r["ms_per_step"]))
+            elif meth != "dense":
+                measured = by["dense"]["ms_per_step"] / r["ms_per_step"]
+                fs.append(_factor(_predicted_ms(by["dense"]) / _predicted_ms(r), measured))
+        out[key] = max(fs)
+    return out
+
+
+def _covers_issue_24(points):
+    """At least six points spanning n = 4 ... 2000, with d = 10 and d = 64 and the digits-like n = 360, d = 64."""
+    ns = [n for n, _, _ in points]
+    return (len(points) >= 6 and min(ns) <= 4 and max(ns) >= 2000 and {d for _, _, d in points} >= {10, 64}
+            and any(n == 360 and d == 64 for n, _, d in points))
+
+
+@pytest.mark.parametrize("kind", ["step", "ratio"])
+def test_within_two_of_measured(kind):
+    # issue 24: the predicted step time of every method, and its speed ratio to dense, within a
+    # factor of 2 of the measured ones on at least six (n, m, d) points spanning n = 4 ... 2000
+    # (the shipped coefficients are fitted on these rows; the held-out error is the next test's)
+    f = _factors(kind)
+    good = {k for k, v in f.items() if v <= 2.0}
+    assert _covers_issue_24(good), sorted(f.items())
+    assert good == set(f), sorted(f.items())  # every measured point, not only six
+
+
+def test_held_out_error_is_recorded():
+    # the error of each point predicted by a model fitted without it (scripts/calibrate_cost.py)
+    err = json.loads(CALIBRATION.read_text())["errors"]
+    loo = err["leave_one_point_out"]
+    assert loo["step"]["rows"] >= 6 * 2 and loo["ratio"]["rows"] >= 6
+    assert loo["ratio"]["median_factor"] <= 1.5 and loo["step"]["median_factor"] <= 1.5
+    assert loo["ratio"]["max_factor"] <= 3.0 and loo["step"]["max_factor"] <= 4.0  # docs/regime.md: wtree, n = 4
 
 
 def test_choose_picks_the_measured_fastest_where_clear():
@@ -57,7 +93,48 @@ def test_choose_picks_the_measured_fastest_where_clear():
         c = cost.choose(n, m, d, steps=10**6, methods=list(by), b=ranked[0]["b"])
         assert c.method == ranked[0]["method"], (n, m, d, c.reason)
         checked += 1
-    assert checked >= 3
+    assert checked >= 5
+
+
+def test_dense_wins_where_measured():
+    # where dense was measured > 2x faster than every sparse method, choose says dense (and the reverse)
+    seen = set()
+    for (n, m, d), by in _points().items():
+        sparse = min(r["ms_per_step"] for k, r in by.items() if k != "dense")
+        dense = by["dense"]["ms_per_step"]
+        if max(dense / sparse, sparse / dense) > 2.0:
+            c = cost.choose(n, m, d, steps=10**6, methods=list(by), b=by["dense"]["b"])
+            assert (c.method == "dense") == (dense < sparse), (n, m, d, c.reason)
+            seen.add(dense < sparse)
+    assert seen == {True, False}
+
+
+def test_constants_are_the_stored_calibration():
+    cal = json.loads(CALIBRATION.read_text())
+    for table, key in ((cost.STEP_COEF, "step_coef"), (cost.SETUP_COEF, "setup_coef")):
+        for meth, coef in cal[key].items():
+            assert table[meth] == pytest.approx(tuple(coef), rel=1e-3), (key, meth)
+    assert cost.COMPILE_S == pytest.approx(cal["compile_s"], rel=1e-2)
+    assert len(cal["step_coef"]["dense"]) == len(cost.STEP_TERMS["dense"])
+
+
+def test_bucket_is_the_training_floors():
+    from jaxcorr import maxtree
+
+    for x in (1, 7, 8, 9, 100, 1000, 4397, 25029, 65537, 131073):
+        assert cost._bucket(x) == maxtree.bucket(x)
+
+
+def test_active_set_bound_for_small_d():
+    # n points crowding d = 10: |A| is capped by m P(chi^2_d > b^2) (a row with |w| <= b never fires)
+    q = cost._gamma_q(5.0, 2.1**2 / 2)
+    assert q == pytest.approx(0.926962, abs=1e-5)  # scipy.stats.chi2.sf(4.41, 10)
+    assert cost.expected_active(2**16, 2.1, n=442, d=10) == pytest.approx(2**16 * q)
+    assert cost.expected_active(2**16, 2.1, n=8, d=10) == pytest.approx(cost.expected_active(2**16, 2.1, n=8))
+    for (n, m, d), by in _points().items():  # the model's |A| against the measured one (docs/regime.md:
+        # at n = 64, d = 10 the points' fire events are not independent and |A| is 1.4x over)
+        A = cost.predict("active", n=n, m=m, d=d, b=by["active"]["b"]).n_active
+        assert _factor(A, by["active"]["n_active"]) < 1.45, (n, m, d, A, by["active"]["n_active"])
 
 
 def test_every_registry_method_has_a_cost():
@@ -157,3 +234,30 @@ def test_unknown_method():
         cost.choose(8, 64, 4, methods=["dense", "nope"])
     with pytest.raises(ValueError, match="at least one"):
         cost.choose(8, 64, 4, methods=[])
+
+
+def test_rows_of_a_wide_model():
+    # a model of width m given by some of its rows: dense trains those rows, |A| is at most them
+    full = cost.predict("dense", n=8, m=2**16, d=32)
+    part = cost.predict("dense", n=8, m=2**16, d=32, rows=2**12)
+    assert part.step_s < full.step_s and part.n_active == 2**12
+    assert cost.predict("active", n=8, m=2**16, d=32, rows=100).n_active == 100
+    assert cost.predict("active", n=8, m=2**16, d=32, rows=2**16).n_active == cost.predict(
+        "active", n=8, m=2**16, d=32).n_active
+    with pytest.raises(ValueError, match="rows must be at most m=64"):
+        cost.predict("active", n=8, m=64, d=4, rows=65)
+    with pytest.raises(ValueError, match="rows must be an int >= 1"):
+        cost.choose(8, 64, 4, rows=0)
+
+
+def test_step_terms_name_every_feature():
+    for meth in methods.names():
+        assert len(cost.STEP_TERMS[meth]) == len(cost.STEP_COEF[meth])
+        for span in (True, False):
+            f = cost._step_features(meth, n=40, m=2**16, d=8, n_active=1000, slots=1, span=span)
+            assert len(f) == len(cost.STEP_COEF[meth]) and all(v >= 0 for v in f)
+    # the span path has no d; the row path has no n^2 products
+    a = cost.predict("active", n=64, m=2**16, d=8, optimizer="sgd").step_s
+    assert a == cost.predict("active", n=64, m=2**16, d=512, optimizer="sgd").step_s
+    assert cost.predict("active", n=64, m=2**16, d=512, optimizer="adam").step_s > \
+        cost.predict("active", n=64, m=2**16, d=8, optimizer="adam").step_s

@@ -25,7 +25,7 @@ from jaxcorr.train import _finalize, _loop, _setup, _sgd, _validate
 from jaxcorr.train._arrays import nbytes
 from jaxcorr.train._history import FellBackToDense, History, InitialCapacity, Recorder
 from jaxcorr.train._state import Coefficients, Config, TrainState
-from jaxcorr.train._validate import DEFAULT_LEARNING_RATE, DEFAULT_METHOD
+from jaxcorr.train._validate import AUTO, DEFAULT_LEARNING_RATE, DEFAULT_METHOD
 
 __all__ = ["fit", "setup", "fit_coordinates", "DEFAULT_CHUNK"]
 
@@ -70,7 +70,7 @@ def setup(params: Params, X, y, *, method: str = DEFAULT_METHOD, optimizer=None,
       True
     """
     W, a, X, y, _, b, optimizer, state, _, _, width = _validate.arguments(
-        params, X, y, 0, method, optimizer, learning_rate, b, opt_state, None, None, "error", width)
+        params, X, y, 0, method, optimizer, learning_rate, b, opt_state, None, None, "error", width, auto=False)
     start = _validate.start_coefficients(coefficients, method, optimizer, opt_state, mesh, W, X.shape[0], W.dtype)
     lay = None if mesh is None else sharding.fit_layout(mesh, method)
     return _setup.build(method, W, a, X, y, b, optimizer, state, width, lay, start)
@@ -115,6 +115,41 @@ def _run_compacted(method, W, a, X, y, b, optimizer, state, width, lay, fallback
         return _run_dense(W_out, a, X, y, b, optimizer, s_out, width, rec, chunk)
 
 
+# ------------------------------------------------------------------------------ method="auto"
+def _x_norms(X) -> list:
+    return np.linalg.norm(np.asarray(X, np.float64), axis=1).tolist()
+
+
+def _choose_method(W, X, optimizer, steps: int, b: float, dt, width: int, *, mesh=None, coefficients=None):
+    """``method="auto"``: the :class:`jaxcorr.cost.Choice` among the methods that can run this call.
+
+    The candidates are every method, less those the call rules out: with ``mesh`` the sharded ones
+    (:data:`jaxcorr.sharding.SHARDED_METHODS`), with ``coefficients`` the sparse ones, and dense
+    alone when the sparse methods refuse the optimizer (:mod:`jaxcorr.train._linearity`, the check
+    :func:`setup` makes). The prediction uses the data's norms, the optimizer, ``steps``, the dtype
+    and the width (``W`` holds ``W.shape[0]`` of its rows).
+
+    Raises:
+      ValueError: no candidate is left (a mesh with a refused optimizer, or every sparse method is
+        predicted beyond the DDFN cap while dense is ruled out).
+    """
+    from jaxcorr import cost
+
+    names = [k for k in methods.names() if mesh is None or k in sharding.SHARDED_METHODS]
+    if coefficients is not None:
+        names = [k for k in names if methods.get(k).sparse]
+    verdict = _setup.analysis(optimizer, W.shape[0], W.shape[1], dt)
+    refused = "" if verdict.ok else f" (the sparse methods refuse this optimizer: {verdict.reason})"
+    if refused:
+        names = [k for k in names if not methods.get(k).sparse]
+    if not names:
+        raise ValueError("method='auto': no method can run this call" + (refused or " (mesh and coefficients "
+                         "leave none)") + "; pass method= explicitly")
+    choice = cost.choose(X.shape[0], width, W.shape[1], optimizer=optimizer, steps=steps, b=b, x_norms=_x_norms(X),
+                         dtype=np.dtype(dt).name, methods=names, rows=W.shape[0])
+    return choice._replace(reason=choice.reason + refused)
+
+
 # ----------------------------------------------------------------------------------------- fit
 def fit(
     params: Params,
@@ -143,7 +178,13 @@ def fit(
       y: (n,) targets, finite.
       steps: number of steps (>= 0; 0 returns ``params`` and an empty history).
       method: ``"active"`` (default: GD on the active rows, masked fire sets), ``"dense"``,
-        ``"dtree"`` (Algorithm 8) or ``"wtree"`` (Algorithm 9).
+        ``"dtree"`` (Algorithm 8), ``"wtree"`` (Algorithm 9), or ``"auto"``: the method
+        :func:`jaxcorr.cost.choose` predicts fastest for these ``steps`` from the data's norms, the
+        optimizer, the dtype and ``width``, run exactly as if it had been given. Candidates: every
+        method (dense included); with ``mesh`` the sharded ones; with ``coefficients`` the sparse
+        ones; dense alone when the sparse methods refuse the optimizer. ``history.method`` names
+        the one that ran, ``history.method_reason`` says why in one line and ``history.choice``
+        holds every candidate's prediction.
       optimizer: any optax ``GradientTransformation``; default :func:`sgd` ``(learning_rate)``. The
         sparse methods run it only when it is exact on the active rows by construction (see the
         module docstring: sgd, momentum, nesterov, adam, radam, rmsprop, adagrad, MultiSteps,
@@ -232,11 +273,27 @@ def fit(
                 continue                                       # rerun the chunk from `state`
             state = new                                        # (DDFN cap, idle-row guard: stop or
         params, opt_state = finalize(cfg, state)               #  continue dense from `state`)
+
+    Examples:
+      >>> import jax
+      >>> from jaxcorr import data, nn, train
+      >>> X, y = data.synthetic(seed=0, n=8, d=8)
+      >>> params = nn.init(jax.random.key(0), m=2**16, d=8)
+      >>> p, h = train.fit(params, X, y, steps=200, method="auto")
+      >>> h.method, h.method_reason.startswith(h.method + ": predicted")
+      ('active', True)
+      >>> p2, h2 = train.fit(params, X, y, steps=200, method=h.method)   # the same run, bit for bit
+      >>> bool((p.W == p2.W).all()), h2.method_reason is None
+      (True, True)
     """
     t_start = time.perf_counter()
     W, a, X, y, steps, b, optimizer, state, chunk_size, dt, width = _validate.arguments(
         params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback, chunk_size, fallback,
         width)
+    choice = None
+    if method == AUTO:
+        choice = _choose_method(W, X, optimizer, steps, b, dt, width, mesh=mesh, coefficients=coefficients)
+        method = choice.method
     start = _validate.start_coefficients(coefficients, method, optimizer, opt_state, mesh, W, X.shape[0], dt)
     lay = None if mesh is None else sharding.fit_layout(mesh, method)
     rec = Recorder(steps, callback, wrap=lambda W_, s_: (Params(W=W_.astype(dt), a=params.a), s_))
@@ -253,7 +310,8 @@ def fit(
                                                 rec, chunk, info, start)
     W_out = jax.block_until_ready(W_out)
     hist = History(**rec.arrays(dt), events=rec.events, opt_state=state_out, method=method, b=float(b),
-                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info)
+                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info,
+                   method_reason=None if choice is None else choice.reason, choice=choice)
     hist.loss_rose = _loss_rose(hist.loss)
     if hist.loss_rose:
         warnings.warn(f"train.fit: the loss rose from {float(hist.loss[0]):.6g} to {float(hist.loss[-1]):.6g} over "
@@ -294,9 +352,9 @@ def _coordinate_arguments(ip, a, X, y, steps, method, optimizer, learning_rate, 
     if isinstance(steps, (bool, np.bool_)):
         raise ValueError(f"steps must be an int, got {steps!r}")
     steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
-    if method not in _validate.METHODS or not methods.get(method).sparse:
+    if method != AUTO and (method not in _validate.METHODS or not methods.get(method).sparse):
         raise ValueError(f"method must be a sparse method {[k for k in _validate.METHODS if methods.get(k).sparse]} "
-                         f"(the rows are given by their inner products only), got {method!r}")
+                         f"or {AUTO!r} (the rows are given by their inner products only), got {method!r}")
     width = _checks.check_int("width", width, minimum=m, type_error=ValueError)
     b = _checks.check_real("b", b)
     optimizer = _validate._optimizer(optimizer, learning_rate, dt)
@@ -328,7 +386,9 @@ def fit_coordinates(ip, a, X, y, *, steps: int, width: int, b: float, method: st
       ip: (n, m) initial inner products, the training dtype (float32, or float64 under x64).
       a: (m,) the rows' output weights. X: (n, d) points. y: (n,) targets.
       steps, method, learning_rate, callback, chunk_size: as for :func:`fit` (``method`` sparse:
-        ``"active"``, ``"dtree"`` or ``"wtree"``); the callback's dict has ``"coefficients"``.
+        ``"active"``, ``"dtree"``, ``"wtree"``, or ``"auto"``: the one of these three that
+        :func:`jaxcorr.cost.choose` predicts fastest; dense is no candidate, there are no rows); the
+        callback's dict has ``"coefficients"``.
       width: the network's width (>= m): the scale :math:`1/\sqrt{width}` and the DDFN cap.
       b: the threshold of :math:`\sigma_b`.
       optimizer: :func:`sgd` (default ``sgd(learning_rate)``); others are refused (they need rows).
@@ -353,10 +413,22 @@ def fit_coordinates(ip, a, X, y, *, steps: int, width: int, b: float, method: st
       >>> p2, h2 = train.fit(p, X, y, steps=5, b=1.0)
       >>> bool(abs(p.W + c.K @ X - p2.W).max() < 1e-5), bool(abs(h.loss - h2.loss).max() < 1e-5)
       (True, True)
+      >>> c3, h3 = train.fit_coordinates(_linalg.inner(X, p.W), p.a, X, y, steps=5, width=256, b=1.0,
+      ...                                method="auto")
+      >>> h3.method in ("active", "dtree", "wtree"), h3.method_reason.startswith(h3.method)
+      (True, True)
     """
     t_start = time.perf_counter()
     ip, a, X, y, steps, b, optimizer, chunk_size, dt, width = _coordinate_arguments(
         ip, a, X, y, steps, method, optimizer, learning_rate, b, callback, chunk_size, width)
+    choice = None
+    if method == AUTO:
+        from jaxcorr import cost
+
+        choice = cost.choose(X.shape[0], width, X.shape[1], optimizer=optimizer, steps=steps, b=b,
+                             x_norms=_x_norms(X), dtype=np.dtype(dt).name, rows=ip.shape[1],
+                             methods=[k for k in methods.names() if methods.get(k).sparse])
+        method = choice.method
     cfg, ts = _setup.from_inner_products(method, ip, a, X, y, b, optimizer, width)
     if donate_inner_products:
         ip.delete()
@@ -375,7 +447,8 @@ def fit_coordinates(ip, a, X, y, *, steps: int, width: int, b: float, method: st
     coef = _finalize.coefficients(cfg, ts)
     coef = jax.block_until_ready(coef)
     hist = History(**rec.arrays(dt), events=rec.events, opt_state=coef.opt_state, method=method, b=float(b),
-                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info)
+                   setup_s=time.perf_counter() - t_start - rec.run_s, coefficients=coef, **info,
+                   method_reason=None if choice is None else choice.reason, choice=choice)
     hist.loss_rose = _loss_rose(hist.loss)
     if hist.loss_rose:
         warnings.warn(f"train.fit_coordinates: the loss rose from {float(hist.loss[0]):.6g} to "

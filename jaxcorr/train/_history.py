@@ -88,6 +88,10 @@ class History:
         relative to the params it started from (else None).
       loss_rose: ``loss[-1] > loss[0]`` or ``loss[-1]`` not finite (``fit`` also warns with a
         ``UserWarning``): the learning rate is likely too large for this optimizer.
+      method_reason: with ``method="auto"``, one line saying which method ran and why (the
+        :class:`jaxcorr.cost.Choice` reason); None when the method was given.
+      choice: with ``method="auto"``, the :class:`jaxcorr.cost.Choice` itself (every candidate's
+        predicted step, set-up and total time); None otherwise.
     """
 
     loss: np.ndarray
@@ -108,6 +112,8 @@ class History:
     bytes_per_device: int | None = None
     coefficients: Any = None
     loss_rose: bool = False  # the last recorded loss is above the first (or not finite): training diverged
+    method_reason: str | None = None  # method="auto": which method ran and why (one line)
+    choice: Any = None  # method="auto": the jaxcorr.cost.Choice
 
     @property
     def capacity_events(self) -> list:

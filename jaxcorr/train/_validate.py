@@ -16,11 +16,15 @@ from jaxcorr.train import _sgd
 from jaxcorr.train._finalize import base_digest
 from jaxcorr.train._state import Coefficients
 
-__all__ = ["METHODS", "DEFAULT_METHOD", "FALLBACKS", "DEFAULT_LEARNING_RATE", "arguments", "start_coefficients",
-           "all_finite"]
+__all__ = ["METHODS", "AUTO", "METHOD_CHOICES", "DEFAULT_METHOD", "FALLBACKS", "DEFAULT_LEARNING_RATE", "arguments",
+           "start_coefficients", "all_finite"]
 
 #: The training methods (:func:`jaxcorr.methods.names`).
 METHODS = methods.names()
+#: ``method="auto"``: :func:`jaxcorr.train.fit` picks the fastest exact method with :func:`jaxcorr.cost.choose`.
+AUTO = "auto"
+#: What ``method=`` of :func:`jaxcorr.train.fit` accepts: a method name or ``"auto"``.
+METHOD_CHOICES = METHODS + (AUTO,)
 #: The method used when none is given (:data:`jaxcorr.methods.DEFAULT`).
 DEFAULT_METHOD = methods.DEFAULT
 FALLBACKS = ("error", "dense")
@@ -49,7 +53,8 @@ def _optimizer(optimizer, learning_rate, dt):
 
 
 def arguments(params, X, y, steps, method, optimizer, learning_rate, b, opt_state, callback,
-              chunk_size, fallback, width=None):
+              chunk_size, fallback, width=None, auto=True):
+    """The validated arguments of :func:`jaxcorr.train.fit` (``auto``: ``method="auto"`` is accepted)."""
     if not (hasattr(params, "W") and hasattr(params, "a")):
         raise ValueError(f"params must be a jaxcorr.nn.Params with fields W and a, got {type(params).__name__}")
     W, a = params.W, params.a
@@ -78,8 +83,11 @@ def arguments(params, X, y, steps, method, optimizer, learning_rate, b, opt_stat
     if isinstance(steps, (bool, np.bool_)):
         raise ValueError(f"steps must be an int, got {steps!r}")
     steps = _checks.check_int("steps", steps, minimum=0, type_error=ValueError)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method not in (METHOD_CHOICES if auto else METHODS):
+        if method == AUTO:
+            raise ValueError(f"method='auto' needs the number of steps (train.fit picks the method for them); "
+                             f"expected one of {METHODS} here")
+        raise ValueError(f"unknown method {method!r}; expected one of {METHOD_CHOICES if auto else METHODS}")
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
     if width is None:
