@@ -4,6 +4,7 @@ import json
 import math
 import pathlib
 
+import numpy as np
 import pytest
 
 from jaxcorr import cost, methods
@@ -261,3 +262,29 @@ def test_step_terms_name_every_feature():
     assert a == cost.predict("active", n=64, m=2**16, d=512, optimizer="sgd").step_s
     assert cost.predict("active", n=64, m=2**16, d=512, optimizer="adam").step_s > \
         cost.predict("active", n=64, m=2**16, d=8, optimizer="adam").step_s
+
+
+def test_sampled_active_counts_the_rows_that_fire():
+    """cost.sampled_active over all of W is |A| counted by brute force (Definition 2.4 at t = 0); on
+    correlated points (one point repeated, nearly) it is the one point's m Q(b), not n times that,
+    which expected_active (independent points) would say; a wrong W shape is refused."""
+    import jax
+
+    from jaxcorr import nn
+
+    rng = np.random.default_rng(0)
+    m, d, b = 2**14, 16, 1.5
+    W = np.asarray(nn.init(jax.random.key(0), m, d).W, np.float64)
+    X = rng.standard_normal((6, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    brute = int(((W @ X.T) > b).any(axis=1).sum())
+    assert cost.sampled_active(X, m, b, W=W, samples=m) == brute
+    near = np.repeat(X[:1], 6, axis=0) + 1e-4 * rng.standard_normal((6, d))
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    one = m * cost._q(b)
+    est = cost.sampled_active(near, m, b, samples=m)
+    assert abs(est - one) < 0.15 * one and cost.expected_active(m, b, n=6) > 4 * one
+    with pytest.raises(ValueError, match="W must be"):
+        cost.sampled_active(X, m, b, W=W[:, :3])
+    with pytest.raises(ValueError, match="n_active"):
+        cost.predict("active", n=6, m=m, d=d, n_active=2 * m)

@@ -28,8 +28,9 @@ def test_auto_runs_the_chosen_method_bit_for_bit(n, m, d, steps, expect_sparse):
     assert h.method_reason == h.choice.reason and h.method_reason.startswith(h.method + ": predicted")
     assert set(h.choice.predictions) == set(methods.names())  # dense is a candidate
     # the same pick as cost.choose called on the same inputs (norms of X, the default sgd, 4 steps)
-    direct = cost.choose(n, m, d, steps=steps, b=float(nn.default_threshold(m)),
-                         x_norms=np.linalg.norm(np.asarray(X, np.float64), axis=1), dtype="float32")
+    b = float(nn.default_threshold(m))  # |A| counted on a sample of params.W's rows (cost.sampled_active)
+    direct = cost.choose(n, m, d, steps=steps, b=b, x_norms=np.linalg.norm(np.asarray(X, np.float64), axis=1),
+                         dtype="float32", n_active=cost.sampled_active(X, m, b, W=params.W))
     assert direct.method == h.method and direct.reason == h.method_reason
     p2, h2 = train.fit(params, X, y, steps=steps, method=h.method)
     _same(p, h, p2, h2)
@@ -54,7 +55,8 @@ def test_auto_optimizer_and_width_reach_the_model():
     sparse = h.choice.predictions["active"]
     assert sparse.step_s == pytest.approx(cost.predict(
         "active", n=4, m=2**12, d=8, optimizer=opt, steps=3, b=h.b,
-        x_norms=np.linalg.norm(np.asarray(X, np.float64), axis=1)).step_s)
+        x_norms=np.linalg.norm(np.asarray(X, np.float64), axis=1),
+        n_active=cost.sampled_active(X, 2**12, h.b, W=params.W)).step_s)
     # a wide model given by some of its rows: the width sets b and |A|, dense trains the rows held
     _, hw = train.fit(params, X, y, steps=3, method="auto", width=2**14)
     assert hw.choice.predictions["dense"].n_active == 2**12 and hw.b == pytest.approx(nn.default_threshold(2**14))

@@ -145,8 +145,11 @@ def _choose_method(W, X, optimizer, steps: int, b: float, dt, width: int, *, mes
     if not names:
         raise ValueError("method='auto': no method can run this call" + (refused or " (mesh and coefficients "
                          "leave none)") + "; pass method= explicitly")
+    rows = W.shape[0]  # |A| counted on a sample of W's own rows: real data are correlated (cost.sampled_active)
+    with jax.transfer_guard("allow"):  # the eager choice, before any step: a sample of W and X to the host
+        n_active = cost.sampled_active(X, rows, b, W=W)
     choice = cost.choose(X.shape[0], width, W.shape[1], optimizer=optimizer, steps=steps, b=b, x_norms=_x_norms(X),
-                         dtype=np.dtype(dt).name, methods=names, rows=W.shape[0])
+                         dtype=np.dtype(dt).name, methods=names, rows=rows, n_active=n_active)
     return choice._replace(reason=choice.reason + refused)
 
 
@@ -425,8 +428,10 @@ def fit_coordinates(ip, a, X, y, *, steps: int, width: int, b: float, method: st
     if method == AUTO:
         from jaxcorr import cost
 
+        with jax.transfer_guard("allow"):  # the eager choice: |A| itself, from the inner products given
+            n_active = int(jax.numpy.any(ip > b, axis=0).sum())
         choice = cost.choose(X.shape[0], width, X.shape[1], optimizer=optimizer, steps=steps, b=b,
-                             x_norms=_x_norms(X), dtype=np.dtype(dt).name, rows=ip.shape[1],
+                             x_norms=_x_norms(X), dtype=np.dtype(dt).name, rows=ip.shape[1], n_active=n_active,
                              methods=[k for k in methods.names() if methods.get(k).sparse])
         method = choice.method
     cfg, ts = _setup.from_inner_products(method, ip, a, X, y, b, optimizer, width)
