@@ -13,7 +13,10 @@ import dataclasses
 import functools
 import warnings
 
+import numpy as np
+
 __all__ = [
+    "MAX_MATERIALIZE",
     "active_rows",
     "available",
     "capacity_reruns",
@@ -33,6 +36,9 @@ __all__ = [
     "read_meta",
     "restore",
     "save",
+    "span_build",
+    "span_fit_function",
+    "span_model",
     "wide_fit_function",
     "wide_setup",
     "wide_width",
@@ -61,6 +67,17 @@ def _memory():
     from jaxcorr import memory
 
     return memory
+
+
+def _span_init():
+    from jaxcorr import span_init
+
+    return span_init
+
+
+#: The widest span-defined W(0) that is materialised as all its m rows (``--method dense``, ``--compare
+#: dense`` under ``--init span``): :meth:`jaxcorr.span_init.SpanModel.params`'s limit (checked in the tests).
+MAX_MATERIALIZE = 1 << 24
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -142,6 +159,73 @@ def from_params(key, params, X, *, b, W0, opt_state, optimizer, active):
                                active=active)
 
 
+# ------------------------------------------------------------------------------------------ span
+def span_model(model) -> bool:
+    """``model`` is a span-defined model (:class:`jaxcorr.span_init.SpanModel`)."""
+    return isinstance(model, _span_init().SpanModel)
+
+
+def span_build(key, X, m: int, *, b: float, dtype):
+    """The untrained span-defined model of ``key`` on ``X`` (:func:`jaxcorr.span_init.build`, then
+    ``SpanModel(spec, active, None, X)``): the held rows A drawn, nothing d-dimensional."""
+    si = _span_init()
+    spec, active = si.build(key, X, m, b, dtype=dtype)
+    return si.SpanModel(spec, active, None, X)
+
+
+def span_fit_function():
+    """A ``train.fit``-like callable over a :class:`jaxcorr.span_init.SpanModel` for the CLI's loop:
+    :func:`jaxcorr.span_init.fit` from the model's training (``start=``; the optimizer state is the
+    model's own, so ``opt_state`` is not used) and the trained model back. The callback's
+    ``"snapshot"`` gives ``(SpanModel, opt_state)`` after the chunk: from the chunk's coefficients
+    ``K`` on the span path, from its rows of A on the row path. ``fallback`` must be ``"error"``
+    (no rows to fall back on: the CLI refuses ``--fallback dense`` under ``--init span``)."""
+    si = _span_init()
+
+    def fit(model, X, y, *, steps, method, optimizer, b, opt_state=None, callback=None, chunk_size=None,
+            fallback="error"):
+        del opt_state  # model.trained.opt_state
+        if fallback != "error":
+            raise ValueError("a span-defined model has no dense fallback (--init rows has)")
+        spec, active = model.spec, model.active
+        trained, hist = si.fit(spec, active, X, y, steps=steps, method=method, optimizer=optimizer, b=b,
+                               callback=None if callback is None else _span_callback(callback, model, b),
+                               chunk_size=chunk_size, start=model.trained)
+        return si.SpanModel(spec, active, trained, model.X), hist
+
+    return _once(fit)
+
+
+def _span_callback(callback, model, b: float):
+    """``callback`` with ``info["snapshot"]`` giving the SpanModel after the chunk (see :func:`span_fit_function`)."""
+    si = _span_init()
+    idx = model.active.idx
+    a = model.trained.a if model.trained is not None else None
+
+    def trained_after(info):
+        coef = info.get("coefficients", lambda: None)()
+        if coef is not None:  # the span path: K over every held row
+            if not np.array_equal(coef.rows, np.arange(idx.shape[0])):
+                raise RuntimeError("a span-path chunk gave coefficients over a subset of the held rows")
+            return si.SpanTrained(idx=idx, a=a_of(coef.K.dtype), K=coef.K, W=None, opt_state=coef.opt_state, b=b)
+        W, state = info["snapshot"]()  # the row path: the trained rows of A
+        return si.SpanTrained(idx=idx, a=a_of(W.dtype), K=None, W=W, opt_state=state, b=b)
+
+    def a_of(dt):
+        return a if a is not None else si.output_weights(model.spec, idx, dtype=dt)
+
+    def on_chunk(info):
+        if "snapshot" in info or info.get("coefficients") is not None:
+            def snapshot(info=info):
+                tr = trained_after(info)
+                return si.SpanModel(model.spec, model.active, tr, model.X), tr.opt_state
+
+            info = {**info, "snapshot": snapshot}
+        return callback(info)
+
+    return on_chunk
+
+
 # ------------------------------------------------------------------------------------- checkpoint
 def read_meta(path) -> dict:
     return _checkpoint().read_meta(path)
@@ -186,11 +270,12 @@ def available(device):
     return _memory().available(device)
 
 
-def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer, dtype, b, x_norm):
-    """:func:`jaxcorr.memory.plan`: ``Plan(wide, estimate, available, source)``; raises
-    :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way."""
+def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer, dtype, b, x_norm, init="rows"):
+    """:func:`jaxcorr.memory.plan`: ``Plan(wide, estimate, available, source, init)``; raises
+    :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way
+    (``init="span"``: the span-defined model's estimate, no ``m d`` term)."""
     return _memory().plan(method, n=n, m=m, d=d, wide=wide, resumed=resumed, compare=compare, available=available,
-                          optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm)
+                          optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm, init=init)
 
 
 # ------------------------------------------------------------------------------------ cost model
