@@ -265,6 +265,8 @@ def check_options(args) -> None:
         raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.wide == "on" and args.compare:
         raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --wide on")
+    if args.init == "span" and any(getattr(args, k) is not None for k in ("coordinator", "num_processes")):
+        raise ValueError("--init span with several processes: use --init rows")
     if args.cache_dir is not None and args.no_cache:
         raise ValueError("--cache-dir and --no-cache contradict each other; give one")
 
