@@ -209,3 +209,13 @@ def test_auto_under_span_drops_dense_past_materialisable_widths():
     cfg.m, cfg.method = 2**12, "auto"  # at a width that materialises, dense stays a candidate
     _, choice, _ = config._method_and_plan(args, cfg, np.dtype("float32"), (None, "unknown"), np.ones(n), kind, None)
     assert "dense" in choice["candidates"]
+
+
+def test_span_run_where_no_neuron_fires(capsys):
+    """|A| = 0 (b above every <g_r, c_i>): the span model cannot move; the warning of any such run."""
+    rc, out, err = run(capsys, *SMALL, "--b", "50", "--steps", "3", "--json")
+    r = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and r["init"] == "span" and r["n_active"] == 0 and r["steps"] == 3
+    X, y, _ = problem()
+    assert r["loss_final"] == r["loss_initial"] == pytest.approx(0.5 * float(np.sum(y.astype(np.float64) ** 2)))
+    assert "no neuron fired" in err

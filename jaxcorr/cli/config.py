@@ -332,7 +332,7 @@ def _named(args, cfg: Config, plan, ask: dict) -> tuple[dict, str | None]:
     info = {"requested": cfg.method if given else None, "chosen": cfg.method,
             "reason": f"--method {cfg.method}" if given else "the --resume checkpoint's method",
             "dense_expected_faster": None}
-    if not methods.get(cfg.method).sparse or plan.wide:
+    if not methods.get(cfg.method).sparse or (plan.wide and plan.init == "rows"):
         return info, None
     try:
         slower = _library.dense_expected_faster(cfg.method, **ask)
