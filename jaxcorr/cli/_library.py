@@ -1,6 +1,7 @@
 """The command line's calls into the training, wide-model, checkpoint, memory, cost and evaluation modules (private).
 
-Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.checkpoint`,
+Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.span_init`,
+:mod:`jaxcorr.checkpoint`,
 :mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes through a function
 here, so that the rest of the package depends on what it needs, not on where the library keeps it.
 The modules are imported on first use (the parser and the option checks need no JAX).
@@ -37,6 +38,7 @@ __all__ = [
     "restore",
     "save",
     "span_build",
+    "span_held_rows",
     "span_fit_function",
     "span_model",
     "wide_fit_function",
@@ -171,6 +173,17 @@ def span_build(key, X, m: int, *, b: float, dtype):
     si = _span_init()
     spec, active = si.build(key, X, m, b, dtype=dtype)
     return si.SpanModel(spec, active, None, X)
+
+
+def span_held_rows(model, X):
+    """The rows of A of a span-defined model (|A| d numbers), trained or W(0)'s."""
+    import jax
+
+    si = _span_init()
+    with jax.transfer_guard("allow"):
+        if model.trained is not None:
+            return model.trained.trained_rows(model.spec, model.active, X).W
+        return si.rows(model.spec, model.active, model.active.idx, dtype=model.dtype).W
 
 
 def span_fit_function():

@@ -194,7 +194,7 @@ def _fire_stats(hist, params, X, b: float, m: int, done: int) -> dict:
     if done:
         mean, mx, union = hist.fire_mean, hist.fire_max, hist.fire_union
     else:  # no steps: the sets of the returned weights (a span-defined model's rows of A: no other fires)
-        W = params.W if not _library.span_model(params) else _span_rows(params, X)
+        W = params.W if not _library.span_model(params) else _library.span_held_rows(params, X)
         fired = np.asarray(X, np.float64) @ np.asarray(W, np.float64).T > b
         sizes = fired.sum(axis=1) if fired.size else np.zeros(len(X))
         mean, mx, union = [sizes.mean()], [sizes.max()], [fired.any(axis=0).sum()]
@@ -205,18 +205,6 @@ def _fire_stats(hist, params, X, b: float, m: int, done: int) -> dict:
         "bound_m_4_5": m ** 0.8,
         "bound_m_exp_b2": m * math.exp(-(b**2) / 2),
     }
-
-
-def _span_rows(model, X):
-    """The rows of A of a span-defined model (|A| d numbers), trained or W(0)'s."""
-    import jax
-
-    with jax.transfer_guard("allow"):
-        if model.trained is not None:
-            return model.trained.trained_rows(model.spec, model.active, X).W
-        from jaxcorr import span_init
-
-        return span_init.rows(model.spec, model.active, model.active.idx, dtype=model.dtype).W
 
 
 def jsonable(x):
