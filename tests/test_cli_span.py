@@ -86,6 +86,9 @@ def test_default_is_span_and_equals_span_init_fit(capsys, spy, tmp_path):
     assert checkpoint.kind(path) == "span" and ck.init == "span" and ck.config["init"] == "span" and ck.step == 5
     np.testing.assert_array_equal(ck.model.active.idx, act.idx)
     np.testing.assert_allclose(W, np.asarray(trained.trained_rows(spec, act, ck.model.X).W), rtol=0, atol=1e-6)
+    # the final loss (from K, no d-dimensional row) is the restored model's, by evaluation's streamed predict
+    X, y, b = problem()
+    assert r["loss_final"] == pytest.approx(evaluation.evaluate(ck.model, X, y).loss_sum, rel=1e-5)
 
 
 def test_init_rows_is_nn_init(capsys, spy):
@@ -165,6 +168,12 @@ def test_predict_and_evaluate_on_a_span_checkpoint(capsys, tmp_path):
     file = tmp_path / "new.npz"
     np.savez(file, X=np.asarray(Xn), y=np.asarray(yn))
     want = np.asarray(evaluation.predict(checkpoint.restore(path).model, np.asarray(Xn)), np.float64)
+    r = run_json(capsys, "--resume", str(path), "--steps", "0", "--quiet")  # fire sets of the trained rows
+    X, y, b = problem()
+    fired = X.astype(np.float64) @ np.asarray(checkpoint.restore(path).model.params().W, np.float64).T > b
+    assert (r["fire"]["max"], r["fire"]["union_max"]) == (fired.sum(1).max(), fired.any(0).sum())
+    assert r["loss_final"] == pytest.approx(evaluation.evaluate(checkpoint.restore(path).model, X, y).loss_sum,
+                                            rel=1e-5)
     assert cli.main(["predict", str(path), "--data", str(file), "--json"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["predictions"]
     np.testing.assert_allclose(got, want, rtol=1e-6)

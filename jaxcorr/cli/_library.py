@@ -38,7 +38,8 @@ __all__ = [
     "restore",
     "save",
     "span_build",
-    "span_held_rows",
+    "span_inner_products",
+    "span_train_loss",
     "span_fit_function",
     "span_model",
     "wide_fit_function",
@@ -175,15 +176,44 @@ def span_build(key, X, m: int, *, b: float, dtype):
     return si.SpanModel(spec, active, None, X)
 
 
-def span_held_rows(model, X):
-    """The rows of A of a span-defined model (|A| d numbers), trained or W(0)'s."""
+def span_inner_products(model, X):
+    """``(ip, a)``: the inner products <w_r, x_i> of the rows of A of a span-defined model on its
+    training points ``X`` (|A|, n), trained or W(0)'s, and their output weights. From the span
+    coordinates, with no d-dimensional row: ``G C^T`` (W(0)), plus ``K X X^T`` (the span path's
+    trained rows w_r(0) + K_r X), or ``W X^T`` (the row path's held rows). O(|A| n (k + n)) time,
+    a few (|A|, n) arrays; rows outside A fire for no training point, so these are all that count."""
     import jax
+    import jax.numpy as jnp
 
-    si = _span_init()
+    si, tr = _span_init(), model.trained
+    dt = model.dtype
     with jax.transfer_guard("allow"):
-        if model.trained is not None:
-            return model.trained.trained_rows(model.spec, model.active, X).W
-        return si.rows(model.spec, model.active, model.active.idx, dtype=model.dtype).W
+        Xd = jnp.asarray(X, dt)
+        a = tr.a if tr is not None else si.output_weights(model.spec, model.active.idx, dtype=dt)
+        return _inner(model.active.G, jnp.asarray(model.spec.C, dt), Xd, None if tr is None else tr.K,
+                      None if tr is None else tr.W), jnp.asarray(a, dt)
+
+
+def _inner(G, C, X, K, W):
+    """(|A|, n) inner products: ``W X^T`` (row path), else ``G C^T`` (+ ``K X X^T``: the span path)."""
+    if W is not None:
+        return W @ X.T
+    ip = G @ C.T
+    return ip if K is None else ip + K @ (X @ X.T)
+
+
+def span_train_loss(model, X, y, b: float) -> tuple[float, np.ndarray]:
+    """``(L, fired)``: the loss 1/2 sum_i (f(x_i) - y_i)^2 of a span-defined model on its training
+    points and the (|A|, n) fire mask <w_r, x_i> > b, from :func:`span_inner_products` (O(|A| n)
+    memory: nothing d-dimensional, whatever m)."""
+    import jax
+    import jax.numpy as jnp
+
+    ip, a = span_inner_products(model, X)
+    with jax.transfer_guard("allow"):
+        f = (a @ jnp.maximum(ip - jnp.asarray(b, ip.dtype), 0)) / jnp.sqrt(jnp.asarray(model.m, ip.dtype))
+        e = np.asarray(f, np.float64) - np.asarray(y, np.float64)
+        return 0.5 * float(e @ e), np.asarray(ip > b)
 
 
 def span_fit_function():

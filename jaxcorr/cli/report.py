@@ -86,8 +86,8 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
     from jaxcorr import distributed, nn
 
     cfg, X, y, b = run.cfg, run.X, run.y, run.cfg.b
-    if run.span:  # the training points: only A is read (no row outside A fires for them)
-        loss_final = float(_library.evaluate(params, X, y, b=b).loss_sum)
+    if run.span:  # the training points: only A counts (no row outside A fires for them), from K
+        loss_final = _library.span_train_loss(params, X, y, b)[0]
     elif run.wide:  # rows outside A never fire: the held rows at the full width's scale
         loss_final = float(nn.loss_and_grad(params.W, params.a, X, y, b, scale=1.0 / math.sqrt(cfg.m))[0])
     else:
@@ -194,8 +194,10 @@ def _fire_stats(hist, params, X, b: float, m: int, done: int) -> dict:
     if done:
         mean, mx, union = hist.fire_mean, hist.fire_max, hist.fire_union
     else:  # no steps: the sets of the returned weights (a span-defined model's rows of A: no other fires)
-        W = params.W if not _library.span_model(params) else _library.span_held_rows(params, X)
-        fired = np.asarray(X, np.float64) @ np.asarray(W, np.float64).T > b
+        if _library.span_model(params):
+            fired = _library.span_train_loss(params, X, np.zeros(len(X)), b)[1].T
+        else:
+            fired = np.asarray(X, np.float64) @ np.asarray(params.W, np.float64).T > b
         sizes = fired.sum(axis=1) if fired.size else np.zeros(len(X))
         mean, mx, union = [sizes.mean()], [sizes.max()], [fired.any(axis=0).sum()]
     return {
