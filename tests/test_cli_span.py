@@ -228,3 +228,17 @@ def test_span_run_where_no_neuron_fires(capsys):
     X, y, _ = problem()
     assert r["loss_final"] == r["loss_initial"] == pytest.approx(0.5 * float(np.sum(y.astype(np.float64) ** 2)))
     assert "no neuron fired" in err
+
+
+def test_auto_under_span_does_not_count_the_rows_set_up():
+    """The cost model's sparse set-up is nn.init's draw and scan over all m rows; under span it is the
+    draw of A, so auto ranks the sparse methods by compilation + steps (dense keeps its total)."""
+    from jaxcorr import cost
+    from jaxcorr.cli import config
+
+    m = 2**28
+    c = cost.choose(8, m, 64, optimizer="sgd", steps=100, b=float(nn.default_threshold(m)), x_norms=[1.0] * 8,
+                    dtype="float32", methods=("dense", "active", "dtree", "wtree"))
+    s = config._span_choice(c)
+    rest = {k: p.total_s - p.setup_s for k, p in c.predictions.items() if k != "dense" and p.exact}
+    assert s.method == min(rest, key=rest.get) and "--init span" in s.reason
