@@ -1,9 +1,8 @@
 """The command line's calls into the training, wide-model, checkpoint, memory, cost and evaluation modules (private).
 
 Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.span_init`,
-:mod:`jaxcorr.checkpoint`,
-:mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes through a function
-here, so that the rest of the package depends on what it needs, not on where the library keeps it.
+:mod:`jaxcorr.checkpoint`, :mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes
+through a function here, so that the rest of the package depends on what it needs, not on where the library keeps it.
 The modules are imported on first use (the parser and the option checks need no JAX).
 """
 

@@ -6,7 +6,7 @@ data (a ``--data`` file, matched to a resumed checkpoint by content, or the synt
 memory plan that picks the full-width or the wide model (:func:`jaxcorr.memory.plan`), and the
 state the run starts from (fresh ``nn.init`` with ``--init rows``; a fresh ``--init span`` run is
 drawn in set-up, :mod:`jaxcorr.cli.execute`; or the checkpoint's). ``--init`` is resolved here
-(:func:`_resolve_init`: the option, the checkpoint's definition, else ``span`` on one process and
+(``_resolve_init``: the option, the checkpoint's definition, else ``span`` on one process and
 ``rows`` with several), and an ``--init span`` run is planned with :func:`jaxcorr.memory.plan`'s
 ``init="span"`` (no m d term) unless it materialises W(0) for ``--method dense``. With ``--save`` the run holds the
 checkpoint's writer's lock (:func:`jaxcorr.checkpoint.lock`) from here to its end.
