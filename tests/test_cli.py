@@ -18,7 +18,7 @@ import pytest
 
 from jaxcorr import checkpoint, cli, data, wide
 
-TINY = ["--n", "4", "--m", "256", "--d", "4"]
+TINY = ["--n", "4", "--m", "256", "--d", "4", "--init", "rows"]
 STEPS = 6
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,7 +161,7 @@ def test_user_data(capsys, tmp_path, fmt):
         np.savez(path, X=X, y=y)
     else:
         np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="x1,x2,x3,x4,y", comments="")
-    r = run_json(capsys, "--data", str(path), "--m", "256", "--steps", "3")
+    r = run_json(capsys, "--data", str(path), "--m", "256", "--steps", "3", "--init", "rows")
     assert (r["n"], r["d"], r["data"]) == (4, 4, str(path))
     from jaxcorr import nn
 
@@ -411,9 +411,9 @@ def test_csv_with_bom_quotes_and_header_is_read_whole(capsys, tmp_path):
 
 
 def test_memory_refusals_are_one_line(capsys):
-    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1", "--wide", "off")
+    rc, out, err = run(capsys, "--m", "3000000000", "--steps", "1", "--wide", "off", "--init", "rows")
     assert_one_line_error(rc, out, err, "--m 3000000000", "2^30")
-    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1", "--wide", "off")
+    rc, out, err = run(capsys, "--m", str(2**30), "--d", "64", "--steps", "1", "--wide", "off", "--init", "rows")
     assert_one_line_error(rc, out, err, "does not fit in memory", "available", "at most --m")
 
 
@@ -584,7 +584,7 @@ def test_resume_of_a_full_checkpoint_saves_compactly(capsys, tmp_path):
     """A full-format checkpoint (an older jaxcorr, or another process layout) resumes exactly, and the
     resumed run's own saves hold only the rows that differ from W(0) (drawn again from the seed)."""
     args = ["--n", "4", "--m", "4096", "--d", "8", "--quiet", "--method", "dense", "--optimizer", "adam",
-            "--lr", "0.01"]
+            "--lr", "0.01", "--init", "rows"]
     ref, part = tmp_path / "ref.ckpt", tmp_path / "part.ckpt"
     assert run(capsys, *args, "--steps", "4", "--save", str(ref))[0] == 0
     assert run(capsys, *args, "--steps", "2", "--save", str(part))[0] == 0
@@ -645,7 +645,8 @@ def test_a_loss_that_rose_is_warned(capsys, opt):
 def test_fallback_dense_says_what_ran(capsys, tmp_path):
     rng = np.random.default_rng(0)
     path = _write(tmp_path, "big.npz", {"X": 20 * rng.normal(size=(4, 4)), "y": np.ones(4)})
-    argv = ["--data", path, "--m", "256", "--steps", "3", "--fallback", "dense", "--quiet", "--method", "active"]
+    argv = ["--data", path, "--m", "256", "--steps", "3", "--fallback", "dense", "--quiet", "--method", "active",
+            "--init", "rows"]
     r = run_json(capsys, *argv)
     assert r["method"] == "active" and r["fallback_step"] == 0
     rc, out, err = run(capsys, *argv)

@@ -17,7 +17,7 @@ from test_cli import assert_one_line_error, load_state, run, run_json
 
 from jaxcorr import cli, cost, data, errors, evaluation, methods, nn
 
-TINY = ["--n", "4", "--m", "256", "--d", "4"]
+TINY = ["--n", "4", "--m", "256", "--d", "4", "--init", "rows"]
 
 
 def _oracle(n, m, d, steps, methods_=None, seed=0):

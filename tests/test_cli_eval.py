@@ -61,8 +61,8 @@ def files(tmp_path_factory):
     np.savez(f["lab_npz"], X=Xn, y=np.sign(yn))
     np.savetxt(f["lab_csv"], np.column_stack([Xn, yn]), delimiter=",")
     f["compact"] = tmp / "compact.ckpt"  # the user's path: jaxcorr train --save (adam state, --normalize)
-    assert cli.main(["train", "--data", str(f["train"]), "--m", str(M), "--steps", "4", "--quiet", "--optimizer",
-                     "adam", "--normalize", "--save", str(f["compact"])]) == 0
+    assert cli.main(["train", "--data", str(f["train"]), "--m", str(M), "--steps", "4", "--quiet", "--init", "rows",
+                     "--optimizer", "adam", "--normalize", "--save", str(f["compact"])]) == 0
     assert checkpoint.kind(f["compact"]) == "compact"
     f["full"] = tmp / "full.ckpt"
     p = nn.init(jax.random.key(5), M, D)

@@ -17,7 +17,7 @@ import pytest
 from jaxcorr import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--n", "4", "--m", "256", "--d", "4"]
+TINY = ["--n", "4", "--m", "256", "--d", "4", "--init", "rows"]
 #: Seconds from a signal to the process's exit that count as "at once" on a loaded 2-core machine
 #: (measured well under a second when the machine is quiet: chunks are sized to about 0.5 s).
 PROMPT_S = 6.0

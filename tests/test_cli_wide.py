@@ -12,7 +12,7 @@ from test_cli import load_state, run, run_json
 
 from jaxcorr import checkpoint, cli, memory, nn
 
-TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet"]
+TINY = ["--n", "4", "--m", "2^8", "--d", "4", "--quiet", "--init", "rows"]
 
 
 def assert_one_line_error(rc, out, err, *words):
@@ -68,18 +68,18 @@ def test_width_accepts_powers_of_two(capsys):
 
 
 def test_too_wide_is_one_line_exit_2(capsys):
-    rc, out, err = run(capsys, "--m", "2^40", "--steps", "1")
+    rc, out, err = run(capsys, "--m", "2^40", "--steps", "1", "--init", "rows")
     assert_one_line_error(rc, out, err, "--m 1099511627776 does not fit", "(wide model) needs about", "available",
                           "at most --m")
 
 
 def test_dense_that_cannot_fit_is_refused_before_allocating(capsys, monkeypatch):
     monkeypatch.setattr(memory, "available", lambda device=None: (2**30, "test limit"))
-    rc, out, err = run(capsys, "--m", "2^26", "--method", "dense", "--steps", "1")
+    rc, out, err = run(capsys, "--m", "2^26", "--method", "dense", "--steps", "1", "--init", "rows")
     assert_one_line_error(rc, out, err, "--m 67108864 does not fit", "1.0 GiB is available", "at most --m",
                           "the wide model (method active) fits up to --m", "--method active")
     # the default sparse method goes wide, whose estimate at 2^26 (about 2.5 GiB) is over 1 GiB too
-    rc, out, err = run(capsys, "--m", "2^26", "--steps", "1")
+    rc, out, err = run(capsys, "--m", "2^26", "--steps", "1", "--init", "rows")
     assert_one_line_error(rc, out, err, "--m 67108864 does not fit", "method active (wide model) needs about",
                           "1.0 GiB is available (test limit)", "at most --m")
 
@@ -90,7 +90,7 @@ def test_compare_dense_with_wide_is_refused(capsys):
 
 
 def test_setup_progress_lines(capsys):
-    rc, out, err = run(capsys, "--n", "4", "--m", "2^8", "--d", "4", "--steps", "2", "--wide", "on")
+    rc, out, err = run(capsys, "--n", "4", "--m", "2^8", "--d", "4", "--steps", "2", "--wide", "on", "--init", "rows")
     assert rc == 0, err
     assert "set-up: 256/256 rows of W(0) drawn" in err and "active rows of 256" in err
 
@@ -100,7 +100,8 @@ def test_full_width_run_saves_compactly_and_resumes_either_way(capsys, tmp_path)
     resuming it holds all m rows again (bitwise the uninterrupted run for dense) or, with
     --wide on, only the held rows (the same run to float rounding)."""
     m = 4096
-    args = ["--n", "4", "--m", str(m), "--d", "8", "--quiet", "--method", "dense", "--optimizer", "momentum"]
+    args = ["--n", "4", "--m", str(m), "--d", "8", "--quiet", "--method", "dense", "--optimizer", "momentum",
+            "--init", "rows"]
     full, part, lazy = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "lazy.ckpt"
     a = run_json(capsys, *args, "--steps", "4", "--wide", "off", "--save", str(full))
     run_json(capsys, *args, "--steps", "2", "--wide", "off", "--save", str(part))
@@ -124,7 +125,8 @@ def test_sgd_run_checkpoints_its_coefficients_and_resumes(capsys, tmp_path):
     """A wide momentum run (n < d) checkpoints K (|A|, n) and its state instead of the rows
     (form "coefficients", smaller than the rows form); 3 + 3 steps through it equal 6 at once, and a
     checkpoint written from the callback mid-run (--save-every) holds the same rows as the end state."""
-    args = ["--n", "4", "--m", "4096", "--d", "16", "--quiet", "--optimizer", "momentum", "--wide", "on"]
+    args = ["--n", "4", "--m", "4096", "--d", "16", "--quiet", "--optimizer", "momentum", "--wide", "on",
+            "--init", "rows"]
     full, part, every = tmp_path / "full.ckpt", tmp_path / "part.ckpt", tmp_path / "every.ckpt"
     a = run_json(capsys, *args, "--steps", "6", "--save", str(full))
     run_json(capsys, *args, "--steps", "3", "--save", str(part))
@@ -147,7 +149,7 @@ def test_sgd_run_checkpoints_its_coefficients_and_resumes(capsys, tmp_path):
 def test_wide_run_where_no_neuron_fires_warns_like_a_full_width_run(capsys, tmp_path):
     """|A| = 0 (b above every <w_r, x_i>): the model cannot move; the run ends with the warning a
     full-width run gives, not a shape error."""
-    args = ["--n", "4", "--m", "4096", "--d", "8", "--b", "50", "--steps", "3", "--quiet"]
+    args = ["--n", "4", "--m", "4096", "--d", "8", "--b", "50", "--steps", "3", "--quiet", "--init", "rows"]
     w = run_json(capsys, *args, "--wide", "on")
     f = run_json(capsys, *args, "--wide", "off")
     assert w["wide"] is True and w["n_active"] == 0 and w["steps"] == 3

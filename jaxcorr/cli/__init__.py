@@ -13,11 +13,17 @@ learning rate (:data:`jaxcorr.optimizers.TABLE`). ``--eval-data FILE`` reports t
 loss and accuracy (:func:`jaxcorr.evaluation.evaluate`) as it trains. ``--data FILE`` trains on the
 user's ``.npz``/``.csv`` (:func:`jaxcorr.datafiles.load_data`);
 ``--save``/``--save-every``/``--resume`` write and read :mod:`jaxcorr.checkpoint` files, and a
-resumed run is matched to its data by content (SHA-256), not by path. A run holds ``W(0)`` (drawn
-from ``--seed``), so its checkpoints keep only the rows that differ from it and the active rows
-(O(|A| d) numbers instead of O(m d)); resuming draws ``W(0)`` again and restores the run bit for
-bit. ``--wide`` holds only the rows that can fire (the wide model), for widths whose full weights do
-not fit in memory.
+resumed run is matched to its data by content (SHA-256), not by path.
+
+``--init span`` (the default of a fresh run on one process) defines ``W(0)`` by the key of
+``--seed`` and the basis of span X (:mod:`jaxcorr.span_init`): only the rows that can fire, A, are
+drawn (set-up O(|A| n), no m x d array), trained by :func:`jaxcorr.span_init.fit` and saved in the
+``"span"`` checkpoint form; ``--method dense`` and ``--compare dense`` materialise it (m <= 2^24).
+``--init rows`` is ``nn.init``'s W(0), all m rows (the network of earlier versions): its
+checkpoints keep only the rows that differ from W(0) and the active rows (O(|A| d) numbers instead
+of O(m d)); resuming draws ``W(0)`` again and restores the run bit for bit; ``--wide`` holds only
+the rows that can fire (the wide model), for widths whose full weights do not fit in memory.
+``--resume`` keeps the checkpoint's definition.
 
 ``jaxcorr predict CHECKPOINT --data FILE [--out FILE]`` prints (or writes as ``.csv``, ``.npz``
 or ``.json``) the outputs of a checkpoint's model on new points, and ``jaxcorr evaluate CHECKPOINT
@@ -50,6 +56,8 @@ training, wide-model, checkpoint and memory modules is in :mod:`jaxcorr.cli._lib
 Examples:
   $ jaxcorr train
   $ jaxcorr train --n 4 --m 256 --d 4 --steps 5 --json
+  $ jaxcorr train --m 2^28 --d 64 --n 8 --steps 100       # --init span: only the firing rows drawn
+  $ jaxcorr train --init rows --m 2^17                      # nn.init rows (earlier versions' network)
   $ jaxcorr train --data mydata.csv --normalize --optimizer adam --lr 0.01 --save run.ckpt --save-every 50
   $ jaxcorr train --resume run.ckpt --save run.ckpt --steps 100
   $ jaxcorr predict run.ckpt --data new.csv --out predictions.csv

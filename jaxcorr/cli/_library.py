@@ -1,8 +1,8 @@
 """The command line's calls into the training, wide-model, checkpoint, memory, cost and evaluation modules (private).
 
-Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.checkpoint`,
-:mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes through a function
-here, so that the rest of the package depends on what it needs, not on where the library keeps it.
+Every use the CLI makes of :mod:`jaxcorr.train`, :mod:`jaxcorr.wide`, :mod:`jaxcorr.span_init`,
+:mod:`jaxcorr.checkpoint`, :mod:`jaxcorr.memory`, :mod:`jaxcorr.cost` and :mod:`jaxcorr.evaluation` goes
+through a function here, so that the rest of the package depends on what it needs, not on where the library keeps it.
 The modules are imported on first use (the parser and the option checks need no JAX).
 """
 
@@ -13,7 +13,10 @@ import dataclasses
 import functools
 import warnings
 
+import numpy as np
+
 __all__ = [
+    "MAX_MATERIALIZE",
     "active_rows",
     "available",
     "capacity_reruns",
@@ -33,6 +36,11 @@ __all__ = [
     "read_meta",
     "restore",
     "save",
+    "span_build",
+    "span_inner_products",
+    "span_train_loss",
+    "span_fit_function",
+    "span_model",
     "wide_fit_function",
     "wide_setup",
     "wide_width",
@@ -61,6 +69,17 @@ def _memory():
     from jaxcorr import memory
 
     return memory
+
+
+def _span_init():
+    from jaxcorr import span_init
+
+    return span_init
+
+
+#: The widest span-defined W(0) that is materialised as all its m rows (``--method dense``, ``--compare
+#: dense`` under ``--init span``): :meth:`jaxcorr.span_init.SpanModel.params`'s limit (checked in the tests).
+MAX_MATERIALIZE = 1 << 24
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -142,6 +161,113 @@ def from_params(key, params, X, *, b, W0, opt_state, optimizer, active):
                                active=active)
 
 
+# ------------------------------------------------------------------------------------------ span
+def span_model(model) -> bool:
+    """``model`` is a span-defined model (:class:`jaxcorr.span_init.SpanModel`)."""
+    return isinstance(model, _span_init().SpanModel)
+
+
+def span_build(key, X, m: int, *, b: float, dtype):
+    """The untrained span-defined model of ``key`` on ``X`` (:func:`jaxcorr.span_init.build`, then
+    ``SpanModel(spec, active, None, X)``): the held rows A drawn, nothing d-dimensional."""
+    si = _span_init()
+    spec, active = si.build(key, X, m, b, dtype=dtype)
+    return si.SpanModel(spec, active, None, X)
+
+
+def span_inner_products(model, X):
+    """``(ip, a)``: the inner products <w_r, x_i> of the rows of A of a span-defined model on its
+    training points ``X`` (|A|, n), trained or W(0)'s, and their output weights. From the span
+    coordinates, with no d-dimensional row: ``G C^T`` (W(0)), plus ``K X X^T`` (the span path's
+    trained rows w_r(0) + K_r X), or ``W X^T`` (the row path's held rows). O(|A| n (k + n)) time,
+    a few (|A|, n) arrays; rows outside A fire for no training point, so these are all that count."""
+    import jax
+    import jax.numpy as jnp
+
+    si, tr = _span_init(), model.trained
+    dt = model.dtype
+    with jax.transfer_guard("allow"):
+        Xd = jnp.asarray(X, dt)
+        a = tr.a if tr is not None else si.output_weights(model.spec, model.active.idx, dtype=dt)
+        return _inner(model.active.G, jnp.asarray(model.spec.C, dt), Xd, None if tr is None else tr.K,
+                      None if tr is None else tr.W), jnp.asarray(a, dt)
+
+
+def _inner(G, C, X, K, W):
+    """(|A|, n) inner products: ``W X^T`` (row path), else ``G C^T`` (+ ``K X X^T``: the span path)."""
+    if W is not None:
+        return W @ X.T
+    ip = G @ C.T
+    return ip if K is None else ip + K @ (X @ X.T)
+
+
+def span_train_loss(model, X, y, b: float) -> tuple[float, np.ndarray]:
+    """``(L, fired)``: the loss 1/2 sum_i (f(x_i) - y_i)^2 of a span-defined model on its training
+    points and the (|A|, n) fire mask <w_r, x_i> > b, from :func:`span_inner_products` (O(|A| n)
+    memory: nothing d-dimensional, whatever m)."""
+    import jax
+    import jax.numpy as jnp
+
+    ip, a = span_inner_products(model, X)
+    with jax.transfer_guard("allow"):
+        f = (a @ jnp.maximum(ip - jnp.asarray(b, ip.dtype), 0)) / jnp.sqrt(jnp.asarray(model.m, ip.dtype))
+        e = np.asarray(f, np.float64) - np.asarray(y, np.float64)
+        return 0.5 * float(e @ e), np.asarray(ip > b)
+
+
+def span_fit_function():
+    """A ``train.fit``-like callable over a :class:`jaxcorr.span_init.SpanModel` for the CLI's loop:
+    :func:`jaxcorr.span_init.fit` from the model's training (``start=``; the optimizer state is the
+    model's own, so ``opt_state`` is not used) and the trained model back. The callback's
+    ``"snapshot"`` gives ``(SpanModel, opt_state)`` after the chunk: from the chunk's coefficients
+    ``K`` on the span path, from its rows of A on the row path. ``fallback`` must be ``"error"``
+    (no rows to fall back on: the CLI refuses ``--fallback dense`` under ``--init span``)."""
+    si = _span_init()
+
+    def fit(model, X, y, *, steps, method, optimizer, b, opt_state=None, callback=None, chunk_size=None,
+            fallback="error"):
+        del opt_state  # model.trained.opt_state
+        if fallback != "error":
+            raise ValueError("a span-defined model has no dense fallback (--init rows has)")
+        spec, active = model.spec, model.active
+        trained, hist = si.fit(spec, active, X, y, steps=steps, method=method, optimizer=optimizer, b=b,
+                               callback=None if callback is None else _span_callback(callback, model, b),
+                               chunk_size=chunk_size, start=model.trained)
+        return si.SpanModel(spec, active, trained, model.X), hist
+
+    return _once(fit)
+
+
+def _span_callback(callback, model, b: float):
+    """``callback`` with ``info["snapshot"]`` giving the SpanModel after the chunk (see :func:`span_fit_function`)."""
+    si = _span_init()
+    idx = model.active.idx
+    a = model.trained.a if model.trained is not None else None
+
+    def trained_after(info):
+        coef = info.get("coefficients", lambda: None)()
+        if coef is not None:  # the span path: K over every held row
+            if not np.array_equal(coef.rows, np.arange(idx.shape[0])):
+                raise RuntimeError("a span-path chunk gave coefficients over a subset of the held rows")
+            return si.SpanTrained(idx=idx, a=a_of(coef.K.dtype), K=coef.K, W=None, opt_state=coef.opt_state, b=b)
+        W, state = info["snapshot"]()  # the row path: the trained rows of A
+        return si.SpanTrained(idx=idx, a=a_of(W.dtype), K=None, W=W, opt_state=state, b=b)
+
+    def a_of(dt):
+        return a if a is not None else si.output_weights(model.spec, idx, dtype=dt)
+
+    def on_chunk(info):
+        if "snapshot" in info or info.get("coefficients") is not None:
+            def snapshot(info=info):
+                tr = trained_after(info)
+                return si.SpanModel(model.spec, model.active, tr, model.X), tr.opt_state
+
+            info = {**info, "snapshot": snapshot}
+        return callback(info)
+
+    return on_chunk
+
+
 # ------------------------------------------------------------------------------------- checkpoint
 def read_meta(path) -> dict:
     return _checkpoint().read_meta(path)
@@ -186,11 +312,12 @@ def available(device):
     return _memory().available(device)
 
 
-def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer, dtype, b, x_norm):
-    """:func:`jaxcorr.memory.plan`: ``Plan(wide, estimate, available, source)``; raises
-    :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way."""
+def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer, dtype, b, x_norm, init="rows"):
+    """:func:`jaxcorr.memory.plan`: ``Plan(wide, estimate, available, source, init)``; raises
+    :class:`jaxcorr.errors.InsufficientMemoryError` (one line) when the run fits neither way
+    (``init="span"``: the span-defined model's estimate, no ``m d`` term)."""
     return _memory().plan(method, n=n, m=m, d=d, wide=wide, resumed=resumed, compare=compare, available=available,
-                          optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm)
+                          optimizer=optimizer, dtype=dtype, b=b, x_norm=x_norm, init=init)
 
 
 # ------------------------------------------------------------------------------------ cost model

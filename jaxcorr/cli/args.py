@@ -13,6 +13,7 @@ __all__ = [
     "AUTO",
     "DEFAULTS",
     "DEFAULT_METHOD",
+    "INITS",
     "METHODS",
     "OPTIMIZERS",
     "PAPER",
@@ -28,6 +29,10 @@ METHODS = methods.names()
 DEFAULT_METHOD = methods.DEFAULT
 #: ``--method auto``: the fastest exact method for the run, by :func:`jaxcorr.cost.choose` (the CLI's default).
 AUTO = "auto"
+
+#: ``--init``: W(0) by its key and the data's basis (:mod:`jaxcorr.span_init`, the default of a fresh
+#: run on one process), or the ``nn.init`` rows of earlier versions.
+INITS = ("span", "rows")
 
 #: Sizes and settings of the default run (``jaxcorr train`` with no options).
 DEFAULTS = {
@@ -195,6 +200,11 @@ def _add_train_arguments(t) -> None:
                    help="the wide model: hold only the rows that can fire (W(0) streamed from the seed, compact "
                         "checkpoints): auto (default) when the full-width run would not fit in memory but this one "
                         "does")
+    t.add_argument("--init", choices=INITS, default=None,
+                   help="how W(0) is defined: span = by the --seed key and the basis of span X, only the rows that "
+                        "can fire drawn (jaxcorr.span_init; set-up O(|A|), no m*d array); rows = nn.init rows, all m "
+                        "drawn (the network of earlier versions, bit for bit). Default span on one process, rows "
+                        "with several; with --resume: the checkpoint's")
     t.add_argument("--quiet", action="store_true", help="no progress display (warnings and errors still go to stderr)")
     # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
     t.add_argument("--coordinator", metavar="HOST:PORT", default=None,
@@ -255,6 +265,8 @@ def check_options(args) -> None:
         raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.wide == "on" and args.compare:
         raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --wide on")
+    if args.init == "span" and any(getattr(args, k) is not None for k in ("coordinator", "num_processes")):
+        raise ValueError("--init span with several processes: use --init rows")
     if args.cache_dir is not None and args.no_cache:
         raise ValueError("--cache-dir and --no-cache contradict each other; give one")
 

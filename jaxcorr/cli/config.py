@@ -4,7 +4,11 @@
 options given, else the ``--resume`` checkpoint's, else :data:`jaxcorr.cli.args.DEFAULTS`), the
 data (a ``--data`` file, matched to a resumed checkpoint by content, or the synthetic data), the
 memory plan that picks the full-width or the wide model (:func:`jaxcorr.memory.plan`), and the
-state the run starts from (fresh ``nn.init``, or the checkpoint's). With ``--save`` the run holds the
+state the run starts from (fresh ``nn.init`` with ``--init rows``; a fresh ``--init span`` run is
+drawn in set-up, :mod:`jaxcorr.cli.execute`; or the checkpoint's). ``--init`` is resolved here
+(``_resolve_init``: the option, the checkpoint's definition, else ``span`` on one process and
+``rows`` with several), and an ``--init span`` run is planned with :func:`jaxcorr.memory.plan`'s
+``init="span"`` (no m d term) unless it materialises W(0) for ``--method dense``. With ``--save`` the run holds the
 checkpoint's writer's lock (:func:`jaxcorr.checkpoint.lock`) from here to its end.
 
 ``--method auto`` (the default) is resolved here, with the memory plan: the candidates are the
@@ -26,7 +30,7 @@ import numpy as np
 
 from jaxcorr import errors, methods, optimizers
 from jaxcorr.cli import _library
-from jaxcorr.cli.args import AUTO, DEFAULTS, METHODS
+from jaxcorr.cli.args import AUTO, DEFAULTS, INITS, METHODS
 
 __all__ = ["CONFIG_KEYS", "Config", "EvalData", "Run", "make_optimizer", "prepare"]
 
@@ -51,6 +55,7 @@ class Config:
     method: str  # "auto" until prepare() resolves it, then the method that runs
     data: str | None
     normalize: bool
+    init: str | None = None  # "span" or "rows" (None until prepare() resolves the default)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -90,6 +95,8 @@ class Run:
     choice: dict | None = None  # how the method was chosen (the --json "method_choice")
     method_warning: str | None = None  # a sparse --method predicted slower per step than dense
     eval_data: EvalData | None = None  # --eval-data
+    span: bool = False  # a span-defined model trains (--init span, a sparse method): params0 a SpanModel
+    span0: Any = None  # the untrained SpanModel of a fresh --init span run (its W(0)), once set up
 
 
 @functools.lru_cache(maxsize=32)
@@ -114,9 +121,12 @@ def prepare(args, sig, t_start: float, hold) -> Run:
     mesh = distributed.setup(args.coordinator, args.num_processes, args.process_id)  # None: one process
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
     cfg, kind = _resolve_config(args)
+    early: list = []
+    cfg.init = _resolve_init(args, cfg, kind, mesh, early)
     if args.save is not None:
         _claim(args.save, cfg, hold, writer=jax.process_index() == 0)
     X, y, notes = _load_data(args, cfg, dtype)
+    notes[:0] = early
     eval_data = _load_eval(args, cfg, dtype, notes)
     norms = np.linalg.norm(X.astype(np.float64), axis=1)
     if not np.allclose(norms, 1, atol=1e-3):
@@ -129,10 +139,39 @@ def prepare(args, sig, t_start: float, hold) -> Run:
         cfg.lr = float(optimizers.spec(cfg.optimizer).learning_rate)  # each optimizer's own default
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
     plan, choice, warning = _method_and_plan(args, cfg, dtype, _library.available(device), norms, kind, mesh)
-    params0, state0, step0, W0 = _start_state(args, cfg, kind, plan.wide, X, y, optimizer, dtype, mesh is None)
+    wide = plan.wide and plan.init == "rows"  # (a span-defined model is no WideParams)
+    params0, state0, step0, W0 = _start_state(args, cfg, kind, wide, X, y, optimizer, dtype, mesh is None)
     return Run(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0, step0=step0,
-               W0=W0, dtype=dtype, notes=notes, memory=plan, platform=device.platform, mesh=mesh, wide=plan.wide,
-               t_start=t_start, choice=choice, method_warning=warning, eval_data=eval_data)
+               W0=W0, dtype=dtype, notes=notes, memory=plan, platform=device.platform, mesh=mesh, wide=wide,
+               t_start=t_start, choice=choice, method_warning=warning, eval_data=eval_data,
+               span=plan.init == "span")
+
+
+def _resolve_init(args, cfg: Config, kind, mesh, notes: list) -> str:
+    """``--init``: the option, else the ``--resume`` checkpoint's definition (a span checkpoint is
+    ``span``; any other records it in its config, ``rows`` before the option existed), else ``span``
+    on one process and ``rows`` with several (the span-defined model trains on one process).
+    Refused (ValueError, one line): an ``--init`` that contradicts the checkpoint, ``span`` with
+    several processes, and ``--wide on|off`` (the ``nn.init`` wide model or full width) with ``span``."""
+    if kind is not None:
+        saved = "span" if kind == "span" else (cfg.init or "rows")
+        if args.init is not None and args.init != saved:
+            raise errors.CheckpointError(f"checkpoint {args.resume!r} defines W(0) by --init {saved}, but --init "
+                                         f"{args.init} was given; a resumed run keeps its definition of W(0) "
+                                         "(drop --init)", args.resume)
+        init = saved
+    else:
+        init = args.init or ("rows" if mesh is not None else "span")
+        if mesh is not None and init != "rows":
+            raise ValueError("--init span with several processes: use --init rows")
+    if init == "span" and args.wide != "auto" and kind in (None, "span"):
+        how = "--init span (the default)" if args.init is None and kind is None else "--init span"
+        raise ValueError(f"--wide {args.wide} is for W(0) drawn as nn.init rows, but {how} defines W(0) by its key "
+                         "and the data's basis and holds only the rows that can fire anyway: drop --wide, or add "
+                         "--init rows")
+    if mesh is not None and args.init is None and kind is None:
+        notes.append("several processes: W(0) is nn.init rows (--init rows; --init span trains on one process)")
+    return init
 
 
 def _claim(path: str, cfg: Config, hold, writer: bool) -> None:
@@ -219,16 +258,41 @@ def _method_and_plan(args, cfg: Config, dtype, available, norms, kind, mesh):
         return plan, {"requested": AUTO, "chosen": cfg.method, "dense_expected_faster": None,
                       "reason": f"{cfg.method}: several processes, the method of jaxcorr.distributed.mesh_method "
                                 "(the cost model jaxcorr.cost is calibrated on one process)"}, None
-    return (*_auto(args, plan_for, ask, kind), None)
+    return (*_auto(args, plan_for, ask, kind, span=cfg.init == "span"), None)
 
 
-def _auto(args, plan_for, ask: dict, kind):
+def _span_choice(choice):
+    """:func:`jaxcorr.cost.choose`'s choice re-ranked for an ``--init span`` run: a sparse method's
+    set-up there is the draw of A (common to all of them, O(|A|)), not the cost model's ``nn.init``
+    draw and scan over all m rows, so the sparse methods are ranked by compilation and steps
+    (``total_s - setup_s``); dense (materialised W(0), all m rows) keeps its total."""
+    preds = choice.predictions
+
+    def total(k):
+        p = preds[k]
+        return p.total_s - (p.setup_s if methods.get(k).sparse else 0.0)
+
+    exact = [k for k, p in preds.items() if p.exact]
+    best = min(exact, key=total)
+    if best == choice.method:
+        return choice
+    p = preds[best]
+    why = (f"{best}: predicted {p.step_s * 1e3:.3g} ms/step, {total(best):.3g} s for the run against "
+           + ", ".join(f"{k} {total(k):.3g} s" for k in exact if k != best)
+           + " (--init span: the sparse set-up is the draw of A, not counted)")
+    slower = methods.get(best).sparse and "dense" in preds and preds["dense"].step_s < p.step_s
+    return choice._replace(method=best, reason=why, dense_expected_faster=bool(slower))
+
+
+def _auto(args, plan_for, ask: dict, kind, span: bool = False):
     """``(plan, method_choice)`` of ``--method auto`` on one process (see :func:`_method_and_plan`)."""
     cands, excluded = _candidates(args, kind)
     refused: dict = {}
     while True:
         try:
             choice = _library.choose_method(**ask, steps=args.steps, methods=cands)
+            if span:
+                choice = _span_choice(choice)
         except (ValueError, KeyError) as e:  # no exact candidate left (KeyError: a method the cost model lacks)
             if refused:
                 raise _widest(refused) from None
@@ -252,6 +316,8 @@ def _candidates(args, kind) -> tuple[list, dict]:
             continue
         if args.wide == "on" or kind == "wide":
             excluded[k] = "the wide model holds only the rows that can fire; dense trains all m rows"
+        elif kind == "span":
+            excluded[k] = "the span checkpoint goes on from its held rows; dense trains all m rows"
         elif args.compare == k:
             excluded[k] = f"--compare {k} runs it as the baseline"
     return [k for k in METHODS if k not in excluded], excluded
@@ -274,7 +340,7 @@ def _auto_info(args, choice, cands, excluded: dict, refused: dict, plan) -> dict
     reason = choice.reason
     if refused:
         reason += "; " + ", ".join(refused) + " would not fit in memory"
-    if plan.wide and args.wide == "auto":
+    if plan.wide and plan.init == "rows" and args.wide == "auto":
         reason += "; the wide model, as the full-width run would not fit in memory"
     for k, why in excluded.items():
         reason += f"; {k} is not a candidate: {why}"
@@ -295,7 +361,7 @@ def _named(args, cfg: Config, plan, ask: dict) -> tuple[dict, str | None]:
     info = {"requested": cfg.method if given else None, "chosen": cfg.method,
             "reason": f"--method {cfg.method}" if given else "the --resume checkpoint's method",
             "dense_expected_faster": None}
-    if not methods.get(cfg.method).sparse or plan.wide:
+    if not methods.get(cfg.method).sparse or (plan.wide and plan.init == "rows"):
         return info, None
     try:
         slower = _library.dense_expected_faster(cfg.method, **ask)
@@ -322,15 +388,17 @@ def _start_state(args, cfg: Config, kind, wide: bool, X, y, optimizer, dtype, on
     from jaxcorr import nn
 
     if kind is None:
-        if wide:
+        if wide or cfg.init == "span":  # drawn in set-up (jaxcorr.cli.execute)
             return None, None, 0, None
         p = nn.init(jax.random.key(cfg.seed), cfg.m, cfg.d, dtype=dtype)
         return p, None, 0, p
     ck = _library.restore(args.resume, X=X, y=y, optimizer=optimizer, as_wide=wide)
+    if kind == "span":  # a SpanModel: its optimizer state is its training's (model.trained)
+        return ck.model, None, ck.step, None
     if wide:  # a model carrying coefficients goes on from their state: the row form is not kept
         state = None if one_process and ck.model.coefficients is not None else ck.opt_state
         return ck.model, state, ck.step, None
-    again = args.save is not None and one_process  # W(0) drawn again, as a fresh run holds it
+    again = args.save is not None and one_process and cfg.init == "rows"  # W(0) drawn again, as a fresh run holds it
     W0 = nn.init(jax.random.key(cfg.seed), cfg.m, cfg.d, dtype=dtype) if again else None
     return ck.model, ck.opt_state, ck.step, W0
 
@@ -349,9 +417,42 @@ def _memory_plan(args, cfg: Config, dtype, available, norms, resumed=None):
                          f"{args.compare} needs the full-width weights; drop --compare")
     if resumed == "full" and args.wide == "on":
         raise ValueError(f"--resume {args.resume} holds a full-width model; drop --wide on")
-    return _library.memory_plan(cfg.method, n=cfg.n, m=cfg.m, d=cfg.d, wide=args.wide, resumed=resumed,
+    wide, init = args.wide, "rows"
+    if cfg.init == "span" and resumed in (None, "span"):
+        init, wide = _span_plan(args, cfg, resumed)
+    return _library.memory_plan(cfg.method, n=cfg.n, m=cfg.m, d=cfg.d, wide=wide, resumed=resumed,
                                 compare=args.compare, available=available, optimizer=cfg.optimizer, dtype=dtype,
-                                b=cfg.b, x_norm=float(np.max(norms)) if norms.size else 1.0)
+                                b=cfg.b, x_norm=float(np.max(norms)) if norms.size else 1.0, init=init)
+
+
+def _span_plan(args, cfg: Config, resumed) -> tuple[str, str]:
+    """``(init, wide)`` of the memory plan of an ``--init span`` run: a sparse method trains the
+    span-defined model (``"span"``: no ``m d`` term); ``dense`` materialises W(0) (all ``m`` rows,
+    :meth:`jaxcorr.span_init.SpanModel.params`, ``m <= 2^24``) and trains it at full width
+    (``"rows"``, ``"off"``). ``--compare dense`` materialises W(0) for its baseline (``m <= 2^24``)."""
+    limit = _library.MAX_MATERIALIZE
+    if not methods.get(cfg.method).sparse:
+        if resumed == "span":
+            raise ValueError(f"--resume {args.resume} holds a span-defined model (its held rows and their training "
+                             "state); it goes on with a sparse method (--method active, dtree or wtree), not "
+                             f"--method {cfg.method}")
+        if cfg.m > limit:
+            raise ValueError(f"--method {cfg.method} with --init span materialises all m rows of W(0), at most "
+                             f"m = 2^{limit.bit_length() - 1}, but --m {cfg.m} was given: train a sparse method "
+                             "(--method active), or --init rows")
+        return "rows", "off"
+    if args.compare:
+        if resumed == "span":
+            raise ValueError(f"--resume {args.resume} holds a span-defined model (only its held rows), but --compare "
+                             f"{args.compare} needs the full-width weights and their optimizer state; drop --compare")
+        if cfg.m > limit:
+            raise ValueError(f"--compare {args.compare} with --init span materialises all m rows of W(0) for the "
+                             f"baseline, at most m = 2^{limit.bit_length() - 1}, but --m {cfg.m} was given: drop "
+                             "--compare, or --init rows")
+    if args.fallback == "dense":
+        raise ValueError(f"--fallback dense needs all m rows of W, but --init span trains only the held rows of "
+                         f"--method {cfg.method}: drop --fallback, or add --init rows")
+    return "span", "auto"
 
 
 def _resolve_config(args) -> tuple[Config, str | None]:
@@ -392,7 +493,7 @@ def _resolve_config(args) -> tuple[Config, str | None]:
     # The method may change on resume: all follow the same trajectory (to float rounding).
     method = args.method or (saved.get("method") if saved.get("method") in METHODS else DEFAULTS["method"])
     cfg = Config(**{k: saved[k] for k in CONFIG_KEYS}, method=method, data=_resume_data(args, saved),
-                 normalize=bool(saved.get("normalize")))
+                 normalize=bool(saved.get("normalize")), init=saved.get("init") if saved.get("init") in INITS else None)
     return cfg, kind
 
 

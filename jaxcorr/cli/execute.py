@@ -53,16 +53,22 @@ def _execute(args, run: config.Run, sig) -> int:
         start = f"resuming {args.resume} at step {run.step0}" if args.resume else "fresh start"
         auto = f" ({AUTO})" if run.choice and run.choice["requested"] == AUTO else ""
         held = f"\neval data: {run.eval_data.path} (n={len(run.eval_data.y)})" if run.eval_data else ""
-        progress.report(f"jaxcorr train: method={cfg.method}{auto}  n={cfg.n} d={cfg.d} m={cfg.m}  b={cfg.b:.4g}  "
-                        f"optimizer={cfg.optimizer} lr={cfg.lr:g}  steps={args.steps}  ({start})\ndata: {src}{held}")
+        progress.report(f"jaxcorr train: method={cfg.method}{auto}  init={cfg.init}  n={cfg.n} d={cfg.d} m={cfg.m}  "
+                        f"b={cfg.b:.4g}  optimizer={cfg.optimizer} lr={cfg.lr:g}  steps={args.steps}  ({start})\n"
+                        f"data: {src}{held}")
     plan = _plan(args, run, mode, sig)
     fit = _library.fit_function(run.mesh)
     if run.wide:
         fit = _library.wide_fit_function(run.mesh)
         if run.params0 is None:
             run.params0 = _wide_setup(run, mode, sig)
+    elif cfg.init == "span" and run.params0 is None:  # a fresh --init span run: draw the held rows
+        run.span0 = _span_setup(run, mode)
+        run.params0 = run.span0 if run.span else _materialize(run.span0, mode)
+    if run.span:
+        fit = _library.span_fit_function()
     save = _saver(args, run, sig) if args.save else None
-    if run.wide and run.params0.n_active == 0:
+    if (run.wide or run.span) and run.params0.n_active == 0:
         out = _cannot_move(run, plan)
     else:
         out = run_mod.run_steps(fit, run.params0, run.state0, plan, method=cfg.method, save=save,
@@ -92,8 +98,11 @@ def _cannot_move(run: config.Run, plan: run_mod.Plan) -> run_mod.Outcome:
 
     t0 = time.perf_counter()
     model = run.params0
-    loss0 = float(nn.loss_and_grad(model.W, model.a, plan.X, plan.y, plan.b, scale=1.0 / np.sqrt(run.cfg.m))[0])
-    state = run.state0 if run.state0 is not None else run.optimizer.init(model.W)
+    if run.span:  # the output is 0 at every point: L = 1/2 sum_i y_i^2, and no state to speak of
+        loss0, state = 0.5 * float(np.sum(np.square(np.asarray(run.y, np.float64)))), None
+    else:
+        loss0 = float(nn.loss_and_grad(model.W, model.a, plan.X, plan.y, plan.b, scale=1.0 / np.sqrt(run.cfg.m))[0])
+        state = run.state0 if run.state0 is not None else run.optimizer.init(model.W)
     hist = run_mod.untrained(plan.steps, loss0, plan.b, state, run.cfg.method, n_active=0)
     return run_mod.Outcome(params=model, opt_state=state, history=hist, interrupted=False, diverged=None,
                            wall_s=time.perf_counter() - t0, saved_at=run.step0 or None, method=run.cfg.method)
@@ -128,7 +137,8 @@ def _after_training(args, run: config.Run, sig, out: run_mod.Outcome, save, plan
     res["warnings"] = report.warnings(hist, res, run)
     if args.compare:
         sig.phase = "compare"
-        cmp = run_mod.run_steps(_library.fit_function(), run.params0, run.state0,
+        base = _materialize(run.span0, "off") if run.span else run.params0  # the same W(0)
+        cmp = run_mod.run_steps(_library.fit_function(), base, None if run.span else run.state0,
                                 dataclasses.replace(plan, evaluator=None), method=args.compare, idle_phase="compare")
         cmp.quiet()
         if cmp.interrupted:
@@ -177,6 +187,8 @@ def _saver(args, run: config.Run, sig):
         sig.phase = "save"
         if jax.process_index() != 0:  # one writer across processes
             return
+        if _library.span_model(p):  # the "span" form; its state is its training's own
+            s = None
         with jax.transfer_guard("allow"):  # meant: the state goes to the host and the file
             _library.save(args.save, p, X=X, y=y, opt_state=s, step=step, config=saved, **compact)
 
@@ -207,6 +219,37 @@ def _wide_setup(run: config.Run, mode: str, sig):
     if mode == "lines":
         progress.report(f"set-up: {info['n_active']} active rows of {cfg.m} in {info['setup_s']:.1f} s")
     return model
+
+
+def _span_setup(run: config.Run, mode: str):
+    """The untrained span-defined model of ``--seed``: W(0) by the key and the basis of span X, only the
+    held rows A drawn (:func:`jaxcorr.span_init.build`: O(|A|) rows, nothing d-dimensional)."""
+    import jax
+
+    cfg = run.cfg
+    if mode == "lines":
+        progress.report(f"set-up: W(0) from seed {cfg.seed} and the basis of span X, drawing only the rows that can "
+                        f"fire (--init span, m={cfg.m}; memory estimate {run.memory.estimate.total / 2**30:.2f} GiB)")
+    with jax.transfer_guard("allow"):
+        model = _library.span_build(jax.random.key(cfg.seed), run.X, cfg.m, b=cfg.b, dtype=run.dtype)
+    act = model.active
+    run.setup = {"setup_s": act.setup_s, "n_active": act.n_active, "n_candidates": act.n_candidates,
+                 "mode": act.mode, "n_fire_union": act.n_fire_union}
+    if mode == "lines":
+        progress.report(f"set-up: {act.n_active} held rows of {cfg.m} ({act.n_candidates} candidates, {act.mode}) "
+                        f"in {act.setup_s:.2f} s")
+    return model
+
+
+def _materialize(model, mode: str):
+    """All ``m`` rows of a span-defined W(0) as :class:`jaxcorr.nn.Params` (``--method dense`` or the
+    ``--compare dense`` baseline under ``--init span``; ``m <= 2^24``, checked by the memory plan)."""
+    import jax
+
+    if mode == "lines":
+        progress.report(f"set-up: materialising all {model.m} rows of the span-defined W(0) for dense GD")
+    with jax.transfer_guard("allow"):
+        return model.params()
 
 
 def _interrupted(args, sig, step_end: int, done: int) -> int:

@@ -86,7 +86,9 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
     from jaxcorr import distributed, nn
 
     cfg, X, y, b = run.cfg, run.X, run.y, run.cfg.b
-    if run.wide:  # rows outside A never fire: the held rows at the full width's scale
+    if run.span:  # the training points: only A counts (no row outside A fires for them), from K
+        loss_final = _library.span_train_loss(params, X, y, b)[0]
+    elif run.wide:  # rows outside A never fire: the held rows at the full width's scale
         loss_final = float(nn.loss_and_grad(params.W, params.a, X, y, b, scale=1.0 / math.sqrt(cfg.m))[0])
     else:
         loss_final = float(nn.loss(params, X, y, b))
@@ -110,7 +112,7 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
         "wall_s": wall,
         "process_s": time.perf_counter() - run.t_start,
         "fire": _fire_stats(hist, params, X, b, cfg.m, done),
-        "n_active": params.n_active if run.wide else hist.n_active,
+        "n_active": params.n_active if (run.wide or run.span) else hist.n_active,
         "capacity_events": hist.capacity_events,
         **{k: getattr(cfg, k) for k in ("n", "m", "d", "b", "lr", "optimizer", "seed")},
         "data": cfg.data or "synthetic",
@@ -119,7 +121,9 @@ def result(run, hist, params, wall: float, done: int, save: str | None) -> dict:
         "memory_available_bytes": run.memory.available,
         "compilation_cache": run.cache,
         "wide": run.wide,
-        "wide_setup_s": setup,
+        "wide_setup_s": setup if run.wide else None,
+        "init": cfg.init,
+        "init_setup": run.setup if cfg.init == "span" and run.setup else None,
         **distributed.info(run.mesh),  # "processes", "devices"
     }
 
@@ -176,16 +180,24 @@ def comparison(method: str, cmp, hist, res: dict, params, X, y, b) -> dict:
         "loss_final_mean": bloss_final / max(len(X), 1),
         "max_loss_diff_abs": max(float(absd.max()) if k else 0.0, fin),
         "max_loss_diff_rel": max(float((absd / ref).max()) if k else 0.0, fin / max(abs(bloss_final), 1e-300)),
-        "max_weight_diff": float(np.max(np.abs(np.asarray(params.W) - np.asarray(cmp.params.W)))),
+        "max_weight_diff": float(np.max(np.abs(np.asarray(_rows(params).W) - np.asarray(cmp.params.W)))),
     }
+
+
+def _rows(params):
+    """The rows of ``params``: a span-defined model's all m (materialised: ``m <= 2^24``), else its own."""
+    return params.params() if _library.span_model(params) else params
 
 
 def _fire_stats(hist, params, X, b: float, m: int, done: int) -> dict:
     """Fire-set sizes |S_i,fire(t)| = #{r : <w_r, x_i> > b} over the run, and the Lemma 2.5 bounds."""
     if done:
         mean, mx, union = hist.fire_mean, hist.fire_max, hist.fire_union
-    else:  # no steps: the sets of the returned weights
-        fired = np.asarray(X, np.float64) @ np.asarray(params.W, np.float64).T > b
+    else:  # no steps: the sets of the returned weights (a span-defined model's rows of A: no other fires)
+        if _library.span_model(params):
+            fired = _library.span_train_loss(params, X, np.zeros(len(X)), b)[1].T
+        else:
+            fired = np.asarray(X, np.float64) @ np.asarray(params.W, np.float64).T > b
         sizes = fired.sum(axis=1) if fired.size else np.zeros(len(X))
         mean, mx, union = [sizes.mean()], [sizes.max()], [fired.any(axis=0).sum()]
     return {
@@ -241,6 +253,7 @@ def print_summary(r: dict, out, events=()) -> None:
         f"(of m = {r['m']})",
         _bounds(f, r["b"]),
     ]
+    lines.append(_init_line(r))
     if r.get("eval"):
         lines.append(_eval_line(r["eval"]))
     choice = r.get("method_choice") or {}
@@ -258,12 +271,21 @@ def print_summary(r: dict, out, events=()) -> None:
         lines += _compare_lines(r, c)
     if r["checkpoint"]:
         lines.append(f"checkpoint  {r['checkpoint']} (step {r['step_end']})")
-    if not c and methods.get(r["method"]).sparse and not r["wide"]:
+    if not c and methods.get(r["method"]).sparse and not r["wide"] and (r["init"] != "span" or r["m"] <= 2**24):
         lines.append("next        jaxcorr train --compare dense   (speed and loss against plain GD);  "
                      "jaxcorr train --help")
     elif not c:
         lines.append("next        jaxcorr train --help")
     print("\n".join(lines), file=out)
+
+
+def _init_line(r: dict) -> str:
+    """How W(0) was defined (``--init``), and for a fresh span set-up its held rows and time."""
+    if r["init"] != "span":
+        return f"init        rows: W(0) = nn.init(key(seed {r['seed']})), all m rows drawn"
+    s = r.get("init_setup")
+    drawn = (f"; {s['n_active']} held rows (|A|) of m drawn in {s['setup_s']:.2f} s ({s['mode']})" if s else "")
+    return f"init        span: W(0) by key(seed {r['seed']}) and the basis of span X{drawn}"
 
 
 def _eval_line(e: dict) -> str:

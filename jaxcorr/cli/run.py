@@ -125,6 +125,9 @@ def _step_size(params, method: str, optimizer, n: int, b: float) -> dict:
     of a wide model, else the expected |A| of the width), the span path, the step's relative cost."""
     if not methods.get(method).sparse:
         return {}
+    if _library.span_model(params):  # the held rows A, drawn already
+        return {"rows": max(params.n_active, 1), "span": _library.is_span(optimizer),
+                "cost": methods.get(method).step_cost}
     held = params.W.shape[0]
     rows = held if _library.is_wide(params) else min(held, _library.expected_active(held, n, b))
     return {"rows": rows, "span": _library.is_span(optimizer), "cost": methods.get(method).step_cost}
@@ -262,7 +265,8 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
     """
     X, sig, steps, step0 = plan.X, plan.signals, plan.steps, plan.step0
     n, d = X.shape
-    cmax = initial_chunk(n, d=d, m=params.W.shape[0], steps=steps, platform=plan.platform,
+    width = params.m if _library.span_model(params) else params.W.shape[0]
+    cmax = initial_chunk(n, d=d, m=width, steps=steps, platform=plan.platform,
                          **_step_size(params, method, plan.optimizer, n, plan.b))
     label = method if step0 == 0 else f"{method} (resumed)"
     prog = progress.Progress(plan.mode, progress.report, label)
@@ -310,11 +314,19 @@ def run_steps(fit: Callable, params, opt_state, plan: Plan, *, method: str, save
         prog.close()
     interrupted = bool(sig is not None and sig.requested) and st.done < steps and diverged is None
     if opt_state is None:
-        opt_state = plan.optimizer.init(params.W)
+        opt_state = _initial_state(params, plan.optimizer)
     return Outcome(params=params, opt_state=opt_state, history=merge(st.hists, plan.b, opt_state),
                    interrupted=interrupted, diverged=diverged,
                    wall_s=time.perf_counter() - st.t_run - (_eval_seconds(plan) - ev_s0),
                    saved_at=st.saved_at, method=st.label, finishing=st.finishing)
+
+
+def _initial_state(params, optimizer):
+    """The optimizer state of a run that took no step: a span-defined model's own (None untrained:
+    its saves then store none), else ``optimizer.init`` of the rows."""
+    if _library.span_model(params):
+        return None if params.trained is None else params.trained.opt_state
+    return optimizer.init(params.W)
 
 
 def _eval_seconds(plan: Plan) -> float:
