@@ -21,11 +21,13 @@ TINY = ["--n", "4", "--m", "256", "--d", "4", "--init", "rows"]
 
 
 def _oracle(n, m, d, steps, methods_=None, seed=0):
-    """What cost.choose says for the CLI's synthetic data of these sizes."""
+    """What cost.choose says for the CLI's synthetic data of these sizes (|A| counted on the data, as
+    the CLI counts it: cost.sampled_active)."""
     X, _ = data.synthetic(seed, n, d)
     norms = np.linalg.norm(np.asarray(X, np.float64), axis=1)
-    return cost.choose(n, m, d, optimizer="sgd", steps=steps, b=float(nn.default_threshold(m)), x_norms=norms,
-                       dtype="float32", methods=methods_)
+    b = float(nn.default_threshold(m))
+    return cost.choose(n, m, d, optimizer="sgd", steps=steps, b=b, x_norms=norms, dtype="float32", methods=methods_,
+                       n_active=cost.sampled_active(X, m, b))
 
 
 def _auto_line(err):
@@ -74,7 +76,7 @@ def test_auto_picks_dense_where_the_cost_model_says_many_points(capsys):
 
 
 def test_auto_picks_a_sparse_method_at_few_points_and_a_wide_m(capsys):
-    n, m, d, steps = 8, 2**15, 32, 2
+    n, m, d, steps = 8, 2**16, 32, 200  # (fewer steps: dense, whose compile is the shortest, wins in all)
     oracle = _oracle(n, m, d, steps)
     assert methods.get(oracle.method).sparse and not oracle.dense_expected_faster, oracle.reason
     argv = ["--n", str(n), "--m", str(m), "--d", str(d), "--steps", str(steps)]
@@ -94,8 +96,9 @@ def test_auto_picks_a_sparse_method_at_few_points_and_a_wide_m(capsys):
 def test_a_sparse_method_where_dense_is_predicted_faster_is_warned_not_refused(capsys):
     X, _ = data.synthetic(0, 4, 4)
     norms = np.linalg.norm(np.asarray(X, np.float64), axis=1)
-    slower = cost.dense_expected_faster("active", n=4, m=256, d=4, optimizer="sgd", b=float(nn.default_threshold(256)),
-                                        x_norms=norms, dtype="float32")
+    b = float(nn.default_threshold(256))
+    slower = cost.dense_expected_faster("active", n=4, m=256, d=4, optimizer="sgd", b=b, x_norms=norms,
+                                        dtype="float32", n_active=cost.sampled_active(X, 256, b))
     rc, out, err = run(capsys, *TINY, "--steps", "2", "--method", "active", "--quiet")
     assert rc == 0, err
     said = [s for s in err.splitlines() if "dense GD is predicted faster per step" in s]

@@ -76,9 +76,10 @@ def test_default_is_span_and_equals_span_init_fit(capsys, spy, tmp_path):
     """No --init, --method auto: a span run, said in --json, its checkpoint's config and form; its
     losses and trained rows those of span_init.fit on span_init.build(key(seed), X, m, b)."""
     path = tmp_path / "a.ckpt"
-    r = run_json(capsys, *SMALL, "--steps", "5", "--save", str(path))
-    assert r["init"] == "span" and r["wide"] is False and r["method_choice"]["requested"] == "auto"
-    assert r["method"] != "dense", "auto chose dense at m = 2^12, n = 4: the oracle below needs a sparse run"
+    # (--method active: at m = 2^12 and 5 steps auto picks dense, whose compile is the shortest; the
+    # default --method auto is tested in tests/test_cli_auto.py)
+    r = run_json(capsys, *SMALL, "--steps", "5", "--method", "active", "--save", str(path))
+    assert r["init"] == "span" and r["wide"] is False and r["method_choice"]["requested"] == "active"
     spec, act, trained, hist = oracle(5, r["method"])
     assert r["n_active"] == act.n_active and r["init_setup"]["n_active"] == act.n_active
     np.testing.assert_allclose(spy[-1].loss, hist.loss, rtol=1e-6)
@@ -208,21 +209,23 @@ def test_auto_under_span_drops_dense_past_materialisable_widths():
     """--method auto under span: dense is a candidate only at m <= 2^24 (materialised W(0))."""
     from jaxcorr.cli import config
 
-    n = 200  # where the cost model picks dense at m = 2^25 for nn.init rows
+    n = 1000  # where the cost model picks dense at m = 2^25 (|A| counted on the data: cost.sampled_active)
     args = cli.build_parser().parse_args(["train", "--m", "2^25", "--n", str(n), "--d", "8"])
     cfg, kind = config._resolve_config(args)
     cfg.init, cfg.n, cfg.d, cfg.b, cfg.lr = "span", n, 8, float(nn.default_threshold(2**25)), 1.0
+    X = np.asarray(data.synthetic(0, n, 8)[0])
     plan, choice, _ = config._method_and_plan(args, cfg, np.dtype("float32"), (None, "unknown"), np.ones(n), kind,
-                                              None)
+                                              None, X)
     assert choice["chosen"] != "dense" and plan.init == "span" and "2^24" in choice["excluded"]["dense"]
     cfg.m, cfg.method = 2**12, "auto"  # at a width that materialises, dense stays a candidate
-    _, choice, _ = config._method_and_plan(args, cfg, np.dtype("float32"), (None, "unknown"), np.ones(n), kind, None)
+    _, choice, _ = config._method_and_plan(args, cfg, np.dtype("float32"), (None, "unknown"), np.ones(n), kind, None,
+                                           X)
     assert "dense" in choice["candidates"]
 
 
 def test_span_run_where_no_neuron_fires(capsys):
     """|A| = 0 (b above every <g_r, c_i>): the span model cannot move; the warning of any such run."""
-    rc, out, err = run(capsys, *SMALL, "--b", "50", "--steps", "3", "--json")
+    rc, out, err = run(capsys, *SMALL, "--b", "50", "--steps", "3", "--method", "active", "--json")
     r = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and r["init"] == "span" and r["n_active"] == 0 and r["steps"] == 3
     X, y, _ = problem()

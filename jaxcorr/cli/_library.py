@@ -35,6 +35,7 @@ __all__ = [
     "memory_plan",
     "read_meta",
     "restore",
+    "sampled_active",
     "save",
     "span_build",
     "span_inner_products",
@@ -321,20 +322,30 @@ def memory_plan(method, *, n, m, d, wide, resumed, compare, available, optimizer
 
 
 # ------------------------------------------------------------------------------------ cost model
-def choose_method(n: int, m: int, d: int, *, optimizer: str, steps: int, b: float, x_norms, dtype, methods):
+def choose_method(n: int, m: int, d: int, *, optimizer: str, steps: int, b: float, x_norms, dtype, methods,
+                  n_active=None):
     """:func:`jaxcorr.cost.choose` among ``methods``: a ``Choice(method, predictions, reason,
     dense_expected_faster)``; ValueError when no candidate can run exactly."""
     from jaxcorr import cost
 
     return cost.choose(n, m, d, optimizer=optimizer, steps=steps, b=b, x_norms=x_norms, dtype=dtype,
-                       methods=tuple(methods))
+                       methods=tuple(methods), n_active=n_active)
 
 
-def dense_expected_faster(method: str, *, n: int, m: int, d: int, optimizer: str, b: float, x_norms, dtype) -> bool:
+def sampled_active(X, m: int, b: float) -> float:
+    """|A| of the data counted on a sample of N(0, I_d) rows (:func:`jaxcorr.cost.sampled_active`)."""
+    from jaxcorr import cost
+
+    return cost.sampled_active(X, m, b)
+
+
+def dense_expected_faster(method: str, *, n: int, m: int, d: int, optimizer: str, b: float, x_norms, dtype,
+                          n_active=None) -> bool:
     """:func:`jaxcorr.cost.dense_expected_faster`: ``method`` is predicted slower per step than dense."""
     from jaxcorr import cost
 
-    return cost.dense_expected_faster(method, n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, dtype=dtype)
+    return cost.dense_expected_faster(method, n=n, m=m, d=d, optimizer=optimizer, b=b, x_norms=x_norms, dtype=dtype,
+                                      n_active=n_active)
 
 
 # ------------------------------------------------------------------------------------ evaluation

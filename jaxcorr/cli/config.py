@@ -138,7 +138,7 @@ def prepare(args, sig, t_start: float, hold) -> Run:
     if cfg.lr is None:
         cfg.lr = float(optimizers.spec(cfg.optimizer).learning_rate)  # each optimizer's own default
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
-    plan, choice, warning = _method_and_plan(args, cfg, dtype, _library.available(device), norms, kind, mesh)
+    plan, choice, warning = _method_and_plan(args, cfg, dtype, _library.available(device), norms, kind, mesh, X)
     wide = plan.wide and plan.init == "rows"  # (a span-defined model is no WideParams)
     params0, state0, step0, W0 = _start_state(args, cfg, kind, wide, X, y, optimizer, dtype, mesh is None)
     return Run(cfg=cfg, X=X, y=y, norms=norms, optimizer=optimizer, params0=params0, state0=state0, step0=step0,
@@ -233,16 +233,18 @@ def _load_eval(args, cfg: Config, dtype, notes: list) -> EvalData | None:
 
 
 # ------------------------------------------------------------------------------------ the method
-def _method_and_plan(args, cfg: Config, dtype, available, norms, kind, mesh):
+def _method_and_plan(args, cfg: Config, dtype, available, norms, kind, mesh, X):
     """``(memory plan, method_choice dict, warning or None)``; sets ``cfg.method`` when it is ``auto``.
 
     A named method is planned as given, with a warning when it is sparse, the run is full width and
     :func:`jaxcorr.cost.dense_expected_faster` says dense would be faster per step. ``auto``: the
     fastest exact candidate by :func:`jaxcorr.cost.choose` whose memory plan is not refused; a
     refused one is dropped and the choice made again among the rest (its reason says so). When
-    every candidate is refused, the refusal naming the widest ``m`` that fits is raised."""
+    every candidate is refused, the refusal naming the widest ``m`` that fits is raised. The
+    predictions use |A| counted on the data (:func:`jaxcorr.cost.sampled_active`: real points are
+    correlated and fire far fewer rows than points in general position)."""
     ask = dict(n=cfg.n, m=cfg.m, d=cfg.d, optimizer=cfg.optimizer, b=cfg.b, x_norms=[float(v) for v in norms],
-               dtype=np.dtype(dtype).name)
+               dtype=np.dtype(dtype).name, n_active=_library.sampled_active(X, cfg.m, cfg.b))
 
     def plan_for(method: str):
         cfg.method = method
