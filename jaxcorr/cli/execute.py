@@ -66,7 +66,7 @@ def _execute(args, run: config.Run, sig) -> int:
         run.span0 = _span_setup(run, mode)
         run.params0 = run.span0 if run.span else _materialize(run.span0, mode)
     if run.span:
-        fit = _library.span_fit_function()
+        fit = _library.span_fit_function(run.mesh)
     save = _saver(args, run, sig) if args.save else None
     if (run.wide or run.span) and run.params0.n_active == 0:
         out = _cannot_move(run, plan)
