@@ -819,17 +819,17 @@ def _resume_span(spec, active, start, yd, optimizer, *, learning_rate, **kw):
     return SpanTrained(idx=active.idx, a=start.a, K=c.K, W=None, opt_state=c.opt_state, b=kw["b"]), hist
 
 
-def _resume_rows(spec, start, Xd, yd, optimizer, *, learning_rate, **kw):
+def _resume_rows(spec, start, Xd, yd, optimizer, *, learning_rate, mesh=None, **kw):
     """Go on from the trained rows ``W`` of A and their optimizer state (``train.fit(..., width=m)``)."""
     state = _state_like(optimizer or train.sgd(float(learning_rate)), start.opt_state, start.W)
     trained, hist = train.fit(nn.Params(start.W, jnp.asarray(start.a, start.W.dtype)), Xd, yd, optimizer=optimizer,
-                              learning_rate=learning_rate, opt_state=state, width=spec.m, **kw)
+                              learning_rate=learning_rate, opt_state=state, width=spec.m, mesh=mesh, **kw)
     return SpanTrained(idx=start.idx, a=start.a, K=None, W=trained.W, opt_state=hist.opt_state, b=kw["b"]), hist
 
 
 def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = train.DEFAULT_METHOD,
         optimizer=None, learning_rate: float = train.DEFAULT_LEARNING_RATE, b: float | None = None,
-        callback=None, chunk_size: int | None = None, start: SpanTrained | None = None
+        callback=None, chunk_size: int | None = None, start: SpanTrained | None = None, mesh=None
         ) -> tuple[SpanTrained, train.History]:
     r"""Train the network ``spec`` defines on the points it was defined from: the held rows A only.
 
@@ -851,6 +851,10 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
       ``fit(steps=s + t)`` equals ``fit(steps=s)`` then ``fit(steps=t, start=...)`` to float
       rounding (1e-15 relative measured in float64: the resumed run's Gram matrix is ``C C^T``).
       A callback's ``"snapshot"`` then gives the rows in those coordinates (``G + K C``).
+    - ``mesh`` (several devices or processes, :func:`jaxcorr.train.fit`'s ``mesh=``): the row path
+      for every optimizer, :func:`jaxcorr.train.sgd` included (the rows of A materialised, |A| d, and
+      trained by ``train.fit(..., width=m, mesh=mesh)``); ``start`` must then hold rows ``W`` (a
+      span-path ``K`` goes on from :meth:`SpanTrained.trained_rows` and its state in row form).
 
     Args:
       spec, active: the definition and its set-up (:func:`define`, :func:`setup`); the training
@@ -863,6 +867,7 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
         still holds every row that can fire); a smaller one is refused.
       start: a :class:`SpanTrained` over ``active``'s rows to continue (its ``opt_state`` a pytree,
         or the flat list of leaves a checkpoint read without an optimizer gives).
+      mesh: None (one device), or the mesh of :func:`jaxcorr.train.fit` (its sharded methods only).
 
     Returns:
       ``(SpanTrained, History)``.
@@ -894,16 +899,19 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
           "chunk_size": chunk_size}
     if start is not None:
         if start.K is not None:
+            if mesh is not None:
+                raise ValueError("start holds coefficients K (the span path), which train on one device; on a mesh "
+                                 "go on from its rows (SpanTrained.trained_rows and the state in row form)")
             return _resume_span(spec, active, start, yd, optimizer, **kw)
-        return _resume_rows(spec, start, Xd, yd, optimizer, **kw)
-    if optimizer is None or isinstance(optimizer, train.LinearOptimizer):
+        return _resume_rows(spec, start, Xd, yd, optimizer, mesh=mesh, **kw)
+    if mesh is None and (optimizer is None or isinstance(optimizer, train.LinearOptimizer)):
         a = output_weights(spec, active.idx, dtype=dt)
         ip = _span_inner(jnp.asarray(spec.C, dt), active.G)
         coef, hist = train.fit_coordinates(ip, a, Xd, yd, width=spec.m, optimizer=optimizer,
                                            donate_inner_products=True, **kw)
         return SpanTrained(idx=active.idx, a=a, K=coef.K, W=None, opt_state=coef.opt_state, b=b), hist
     p = rows(spec, active, active.idx, dtype=dt)
-    trained, hist = train.fit(p, Xd, yd, optimizer=optimizer, width=spec.m, **kw)
+    trained, hist = train.fit(p, Xd, yd, optimizer=optimizer, width=spec.m, mesh=mesh, **kw)
     return SpanTrained(idx=active.idx, a=p.a, K=None, W=trained.W, opt_state=hist.opt_state, b=b), hist
 
 

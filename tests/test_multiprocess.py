@@ -73,8 +73,8 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
     dirs = [tmp_path / "p0", tmp_path / "p1"]
     for d in dirs:
         d.mkdir()
-    first = distributed.LocalRun(_train_cmds(2, "--steps", "6", "--save", "run.ckpt", "--json", "--quiet"),
-                                 env=_env(), cwd=[str(d) for d in dirs]).wait(DEADLINE)
+    first = distributed.LocalRun(_train_cmds(2, "--init", "rows", "--steps", "6", "--save", "run.ckpt", "--json",
+                                             "--quiet"), env=_env(), cwd=[str(d) for d in dirs]).wait(DEADLINE)
     _check_ok(first)
     assert (dirs[0] / "run.ckpt").exists() and not (dirs[1] / "run.ckpt").exists()  # process 0 writes
     summaries = [_last_json(r["stdout"]) for r in first]
@@ -99,6 +99,56 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
         assert abs(s["loss_final"] - ref_loss) <= 1e-5 * ref_loss
     W = np.asarray(checkpoint.load(str(dirs[0] / "run.ckpt")).model.W)
     assert np.max(np.abs(W - np.asarray(ref.W))) <= 1e-5 * np.max(np.abs(np.asarray(ref.W)))
+
+
+def test_two_processes_init_span_like_one(tmp_path, capsys):
+    """--init span (the default) on 2 processes: each builds the same held rows A (span_init.build
+    is a pure function of the key, X, m and b) and trains them on the mesh's row path. Fresh, 3 steps
+    == span_init.fit on one device (1e-5); a one-process span-path checkpoint (K and its momentum
+    trace) resumed on 2 processes for 3 more == 6 steps on one device; process 0's checkpoint (the
+    trained rows) resumes on one process to the same end."""
+    import jax
+
+    from jaxcorr import checkpoint, cli, data, optimizers, span_init
+
+    dirs = [tmp_path / "p0", tmp_path / "p1"]
+    for d in dirs:
+        d.mkdir()
+    opt = ["--optimizer", "momentum", "--method", "active", "--json", "--quiet"]
+    assert cli.main(["train", *SIZES, *opt, "--steps", "3", "--save", str(dirs[0] / "k.ckpt")]) == 0  # K
+    shutil.copy(dirs[0] / "k.ckpt", dirs[1] / "k.ckpt")
+    fresh = distributed.LocalRun(_train_cmds(2, *opt, "--steps", "3", "--save", "w.ckpt"), env=_env(),
+                                 cwd=[str(d) for d in dirs]).wait(DEADLINE)
+    _check_ok(fresh)
+    resumed = distributed.LocalRun(_train_cmds(2, "--resume", "k.ckpt", "--save", "k.ckpt", "--steps", "3", "--json",
+                                               "--quiet"), env=_env(), cwd=[str(d) for d in dirs]).wait(DEADLINE)
+    _check_ok(resumed)
+    assert (dirs[0] / "w.ckpt").exists() and not (dirs[1] / "w.ckpt").exists()  # process 0 writes
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(dirs[0] / "w.ckpt"), "--save", str(tmp_path / "one.ckpt"), "--steps",
+                     "3", "--json", "--quiet"]) == 0
+    one = _last_json(capsys.readouterr().out)
+
+    X, y = data.synthetic(3, 6, 8)  # the reference: span_init on one device, 3 + 3 + 1 steps
+    spec, act = span_init.build(jax.random.key(3), X, 512, 1.2)
+    kw = dict(method="active", optimizer=optimizers.make("momentum", optimizers.spec("momentum").learning_rate), b=1.2)
+    at3, h1 = span_init.fit(spec, act, X, y, steps=3, **kw)
+    ref, h2 = span_init.fit(spec, act, X, y, steps=3, start=at3, **kw)
+    _, h3 = span_init.fit(spec, act, X, y, steps=1, start=ref, **kw)
+    loss = np.concatenate([np.asarray(h.loss, np.float64) for h in (h1, h2, h3)])
+    for s in map(_last_json, (r["stdout"] for r in fresh)):
+        assert s["init"] == "span" and s["processes"] == 2 and s["n_active"] == act.n_active
+        np.testing.assert_allclose([s["loss_initial"], s["loss_final"]], loss[[0, 3]], rtol=1e-5)
+    for s in [*map(_last_json, (r["stdout"] for r in resumed)), one]:
+        assert s["init"] == "span" and s["step_end"] == 6
+        np.testing.assert_allclose([s["loss_initial"], s["loss_final"]], loss[[3, 6]], rtol=1e-5)
+    for path, steps, want in (("p0/w.ckpt", 3, at3), ("p0/k.ckpt", 6, None), ("one.ckpt", 6, None)):
+        ck = checkpoint.restore(tmp_path / path)
+        assert checkpoint.kind(tmp_path / path) == "span" and ck.step == steps and ck.model.trained.path == "rows"
+        np.testing.assert_array_equal(ck.model.active.idx, act.idx)
+        W = (want or ref).trained_rows(spec, act, X).W
+        got = ck.model.trained.trained_rows(ck.model.spec, ck.model.active, ck.model.X).W
+        np.testing.assert_allclose(np.asarray(got), np.asarray(W), rtol=0, atol=1e-5 * float(np.abs(W).max()))
 
 
 def test_killed_peer_stops_the_other_with_a_clear_error():

@@ -42,6 +42,7 @@ __all__ = [
     "span_train_loss",
     "span_fit_function",
     "span_model",
+    "span_rows_start",
     "wide_fit_function",
     "wide_setup",
     "wide_width",
@@ -216,13 +217,17 @@ def span_train_loss(model, X, y, b: float) -> tuple[float, np.ndarray]:
         return 0.5 * float(e @ e), np.asarray(ip > b)
 
 
-def span_fit_function():
+def span_fit_function(mesh=None):
     """A ``train.fit``-like callable over a :class:`jaxcorr.span_init.SpanModel` for the CLI's loop:
     :func:`jaxcorr.span_init.fit` from the model's training (``start=``; the optimizer state is the
     model's own, so ``opt_state`` is not used) and the trained model back. The callback's
     ``"snapshot"`` gives ``(SpanModel, opt_state)`` after the chunk: from the chunk's coefficients
     ``K`` on the span path, from its rows of A on the row path. ``fallback`` must be ``"error"``
-    (no rows to fall back on: the CLI refuses ``--fallback dense`` under ``--init span``)."""
+    (no rows to fall back on: the CLI refuses ``--fallback dense`` under ``--init span``).
+
+    With ``mesh`` (several processes) every optimizer trains on the row path, on the mesh
+    (``span_init.fit(..., mesh=mesh)``); a model trained on the span path goes on from its rows
+    (:func:`span_rows_start`)."""
     si = _span_init()
 
     def fit(model, X, y, *, steps, method, optimizer, b, opt_state=None, callback=None, chunk_size=None,
@@ -230,13 +235,50 @@ def span_fit_function():
         del opt_state  # model.trained.opt_state
         if fallback != "error":
             raise ValueError("a span-defined model has no dense fallback (--init rows has)")
-        spec, active = model.spec, model.active
+        spec, active, start = model.spec, model.active, model.trained
+        if mesh is not None and start is not None and start.K is not None:
+            start = span_rows_start(model, optimizer)
         trained, hist = si.fit(spec, active, X, y, steps=steps, method=method, optimizer=optimizer, b=b,
                                callback=None if callback is None else _span_callback(callback, model, b),
-                               chunk_size=chunk_size, start=model.trained)
+                               chunk_size=chunk_size, start=start, mesh=mesh)
         return si.SpanModel(spec, active, trained, model.X), hist
 
     return _once(fit)
+
+
+def span_rows_start(model, optimizer):
+    """The training of a span-path model (coefficients ``K``, state over ``K``) as the row path's
+    start: the trained rows of A (:meth:`jaxcorr.span_init.SpanTrained.trained_rows`, |A| d numbers)
+    and the state in row form. The state of :func:`jaxcorr.train.sgd` (SGD, momentum, Nesterov) is
+    linear in the gradients, whose rows are combinations of the points (Section 2): each (|A|, n)
+    trace over ``K`` is ``trace_K X`` over the rows, exactly; scalars (step counts) stay. Any other
+    state is refused (ValueError)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcorr import _linalg
+
+    tr = model.trained
+    if not is_span(optimizer):
+        raise ValueError("the checkpoint holds coefficients K of a train.sgd run (the span path): resume it with "
+                         "the optimizer it was trained with")
+    n_rows, n = tr.K.shape
+    Xd = jnp.asarray(model.X, tr.K.dtype)
+
+    def to_rows(leaf):
+        shape = np.shape(leaf)
+        if shape == ():
+            return leaf
+        if shape != (n_rows, n):
+            raise ValueError(f"the checkpoint's optimizer state has an array of shape {shape}, not (|A|, n)="
+                             f"({n_rows}, {n}) over K: it cannot be put in row form to go on across processes; "
+                             "resume it on one process")
+        return _linalg.matmul(jnp.asarray(leaf, tr.K.dtype), Xd)
+
+    with jax.transfer_guard("allow"):
+        p = tr.trained_rows(model.spec, model.active, model.X)
+        state = jax.tree_util.tree_map(to_rows, tr.opt_state)
+    return dataclasses.replace(tr, K=None, W=p.W, opt_state=state)
 
 
 def _span_callback(callback, model, b: float):

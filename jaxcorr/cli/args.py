@@ -31,7 +31,7 @@ DEFAULT_METHOD = methods.DEFAULT
 AUTO = "auto"
 
 #: ``--init``: W(0) by its key and the data's basis (:mod:`jaxcorr.span_init`, the default of a fresh
-#: run on one process), or the ``nn.init`` rows of earlier versions.
+#: run, on one process or several), or the ``nn.init`` rows of earlier versions.
 INITS = ("span", "rows")
 
 #: Sizes and settings of the default run (``jaxcorr train`` with no options).
@@ -203,8 +203,8 @@ def _add_train_arguments(t) -> None:
     t.add_argument("--init", choices=INITS, default=None,
                    help="how W(0) is defined: span = by the --seed key and the basis of span X, only the rows that "
                         "can fire drawn (jaxcorr.span_init; set-up O(|A|), no m*d array); rows = nn.init rows, all m "
-                        "drawn (the network of earlier versions, bit for bit). Default span on one process, rows "
-                        "with several; with --resume: the checkpoint's")
+                        "drawn (the network of earlier versions, bit for bit). Default span (on one process or "
+                        "several); with --resume: the checkpoint's")
     t.add_argument("--quiet", action="store_true", help="no progress display (warnings and errors still go to stderr)")
     # several processes (hosts): jaxcorr.distributed; all three or none (none: a detected cluster, else one process)
     t.add_argument("--coordinator", metavar="HOST:PORT", default=None,
@@ -265,8 +265,6 @@ def check_options(args) -> None:
         raise ValueError(f"--compare {args.compare} with --steps 0 has no steps to compare; give --steps N")
     if args.wide == "on" and args.compare:
         raise ValueError(f"--compare {args.compare} needs the full-width weights in memory; drop --wide on")
-    if args.init == "span" and any(getattr(args, k) is not None for k in ("coordinator", "num_processes")):
-        raise ValueError("--init span with several processes: use --init rows")
     if args.cache_dir is not None and args.no_cache:
         raise ValueError("--cache-dir and --no-cache contradict each other; give one")
 

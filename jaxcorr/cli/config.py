@@ -6,8 +6,8 @@ data (a ``--data`` file, matched to a resumed checkpoint by content, or the synt
 memory plan that picks the full-width or the wide model (:func:`jaxcorr.memory.plan`), and the
 state the run starts from (fresh ``nn.init`` with ``--init rows``; a fresh ``--init span`` run is
 drawn in set-up, :mod:`jaxcorr.cli.execute`; or the checkpoint's). ``--init`` is resolved here
-(``_resolve_init``: the option, the checkpoint's definition, else ``span`` on one process and
-``rows`` with several), and an ``--init span`` run is planned with :func:`jaxcorr.memory.plan`'s
+(``_resolve_init``: the option, the checkpoint's definition, else ``span``, on one process or
+several), and an ``--init span`` run is planned with :func:`jaxcorr.memory.plan`'s
 ``init="span"`` (no m d term) unless it materialises W(0) for ``--method dense``. With ``--save`` the run holds the
 checkpoint's writer's lock (:func:`jaxcorr.checkpoint.lock`) from here to its end.
 
@@ -121,12 +121,10 @@ def prepare(args, sig, t_start: float, hold) -> Run:
     mesh = distributed.setup(args.coordinator, args.num_processes, args.process_id)  # None: one process
     dtype = np.dtype(jnp.result_type(float))  # float32, or float64 under JAX_ENABLE_X64
     cfg, kind = _resolve_config(args)
-    early: list = []
-    cfg.init = _resolve_init(args, cfg, kind, mesh, early)
+    cfg.init = _resolve_init(args, cfg, kind)
     if args.save is not None:
         _claim(args.save, cfg, hold, writer=jax.process_index() == 0)
     X, y, notes = _load_data(args, cfg, dtype)
-    notes[:0] = early
     eval_data = _load_eval(args, cfg, dtype, notes)
     norms = np.linalg.norm(X.astype(np.float64), axis=1)
     if not np.allclose(norms, 1, atol=1e-3):
@@ -147,12 +145,12 @@ def prepare(args, sig, t_start: float, hold) -> Run:
                span=plan.init == "span")
 
 
-def _resolve_init(args, cfg: Config, kind, mesh, notes: list) -> str:
+def _resolve_init(args, cfg: Config, kind) -> str:
     """``--init``: the option, else the ``--resume`` checkpoint's definition (a span checkpoint is
     ``span``; any other records it in its config, ``rows`` before the option existed), else ``span``
-    on one process and ``rows`` with several (the span-defined model trains on one process).
-    Refused (ValueError, one line): an ``--init`` that contradicts the checkpoint, ``span`` with
-    several processes, and ``--wide on|off`` (the ``nn.init`` wide model or full width) with ``span``."""
+    (several processes too: each builds the same held rows, and they train on the mesh's row path).
+    Refused (ValueError, one line): an ``--init`` that contradicts the checkpoint, and ``--wide on|off``
+    (the ``nn.init`` wide model or full width) with ``span``."""
     if kind is not None:
         saved = "span" if kind == "span" else (cfg.init or "rows")
         if args.init is not None and args.init != saved:
@@ -161,16 +159,12 @@ def _resolve_init(args, cfg: Config, kind, mesh, notes: list) -> str:
                                          "(drop --init)", args.resume)
         init = saved
     else:
-        init = args.init or ("rows" if mesh is not None else "span")
-        if mesh is not None and init != "rows":
-            raise ValueError("--init span with several processes: use --init rows")
+        init = args.init or "span"
     if init == "span" and args.wide != "auto" and kind in (None, "span"):
         how = "--init span (the default)" if args.init is None and kind is None else "--init span"
         raise ValueError(f"--wide {args.wide} is for W(0) drawn as nn.init rows, but {how} defines W(0) by its key "
                          "and the data's basis and holds only the rows that can fire anyway: drop --wide, or add "
                          "--init rows")
-    if mesh is not None and args.init is None and kind is None:
-        notes.append("several processes: W(0) is nn.init rows (--init rows; --init span trains on one process)")
     return init
 
 

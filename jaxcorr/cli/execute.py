@@ -66,7 +66,7 @@ def _execute(args, run: config.Run, sig) -> int:
         run.span0 = _span_setup(run, mode)
         run.params0 = run.span0 if run.span else _materialize(run.span0, mode)
     if run.span:
-        fit = _library.span_fit_function()
+        fit = _library.span_fit_function(run.mesh)
     save = _saver(args, run, sig) if args.save else None
     if (run.wide or run.span) and run.params0.n_active == 0:
         out = _cannot_move(run, plan)
@@ -223,13 +223,17 @@ def _wide_setup(run: config.Run, mode: str, sig):
 
 def _span_setup(run: config.Run, mode: str):
     """The untrained span-defined model of ``--seed``: W(0) by the key and the basis of span X, only the
-    held rows A drawn (:func:`jaxcorr.span_init.build`: O(|A|) rows, nothing d-dimensional)."""
+    held rows A drawn (:func:`jaxcorr.span_init.build`: O(|A|) rows, nothing d-dimensional). With
+    several processes each draws the same A (a pure function of the key, X, m and b): the set-up is
+    repeated, not divided."""
     import jax
 
     cfg = run.cfg
     if mode == "lines":
+        every = "; every process draws the same rows" if run.mesh is not None else ""
         progress.report(f"set-up: W(0) from seed {cfg.seed} and the basis of span X, drawing only the rows that can "
-                        f"fire (--init span, m={cfg.m}; memory estimate {run.memory.estimate.total / 2**30:.2f} GiB)")
+                        f"fire (--init span, m={cfg.m}; memory estimate {run.memory.estimate.total / 2**30:.2f} GiB"
+                        f"{every})")
     with jax.transfer_guard("allow"):
         model = _library.span_build(jax.random.key(cfg.seed), run.X, cfg.m, b=cfg.b, dtype=run.dtype)
     act = model.active
