@@ -294,12 +294,12 @@ def _optimizer_info(optimizer) -> tuple[int, bool, str]:
         import jax
         import jax.numpy as jnp
 
-        from jaxcorr import train
+        from jaxcorr import linear
 
         probe = jax.ShapeDtypeStruct((3, 5), jnp.float32)
         leaves = jax.tree_util.tree_leaves(jax.eval_shape(optimizer.init, probe))
         slots = sum(1 for x in leaves if tuple(x.shape) == (3, 5))
-        return slots, isinstance(optimizer, train.LinearOptimizer), type(optimizer).__name__
+        return slots, isinstance(optimizer, linear.LinearOptimizer), type(optimizer).__name__
     raise ValueError(f"optimizer must be a name of jaxcorr.optimizers.NAMES or an optax GradientTransformation, "
                      f"got {optimizer!r}")
 

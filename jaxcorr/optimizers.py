@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import optax
 
-from jaxcorr import train
+from jaxcorr import linear
 
 __all__ = ["Spec", "TABLE", "NAMES", "make", "describe", "spec", "default_learning_rate"]
 
@@ -60,8 +60,8 @@ class Spec(NamedTuple):
 
 #: The optimizer names and what each stands for (see the module docstring's table).
 TABLE: dict[str, Spec] = {
-    "sgd": Spec(train.sgd, 1.0, "jaxcorr.train.sgd({lr})", 0, True),
-    "momentum": Spec(functools.partial(train.sgd, momentum=0.9), 0.1,
+    "sgd": Spec(linear.sgd, 1.0, "jaxcorr.train.sgd({lr})", 0, True),
+    "momentum": Spec(functools.partial(linear.sgd, momentum=0.9), 0.1,
                      "jaxcorr.train.sgd({lr}, momentum=0.9)", 1, True),
     "adam": Spec(optax.adam, 0.01, "optax.adam({lr})", 2, False),
 }

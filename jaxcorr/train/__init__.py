@@ -70,12 +70,12 @@ Examples:
 
 from __future__ import annotations
 
+from jaxcorr.linear import LinearOptimizer, sgd
 from jaxcorr.train._finalize import coefficients, finalize
 from jaxcorr.train._fit import DEFAULT_CHUNK, fit, fit_coordinates, setup
 from jaxcorr.train._history import CapacityGrown, FellBackToDense, History, InitialCapacity
 from jaxcorr.train._loop import run_chunk
 from jaxcorr.train._setup import ddfn_cap
-from jaxcorr.train._sgd import LinearOptimizer, sgd
 from jaxcorr.train._state import Coefficients, Config, StepConfig, StepStats, TrainState
 from jaxcorr.train._validate import DEFAULT_LEARNING_RATE, DEFAULT_METHOD, FALLBACKS, METHODS
 

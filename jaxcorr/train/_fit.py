@@ -20,8 +20,9 @@ import numpy as np
 import optax
 
 from jaxcorr import _checks, errors, methods, sharding
+from jaxcorr import linear as _sgd
 from jaxcorr.nn import Params
-from jaxcorr.train import _finalize, _loop, _setup, _sgd, _validate
+from jaxcorr.train import _finalize, _loop, _setup, _validate
 from jaxcorr.train._arrays import nbytes
 from jaxcorr.train._history import FellBackToDense, History, InitialCapacity, Recorder
 from jaxcorr.train._state import Coefficients, Config, TrainState

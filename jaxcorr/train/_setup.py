@@ -34,7 +34,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcorr import _linalg, ddfn, errors, maxtree, methods, sharding
-from jaxcorr.train import _linearity, _sgd
+from jaxcorr import linear as _sgd
+from jaxcorr.train import _linearity
 from jaxcorr.train._arrays import copy as _copy
 from jaxcorr.train._arrays import put, zeros
 from jaxcorr.train._arrays import row_first as _row_first

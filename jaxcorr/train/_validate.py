@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcorr import _checks, methods
+from jaxcorr import linear as _sgd
 from jaxcorr.nn import default_threshold
-from jaxcorr.train import _sgd
 from jaxcorr.train._finalize import base_digest
 from jaxcorr.train._state import Coefficients
 

@@ -7,6 +7,11 @@ asserted by a type alone: :class:`LinearOptimizer` cannot be constructed outside
 :func:`is_linear` also checks that its ``init``/``update`` are the very functions :func:`sgd` made
 (a ``_replace`` or a ``tuple.__new__`` of another optimizer's functions is not linear by this test).
 
+Public as :func:`jaxcorr.train.sgd` and :class:`jaxcorr.train.LinearOptimizer`. The module sits
+below :mod:`jaxcorr.train`, :mod:`jaxcorr.optimizers` and :mod:`jaxcorr.cost`, so the optimizer table
+and the cost model read it without importing the training floor (which calls the cost model for
+``method="auto"``).
+
 Examples:
   >>> from jaxcorr import train
   >>> opt = train.sgd(0.1, momentum=0.9)
