@@ -192,9 +192,9 @@ def test_registry_and_cli_reject_bad_arguments(tmp_path):
         reproduce.run("huge", tmp_path)
 
 
-def test_counted_training_verdicts_agree_over_three_runs():
+def test_counted_training_verdicts_agree_over_two_runs():
     """step_cost_dtree, step_cost_wtree and sparsity_train are decided by counts taken from real
-    training runs (the fire counts k_{i,t} and |U_t|); three runs of that deciding computation on the
+    training runs (the fire counts k_{i,t} and |U_t|); two runs of that deciding computation on the
     quick configuration give the same figures, to the bit, and the same verdicts (the quick sweep's
     sizes up to 2^20, 16x, to keep the test fast). The other counted claims read XLA's cost analysis
     of programs compiled from shapes alone (no data, no clock; exercised by the tiny run above); the
@@ -206,9 +206,9 @@ def test_counted_training_verdicts_agree_over_three_runs():
     quick = reproduce.sizes("quick")["training"]
     cfg = {**quick, "ms": [m for m in quick["ms"] if m <= 2**20]}
     common.check_sweep(cfg["ms"], "training counts")
-    runs = [training.counted(cfg, jax.random.PRNGKey(0), training.TOLERANCES) for _ in range(3)]
+    runs = [training.counted(cfg, jax.random.PRNGKey(0), training.TOLERANCES) for _ in range(2)]
     assert set(runs[0]) == {"step_cost_dtree", "step_cost_wtree", "sparsity_train"}
-    assert runs[0] == runs[1] == runs[2]
+    assert runs[0] == runs[1]
     assert all(holds for _, holds in runs[0].values()), runs[0]
 
 
