@@ -205,6 +205,7 @@ def test_eval_time_is_kept_out_of_the_step_times(capsys, tmp_path, monkeypatch):
     assert len(e["history"]) == 4 and e["eval_s"] >= 5 * 0.3  # 4 progress lines, then the returned model
     assert r["ms_per_step"] < 300  # a step is not charged the 0.3 s of an evaluation
     assert r["wall_s"] + e["eval_s"] <= r["process_s"] + 0.05  # the training time holds none of it
+    assert r["setup_s"] + r["wall_s"] + e["eval_s"] <= r["process_s"] + 0.05  # nor the set-up figure
 
 
 def test_eval_data_is_normalised_with_normalize_and_read_from_csv(capsys, tmp_path):
