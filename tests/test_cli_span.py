@@ -11,6 +11,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from test_cli import run, run_json
 
 from jaxcorr import checkpoint, cli, data, evaluation, nn, optimizers, span_init, train
 from jaxcorr.cli import _library, report
@@ -32,18 +33,6 @@ def spy(monkeypatch):
 
     monkeypatch.setattr(report, "result", result)
     return seen
-
-
-def run(capsys, *argv):
-    rc = cli.main(["train", *argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_json(capsys, *argv):
-    rc, out, err = run(capsys, *argv, "--json")
-    assert rc == 0, err
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def one_line_error(capsys, *argv, words=()):
