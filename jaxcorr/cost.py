@@ -337,7 +337,7 @@ def sampled_active(X, m: int, b: float, *, W=None, samples: int | None = None, s
 
     :func:`expected_active` assumes unit-norm points in general position; real data are correlated
     (images of one digit: the rows that fire for one point fire for the others), and then |A| is
-    far smaller (digits 0 vs 1: 0.21 m against 1.0 m). This counts it instead: a row ``w`` is in A
+    far smaller (docs/regime.md). This counts it instead: a row ``w`` is in A
     when :math:`\max_i \langle w, x_i\rangle > b` (Definition 2.4 at ``t = 0``), over ``samples``
     rows (default :math:`\min(2^{16}, \max(2^{12}, 2^{24} / (n d)))`, O(2^24) multiply-adds at
     most), which are ``W``'s first rows when ``W`` is given (its own |A|: rows of W(0) are i.i.d.),
@@ -398,8 +398,8 @@ def predict(method: str, *, n: int, m: int, d: int, optimizer="sgd", b: float | 
         rows, and |A| is at most ``rows``.
       n_active: |A| measured or estimated from the data (:func:`sampled_active`), in place of
         :func:`expected_active`'s, which assumes unit-norm points in general position: real data
-        are correlated (digits 0 vs 1: |A| = 0.21 m where independent points would give 1.0 m),
-        and the sparse steps' cost is proportional to |A|. At most ``rows``.
+        are correlated (far fewer rows fire), and the sparse steps' cost is proportional to |A|.
+        At most ``rows``.
 
     Returns:
       a :class:`Prediction`. For a sparse method whose expected fire count per point exceeds the

@@ -28,7 +28,7 @@ available memory and the largest width that fits, instead of dying in XLA's allo
   products, the initial leaves, ``K``, the step's temporaries (6 together), each state slot and the
   trees' levels; another optimizer (the row path) holds the rows of A, ``|A| d`` in float64 on the
   host while they are drawn, then the wide model's training terms. Calibrated against
-  ``scripts/bench_span_init.py --train`` (docs/span_init.md: 10.6 GiB at 2^32, n = 8, d = 64, sgd).
+  ``scripts/bench_span_init.py --train`` (its measurements: docs/span_init.md).
 
 **Available memory** (:func:`available`) is the smallest of the kernel's ``MemAvailable``, the room
 left under every cgroup memory limit on the way to the root (v2 ``memory.max`` or v1

@@ -849,7 +849,7 @@ def fit(spec: SpanInit, active: ActiveSet, X, y, *, steps: int, method: str = tr
       points ``C``: the same inner products and Gram matrix, so the same ``K``; O(|A| (n + k))
       memory, no d-dimensional row); from ``W`` (row path) ``train.fit`` with ``opt_state=``.
       ``fit(steps=s + t)`` equals ``fit(steps=s)`` then ``fit(steps=t, start=...)`` to float
-      rounding (1e-15 relative measured in float64: the resumed run's Gram matrix is ``C C^T``).
+      rounding (the resumed run's Gram matrix is ``C C^T``, not ``X X^T``).
       A callback's ``"snapshot"`` then gives the rows in those coordinates (``G + K C``).
     - ``mesh`` (several devices or processes, :func:`jaxcorr.train.fit`'s ``mesh=``): the row path
       for every optimizer, :func:`jaxcorr.train.sgd` included (the rows of A materialised, |A| d, and
