@@ -31,6 +31,8 @@ import os
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -131,17 +133,17 @@ def write(path, arrays: dict, meta: dict, *, timings: dict | None = None) -> Non
         timings["bytes"] = nbytes
 
 
-def _write_atomic(path: str, arrays: dict, meta: dict, clock) -> int:
+def write_atomically(path: str, write: Callable[[Any], Any], *, prefix: str | None = None):
+    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a reader
+    sees the old file or the new one, never part of one. The new file gets the permissions a newly
+    created one would (0o666 less the umask); on any error the temporary file is removed. Returns
+    what ``write`` returns."""
     directory = os.path.dirname(os.path.abspath(path))
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path) + f"{os.getpid()}-", suffix=".tmp", dir=directory)
+    prefix = "." + os.path.basename(path) + "." if prefix is None else prefix
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            nbytes = _write_npz(f, arrays, meta)
-            f.flush()
-            clock.lap("write")
-            os.fsync(f.fileno())
-            clock.lap("fsync")
+            out = write(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -150,7 +152,22 @@ def _write_atomic(path: str, arrays: dict, meta: dict, clock) -> int:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    return out
+
+
+def _write_atomic(path: str, arrays: dict, meta: dict, clock) -> int:
+    _remove_stale_temporaries(path)
+
+    def write(f) -> int:
+        nbytes = _write_npz(f, arrays, meta)
+        f.flush()
+        clock.lap("write")
+        os.fsync(f.fileno())
+        clock.lap("fsync")
+        return nbytes
+
+    nbytes = write_atomically(path, write, prefix=_tmp_prefix(path) + f"{os.getpid()}-")
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
     clock.lap("rename")
     return nbytes
 

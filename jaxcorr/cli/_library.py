@@ -46,6 +46,7 @@ __all__ = [
     "wide_fit_function",
     "wide_setup",
     "wide_width",
+    "write_atomically",
 ]
 
 
@@ -341,6 +342,13 @@ def lock(path) -> contextlib.AbstractContextManager:
 def restore(path, *, X, y, optimizer, as_wide: bool):
     """:func:`jaxcorr.checkpoint.restore`: ``Restored(kind, model, opt_state, step, config)``."""
     return _checkpoint().restore(path, X=X, y=y, optimizer=optimizer, as_wide=as_wide)
+
+
+def write_atomically(path, write) -> None:
+    """``write(file)`` into ``path`` atomically (:func:`jaxcorr.checkpoint._container.write_atomically`)."""
+    from jaxcorr.checkpoint._container import write_atomically as _write
+
+    _write(path, write)
 
 
 def save(path, model, *, X, y, opt_state, step: int, config: dict, **compact) -> str:

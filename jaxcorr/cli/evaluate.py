@@ -35,12 +35,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxcorr import errors
+from jaxcorr.cli import _library
 from jaxcorr.cli.args import cache_dir, enable_cache
 
 __all__ = ["OUT_FORMATS", "Job", "predict", "evaluate"]
@@ -188,21 +188,12 @@ def _check_out(args) -> str | None:
 
 def _write(path: str, fmt: str, f: np.ndarray, record: dict) -> None:
     """Write the outputs to ``path`` in format ``fmt``, atomically (a temporary file renamed over it)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if fmt == ".npz":
-                np.savez(out, predictions=f)
-            elif fmt == ".csv":
-                out.write(("prediction\n" + "".join(str(x) + "\n" for x in f)).encode())
-            else:
-                out.write((json.dumps(record) + "\n").encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def write(out) -> None:
+        if fmt == ".npz":
+            np.savez(out, predictions=f)
+        elif fmt == ".csv":
+            out.write(("prediction\n" + "".join(str(x) + "\n" for x in f)).encode())
+        else:
+            out.write((json.dumps(record) + "\n").encode())
+
+    _library.write_atomically(path, write)
